@@ -1,0 +1,154 @@
+"""The registry of attention types: one name per design or variant, with its metadata.
+
+Modelled on timm's ``register_model`` / ``list_models`` and torchvision's ``_api``: family files
+register their entries at import time with :func:`register_attention`; a duplicate name is
+refused; :func:`list_attention` filters with fnmatch; :func:`create` builds an entry by name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from torch import nn
+
+__all__ = [
+    "AttentionInfo",
+    "Kind",
+    "Placement",
+    "register_attention",
+    "unregister_attention",
+    "list_attention",
+    "get_info",
+    "create",
+]
+
+Kind = Literal["gate", "pool", "conv"]
+"""``gate``: output shape == input shape. ``pool``: changes channels or spatial size.
+``conv``: replaces a convolution, ``in_channels -> out_channels``."""
+
+Placement = Literal["block", "stage", "head", "conv", "none"]
+"""Where :func:`modules.build_model` puts the entry: on every residual branch (``block``), once at
+the end of every stage (``stage``), as the classifier's global pooling (``head``), in place of the
+block's 3x3 convolution (``conv``), or nowhere (``none``: refused, with ``placement_note``)."""
+
+KINDS: tuple[str, ...] = ("gate", "pool", "conv")
+PLACEMENTS: tuple[str, ...] = ("block", "stage", "head", "conv", "none")
+
+
+@dataclass(frozen=True)
+class AttentionInfo:
+    """Metadata of one registered attention type."""
+
+    name: str
+    factory: Callable[..., nn.Module]
+    family: str
+    paper: str
+    arxiv: str | None
+    kind: Kind
+    placement: Placement = "block"
+    placement_note: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def as_row(self) -> dict[str, Any]:
+        """The metadata as a flat dict (for tables)."""
+        return {
+            "name": self.name,
+            "family": self.family,
+            "kind": self.kind,
+            "placement": self.placement,
+            "paper": self.paper,
+            "arxiv": self.arxiv or "",
+            "description": self.description,
+        }
+
+
+_REGISTRY: dict[str, AttentionInfo] = {}
+
+
+def register_attention(
+    name: str,
+    factory: Callable[..., nn.Module],
+    *,
+    family: str,
+    paper: str,
+    arxiv: str | None,
+    kind: Kind,
+    placement: Placement | None = None,
+    placement_note: str = "",
+    description: str = "",
+    **defaults: Any,
+) -> AttentionInfo:
+    """Register ``factory`` under ``name``; ``defaults`` are keyword arguments bound to it.
+
+    ``factory(channels, **kwargs)`` must return a module; a ``conv`` entry also takes
+    ``out_channels``. Raises ``ValueError`` on a duplicate name, an unknown kind or placement.
+    """
+    if not name or not isinstance(name, str):
+        raise ValueError(f"name must be a non-empty str, got {name!r}")
+    if name in _REGISTRY:
+        raise ValueError(f"attention type {name!r} is already registered (family {_REGISTRY[name].family!r})")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if placement is None:
+        placement = {"gate": "block", "pool": "none", "conv": "conv"}[kind]
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+    info = AttentionInfo(
+        name=name,
+        factory=factory,
+        family=family,
+        paper=paper,
+        arxiv=arxiv,
+        kind=kind,
+        placement=placement,
+        placement_note=placement_note,
+        defaults=dict(defaults),
+        description=description,
+    )
+    _REGISTRY[name] = info
+    return info
+
+
+def unregister_attention(name: str) -> None:
+    """Remove ``name`` (for plugins and tests); ``ValueError`` if it is not registered."""
+    get_info(name)
+    del _REGISTRY[name]
+
+
+def list_attention(filter: str | None = None, *, kind: Kind | None = None) -> list[str]:  # noqa: A002
+    """Sorted registered names, optionally matching the fnmatch pattern ``filter`` and ``kind``."""
+    names = sorted(_REGISTRY)
+    if filter:
+        names = [n for n in names if fnmatch.fnmatchcase(n, filter)]
+    if kind is not None:
+        names = [n for n in names if _REGISTRY[n].kind == kind]
+    return names
+
+
+def get_info(name: str) -> AttentionInfo:
+    """Metadata of ``name``; ``ValueError`` listing close matches if it is unknown."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=5, cutoff=0.5)
+        hint = f"; close matches: {', '.join(close)}" if close else ""
+        raise ValueError(
+            f"unknown attention type {name!r}{hint}. "
+            f"Registered: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def create(name: str, channels: int, **kwargs: Any) -> nn.Module:
+    """Build the registered attention type ``name`` for ``channels`` input channels.
+
+    Keyword arguments override the entry's defaults (e.g. ``reduction=8``); a ``conv`` entry
+    takes ``out_channels`` (default: ``channels``), ``kernel_size`` and ``stride``.
+    """
+    info = get_info(name)
+    merged = {**info.defaults, **kwargs}
+    return info.factory(channels, **merged)
