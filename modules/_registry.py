@@ -52,6 +52,7 @@ class AttentionInfo:
     placement: Placement = "block"
     placement_note: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
     def as_row(self) -> dict[str, Any]:
@@ -81,12 +82,15 @@ def register_attention(
     placement: Placement | None = None,
     placement_note: str = "",
     description: str = "",
+    backbone_kwargs: dict[str, Any] | None = None,
     **defaults: Any,
 ) -> AttentionInfo:
     """Register ``factory`` under ``name``; ``defaults`` are keyword arguments bound to it.
 
     ``factory(channels, **kwargs)`` must return a module; a ``conv`` entry also takes
-    ``out_channels``. Raises ``ValueError`` on a duplicate name, an unknown kind or placement.
+    ``out_channels``. ``backbone_kwargs`` are extra keyword arguments :func:`modules.build_model`
+    passes when it inserts the entry into a backbone (e.g. ``out_norm_layer=None`` for a conv
+    entry whose own trailing norm would duplicate the block's). Raises ``ValueError`` on a duplicate name, an unknown kind or placement.
     """
     if not name or not isinstance(name, str):
         raise ValueError(f"name must be a non-empty str, got {name!r}")
@@ -108,6 +112,7 @@ def register_attention(
         placement=placement,
         placement_note=placement_note,
         defaults=dict(defaults),
+        backbone_kwargs=dict(backbone_kwargs or {}),
         description=description,
     )
     _REGISTRY[name] = info
