@@ -1,0 +1,39 @@
+"""``python -m suite STAGE [options]``: the harness's command line.
+
+Each stage lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``;
+they are imported only when chosen, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+STAGES: dict[str, tuple[str, str]] = {
+    "cost": ("suite.cost.cli", "parameters, MACs and FLOPs from fvcore, thop, torch and the closed forms"),
+    "latency": ("suite.timing.cli_latency", "CPU/CUDA latency with percentiles, ratios and a roofline"),
+    "memory": ("suite.timing.cli_memory", "bytes saved for backward, peak RSS / CUDA peak memory"),
+    "accuracy": ("suite.accuracy.cli", "ImageNet-subset accuracy deltas with paired seeds"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="python -m suite",
+        description="attnbench: measure what CNN attention blocks cost and buy.",
+    )
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    chosen = argv[0] if argv else None
+    for name, (module_path, help_text) in STAGES.items():
+        stage_parser = sub.add_parser(name, help=help_text, description=help_text)
+        stage_parser.set_defaults(_module=module_path)
+        if name == chosen:
+            importlib.import_module(module_path).add_arguments(stage_parser)
+    args = parser.parse_args(argv)
+    return int(importlib.import_module(args._module).main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
