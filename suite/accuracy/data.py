@@ -1,0 +1,274 @@
+"""Images for the accuracy stage: an ImageFolder root decoded once into a uint8 cache.
+
+Any folder with ``train/<class>/*`` and ``val/<class>/*`` works (ImageNet, ImageNet-100,
+Imagenette). The default is ``../shared/datasets/imagenette`` relative to the project root.
+
+Each split is decoded, converted to RGB (grayscale, palette and CMYK images included),
+resized so its shorter side is ``size`` (antialiased) and centre-cropped to ``size x size``,
+then stored as one uint8 tensor ``(N, size, size, 3)`` with its labels in a cache file. The
+cache file's name carries a hash of everything that decides its content: the file list with
+sizes and modification times, the class list, the resolution and this module's format
+version, so a changed dataset or setting never reads a stale cache and epochs never
+re-decode a JPEG. Files that cannot be decoded are skipped and listed (``SplitData.skipped``);
+the caller reports them.
+
+A subset is chosen deterministically: a class list, or the first ``num_classes`` classes in
+sorted order; ``per_class`` images per class are the ones whose file names sort first under a
+SHA-1 of the name (a fixed pseudo-random sample that does not depend on the order the files
+are listed in and keeps its members when other files are added).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from suite.env import PROJECT_ROOT
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DEFAULT_DATA",
+    "SplitData",
+    "DataNotFoundError",
+    "resolve_data_root",
+    "list_classes",
+    "select_classes",
+    "list_files",
+    "decode_image",
+    "default_cache_dir",
+    "load_split",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+DEFAULT_DATA = PROJECT_ROOT / ".." / "shared" / "datasets" / "imagenette"
+_CACHE_VERSION = 1
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No usable ImageFolder root (with ``train/`` and ``val/``) was found."""
+
+
+@dataclass
+class SplitData:
+    """One decoded split.
+
+    Attributes:
+        images: uint8 ``(N, S, S, 3)`` (channels last, as decoded).
+        labels: int64 ``(N,)`` indices into ``classes``.
+        classes: the class folder names, in label order.
+        skipped: files that could not be decoded (relative to the root).
+        cache_file: the cache file the split was read from or written to.
+        from_cache: whether it was read from an existing cache (no decoding).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    skipped: list[str] = field(default_factory=list)
+    cache_file: Path | None = None
+    from_cache: bool = False
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+
+def resolve_data_root(path: str | os.PathLike[str] | None) -> Path:
+    """The dataset root: ``path`` if given, else the default Imagenette copy.
+
+    Raises DataNotFoundError naming the default location and the ``--data`` option when
+    neither exists, or when the chosen root lacks ``train/`` or ``val/``.
+    """
+    root = Path(path).expanduser() if path is not None else DEFAULT_DATA.resolve()
+    if path is None and not root.is_dir():
+        raise DataNotFoundError(
+            f"no dataset found: the default {DEFAULT_DATA.resolve()} does not exist and no "
+            f"--data PATH was given; pass --data pointing to an ImageFolder root with train/ and val/"
+        )
+    if not root.is_dir():
+        raise DataNotFoundError(
+            f"--data {root} does not exist (the default would be {DEFAULT_DATA.resolve()})"
+        )
+    missing = [s for s in ("train", "val") if not (root / s).is_dir()]
+    if missing:
+        raise DataNotFoundError(
+            f"{root} is not an ImageFolder root: missing {', '.join(m + '/' for m in missing)} "
+            f"(expected train/<class>/* and val/<class>/*)"
+        )
+    return root
+
+
+def list_classes(root: Path) -> list[str]:
+    """Sorted class folder names under ``root/train``."""
+    return sorted(p.name for p in (root / "train").iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def select_classes(
+    available: Sequence[str], classes: Sequence[str] | None = None, num_classes: int | None = None
+) -> list[str]:
+    """The classes to use: ``classes`` (each must exist, order kept as sorted) or the first
+    ``num_classes`` of ``available`` in sorted order, or all of them."""
+    available = sorted(available)
+    if classes:
+        unknown = [c for c in classes if c not in available]
+        if unknown:
+            raise ValueError(
+                f"classes not found under train/: {', '.join(unknown)} "
+                f"(available: {', '.join(available[:20])}{' ...' if len(available) > 20 else ''})"
+            )
+        chosen = sorted(set(classes))
+    else:
+        chosen = list(available)
+    if num_classes is not None:
+        if num_classes < 1 or num_classes > len(chosen):
+            raise ValueError(f"num_classes must be in 1..{len(chosen)}, got {num_classes}")
+        chosen = chosen[:num_classes]
+    return chosen
+
+
+def _sample_key(name: str) -> str:
+    return hashlib.sha1(name.encode("utf-8")).hexdigest()
+
+
+def list_files(
+    root: Path, split: str, classes: Sequence[str], per_class: int | None = None
+) -> list[tuple[str, int]]:
+    """``(path relative to root, label)`` for the images of ``split``, sorted by class then name.
+
+    With ``per_class``, the ``per_class`` files of each class whose SHA-1 of the file name
+    sorts first (a deterministic pseudo-random sample).
+    """
+    if per_class is not None and per_class < 1:
+        raise ValueError(f"per_class must be a positive int or None, got {per_class}")
+    items: list[tuple[str, int]] = []
+    for label, name in enumerate(classes):
+        folder = root / split / name
+        if not folder.is_dir():
+            raise DataNotFoundError(f"{folder} does not exist (class {name!r} has no {split}/ folder)")
+        files = [p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+        if per_class is not None:
+            files = sorted(files, key=_sample_key)[:per_class]
+        items.extend((f"{split}/{name}/{f}", label) for f in sorted(files))
+    return items
+
+
+def decode_image(path: str | os.PathLike[str], size: int) -> np.ndarray | None:
+    """Decode ``path`` to RGB, shorter side resized to ``size`` (antialiased), centre-cropped
+    to ``size x size``; ``(size, size, 3)`` uint8, or None when the file cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale that is still >= size
+            img = img.convert("RGB")
+            w, h = img.size
+            scale = size / min(w, h)
+            new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+            img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
+            left, top = (new_w - size) // 2, (new_h - size) // 2
+            img = img.crop((left, top, left + size, top + size))
+            return np.asarray(img, dtype=np.uint8).copy()
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError):
+        return None
+
+
+def default_cache_dir() -> Path:
+    """``$ATTNBENCH_CACHE`` or ``$XDG_CACHE_HOME/attnbench`` (default ``~/.cache/attnbench``)."""
+    if os.environ.get("ATTNBENCH_CACHE"):
+        return Path(os.environ["ATTNBENCH_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "attnbench"
+
+
+def _cache_key(root: Path, items: Sequence[tuple[str, int]], classes: Sequence[str], size: int) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"version": _CACHE_VERSION, "size": size, "classes": list(classes)}).encode())
+    for rel, label in items:
+        st = (root / rel).stat()
+        digest.update(f"{rel}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def _decode_job(args: tuple[str, int]) -> np.ndarray | None:
+    return decode_image(*args)
+
+
+def load_split(
+    root: Path,
+    split: str,
+    classes: Sequence[str],
+    size: int,
+    *,
+    per_class: int | None = None,
+    cache_dir: Path | None = None,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> SplitData:
+    """Decode (or read from the cache) ``split`` of ``root`` at ``size x size``.
+
+    Args:
+        root: the ImageFolder root.
+        split: ``"train"`` or ``"val"``.
+        classes: class folder names; label ``i`` is ``classes[i]``.
+        size: side of the square cached images.
+        per_class: images per class (deterministic sample), or None for all.
+        cache_dir: where cache files live (default :func:`default_cache_dir`).
+        workers: decoding processes (default: the CPU count, at most 8).
+        progress: called with the number of images decoded since the last call.
+    """
+    if size < 8:
+        raise ValueError(f"size must be >= 8, got {size}")
+    items = list_files(root, split, classes, per_class)
+    if not items:
+        raise DataNotFoundError(f"no images under {root / split} for the chosen classes")
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_file = cache_dir / f"{root.name}-{split}-{size}px-{len(items)}-{_cache_key(root, items, classes, size)}.pt"
+    if cache_file.exists():
+        try:
+            blob = torch.load(cache_file, mmap=True, weights_only=True)
+            return SplitData(
+                blob["images"], blob["labels"], list(blob["classes"]), list(blob["skipped"]),
+                cache_file, True,
+            )
+        except (OSError, RuntimeError, KeyError, EOFError):
+            pass  # a damaged cache is rebuilt below
+
+    images = np.empty((len(items), size, size, 3), dtype=np.uint8)
+    keep = np.zeros(len(items), dtype=bool)
+    jobs = [(str(root / rel), size) for rel, _ in items]
+    workers = min(os.cpu_count() or 1, 8) if workers is None else max(1, workers)
+    if workers > 1 and len(jobs) > 64:
+        context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            results = pool.map(_decode_job, jobs, chunksize=32)
+            _collect(results, images, keep, progress)
+    else:
+        _collect(map(_decode_job, jobs), images, keep, progress)
+    skipped = [rel for (rel, _), ok in zip(items, keep) if not ok]
+    labels = torch.tensor([label for (_, label), ok in zip(items, keep) if ok], dtype=torch.int64)
+    data = SplitData(torch.from_numpy(images[keep]), labels, list(classes), skipped, cache_file, False)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+    torch.save(
+        {"images": data.images, "labels": data.labels, "classes": data.classes, "skipped": skipped},
+        tmp,
+    )
+    os.replace(tmp, cache_file)
+    return data
+
+
+def _collect(results, images: np.ndarray, keep: np.ndarray, progress: Callable[[int], None] | None) -> None:
+    for i, array in enumerate(results):
+        if array is not None:
+            images[i] = array
+            keep[i] = True
+        if progress is not None:
+            progress(1)
