@@ -1,0 +1,333 @@
+"""``python -m suite accuracy``: paired-seed accuracy deltas of attention types over a baseline.
+
+For every seed and every chosen attention type (the baseline ``none`` first) one run is
+trained and evaluated (``train.py``); each finished run appends one record to
+``OUT/runs.jsonl``. A re-run skips the runs already recorded (status ``ok`` or ``diverged``)
+and resumes a half-finished one from its checkpoint in ``OUT/checkpoints/``. After the sweep,
+``runs.csv`` (one row per run), ``deltas.csv`` (per attention type: mean top-1/top-5 and the
+paired delta over the baseline with its 95% t interval) and ``summary.md`` are rewritten from
+all records.
+
+Many processes: ``torchrun --nproc_per_node N -m suite accuracy --profile gpu ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from suite.env import PROJECT_ROOT, collect_environment
+from suite.records import RecordStore, folder_lock, write_csv_atomic, write_text_atomic
+
+from .data import DataNotFoundError, list_classes, load_split, resolve_data_root, select_classes
+from .recipe import AUGMENTS, DEFAULT_SEEDS, PROFILES, make_recipe
+from .stats import delta_table
+from .train import BASELINE, DistInfo, init_distributed, train_run
+
+__all__ = ["add_arguments", "main", "SOURCE_DESIGNS", "resolve_attention", "write_tables"]
+
+SOURCE_DESIGNS = ("se", "eca", "ca", "gsop", "cbam", "dycaconv", "dsan_channel")
+"""The designs of the user's source texts: the default ``--attn``."""
+
+SKIP_STATUSES = ("ok", "diverged")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the accuracy stage's options to ``parser``."""
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    parser.add_argument("--profile", choices=tuple(PROFILES), default="cpu",
+                        help="recipe: smoke (seconds, tests), cpu (small ResNet at 32 px, 2 cores), "
+                             "gpu (224 px ResNet-18/50, AMP, torchrun)")
+    parser.add_argument("--attn", default=",".join(SOURCE_DESIGNS),
+                        help="comma-separated attention names or fnmatch patterns (e.g. 'se,eca*'); "
+                             "the baseline 'none' is always run too")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="number of seeds (paired across attention types); default: 1 for smoke, 3 otherwise")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+seeds-1")
+    parser.add_argument("--data", default=None,
+                        help="ImageFolder root with train/ and val/ (default: ../shared/datasets/imagenette "
+                             "relative to the project root)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: runs/accuracy/PROFILE in the project)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="decoded-image cache (default: $ATTNBENCH_CACHE or ~/.cache/attnbench)")
+    parser.add_argument("--workers", type=int, default=None, help="processes decoding images (default: CPU count, max 8)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                        help="default: cuda for the gpu profile when available, else cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads per process (default: torch's choice; torchrun sets 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (one line per run only)")
+    group = parser.add_argument_group("recipe overrides (default: the profile's value)")
+    group.add_argument("--arch", default=None, help="backbone for modules.build_model (resnet_small, resnet18, resnet50...)")
+    group.add_argument("--epochs", type=int, default=None, help="training epochs")
+    group.add_argument("--batch-size", type=int, default=None, help="global batch size (divisible by the ranks)")
+    group.add_argument("--lr", type=float, default=None, help="peak learning rate for the global batch")
+    group.add_argument("--weight-decay", type=float, default=None, help="weight decay of conv/linear weights")
+    group.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up, in epochs")
+    group.add_argument("--label-smoothing", type=float, default=None, help="cross-entropy label smoothing")
+    group.add_argument("--image-size", type=int, default=None, help="side of the network input")
+    group.add_argument("--cache-size", type=int, default=None, help="side of the cached images (>= image size)")
+    group.add_argument("--augment", choices=AUGMENTS, default=None,
+                       help="rrc: random-resized crop + flip; crop: pad-and-crop + flip; none")
+    group.add_argument("--num-classes", type=int, default=None, help="use the first N classes (sorted)")
+    group.add_argument("--classes", default=None, help="comma-separated class folder names to use")
+    group.add_argument("--train-per-class", type=int, default=None, help="training images per class")
+    group.add_argument("--val-per-class", type=int, default=None, help="validation images per class")
+    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                       help="bf16 autocast on CUDA")
+
+
+def resolve_attention(spec: str) -> list[str]:
+    """Registered names matching the comma-separated names / fnmatch patterns of ``spec``
+    (in the order given, without duplicates or the baseline). An exact name that is not
+    registered raises ValueError (with close matches); a pattern that matches nothing too."""
+    import modules
+
+    names: list[str] = []
+    for item in (s.strip() for s in spec.split(",")):
+        if not item or item == BASELINE:
+            continue
+        if any(ch in item for ch in "*?["):
+            found = modules.list_attention(item)
+            if not found:
+                raise ValueError(f"--attn pattern {item!r} matches no registered attention type")
+        else:
+            modules.get_info(item)  # ValueError with close matches
+            found = [item]
+        names.extend(n for n in found if n not in names)
+    return names
+
+
+def _recipe_from_args(args: argparse.Namespace):
+    classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
+    overrides = {
+        "arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "weight_decay": args.weight_decay, "warmup_epochs": args.warmup_epochs,
+        "label_smoothing": args.label_smoothing, "image_size": args.image_size,
+        "augment": args.augment, "num_classes": args.num_classes, "classes": classes,
+        "train_per_class": args.train_per_class, "val_per_class": args.val_per_class, "amp": args.amp,
+    }
+    base = PROFILES[args.profile]
+    if args.image_size is not None and args.cache_size is None:
+        overrides["cache_size"] = max(args.image_size, round(args.image_size * base.cache_size / base.image_size))
+    else:
+        overrides["cache_size"] = args.cache_size
+    return make_recipe(args.profile, **overrides)
+
+
+def _say(info: DistInfo, text: str) -> None:
+    if info.is_main:
+        print(text, flush=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the sweep; 0 on success, 2 on a usage or data error."""
+    try:
+        recipe = _recipe_from_args(args)
+        attns = resolve_attention(args.attn)
+        root = resolve_data_root(args.data)
+    except (ValueError, DataNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    device = args.device or ("auto" if args.profile == "gpu" else "cpu")
+    info = init_distributed(device)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else PROJECT_ROOT / "runs" / "accuracy" / args.profile
+    seeds = list(range(args.first_seed, args.first_seed + (args.seeds or DEFAULT_SEEDS[args.profile])))
+    try:
+        if info.is_main:
+            with folder_lock(out):
+                return _sweep(args, recipe, attns, root, seeds, out, info)
+        return _sweep(args, recipe, attns, root, seeds, out, info)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _load_data(args, recipe, root: Path, info: DistInfo):
+    import torch.distributed as dist
+
+    try:
+        classes = select_classes(list_classes(root), recipe.classes, recipe.num_classes)
+    except ValueError as error:
+        raise DataNotFoundError(str(error)) from None
+    splits = {}
+    for split, per_class in (("train", recipe.train_per_class), ("val", recipe.val_per_class)):
+        kwargs = {"per_class": per_class, "cache_dir": Path(args.cache_dir) if args.cache_dir else None,
+                  "workers": args.workers}
+        if info.distributed and not info.is_main:
+            dist.barrier()  # rank 0 builds the cache first
+        bar = _bar(info, args, None, f"decode {split}", "img")
+        data = load_split(root, split, classes, recipe.cache_size, progress=bar.update if bar is not None else None, **kwargs)
+        if bar is not None:
+            bar.close()
+        if info.distributed and info.is_main:
+            dist.barrier()
+        if data.skipped:
+            _say(info, f"{split}: skipped {len(data.skipped)} unreadable file(s): "
+                       f"{', '.join(data.skipped[:5])}{' ...' if len(data.skipped) > 5 else ''}")
+        splits[split] = data
+    return splits["train"], splits["val"]
+
+
+def _bar(info: DistInfo, args, total: int | None, desc: str, unit: str):
+    if not info.is_main or args.no_progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=1.0, leave=False)
+
+
+def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Path, info: DistInfo) -> int:
+    try:
+        train, val = _load_data(args, recipe, root, info)
+    except DataNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    store = RecordStore(out / "runs.jsonl")
+    env = collect_environment() if info.is_main else {}
+    fingerprint = recipe.fingerprint()
+    plan = [(attn, seed) for seed in seeds for attn in [BASELINE, *attns]]
+
+    def key_of(attn: str, seed: int) -> str:
+        return f"{attn}|seed={seed}|{recipe.arch}|{root.name}|{fingerprint}"
+
+    done = store.done_keys(SKIP_STATUSES) if info.is_main else set()
+    todo = [(a, s) for a, s in plan if key_of(a, s) not in done]
+    todo = _broadcast_plan(todo, info)
+    _say(info, f"accuracy: profile {recipe.profile}, {recipe.arch} at {recipe.image_size} px, "
+               f"{len(train)} train / {len(val)} val images, {len(train.classes)} classes, "
+               f"{info.world_size} process(es) on {info.device}; {len(plan)} runs, "
+               f"{len(plan) - len(todo)} already done, {len(todo)} to do -> {out}")
+    steps = len(train) // recipe.batch_size
+    outer = _bar(info, args, len(todo) * recipe.epochs * steps, "sweep", "step")
+    for attn, seed in todo:
+        key = key_of(attn, seed)
+        checkpoint = out / "checkpoints" / f"{attn}-seed{seed}-{fingerprint}.pt"
+        inner = _bar(info, args, recipe.epochs * steps, f"{attn} seed {seed}", "step")
+
+        def progress(n: int, loss: float, inner=inner) -> None:
+            if inner is not None:
+                inner.update(n)
+                inner.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            if outer is not None:
+                outer.update(n)
+
+        started = time.time()
+        try:
+            result = train_run(recipe.arch, attn, seed, recipe, train, val, info,
+                               checkpoint=checkpoint, run_key=key, progress=progress).as_dict()
+        except Exception as error:  # one broken module must not end the sweep
+            result = {"status": "failed", "note": f"{type(error).__name__}: {error}"}
+        finally:
+            if inner is not None:
+                inner.close()
+        if info.is_main:
+            record: dict[str, Any] = {"key": key, "attn": attn, "seed": seed, "profile": recipe.profile,
+                                      "arch": recipe.arch, "data": str(root), "world_size": info.world_size,
+                                      "recipe": fingerprint, **result, "started": started,
+                                      "recipe_config": recipe.as_dict()}
+            record.update(env)
+            store.append(record)
+            if result["status"] != "failed":
+                checkpoint.unlink(missing_ok=True)
+            _say(info, _run_line(record))
+    if outer is not None:
+        outer.close()
+    if info.is_main:
+        frames = write_tables(store, out, fingerprint)
+        _say(info, frames)
+    return 0
+
+
+def _broadcast_plan(todo: list, info: DistInfo) -> list:
+    if not info.distributed:
+        return todo
+    import torch.distributed as dist
+
+    box = [todo]
+    dist.broadcast_object_list(box, src=0, device=info.device if info.device.type == "cuda" else None)
+    return box[0]
+
+
+def _run_line(r: dict[str, Any]) -> str:
+    if r["status"] == "ok":
+        return (f"{r['attn']:>14s} seed {r['seed']}: top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%  "
+                f"val loss {r['val_loss']:.3f}  {r['epochs']} epochs  {r['wall_s']:.0f} s")
+    return f"{r['attn']:>14s} seed {r['seed']}: {r['status']} ({r.get('note', '')})"
+
+
+RUN_COLUMNS = ["attn", "seed", "status", "top1", "top5", "val_loss", "train_loss", "epochs", "wall_s",
+               "epoch_s", "params", "shared_entries", "resumed_from", "world_size", "profile", "arch",
+               "recipe", "note"]
+
+
+def write_tables(store: RecordStore, out: Path, fingerprint: str | None = None) -> str:
+    """Rewrite ``runs.csv``, ``deltas.csv`` and ``summary.md`` from the records (those of
+    recipe ``fingerprint`` only, when given); returns the summary's text."""
+    records = [r for r in store.latest_by_key() if fingerprint is None or r.get("recipe") == fingerprint]
+    runs = pd.DataFrame(records)
+    if runs.empty:
+        return "no finished runs"
+    ordered = [c for c in RUN_COLUMNS if c in runs.columns]
+    ordered += [c for c in runs.columns if c not in RUN_COLUMNS and c != "recipe_config"]
+    runs = runs.assign(_baseline_last=runs["attn"] != BASELINE).sort_values(["_baseline_last", "attn", "seed"])
+    runs = runs[ordered]
+    write_csv_atomic(out / "runs.csv", runs)
+    table = delta_table(records, baseline=BASELINE)
+    deltas = pd.DataFrame(table)
+    write_csv_atomic(out / "deltas.csv", deltas)
+    text = summary_markdown(records, table)
+    write_text_atomic(out / "summary.md", text)
+    return text
+
+
+def _pct(value: Any, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
+
+
+def summary_markdown(records: list[dict[str, Any]], table: list[dict[str, Any]]) -> str:
+    """A markdown table: mean top-1/top-5, paired top-1 delta with its 95% CI, and a verdict."""
+    first = records[0]
+    wall = sum(float(r.get("wall_s") or 0) for r in records)
+    lines = [
+        f"# Accuracy: {first.get('profile')} profile, {first.get('arch')} on {Path(str(first.get('data'))).name}",
+        "",
+        f"{len(records)} runs, {wall / 60:.1f} min of training and evaluation in all; top-1/top-5 in %; "
+        "delta = mean over seeds of (attention - baseline) at the same seed, 95% CI from the t distribution.",
+        "",
+        "| attention | runs | top-1 | top-5 | top-1 delta | 95% CI | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in table:
+        if row["attn"] == BASELINE:
+            lines.append(f"| {BASELINE} (baseline) | {row['runs']} | {_pct(row['top1_mean'])} | "
+                         f"{_pct(row['top5_mean'])} | | | |")
+            continue
+        pairs = row.get("top1_pairs", 0)
+        if pairs < 2:
+            verdict = "too few paired seeds for an interval"
+        elif row["top1_significant"]:
+            verdict = "significant " + ("gain" if row["top1_delta"] > 0 else "loss")
+        else:
+            verdict = "not significant"
+        ci = f"[{_pct(row['top1_ci_low'], True)}, {_pct(row['top1_ci_high'], True)}]"
+        lines.append(f"| {row['attn']} | {row['runs']} | {_pct(row['top1_mean'])} | {_pct(row['top5_mean'])} | "
+                     f"{_pct(row['top1_delta'], True)} | {ci} | {verdict} |")
+    bad = [r for r in records if r.get("status") != "ok"]
+    if bad:
+        lines += ["", "Runs that did not finish: " + ", ".join(f"{r['attn']} seed {r['seed']} ({r['status']})" for r in bad)]
+    return "\n".join(lines) + "\n"

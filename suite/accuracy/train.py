@@ -1,0 +1,415 @@
+"""One training run per (attention type, seed), resumable, paired, single-process or DDP.
+
+Pairing. At seed ``s`` every attention type starts from the same weights in the layers it
+shares with the baseline: the baseline network is built under ``torch.manual_seed(s)`` and its
+state is copied into the attention network wherever a parameter or buffer has the same name
+and shape (:func:`load_shared`); only the attention's own parameters differ. The data order
+and every training crop come from a generator seeded by ``(s, epoch)`` alone, so all attention
+types see the same images in the same order with the same crops.
+
+Distribution. Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
+``DistributedDataParallel`` (gloo on the CPU, NCCL on CUDA). Each global batch is drawn as in
+a single process and split into equal contiguous parts, one per rank, with the crops drawn for
+the whole global batch, so a run with R ranks computes the same gradient as one process up to
+batch-norm statistics (per rank, not synchronised) and float summation order. The evaluation
+is split across ranks and its counts are summed. Rank 0 writes checkpoints and results.
+
+Checkpoints. After each epoch rank 0 writes the model, optimizer, scheduler and RNG states,
+the epochs done and the time spent, atomically (temporary file + rename). A run that finds a
+checkpoint of the same run (same key) continues after its last finished epoch; since the data
+order and crops depend only on ``(seed, epoch)``, the resumed run ends with the same result as
+an uninterrupted one (bitwise on the CPU with the same thread count).
+
+Divergence. A step loss that is NaN, infinite or above ``diverge_factor * ln(classes)`` ends
+the run with status ``diverged``; the sweep goes on with the next run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .augment import apply_affine, center_crop, sample_rrc, sample_translate, to_float
+from .data import SplitData
+from .recipe import Recipe
+
+__all__ = [
+    "DistInfo",
+    "RunResult",
+    "init_distributed",
+    "build_network",
+    "load_shared",
+    "paired_model",
+    "train_run",
+    "evaluate",
+    "BASELINE",
+]
+
+BASELINE = "none"
+"""The name of the baseline (no attention) in results."""
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in a (possibly single-process) job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the ``torchrun`` job described by the environment, or return a single process.
+
+    ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
+    """
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but CUDA is not available")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistInfo(rank, world, local, dev)
+
+
+def build_network(arch: str, attn: str | None, num_classes: int) -> nn.Module:
+    """The backbone ``arch`` with ``attn`` inserted (``None``: the baseline)."""
+    from ._local_build import build_model  # TEMPORARY until modules.build_model lands
+
+    return build_model(arch, attn, num_classes=num_classes)
+
+
+def _unwrapped_names(name: str) -> list[str]:
+    """``name`` with one numeric path component removed (a layer wrapped as ``Sequential(layer,
+    attention)`` is ``layer.0`` in the attention network)."""
+    parts = name.split(".")
+    return [".".join(parts[:i] + parts[i + 1:]) for i in range(len(parts) - 1) if parts[i].isdigit()]
+
+
+def load_shared(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """Copy into ``model`` the entries of ``state`` (a baseline's) that it shares: same name
+    and shape, or, for a layer the attention network wraps together with its attention, the
+    same name once the wrapper's index is removed (used only when exactly one entry of
+    ``state`` fits). Returns ``(copied, total in state)``."""
+    own = model.state_dict()
+    shared: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+    for name, tensor in own.items():
+        if name in state and state[name].shape == tensor.shape:
+            shared[name] = state[name]
+            used.add(name)
+    for name, tensor in own.items():
+        if name in shared:
+            continue
+        fits = [c for c in _unwrapped_names(name) if c in state and c not in used and state[c].shape == tensor.shape]
+        if len(fits) == 1:
+            shared[name] = state[fits[0]]
+            used.add(fits[0])
+    model.load_state_dict(shared, strict=False)
+    return len(used), len(state)
+
+
+def paired_model(arch: str, attn: str | None, num_classes: int, seed: int) -> tuple[nn.Module, int]:
+    """The network for ``(attn, seed)`` initialised as the baseline at ``seed`` wherever the
+    two share a parameter; returns the model and the number of shared entries copied."""
+    torch.manual_seed(seed)
+    baseline = build_network(arch, None, num_classes)
+    if attn is None or attn == BASELINE:
+        return baseline, len(baseline.state_dict())
+    torch.manual_seed(seed)
+    model = build_network(arch, attn, num_classes)
+    copied, _ = load_shared(model, baseline.state_dict())
+    return model, copied
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def _lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim > 1 else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _broadcast(obj: Any, info: DistInfo) -> Any:
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, device=info.device if info.device.type == "cuda" else None)
+    return box[0]
+
+
+def _all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
+    if not info.distributed:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=info.device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _autocast(recipe: Recipe, device: torch.device):
+    enabled = recipe.amp and device.type == "cuda"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: SplitData, recipe: Recipe, info: DistInfo) -> dict[str, float]:
+    """Top-1, top-5 (fractions) and mean cross-entropy on ``data`` (centre crop), over all ranks."""
+    was_training = model.training
+    model.eval()
+    indices = torch.arange(info.rank, len(data), info.world_size)
+    correct1 = correct5 = loss_sum = 0.0
+    k = min(5, len(data.classes))
+    for start in range(0, len(indices), recipe.eval_batch_size):
+        idx = indices[start:start + recipe.eval_batch_size]
+        images = center_crop(data.images[idx], recipe.image_size)
+        x = to_float(images, info.device, recipe.channels_last)
+        y = data.labels[idx].to(info.device)
+        with _autocast(recipe, info.device):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        top = logits.topk(k, dim=1).indices
+        hits = top.eq(y[:, None])
+        correct1 += hits[:, 0].sum().item()
+        correct5 += hits.any(dim=1).sum().item()
+    correct1, correct5, loss_sum, count = _all_reduce_sum([correct1, correct5, loss_sum, float(len(indices))], info)
+    model.train(was_training)
+    return {"top1": correct1 / count, "top5": correct5 / count, "val_loss": loss_sum / count}
+
+
+@dataclass
+class RunResult:
+    """What one run produced (``status``: ``ok`` or ``diverged``)."""
+
+    status: str
+    top1: float
+    top5: float
+    val_loss: float
+    train_loss: float
+    epochs: int
+    wall_s: float
+    epoch_s: float
+    params: int
+    shared_entries: int
+    resumed_from: int
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def train_run(
+    arch: str,
+    attn: str | None,
+    seed: int,
+    recipe: Recipe,
+    train: SplitData,
+    val: SplitData,
+    info: DistInfo,
+    *,
+    checkpoint: Path | None = None,
+    run_key: str = "",
+    on_step: Callable[[int], None] | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> RunResult:
+    """Train and evaluate one ``(attn, seed)`` run with ``recipe``.
+
+    Args:
+        arch / attn / seed: the network and seed (``attn`` None or ``"none"``: the baseline).
+        recipe: the training recipe.
+        train / val: decoded splits.
+        info: the process's place in the job (:func:`init_distributed`).
+        checkpoint: the file to checkpoint to each epoch and resume from (None: no checkpoints).
+        run_key: stored in the checkpoint; a checkpoint with another key is ignored.
+        on_step: called with the global step number after each optimizer step (a test hook).
+        progress: called after each step with ``(steps done in this call, step loss)``.
+    """
+    num_classes = len(train.classes)
+    per_rank, remainder = divmod(recipe.batch_size, info.world_size)
+    if remainder:
+        raise ValueError(f"batch_size {recipe.batch_size} is not divisible by the {info.world_size} ranks")
+    steps_per_epoch = len(train) // recipe.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size {recipe.batch_size} is larger than the training set ({len(train)} images)")
+    total_steps = steps_per_epoch * recipe.epochs
+    warmup_steps = max(1, round(recipe.warmup_epochs * steps_per_epoch))
+    diverge_at = recipe.diverge_factor * math.log(max(2, num_classes))
+
+    model, shared = paired_model(arch, attn, num_classes, seed)
+    model = model.to(info.device)
+    if recipe.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.SGD(
+        _param_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum, nesterov=True
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup_steps, total_steps))
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+
+    start_epoch, elapsed, epoch_losses = 0, 0.0, []
+    state = None
+    if checkpoint is not None and info.is_main and checkpoint.exists():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state.get("key") != run_key:
+            state = None
+    state = _broadcast(state, info)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        start_epoch, elapsed, epoch_losses = state["epoch"], state["elapsed"], list(state["epoch_losses"])
+    resumed_from = start_epoch
+
+    net: nn.Module = model
+    if info.distributed:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None
+        )
+    net.train()
+    status, note, epoch = "ok", "", start_epoch
+    lo, hi = info.rank * per_rank, (info.rank + 1) * per_rank
+    for epoch in range(start_epoch, recipe.epochs):
+        started = time.perf_counter()
+        generator = _epoch_generator(seed, epoch)
+        order = torch.randperm(len(train), generator=generator)
+        loss_sum = 0.0
+        for step in range(steps_per_epoch):
+            batch = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+            theta = _sample_crops(recipe, len(batch), generator, train.images.shape[1])
+            mine = batch[lo:hi]
+            if theta is None:
+                x = to_float(center_crop(train.images[mine], recipe.image_size), info.device, recipe.channels_last)
+            else:
+                x = apply_affine(to_float(train.images[mine], info.device), theta[lo:hi], recipe.image_size)
+            y = train.labels[mine].to(info.device, non_blocking=True)
+            with _autocast(recipe, info.device):
+                loss = criterion(net(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step_loss = _all_reduce_sum([loss.item()], info)[0] / info.world_size
+            if not math.isfinite(step_loss) or step_loss > diverge_at:
+                status = "diverged"
+                note = f"step loss {step_loss:.4g} at epoch {epoch} step {step} (limit {diverge_at:.3g})"
+                break
+            loss_sum += step_loss
+            if progress is not None:
+                progress(1, step_loss)
+            if on_step is not None:
+                on_step(epoch * steps_per_epoch + step + 1)
+        elapsed += time.perf_counter() - started
+        if status != "ok":
+            break
+        epoch_losses.append(loss_sum / steps_per_epoch)
+        if checkpoint is not None and info.is_main:
+            _save_atomic(
+                {
+                    "key": run_key,
+                    "epoch": epoch + 1,
+                    "elapsed": elapsed,
+                    "epoch_losses": epoch_losses,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(),
+                },
+                checkpoint,
+            )
+        if info.distributed:
+            dist.barrier()
+
+    epochs_done = len(epoch_losses)
+    if info.distributed:  # each rank updated its own BN statistics since the last broadcast
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+    if status == "ok":
+        started = time.perf_counter()
+        metrics = evaluate(model, val, recipe, info)
+        elapsed += time.perf_counter() - started
+    else:
+        metrics = {"top1": math.nan, "top5": math.nan, "val_loss": math.nan}
+    return RunResult(
+        status=status,
+        top1=metrics["top1"],
+        top5=metrics["top5"],
+        val_loss=metrics["val_loss"],
+        train_loss=epoch_losses[-1] if epoch_losses else math.nan,
+        epochs=epochs_done,
+        wall_s=elapsed,
+        epoch_s=elapsed / max(1, epochs_done),
+        params=params,
+        shared_entries=shared,
+        resumed_from=resumed_from,
+        note=note,
+    )
+
+
+def _sample_crops(recipe: Recipe, n: int, generator: torch.Generator, cached: int) -> torch.Tensor | None:
+    if recipe.augment == "rrc":
+        return sample_rrc(n, generator, scale=recipe.rrc_scale)
+    if recipe.augment == "crop":
+        return sample_translate(n, generator, cached, pad=recipe.crop_pad)
+    return None
