@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from accuracy_fixtures import cache_dir, imagenette_root  # noqa: F401  (fixtures)
 from PIL import Image
 
 from suite.accuracy import data as data_mod

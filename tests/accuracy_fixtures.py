@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Imagenette copy next to the project, and a decode cache."""
+"""Fixtures of the accuracy tests (imported by them): the real Imagenette copy next to the
+project, and a session-wide decode cache."""
 
 from __future__ import annotations
 
