@@ -25,18 +25,13 @@ import modules
 
 def timm_factories() -> dict[str, Callable[[int], nn.Module]]:
     """Our registry name -> the timm module of the same design (paper defaults where timm's differ)."""
-    from timm.layers import (
-        CbamModule,
-        CecaModule,
-        EcaModule,
-        EffectiveSEModule,
-        GatherExcite,
-        GlobalContext,
-        SelectiveKernel,
-        SEModule,
-        SplitAttn,
-    )
-    from timm.layers.cbam import ChannelAttn, SpatialAttn
+    from timm.layers.cbam import ChannelAttn, CbamModule, SpatialAttn
+    from timm.layers.eca import CecaModule, EcaModule
+    from timm.layers.gather_excite import GatherExcite
+    from timm.layers.global_context import GlobalContext
+    from timm.layers.selective_kernel import SelectiveKernel
+    from timm.layers.split_attn import SplitAttn
+    from timm.layers.squeeze_excite import EffectiveSEModule, SEModule
 
     return {
         "se": lambda c: SEModule(c),
