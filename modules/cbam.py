@@ -209,7 +209,11 @@ class Cbam(AttentionModule):
             **factory,
         )
         self.spatial = CbamSpatialGate(
-            channels, kernel_size=kernel_size, norm_layer=norm_layer, gate_layer=gate_layer, **factory
+            channels,
+            kernel_size=kernel_size,
+            norm_layer=norm_layer,
+            gate_layer=gate_layer,
+            **factory,
         )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -60,7 +60,11 @@ class DsanChannelAttention(AttentionModule):
     ) -> None:
         super().__init__()
         self.channels = check_positive_int("channels", channels)
-        if isinstance(reduction, bool) or not isinstance(reduction, (int, float)) or not reduction > 0:
+        if (
+            isinstance(reduction, bool)
+            or not isinstance(reduction, (int, float))
+            or not reduction > 0
+        ):
             raise ValueError(f"reduction must be a number > 0, got {reduction!r}")
         check_positive_int("min_channels", min_channels)
         self.hidden = max(min_channels, int(channels // reduction))

@@ -84,7 +84,9 @@ class EfficientChannelAttention(AttentionModule):
             kernel_size = adaptive_kernel_size(channels, gamma, beta)
         check_positive_int("kernel_size", kernel_size)
         if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd (or None for the adaptive size), got {kernel_size}")
+            raise ValueError(
+                f"kernel_size must be odd (or None for the adaptive size), got {kernel_size}"
+            )
         padding = (kernel_size - 1) // 2
         if circular and padding > channels:
             raise ValueError(

@@ -79,7 +79,9 @@ def test_residual_form_keeps_x_when_the_gate_is_zero():
 def test_structure():
     m = modules.create("bam", 256)
     assert m.hidden == 16 and m.dilation == 4
-    dilated = [mod for mod in m.spatial_gate if isinstance(mod, nn.Conv2d) and mod.kernel_size == (3, 3)]
+    dilated = [
+        mod for mod in m.spatial_gate if isinstance(mod, nn.Conv2d) and mod.kernel_size == (3, 3)
+    ]
     assert len(dilated) == 2 and all(d.dilation == (4, 4) and d.padding == (4, 4) for d in dilated)
     assert m.spatial_gate[-1].out_channels == 1
     assert m.channel_gate[-1].out_channels == 256
@@ -96,11 +98,16 @@ def test_params_closed_form():
 def test_formula_macs_hand_count():
     # (1, 32, 4, 4): h = 2, N*C*H*W = 512, N*H*W = 16
     channel = 512 + 32 * 2 + 2 * 2 + 2 + 2 * 32  # pool, fc1, BN, ReLU, fc2
-    spatial = 2 * 16 * 32 + 2 * (2 * 16 * 2 * 9) + 3 * 3 * 2 * 16 + 16 * 2  # reduce, 2 dilated, BN+ReLU x3, final
+    spatial = (
+        2 * 16 * 32 + 2 * (2 * 16 * 2 * 9) + 3 * 3 * 2 * 16 + 16 * 2
+    )  # reduce, 2 dilated, BN+ReLU x3, final
     combine = 4 * 512  # broadcast add, sigmoid, multiply, residual add
     assert channel == 646 and spatial == 2496
     assert modules.create("bam", 32).formula_macs((1, 32, 4, 4)) == channel + spatial + combine
-    assert Bam(32, output_norm=True).formula_macs((1, 32, 4, 4)) == channel + spatial + combine + 2 * 32 + 2 * 16
+    assert (
+        Bam(32, output_norm=True).formula_macs((1, 32, 4, 4))
+        == channel + spatial + combine + 2 * 32 + 2 * 16
+    )
 
 
 def test_registered_at_stage_ends():
@@ -122,3 +129,10 @@ def test_training_with_a_batch_of_one_is_refused_by_batchnorm():
     # documented: the channel branch's BN sees one (N, C/r) vector per sample
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         Bam(16).train()(torch.randn(1, 16, 4, 4))
+
+
+def test_bam_resnet50_parameter_count():
+    # one BAM after each of ResNet-50's stages 1-3, as the paper places it on ImageNet
+    extra = sum(Bam(c).formula_params() for c in (256, 512, 1024))
+    assert extra == 358_067
+    assert round((25_557_032 + extra) / 1e6, 2) == 25.92

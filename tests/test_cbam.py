@@ -48,7 +48,9 @@ def _reference(m: Cbam, x: torch.Tensor) -> torch.Tensor:
     x1 = x * mc[:, :, None, None]
     desc = torch.stack([x1.max(1).values, x1.mean(1)], dim=1)  # [max, mean]
     conv = F.conv2d(desc, sp.conv.weight, padding=sp.kernel_size // 2)
-    bn = F.batch_norm(conv, sp.bn.running_mean, sp.bn.running_var, sp.bn.weight, sp.bn.bias, eps=sp.bn.eps)
+    bn = F.batch_norm(
+        conv, sp.bn.running_mean, sp.bn.running_var, sp.bn.weight, sp.bn.bias, eps=sp.bn.eps
+    )
     return x1 * torch.sigmoid(bn)  # no residual
 
 
@@ -100,7 +102,9 @@ def test_cbam_resnet50_parameter_count():
 
 def test_formula_macs_hand_count():
     # (1, 32, 4, 4): h = 2, N*C*H*W = 512, N*H*W = 16
-    channel = 2 * 512 + 2 * (32 * 2 * 2) + 2 * 2 + 32 + 32 + 512  # pools, MLP x2, relu, add, sigmoid, scale
+    channel = (
+        2 * 512 + 2 * (32 * 2 * 2) + 2 * 2 + 32 + 32 + 512
+    )  # pools, MLP x2, relu, add, sigmoid, scale
     spatial = 2 * 512 + 16 * 2 * 49 + 2 * 16 + 16 + 512  # pools, conv, BN, sigmoid, scale
     assert modules.create("cbam_channel", 32).formula_macs((1, 32, 4, 4)) == channel == 1860
     assert modules.create("cbam_spatial", 32).formula_macs((1, 32, 4, 4)) == spatial == 3152

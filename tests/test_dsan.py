@@ -55,14 +55,18 @@ def test_widths_and_params():
     m = modules.create("dsan_channel", 64)
     assert m.hidden == 4
     assert m.fc1.in_channels == 128 and m.fc1.bias is not None and m.fc2.bias is not None
-    assert m.formula_params() == 2 * 64 * 4 + 4 + 4 * 64 + 64 == sum(p.numel() for p in m.parameters())
+    assert (
+        m.formula_params() == 2 * 64 * 4 + 4 + 4 * 64 + 64 == sum(p.numel() for p in m.parameters())
+    )
     assert DsanChannelAttention(64, reduction=1).hidden == 64  # the seed sketch's Dense(64)
     assert DsanChannelAttention(8).hidden == 1  # floor, min 1
 
 
 def test_formula_macs_hand_count():
     # (2, 32, 3, 3): h = 2, N*C*H*W = 576
-    expected = 2 * 576 + 2 * 64 * 2 + 2 * 2 * 32 + 2 * 2 + 2 * 32 + 576  # pools, fc1, fc2, relu, sigmoid, scale
+    expected = (
+        2 * 576 + 2 * 64 * 2 + 2 * 2 * 32 + 2 * 2 + 2 * 32 + 576
+    )  # pools, fc1, fc2, relu, sigmoid, scale
     assert modules.create("dsan_channel", 32).formula_macs((2, 32, 3, 3)) == expected == 2180
 
 

@@ -20,7 +20,12 @@ def _one_thread():
 def test_adaptive_kernel_matches_the_paper_for_resnet50_stages():
     assert [adaptive_kernel_size(c) for c in (256, 512, 1024, 2048)] == [5, 5, 5, 7]
     assert [modules.create("eca", c).kernel_size for c in (256, 512, 1024, 2048)] == [5, 5, 5, 7]
-    assert [modules.create("eca_circular", c).kernel_size for c in (256, 512, 1024, 2048)] == [5, 5, 5, 7]
+    assert [modules.create("eca_circular", c).kernel_size for c in (256, 512, 1024, 2048)] == [
+        5,
+        5,
+        5,
+        7,
+    ]
 
 
 def test_adaptive_kernel_odd_rounding():
