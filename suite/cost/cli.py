@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -110,6 +111,9 @@ def select_attention(pattern: str) -> list[str]:
 def main(args: argparse.Namespace) -> int:
     """Run the selected grids. Returns 0 once the tables are written (rows with status
     ``error`` are listed on stderr, they do not fail the run), 2 on bad options."""
+    # noise from the counters' imports, not about anything this stage does
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*distutils Version.*", category=DeprecationWarning)
     import modules
 
     from ..env import collect_environment

@@ -18,8 +18,10 @@ MAC (``FlopCounterMode``'s convention). Which columns exist and what each means:
 * ``macs_formula``: ``formula_macs(shape)`` of an AttentionModule (at model level:
   ``macs_formula_attn``, the sum over the attention modules inside the model).
 * ``act_saved_bytes`` / ``act_saved_tensors``: what one training-mode forward saves for
-  backward (:mod:`suite.cost.activations`); ``act_produced_elems`` /
-  ``act_produced_tensors``: outputs of the compute ops of one forward.
+  backward (:mod:`suite.cost.activations`); empty with ``act_error`` saying why when a
+  training forward is impossible (BatchNorm over a 1x1 map at batch 1);
+  ``act_produced_elems`` / ``act_produced_tensors``: outputs of the compute ops of one
+  eval forward.
 * What each counter missed, as ``op=MACs;...`` strings (MACs by our rules, signed where a
   counter priced an op differently): ``fvcore_shipped_gap``, ``thop_shipped_gap``,
   ``torch_missed``; and what *no* counter accounts for: ``fvcore_unsupported`` (no handle,
@@ -352,7 +354,7 @@ def analyze(
     shape = tuple(int(s) for s in input_shape)
     start = time.perf_counter()
     model.eval()
-    row: dict[str, Any] = {}
+    row: dict[str, Any] = {"input_shape": "x".join(map(str, shape))}
     row.update(count_params(model))
     x = torch.randn(shape)
     row.update(fvcore_counts(model, x))
@@ -382,6 +384,11 @@ def _shape_counters(model: nn.Module, shape: tuple[int, ...], input_requires_gra
     row, recorder, attn_inputs = dispatch_counts(model, x)
     row.update(formula_counts(model, shape, attn_inputs))
     row.update(thop_counts(model, x, recorder))
-    row.update(saved_activations(model, shape, input_requires_grad=input_requires_grad, device=device))
+    try:
+        row.update(saved_activations(model, shape, input_requires_grad=input_requires_grad, device=device))
+    except (ValueError, RuntimeError) as error:
+        # a training-mode forward can be impossible where eval works (BatchNorm over one
+        # value per channel at batch 1): keep the MACs, say why the bytes are missing
+        row["act_error"] = f"{type(error).__name__}: {error}"[:300]
     model.eval()
     return row
