@@ -14,6 +14,8 @@ Insertion rules, by the registered entry's ``placement`` (see ``modules._registr
   replaced by ``nn.Sequential(bn, attention)``, so its state_dict keys gain a ``.0``.
 * ``stage`` (GSoP): one block at the end of each ResNet stage (GSoP-Net1), appended to
   ``layer1..layer4``. Refused for MobileNetV2, whose stages are not delimited in torchvision.
+* ``transition`` (BAM): one block after every stage but the last, at the bottlenecks where the
+  map is downsampled (BAM paper, Fig. 1). Refused for MobileNetV2 like ``stage``.
 * ``head`` (global pooling variants): replaces the ResNet's ``avgpool``. Refused for
   MobileNetV2, which pools with a function call inside ``forward``.
 * ``conv`` (DyCAConv, SK, split attention): replaces the 3x3 ``conv2`` of every block, same
@@ -115,8 +117,11 @@ def _insert_resnet(model: nn.Module, info: AttentionInfo, kwargs: dict[str, Any]
                 block.bn3 = nn.Sequential(block.bn3, create(info.name, channels, **kwargs))
             else:
                 block.bn2 = nn.Sequential(block.bn2, create(info.name, channels, **kwargs))
-    elif info.placement == "stage":
-        for stage in _stages(model):
+    elif info.placement in ("stage", "transition"):
+        stages = _stages(model)
+        if info.placement == "transition":
+            stages = stages[:-1]
+        for stage in stages:
             channels = _block_out_channels(stage[-1])
             stage.append(create(info.name, channels, **kwargs))
     elif info.placement == "head":
@@ -157,6 +162,7 @@ def _insert_mobilenet(model: nn.Module, info: AttentionInfo, kwargs: dict[str, A
     if info.placement != "block":
         reasons = {
             "stage": "torchvision's MobileNetV2 has no stage modules to append to",
+            "transition": "torchvision's MobileNetV2 has no stage modules to append to",
             "head": "MobileNetV2 pools with a function call inside forward, not with a module",
             "conv": "MobileNetV2's 3x3 convolutions are depthwise; this entry replaces dense ones",
         }

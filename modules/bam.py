@@ -159,7 +159,7 @@ register_attention(
     paper="BAM: Bottleneck Attention Module",
     arxiv="1807.06514",
     kind="gate",
-    placement="stage",
+    placement="transition",
     placement_note=(
         "the paper puts one BAM at each bottleneck where the map is downsampled (end of a stage), "
         "not in every block (ImageNet ResNets: after stages 1-3, none after the last); its residual "

@@ -103,3 +103,10 @@ def test_every_type_builds_into_resnet18_or_is_refused(name: str) -> None:
     with torch.no_grad():
         out = model(torch.randn(1, 3, 32, 32))
     assert out.shape == (1, 10) and torch.isfinite(out).all()
+
+
+def test_bam_goes_after_every_stage_but_the_last() -> None:
+    model = build_model("resnet50", "bam")
+    placed = [stage[-1].channels for stage in (model.layer1, model.layer2, model.layer3)]
+    assert placed == [256, 512, 1024]
+    assert sum(isinstance(m, modules.AttentionModule) for m in model.modules()) == 3

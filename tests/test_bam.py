@@ -110,9 +110,9 @@ def test_formula_macs_hand_count():
     )
 
 
-def test_registered_at_stage_ends():
+def test_registered_at_stage_transitions():
     info = modules.get_info("bam")
-    assert (info.family, info.kind, info.placement) == ("bam", "gate", "stage")
+    assert (info.family, info.kind, info.placement) == ("bam", "gate", "transition")
     assert info.arxiv == "1807.06514"
 
 
