@@ -7,7 +7,7 @@ checks are exercised on deliberately broken modules below (the tests can fail).
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
@@ -26,7 +26,7 @@ SIZES = (14, 7)
 TOLERANCE = 0.01
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rows(name: str) -> tuple[dict, ...]:
     return tuple(run_job(job) for job in module_jobs([name], CHANNELS, SIZES))
 

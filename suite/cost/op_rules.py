@@ -183,11 +183,11 @@ def einsum(args: Sequence[Any], outputs: Sequence[Any]) -> int:
         raise ValueError("einsum with more than two operands has no rule (split it in pairs)")
     lhs = equation.replace(" ", "").split("->")[0].split(",")
     sizes: dict[str, int] = {}
-    for letters, operand in zip(lhs, operands):
+    for letters, operand in zip(lhs, operands, strict=True):
         shape = _shape(operand, "an einsum operand")
         if "." in letters:
             raise ValueError("einsum with an ellipsis has no rule")
-        for letter, size in zip(letters, shape):
+        for letter, size in zip(letters, shape, strict=True):
             sizes[letter] = max(sizes.get(letter, 1), size)
     return math.prod(sizes.values())
 
