@@ -202,9 +202,8 @@ class SplitAttn(AttentionModule):
             n, self.channels, r * c_out, out_hw, (self.kernel_size, self.kernel_size), g * r
         )
         norm_act = r * (2 * out_el + out_el)  # bn0 (2/element) + ReLU over the R * C_out map
-        gap = r * out_el + (
-            r * n * c_out if r > 1 else 0
-        )  # mean over R * C_out maps, sum over radix
+        radix_sum = r * n * c_out if r > 1 else 0  # sum over radix reads the (N, R, C_out) means
+        gap = r * out_el + radix_sum  # mean over the R * C_out maps first
         attn = (
             n * c_out * a // g + 2 * n * a + n * a + n * a * r * c_out // g
         )  # fc1, bn1, ReLU, fc2
