@@ -111,10 +111,11 @@ class TripletAttention(AttentionModule):
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         third = 1.0 / self.num_branches
-        gate_cw = self.cw(_zpool(x, 2)).mul(third).transpose(1, 2)  # view (N, H, C, W): pool H,
-        # conv over (C, W); (N, 1, C, W) -> (N, C, 1, W)
-        pooled_hc = _zpool(x, 3).transpose(2, 3)  # view (N, W, H, C): pool W, conv over (H, C)
-        gate_hc = self.hc(pooled_hc).mul(third).transpose(1, 3)  # (N, 1, H, C) -> (N, C, H, 1)
+        # C-W branch, view (N, H, C, W): pool over H, conv over (C, W), gate back to (N, C, 1, W)
+        gate_cw = self.cw(_zpool(x, 2)).mul(third).transpose(1, 2)
+        # H-C branch, view (N, W, H, C): pool over W, conv over (H, C), gate back to (N, C, H, 1)
+        pooled_hc = _zpool(x, 3).transpose(2, 3)
+        gate_hc = self.hc(pooled_hc).mul(third).transpose(1, 3)
         gate = gate_cw + gate_hc  # (N, C, 1, W) + (N, C, H, 1) -> (N, C, H, W)
         if self.hw is not None:
             gate_hw = self.hw(_zpool(x, 1)).mul(third)  # x itself: pool C, conv over (H, W)
