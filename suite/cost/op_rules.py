@@ -15,8 +15,11 @@ The convention ("attnbench MACs", forward pass in eval mode):
 * batch norm in eval mode: 2 per element when affine, 1 otherwise; in training mode, and
   group / layer / instance norm: 5 per element when affine, 4 otherwise (fvcore's figures);
 * reductions and pooling of any kind (``mean``, ``sum``, ``amax``, ``max`` over a dim,
-  ``avg_pool2d``, ``max_pool2d``, ``adaptive_*_pool2d``, ``linalg_vector_norm``...): 1 per
-  *input* element; ``var`` / ``std`` (and ``var_mean`` / ``std_mean``): 2 per input element;
+  ``avg_pool2d``, ``max_pool2d``, ``adaptive_*_pool2d``...): 1 per *input* element;
+  ``var`` / ``std`` (and ``var_mean`` / ``std_mean``) and vector norms (``linalg_vector_norm``,
+  ``norm``): 2 per input element. ``_base.py`` names var/std only; a norm does the same
+  square-and-accumulate per element, and the zoo's closed forms (GCT's l2 norm, SRM's std
+  written as a norm) price it at 2, so the rule does too;
 * elementwise arithmetic, comparisons and activations (``mul``, ``add``, ``sigmoid``,
   ``softmax``, ``hardswish``, ``relu``, ``clamp``...): 1 per *output* element (broadcast
   included);
@@ -129,7 +132,7 @@ def reduction(args: Sequence[Any], outputs: Sequence[Any]) -> int:
 
 
 def reduction_x2(args: Sequence[Any], outputs: Sequence[Any]) -> int:
-    """``var`` / ``std``: 2 per input element (square and accumulate)."""
+    """``var`` / ``std`` / vector norms: 2 per input element (square and accumulate)."""
     return 2 * _tensor(args[0], "the reduced input").numel
 
 
@@ -246,7 +249,7 @@ _ELEMENTWISE = (
 _ELEMENTWISE_X2 = ("addcmul", "addcdiv", "lerp")
 _REDUCTIONS = (
     "mean", "sum", "nansum", "prod", "amax", "amin", "aminmax", "argmax", "argmin",
-    "logsumexp", "norm", "linalg_vector_norm", "frobenius_norm", "cumsum",
+    "logsumexp", "cumsum",
     "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", "max_pool2d", "max_pool3d",
     "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
     "mkldnn_max_pool2d", "quantized_max_pool2d", "lp_pool2d",
@@ -254,7 +257,7 @@ _REDUCTIONS = (
     "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "mkldnn_adaptive_avg_pool2d",
     "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
 )
-_REDUCTIONS_X2 = ("var", "std", "var_mean", "std_mean")
+_REDUCTIONS_X2 = ("var", "std", "var_mean", "std_mean", "norm", "linalg_vector_norm", "frobenius_norm")
 
 DATA_MOVEMENT: frozenset[str] = frozenset({
     # views and layout
