@@ -217,3 +217,15 @@ def test_model_level_delta_is_the_attention_modules_closed_form():
     assert se["delta_macs_thop"] == se["macs_formula_attn"]
     assert se["delta_params_total"] == se["params_formula_attn"]
     assert table.loc["none", "delta_macs_fvcore"] == 0
+
+
+class ScalesByArea(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = max(x.shape[2] * x.shape[3] - 1, 1)  # traced as ops on 0-dim tensors
+        return x * (4.0 / n)
+
+
+def test_the_tracers_shape_arithmetic_costs_nothing():
+    row = analyze(ScalesByArea(), (1, 3, 5, 5))
+    assert row["macs_dispatch"] == 75  # eager mode runs one mul
+    assert row["macs_fvcore"] == 75  # the traced h * w - 1 and 4 / n are not priced

@@ -11,6 +11,8 @@ values to :class:`~suite.cost.op_rules.TensorArg` / Python values and applies th
 It returns a ``Counter`` with two entries: the op priced by our rule (key ``<op>``) and the
 same node priced as fvcore ships it (key ``shipped::<op>``: fvcore's own handle, 0 when it has
 none), so one trace yields both tallies (``macs_fvcore`` and ``macs_fvcore_shipped``).
+Arithmetic the tracer records on sizes (``h * w - 1`` on 0-dim tensors) is priced at 0
+(:func:`is_shape_arithmetic`): it is not an op of the eager forward.
 
 :class:`AttnbenchFlopCountAnalysis` records every node kind it ignored, so a caller can check
 that each one is in the data-movement allowlist (fvcore itself never says what it ignored).
@@ -35,6 +37,7 @@ __all__ = [
     "SHIPPED_HANDLES",
     "SHIPPED_IGNORED",
     "jit_value",
+    "is_shape_arithmetic",
     "attnbench_handles",
     "AttnbenchFlopCountAnalysis",
 ]
@@ -65,12 +68,43 @@ def jit_value(value: torch._C.Value) -> Any:
         return None
 
 
+_SHAPE_SOURCES = frozenset({"prim::NumToTensor", "aten::size", "prim::Constant", "aten::Int", "aten::ScalarImplicit"})
+
+
+def is_shape_arithmetic(values: list[Any], _depth: int = 0) -> bool:
+    """Whether every tensor among ``values`` is derived from sizes and constants only.
+
+    The tracer records Python arithmetic on ``x.shape`` (``n = h * w - 1``; ``4.0 / n``) as
+    ``aten::mul`` / ``aten::sub`` / ``aten::reciprocal`` on 0-dim tensors built by
+    ``prim::NumToTensor``. Eager mode runs no such op (the dispatch recorder never sees
+    them), so the handles price them at 0 rather than 1 MAC each.
+    """
+    tensors = [v for v in values if isinstance(v.type(), torch._C.TensorType)]
+    if not tensors or _depth > 16:
+        return False
+    for value in tensors:
+        node = value.node()
+        kind = node.kind()
+        if kind in _SHAPE_SOURCES:
+            continue
+        if kind.startswith("aten::") and is_shape_arithmetic(list(node.inputs()), _depth + 1):
+            continue
+        if kind.startswith("aten::") and not any(
+            isinstance(i.type(), torch._C.TensorType) for i in node.inputs()
+        ):
+            continue
+        return False
+    return True
+
+
 def _handle(kind: str) -> Callable[[list[Any], list[Any]], typing.Counter[str]]:
     op = canonical_op(kind)
     shipped = SHIPPED_HANDLES.get(kind)
     shipped_key = SHIPPED_PREFIX + op
 
     def handle(inputs: list[Any], outputs: list[Any]) -> typing.Counter[str]:
+        if is_shape_arithmetic(inputs):
+            return Counter({op: 0, shipped_key: 0})
         ours = op_macs(kind, [jit_value(v) for v in inputs], [jit_value(v) for v in outputs])
         counts: typing.Counter[str] = Counter({op: ours})
         if shipped is not None:
