@@ -208,15 +208,24 @@ def test_backbones_reproduce_torchvision_published_figures(arch):
 def test_model_level_delta_is_the_attention_modules_closed_form():
     from suite.cost.grid import model_jobs, run_job
 
-    records = [run_job(job) for job in model_jobs(["se"], ["resnet18"])]
-    assert [r["status"] for r in records] == ["ok", "ok"], [r.get("message") for r in records]
+    records = [run_job(job) for job in model_jobs(["se", "cbam"], ["resnet18"])]
+    assert [r["status"] for r in records] == ["ok", "ok", "ok"], [r.get("message") for r in records]
     table = model_table(records).set_index("attn")
-    se = table.loc["se"]
-    assert se["attn_modules"] == 8
-    assert se["delta_macs_fvcore"] == se["macs_formula_attn"]
-    assert se["delta_macs_thop"] == se["macs_formula_attn"]
-    assert se["delta_params_total"] == se["params_formula_attn"]
+    for name in ("se", "cbam"):  # CBAM holds two AttentionModules: counted once, as CBAM
+        row = table.loc[name]
+        assert row["attn_modules"] == 8
+        assert row["delta_macs_fvcore"] == row["macs_formula_attn"], name
+        assert row["delta_macs_thop"] == row["macs_formula_attn"], name
+        assert row["delta_params_total"] == row["params_formula_attn"], name
     assert table.loc["none", "delta_macs_fvcore"] == 0
+
+
+def test_an_entry_with_no_place_in_an_arch_is_refused_not_an_error():
+    from suite.cost.grid import Job, run_job
+
+    record = run_job(Job("model", "sk", "mobilenet_v2", 3, 224, 224))
+    assert record["status"] == "refused"
+    assert "depthwise" in record["message"]
 
 
 class ScalesByArea(nn.Module):

@@ -6,7 +6,8 @@ Writes, under ``--out``:
   re-run skips what is already there with status ``ok`` (``--fresh`` re-measures);
 * ``cost_module.csv``: one row per attention type x input shape, one column per counter;
 * ``cost_model.csv``: one row per architecture x attention type, absolute and ``delta_*``
-  over the same architecture without attention.
+  over the same architecture without attention; an entry with no place in an architecture
+  gets a row with status ``refused`` and build_model's reason.
 
 Both tables are rebuilt from all the records in the folder after each run. Column
 conventions: ``macs_*`` count one multiply-accumulate as 1, ``flops_*`` count 2 per MAC;
@@ -158,10 +159,12 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     wanted = {job.key for job in jobs}
-    failed = [r for r in records if r.get("key") in wanted and r.get("status") != "ok"]
+    failed = [r for r in records if r.get("key") in wanted and r.get("status") == "error"]
+    refused = [r for r in records if r.get("key") in wanted and r.get("status") == "refused"]
     print(
         f"cost: {measured} measured, {skipped} resumed from {args.out / 'cost_records.jsonl'}, "
-        f"{len(failed)} with status error; wrote {', '.join(written) or 'nothing'}",
+        f"{len(failed)} with status error, {len(refused)} refused by build_model; "
+        f"wrote {', '.join(written) or 'nothing'}",
         file=sys.stderr,
     )
     for record in failed[:20]:

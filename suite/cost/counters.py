@@ -16,7 +16,10 @@ MAC (``FlopCounterMode``'s convention). Which columns exist and what each means:
 * ``flops_torch``: ``torch.utils.flop_counter.FlopCounterMode``, forward only.
 * ``macs_dispatch``: the sum of our per-op rules over the ops the dispatch recorder saw.
 * ``macs_formula``: ``formula_macs(shape)`` of an AttentionModule (at model level:
-  ``macs_formula_attn``, the sum over the attention modules inside the model).
+  ``macs_formula_attn`` / ``params_formula_attn``, the sum over the outermost attention
+  modules inside the model, at the input shapes they were called with; for a ``conv``
+  entry this includes the convolution it replaced, so it is not the delta over the
+  baseline).
 * ``act_saved_bytes`` / ``act_saved_tensors``: what one training-mode forward saves for
   backward (:mod:`suite.cost.activations`); empty with ``act_error`` saying why when a
   training forward is impossible (BatchNorm over a 1x1 map at batch 1);
@@ -318,7 +321,13 @@ def formula_counts(model: nn.Module, input_shape: tuple[int, ...], attn_inputs: 
             row["params_formula"] = int(model.formula_params())
             row["macs_formula"] = int(model.formula_macs(tuple(input_shape)))
         else:
-            attn = [m for m in model.modules() if isinstance(m, AttentionModule)]
+            # outermost attention modules only: CBAM holds its channel and spatial gates,
+            # which are AttentionModules too, and its closed form already includes them
+            inner = {
+                id(child) for m in model.modules() if isinstance(m, AttentionModule)
+                for child in m.modules() if child is not m
+            }
+            attn = [m for m in model.modules() if isinstance(m, AttentionModule) and id(m) not in inner]
             row["attn_modules"] = len(attn)
             if attn:
                 row["params_formula_attn"] = sum(int(m.formula_params()) for m in attn)

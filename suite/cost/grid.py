@@ -10,8 +10,9 @@
 Each configuration is one :class:`Job` with a ``key``; each result one raw record in a
 :class:`~suite.records.RecordStore` with the environment; a re-run skips the keys already
 measured (status ``ok``) and retries the rest. A job that fails (a module refusing a shape,
-an entry with no place in a backbone) is recorded with ``status="error"`` and the message;
-the run goes on.
+a backbone that fails to build) is recorded with ``status="error"`` and the message; an
+entry that ``build_model`` refuses for an architecture (no place for it there, e.g. a
+``conv`` entry in MobileNetV2) with ``status="refused"`` and the reason. The run goes on.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def _build(job: Job) -> torch.nn.Module:
 
 
 def run_job(job: Job) -> dict[str, Any]:
-    """Measure one job; never raises for a failing module (status ``error`` + message)."""
+    """Measure one job; never raises for a failing module (status ``error`` or ``refused`` +
+    message)."""
     import modules
 
     record: dict[str, Any] = {"key": job.key, **asdict(job), "input_shape": "x".join(map(str, job.input_shape))}
@@ -122,7 +124,15 @@ def run_job(job: Job) -> dict[str, Any]:
         record.update(family=info.family, kind=info.kind, placement=info.placement)
     start = time.perf_counter()
     try:
-        model = _build(job)
+        try:
+            model = _build(job)
+        except ValueError as error:
+            if job.level != "model":
+                raise
+            # build_model refuses an entry that has no place in this arch: not a failure
+            record.update(status="refused", message=f"ValueError: {error}")
+            record["wall_seconds"] = round(time.perf_counter() - start, 4)
+            return record
         record.update(analyze(model, job.input_shape, input_requires_grad=job.level == "module"))
         record["status"] = "ok"
         record["message"] = ""
@@ -145,10 +155,11 @@ def run_jobs(
     progress: bool = True,
     on_record: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[int, int, int]:
-    """Run the jobs not yet measured into ``store``; returns ``(measured, skipped, errors)``."""
+    """Run the jobs not yet measured (``ok`` or ``refused``) into ``store``; returns
+    ``(measured, skipped, errors)``."""
     from tqdm.auto import tqdm
 
-    done = set() if fresh else store.done_keys(statuses={"ok"})
+    done = set() if fresh else store.done_keys(statuses={"ok", "refused"})
     todo = [job for job in jobs if job.key not in done]
     errors = 0
     bar = tqdm(todo, desc="cost", unit="job", disable=not progress, dynamic_ncols=True, leave=True)
@@ -156,7 +167,7 @@ def run_jobs(
         label = f"{job.arch}/{job.attn}" if job.level == "model" else f"{job.attn} C={job.channels} H={job.height}"
         bar.set_postfix_str(label, refresh=False)
         record = {**run_job(job), **environment}
-        errors += record["status"] != "ok"
+        errors += record["status"] == "error"
         store.append(record)
         if on_record is not None:
             on_record(record)
