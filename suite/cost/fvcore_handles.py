@@ -83,6 +83,9 @@ def is_shape_arithmetic(values: list[Any], _depth: int = 0) -> bool:
     if not tensors or _depth > 16:
         return False
     for value in tensors:
+        sizes = value.type().sizes() if value.isCompleteTensor() else None
+        if sizes:  # sizes are 0-dim: anything with a dimension is real data
+            return False
         node = value.node()
         kind = node.kind()
         if kind in _SHAPE_SOURCES:
