@@ -238,3 +238,36 @@ def test_the_tracers_shape_arithmetic_costs_nothing():
     row = analyze(ScalesByArea(), (1, 3, 5, 5))
     assert row["macs_dispatch"] == 75  # eager mode runs one mul
     assert row["macs_fvcore"] == 75  # the traced h * w - 1 and 4 / n are not priced
+
+
+class PooledBN(nn.Module):
+    """BN on a pooled 1x1 map (as SK, SRM and BAM have): cannot train at batch 1."""
+
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.bn(x.mean((2, 3), keepdim=True)))
+
+
+def test_activation_bytes_with_a_batch_norm_that_cannot_train_at_batch_1():
+    row = analyze(PooledBN(), (1, 8, 4, 4))
+    assert "act_error" not in row
+    assert "eval mode" in row["act_note"]
+    # saved: x (for the mul), the pooled map (BN input) and the sigmoid output
+    assert row["act_saved_bytes"] == 4 * (8 * 16 + 8 + 8)
+    assert analyze(PooledBN(), (2, 8, 4, 4)).get("act_note") is None  # batch 2 trains fine
+
+
+def test_tables_keep_text_columns_next_to_counts():
+    from suite.cost.grid import module_table
+
+    rows = [
+        {"level": "module", "attn": "a", "channels": 8, "height": 7, "act_saved_bytes": 10, "act_error": ""},
+        {"level": "module", "attn": "b", "channels": 8, "height": 7, "act_saved_bytes": None,
+         "act_error": "ValueError: no"},
+    ]
+    table = module_table(rows)
+    assert list(table["act_error"]) == ["", "ValueError: no"]
+    assert str(table["act_saved_bytes"].dtype) == "Int64"

@@ -21,8 +21,12 @@ MAC (``FlopCounterMode``'s convention). Which columns exist and what each means:
   entry this includes the convolution it replaced, so it is not the delta over the
   baseline).
 * ``act_saved_bytes`` / ``act_saved_tensors``: what one training-mode forward saves for
-  backward (:mod:`suite.cost.activations`); empty with ``act_error`` saying why when a
-  training forward is impossible (BatchNorm over a 1x1 map at batch 1);
+  backward (:mod:`suite.cost.activations`); where a training-mode BatchNorm cannot run
+  (one value per channel: a pooled 1x1 map at batch 1, in SK, SRM, BAM...) the BN layers
+  are measured in eval mode, on the real module, and ``act_note`` says so (in training mode
+  the meta and CPU runs save the same storages; eval-mode BN differs: CPU saves empty batch
+  statistics, meta C-sized ones); any other failure leaves the bytes
+  empty with ``act_error`` saying why;
   ``act_produced_elems`` / ``act_produced_tensors``: outputs of the compute ops of one
   eval forward.
 * What each counter missed, as ``op=MACs;...`` strings (MACs by our rules, signed where a
@@ -372,12 +376,12 @@ def analyze(
     if meta:
         try:
             shadow = _meta_copy(model)
-            row.update(_shape_counters(shadow, shape, input_requires_grad, device="meta"))
+            row.update(_shape_counters(shadow, shape, input_requires_grad, device="meta", real=model))
             row["count_device"] = "meta"
         except Exception as error:  # noqa: BLE001  (any failure on meta: redo it for real)
             row["meta_error"] = f"{type(error).__name__}: {error}"[:300]
     if row["count_device"] == "cpu":
-        row.update(_shape_counters(model, shape, input_requires_grad, device="cpu"))
+        row.update(_shape_counters(model, shape, input_requires_grad, device="cpu", real=model))
 
     uncounted = Counter(parse_ops(row["fvcore_unsupported"]))
     uncounted.update(parse_ops(row["fvcore_ignored_compute"]))
@@ -387,17 +391,29 @@ def analyze(
     return row
 
 
-def _shape_counters(model: nn.Module, shape: tuple[int, ...], input_requires_grad: bool, device: str) -> dict[str, Any]:
+def _shape_counters(
+    model: nn.Module, shape: tuple[int, ...], input_requires_grad: bool, device: str, real: nn.Module
+) -> dict[str, Any]:
     model.eval()
     x = torch.randn(shape, device=device)
     row, recorder, attn_inputs = dispatch_counts(model, x)
     row.update(formula_counts(model, shape, attn_inputs))
     row.update(thop_counts(model, x, recorder))
     try:
-        row.update(saved_activations(model, shape, input_requires_grad=input_requires_grad, device=device))
-    except (ValueError, RuntimeError) as error:
-        # a training-mode forward can be impossible where eval works (BatchNorm over one
-        # value per channel at batch 1): keep the MACs, say why the bytes are missing
+        try:
+            row.update(saved_activations(model, shape, input_requires_grad=input_requires_grad, device=device))
+        except ValueError as error:
+            if "more than 1 value per channel" not in str(error):
+                raise
+            # BatchNorm over a pooled 1x1 map cannot train at batch 1 (SK, SRM, BAM...):
+            # measure with the BN layers in eval mode and say so
+            # on the real module: meta's eval-mode BN kernel allocates the two per-channel
+            # statistics that the CPU kernel leaves empty
+            row.update(saved_activations(
+                real, shape, input_requires_grad=input_requires_grad, device="cpu", freeze_batchnorm=True
+            ))
+            row["act_note"] = "batch norm in eval mode: a training BN cannot run on one value per channel"
+    except (ValueError, RuntimeError) as error:  # keep the MACs, say why the bytes are missing
         row["act_error"] = f"{type(error).__name__}: {error}"[:300]
     model.eval()
     return row

@@ -190,7 +190,8 @@ def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
     for column in frame.columns:  # counts stay integers even where an error row left a hole
         if column.startswith(("macs_", "flops_", "params_", "act_", "delta_", "buffers_")):
             values = pd.to_numeric(frame[column], errors="coerce")
-            if (values.dropna() % 1 == 0).all():
+            numeric = values.notna().sum() == frame[column].notna().sum()  # not act_error
+            if numeric and (values.dropna() % 1 == 0).all():
                 frame[column] = values.astype("Int64")
     first = [c for c in _FIRST if c in frame.columns]
     rest = [c for c in frame.columns if c not in first and c != "key"]
