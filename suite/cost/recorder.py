@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .op_rules import TensorArg, UnknownOpError, canonical_op, is_data_movement, op_macs
+from .op_rules import TensorArg, UnknownOpError, is_data_movement, op_macs
 
 __all__ = ["OpRecord", "OpRecorder", "record_forward"]
 
@@ -169,7 +169,3 @@ def record_forward(model: nn.Module) -> Iterator[OpRecorder]:
     with recorder:
         yield recorder
 
-
-def op_name(record: OpRecord) -> str:
-    """Short op name for reports: ``aten::mul`` -> ``mul``."""
-    return canonical_op(record.op)
