@@ -99,9 +99,9 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 def build_network(arch: str, attn: str | None, num_classes: int) -> nn.Module:
     """The backbone ``arch`` with ``attn`` inserted (``None``: the baseline)."""
-    from ._local_build import build_model  # TEMPORARY until modules.build_model lands
+    import modules
 
-    return build_model(arch, attn, num_classes=num_classes)
+    return modules.build_model(arch, attn, num_classes=num_classes)
 
 
 def _unwrapped_names(name: str) -> list[str]:
