@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from suite.accuracy.data import DEFAULT_DATA
+from suite.accuracy.data import DEFAULT_DATA, list_classes, load_split
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +19,11 @@ def imagenette_root():
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("attnbench-cache")
+
+
+def smoke_splits(root, cache_dir, train_per_class: int = 12, val_per_class: int = 4, size: int = 32):
+    """A few real Imagenette images per class at ``size`` px (decoded once into ``cache_dir``)."""
+    classes = list_classes(root)
+    train = load_split(root, "train", classes, size, per_class=train_per_class, cache_dir=cache_dir, workers=1)
+    val = load_split(root, "val", classes, size, per_class=val_per_class, cache_dir=cache_dir, workers=1)
+    return train, val

@@ -1,0 +1,119 @@
+"""``python -m suite accuracy`` end to end on real Imagenette images (smoke profile)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from accuracy_fixtures import cache_dir, imagenette_root  # noqa: F401  (fixtures)
+
+from suite.__main__ import main as suite_main
+from suite.accuracy.cli import SOURCE_DESIGNS
+from suite.env import PROJECT_ROOT
+from suite.records import RecordStore
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    yield "1"
+    torch.set_num_threads(threads)
+
+
+def _records(out: Path) -> list[dict]:
+    return RecordStore(out / "runs.jsonl").read()
+
+
+def test_smoke_profile_end_to_end_and_rerun_skips(imagenette_root, cache_dir, tmp_path, one_thread, capsys):
+    out = tmp_path / "out"
+    argv = ["accuracy", "--profile", "smoke", "--attn", "se", "--seeds", "2", "--out", str(out),
+            "--cache-dir", str(cache_dir), "--threads", one_thread, "--no-progress"]
+    started = time.perf_counter()
+    assert suite_main(argv) == 0
+    assert time.perf_counter() - started < 120
+    records = _records(out)
+    assert [(r["attn"], r["seed"], r["status"]) for r in records] == [
+        ("none", 0, "ok"), ("se", 0, "ok"), ("none", 1, "ok"), ("se", 1, "ok")]
+    for r in records:
+        assert 0.0 <= r["top1"] <= r["top5"] <= 1.0
+        assert r["epochs"] == 2 and r["wall_s"] > 0 and r["val_loss"] > 0
+        assert r["commit"] and r["torch_version"] and r["recipe_config"]["image_size"] == 32
+    assert not list((out / "checkpoints").glob("*.pt"))  # removed once the row is written
+    runs = pd.read_csv(out / "runs.csv")
+    assert list(runs["attn"]) == ["none", "none", "se", "se"]
+    deltas = pd.read_csv(out / "deltas.csv").set_index("attn")
+    se = {s: r["top1"] for s, r in ((r["seed"], r) for r in records if r["attn"] == "se")}
+    base = {s: r["top1"] for s, r in ((r["seed"], r) for r in records if r["attn"] == "none")}
+    assert deltas.loc["se", "top1_delta"] == pytest.approx(sum(se[s] - base[s] for s in (0, 1)) / 2)
+    assert deltas.loc["se", "top1_pairs"] == 2
+    summary = (out / "summary.md").read_text()
+    assert "| se | 2 |" in summary and "95% CI" in summary
+    capsys.readouterr()
+    # a second invocation finds every run done and trains nothing
+    assert suite_main(argv) == 0
+    assert "4 already done, 0 to do" in capsys.readouterr().out
+    assert len(_records(out)) == 4
+
+
+def test_missing_data_is_an_error_naming_the_path(tmp_path, capsys):
+    code = suite_main(["accuracy", "--profile", "smoke", "--attn", "se", "--data", str(tmp_path / "nope"),
+                       "--out", str(tmp_path)])
+    assert code == 2
+    assert str(tmp_path / "nope") in capsys.readouterr().err
+
+
+def test_unknown_attention_is_an_error_with_close_matches(capsys):
+    assert suite_main(["accuracy", "--attn", "sse"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown attention type 'sse'" in err and "se" in err
+    assert suite_main(["accuracy", "--attn", "zz*"]) == 2
+    assert "matches no registered" in capsys.readouterr().err
+
+
+def test_every_flag_is_documented(capsys):
+    with pytest.raises(SystemExit):
+        suite_main(["accuracy", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--profile", "--attn", "--seeds", "--first-seed", "--data", "--out", "--cache-dir", "--workers",
+                 "--device", "--threads", "--no-progress", "--arch", "--epochs", "--batch-size", "--lr",
+                 "--weight-decay", "--warmup-epochs", "--label-smoothing", "--image-size", "--cache-size",
+                 "--augment", "--num-classes", "--classes", "--train-per-class", "--val-per-class", "--amp"):
+        assert flag in text, flag
+    assert ",".join(SOURCE_DESIGNS) in text.replace("\n", "").replace(" ", "")
+
+
+def _cli(out: Path, cache: Path) -> list[str]:
+    return [sys.executable, "-m", "suite", "accuracy", "--profile", "smoke", "--attn", "none", "--epochs", "3",
+            "--out", str(out), "--cache-dir", str(cache), "--threads", "1", "--no-progress"]
+
+
+@pytest.mark.slow
+def test_killed_mid_epoch_resumes_to_the_same_result(imagenette_root, cache_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    reference = tmp_path / "reference"
+    subprocess.run(_cli(reference, cache_dir), check=True, env=env, capture_output=True, timeout=300)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(killed, cache_dir), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list((killed / "checkpoints").glob("*.pt")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # the first epoch's checkpoint just appeared: we are in epoch 2
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert _records(killed) == []
+    subprocess.run(_cli(killed, cache_dir), check=True, env=env, capture_output=True, timeout=300)
+    [resumed] = _records(killed)
+    [uninterrupted] = _records(reference)
+    assert resumed["resumed_from"] >= 1 and uninterrupted["resumed_from"] == 0
+    for field in ("status", "epochs", "top1", "top5"):
+        assert resumed[field] == uninterrupted[field], field
+    for field in ("val_loss", "train_loss"):
+        assert resumed[field] == pytest.approx(uninterrupted[field], rel=1e-6), field

@@ -1,0 +1,156 @@
+"""Training runs of the accuracy stage: pairing, schedule, divergence, resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from accuracy_fixtures import cache_dir, imagenette_root, smoke_splits  # noqa: F401  (fixtures)
+from torch import nn
+
+from suite.accuracy import train as train_mod
+from suite.accuracy.recipe import make_recipe
+from suite.accuracy.train import DistInfo, _lr_lambda, load_shared, paired_model, train_run
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the CI machine has 2 shared cores; also makes runs bitwise repeatable
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_paired_init_shares_every_backbone_entry():
+    baseline, _ = paired_model("resnet_small", None, 10, seed=5)
+    model, copied = paired_model("resnet_small", "se", 10, seed=5)
+    base_state, state = baseline.state_dict(), model.state_dict()
+    assert copied == len(base_state)
+    assert torch.equal(state["conv1.weight"], base_state["conv1.weight"])
+    assert torch.equal(state["layer2.0.conv2.weight"], base_state["layer2.0.conv2.weight"])
+    wrapped = [k for k in state if k.endswith("bn2.0.running_var")]
+    assert wrapped, "the gate is expected after bn2, wrapping it"
+    other, _ = paired_model("resnet_small", None, 10, seed=6)
+    assert not torch.equal(other.state_dict()["conv1.weight"], base_state["conv1.weight"])
+
+
+def test_load_shared_skips_other_shapes_and_ambiguous_names():
+    target = nn.Sequential(nn.Linear(3, 4), nn.Sequential(nn.Linear(4, 2), nn.ReLU()))
+    state = {"0.weight": torch.ones(4, 3), "0.bias": torch.ones(5), "1.weight": torch.full((2, 4), 2.0)}
+    copied, total = load_shared(target, state)
+    assert (copied, total) == (2, 3)
+    assert torch.all(target[0].weight == 1) and not torch.all(target[0].bias == 1)
+    assert torch.all(target[1][0].weight == 2)  # "1.0.weight" is "1.weight" unwrapped
+
+
+def test_warmup_then_cosine():
+    factor = _lr_lambda(warmup_steps=4, total_steps=12)
+    assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert factor(8) == pytest.approx(0.5)
+    assert factor(12) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_exploding_loss_ends_the_run_as_diverged(imagenette_root, cache_dir):
+    train, val = smoke_splits(imagenette_root, cache_dir)
+    recipe = make_recipe("smoke", lr=1e4, warmup_epochs=0.01)
+    result = train_run("resnet_small", None, 0, recipe, train, val, DistInfo())
+    assert result.status == "diverged"
+    assert "step loss" in result.note and math.isnan(result.top1)
+    assert result.epochs < recipe.epochs
+
+
+class _Crash(BaseException):
+    """Stands for a kill: not an Exception, so nothing on the way catches it."""
+
+
+def test_resume_from_checkpoint_equals_uninterrupted(imagenette_root, cache_dir, tmp_path):
+    train, val = smoke_splits(imagenette_root, cache_dir)
+    recipe = make_recipe("smoke", epochs=3)
+    steps_per_epoch = len(train) // recipe.batch_size
+    reference = train_run("resnet_small", "se", 1, recipe, train, val, DistInfo())
+
+    def crash(step: int) -> None:
+        if step == steps_per_epoch + 3:  # in the middle of the second epoch
+            raise _Crash
+
+    checkpoint = tmp_path / "run.pt"
+    with pytest.raises(_Crash):
+        train_run("resnet_small", "se", 1, recipe, train, val, DistInfo(), checkpoint=checkpoint,
+                  run_key="k", on_step=crash)
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
+    resumed = train_run("resnet_small", "se", 1, recipe, train, val, DistInfo(), checkpoint=checkpoint,
+                        run_key="k")
+    assert resumed.resumed_from == 1 and resumed.status == "ok" and resumed.epochs == 3
+    assert resumed.top1 == reference.top1 and resumed.top5 == reference.top5
+    assert resumed.val_loss == pytest.approx(reference.val_loss, rel=1e-6)
+    assert resumed.train_loss == pytest.approx(reference.train_loss, rel=1e-6)
+    # a checkpoint of another run (key) is not used
+    fresh = train_run("resnet_small", "se", 1, recipe, train, val, DistInfo(), checkpoint=checkpoint,
+                      run_key="other")
+    assert fresh.resumed_from == 0
+
+
+# --- two processes (gloo) against one ------------------------------------------------------
+
+DDP_TOLERANCE_TOP1 = 0.05
+"""Largest |top-1 difference| allowed between 1 and 2 processes with batch norm (per-rank batch
+statistics make the runs differ slightly): 5 points, i.e. 5 of the 100 validation images."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _without_bn(arch, attn, num_classes):
+    model = train_mod._build_network_unpatched(arch, attn, num_classes)
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.BatchNorm2d):
+                setattr(module, child_name, nn.Identity())
+    return model
+
+
+def _ddp_worker(rank: int, world: int, port: int, root: str, cache: str, out: str, no_bn: bool) -> None:
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    if no_bn:
+        train_mod._build_network_unpatched = train_mod.build_network
+        train_mod.build_network = _without_bn
+    info = train_mod.init_distributed("cpu")
+    train, val = smoke_splits(Path(root), Path(cache), train_per_class=16, val_per_class=10)
+    recipe = make_recipe("smoke", epochs=1, lr=0.05 if no_bn else 0.1)
+    result = train_run("resnet_small", "se", 3, recipe, train, val, info)
+    if rank == 0:
+        Path(out).write_text(json.dumps(result.as_dict()))
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def _run(world: int, root, cache, out: Path, no_bn: bool) -> dict:
+    mp.spawn(_ddp_worker, args=(world, _free_port(), str(root), str(cache), str(out), no_bn), nprocs=world)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one(imagenette_root, cache_dir, tmp_path):
+    smoke_splits(imagenette_root, cache_dir, train_per_class=16, val_per_class=10)  # decode before spawning
+    # without batch norm, two ranks compute the same gradients as one: equal up to float sums
+    one = _run(1, imagenette_root, cache_dir, tmp_path / "one.json", no_bn=True)
+    two = _run(2, imagenette_root, cache_dir, tmp_path / "two.json", no_bn=True)
+    assert two["top1"] == one["top1"]
+    assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-4)
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
+    # the real network: batch statistics per rank, so equal within the stated tolerance
+    one = _run(1, imagenette_root, cache_dir, tmp_path / "one_bn.json", no_bn=False)
+    two = _run(2, imagenette_root, cache_dir, tmp_path / "two_bn.json", no_bn=False)
+    assert abs(two["top1"] - one["top1"]) <= DDP_TOLERANCE_TOP1
+    assert two["val_loss"] == pytest.approx(one["val_loss"], rel=0.05)
