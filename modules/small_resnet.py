@@ -24,8 +24,10 @@ With the defaults (stem 32, widths 64/128/256, one block per stage, 32 px input)
 has 1.2 M parameters and about 45 M MACs per image, a third of ResNet-18 at 64 px, and it still
 ends with a 4x4 map of 256 channels, so spatial attention (CBAM, coordinate attention) has
 positions to weigh. Widths, depths, strides and the stem are arguments; the defaults are
-sized for the ``cpu`` profile, and ``zero_init_residual`` (on by default) starts every block
-as the identity (its last BN's scale at zero), which helps short schedules.
+sized for the ``cpu`` profile. ``zero_init_residual`` (off by default, as in torchvision) would
+start every block's residual branch at zero; with one block per stage that leaves each stage a
+lone 1x1 projection at the start, and in the ``cpu`` profile's five epochs it cost about four
+points of top-1 (65.9% against 69.7% at seed 0), so it is not used.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class SmallResNet(nn.Module):
         stem_stride: int = 1,
         first_stride: int = 2,
         in_channels: int = 3,
-        zero_init_residual: bool = True,
+        zero_init_residual: bool = False,
         device=None,
         dtype=None,
     ) -> None:

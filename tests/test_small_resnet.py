@@ -48,13 +48,13 @@ def test_default_size_is_what_the_docstring_says():
     assert 44e6 < sum(macs) < 46e6  # "about 45 M MACs per image" at 32 px (convolutions)
 
 
-def test_zero_init_residual_makes_blocks_start_as_identity_branch():
+def test_zero_init_residual_is_off_by_default_and_available():
     model = small_resnet()
+    assert all(torch.all(m.bn2.weight == 1) for m in model.modules() if isinstance(m, BasicBlock))
+    model = SmallResNet(zero_init_residual=True)
     for module in model.modules():
         if isinstance(module, BasicBlock):
             assert torch.count_nonzero(module.bn2.weight) == 0
-    model = SmallResNet(zero_init_residual=False)
-    assert all(torch.all(m.bn2.weight == 1) for m in model.modules() if isinstance(m, BasicBlock))
 
 
 def test_widths_blocks_and_strides_are_arguments():
