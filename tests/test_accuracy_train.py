@@ -154,3 +154,14 @@ def test_two_gloo_processes_match_one(imagenette_root, cache_dir, tmp_path):
     two = _run(2, imagenette_root, cache_dir, tmp_path / "two_bn.json", no_bn=False)
     assert abs(two["top1"] - one["top1"]) <= DDP_TOLERANCE_TOP1
     assert two["val_loss"] == pytest.approx(one["val_loss"], rel=0.05)
+
+
+def test_gpu_recipe_path_runs_on_the_cpu_at_toy_size(imagenette_root, cache_dir):
+    # the gpu profile's code path (torchvision ResNet, random-resized crops from a larger cache,
+    # centre-crop evaluation, AMP flag) at a toy size; the real profile needs a GPU
+    train, val = smoke_splits(imagenette_root, cache_dir, train_per_class=4, val_per_class=2, size=40)
+    recipe = make_recipe("gpu", image_size=32, cache_size=40, epochs=1, batch_size=8, eval_batch_size=16)
+    assert recipe.augment == "rrc" and recipe.amp and recipe.arch == "resnet18"
+    result = train_run(recipe.arch, "eca", 0, recipe, train, val, DistInfo())
+    assert result.status == "ok" and result.epochs == 1 and 0 <= result.top1 <= 1
+    assert result.shared_entries == len(paired_model("resnet18", None, 10, 0)[0].state_dict())
