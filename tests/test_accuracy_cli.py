@@ -117,3 +117,15 @@ def test_killed_mid_epoch_resumes_to_the_same_result(imagenette_root, cache_dir,
         assert resumed[field] == uninterrupted[field], field
     for field in ("val_loss", "train_loss"):
         assert resumed[field] == pytest.approx(uninterrupted[field], rel=1e-6), field
+
+
+def test_entries_without_a_place_are_skipped_by_pattern_and_refused_by_name(imagenette_root, cache_dir, tmp_path,
+                                                                            one_thread, capsys):
+    common = ["--profile", "smoke", "--out", str(tmp_path), "--cache-dir", str(cache_dir), "--threads", one_thread,
+              "--no-progress", "--epochs", "1", "--train-per-class", "2"]
+    assert suite_main(["accuracy", "--attn", "ccp_max", *common]) == 2
+    assert "cannot build resnet_small with ccp_max" in capsys.readouterr().err
+    assert suite_main(["accuracy", "--attn", "ccp_*", *common]) == 0
+    text = capsys.readouterr().out
+    assert "skipping ccp_max" in text and "skipping ccp_mean" in text
+    assert [r["attn"] for r in _records(tmp_path)] == ["none"]

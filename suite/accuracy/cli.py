@@ -137,10 +137,12 @@ def main(args: argparse.Namespace) -> int:
         return 2
     device = args.device or ("auto" if args.profile == "gpu" else "cpu")
     info = init_distributed(device)
-    if args.threads:
-        import torch
+    import torch
 
+    if args.threads:
         torch.set_num_threads(args.threads)
+    if info.device.type == "cpu":
+        torch.set_flush_denormal(True)  # denormal weights late in training can slow CPU kernels many-fold
     out = Path(args.out) if args.out else PROJECT_ROOT / "runs" / "accuracy" / args.profile
     seeds = list(range(args.first_seed, args.first_seed + (args.seeds or DEFAULT_SEEDS[args.profile])))
     try:
@@ -194,6 +196,11 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
         train, val = _load_data(args, recipe, root, info)
     except DataNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    attns, refused = _placeable(attns, recipe.arch, len(train.classes), args.attn)
+    for name, reason in refused.items():
+        _say(info, f"skipping {name}: {reason}")
+    if attns is None:
         return 2
     store = RecordStore(out / "runs.jsonl")
     env = collect_environment() if info.is_main else {}
@@ -249,6 +256,26 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
         frames = write_tables(store, out, fingerprint)
         _say(info, frames)
     return 0
+
+
+def _placeable(attns: list[str], arch: str, num_classes: int, spec: str) -> tuple[list[str] | None, dict[str, str]]:
+    """The entries of ``attns`` that ``build_model`` can put into ``arch``, and why the others
+    cannot. ``None`` instead of the list when an explicitly named entry cannot be placed."""
+    from .train import build_network
+
+    explicit = {s.strip() for s in spec.split(",") if not any(ch in s for ch in "*?[")}
+    fit, refused = [], {}
+    for name in attns:
+        try:
+            build_network(arch, name, num_classes)
+        except ValueError as error:
+            refused[name] = str(error)
+        else:
+            fit.append(name)
+    if refused.keys() & explicit:
+        print(f"error: cannot build {arch} with {', '.join(sorted(refused.keys() & explicit))}", file=sys.stderr)
+        return None, refused
+    return fit, refused
 
 
 def _broadcast_plan(todo: list, info: DistInfo) -> list:
