@@ -81,7 +81,7 @@ class SmallResNet(nn.Module):
             raise ValueError(
                 f"widths and blocks must be non-empty and of equal length, got {tuple(widths)} and {tuple(blocks)}"
             )
-        for w, b in zip(widths, blocks):
+        for w, b in zip(widths, blocks, strict=True):
             check_positive_int("widths[i]", w)
             check_positive_int("blocks[i]", b)
         self.num_stages = len(widths)
@@ -89,7 +89,7 @@ class SmallResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(stem_width)
         self.relu = nn.ReLU(inplace=True)
         channels = stem_width
-        for index, (width, count) in enumerate(zip(widths, blocks), start=1):
+        for index, (width, count) in enumerate(zip(widths, blocks, strict=True), start=1):
             stride = first_stride if index == 1 else 2
             setattr(self, f"layer{index}", self._make_stage(channels, width, count, stride))
             channels = width

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,12 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from accuracy_fixtures import cache_dir, imagenette_root  # noqa: F401  (fixtures)
 
 from suite.__main__ import main as suite_main
 from suite.accuracy.cli import SOURCE_DESIGNS
 from suite.env import PROJECT_ROOT
 from suite.records import RecordStore
+
+pytest_plugins = ["accuracy_fixtures"]  # imagenette_root, cache_dir
 
 
 @pytest.fixture

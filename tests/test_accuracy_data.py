@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from accuracy_fixtures import cache_dir, imagenette_root  # noqa: F401  (fixtures)
 from PIL import Image
 
 from suite.accuracy import data as data_mod
@@ -22,6 +21,8 @@ from suite.accuracy.data import (
     resolve_data_root,
     select_classes,
 )
+
+pytest_plugins = ["accuracy_fixtures"]  # imagenette_root, cache_dir
 
 
 def _image_folder(root: Path) -> Path:

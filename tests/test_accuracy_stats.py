@@ -53,7 +53,7 @@ def test_paired_delta_by_hand():
 def test_pairing_removes_shared_seed_noise():
     # big seed-to-seed swings shared by both sides: unpaired this would not be significant
     base = [0.60, 0.70, 0.80]
-    attn = [b + d for b, d in zip(base, (0.010, 0.012, 0.011))]
+    attn = [b + d for b, d in zip(base, (0.010, 0.012, 0.011), strict=True)]
     assert paired_delta(attn, base)["significant"] is True
     noisy = paired_delta([0.70, 0.72, 0.69], [0.71, 0.70, 0.70])
     assert noisy["significant"] is False

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from accuracy_fixtures import cache_dir, imagenette_root, smoke_splits  # noqa: F401  (fixtures)
+from accuracy_fixtures import smoke_splits
 from torch import nn
 
 from suite.accuracy import train as train_mod
 from suite.accuracy.recipe import make_recipe
 from suite.accuracy.train import DistInfo, _lr_lambda, load_shared, paired_model, train_run
+
+pytest_plugins = ["accuracy_fixtures"]  # imagenette_root, cache_dir
 
 
 @pytest.fixture(autouse=True)
@@ -111,7 +113,7 @@ def _free_port() -> int:
 
 def _without_bn(arch, attn, num_classes):
     model = train_mod._build_network_unpatched(arch, attn, num_classes)
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.BatchNorm2d):
                 setattr(module, child_name, nn.Identity())

@@ -252,8 +252,8 @@ def load_split(
             _collect(results, images, keep, progress)
     else:
         _collect(map(_decode_job, jobs), images, keep, progress)
-    skipped = [rel for (rel, _), ok in zip(items, keep) if not ok]
-    labels = torch.tensor([label for (_, label), ok in zip(items, keep) if ok], dtype=torch.int64)
+    skipped = [rel for (rel, _), ok in zip(items, keep, strict=True) if not ok]
+    labels = torch.tensor([label for (_, label), ok in zip(items, keep, strict=True) if ok], dtype=torch.int64)
     data = SplitData(torch.from_numpy(images[keep]), labels, list(classes), skipped, cache_file, False)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")

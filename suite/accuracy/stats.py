@@ -96,7 +96,7 @@ def paired_delta(values: Sequence[float], baseline: Sequence[float], confidence:
     """Mean paired difference ``values - baseline``, its t interval and a significance flag."""
     if len(values) != len(baseline):
         raise ValueError(f"paired samples must have equal lengths, got {len(values)} and {len(baseline)}")
-    diffs = [float(v) - float(b) for v, b in zip(values, baseline)]
+    diffs = [float(v) - float(b) for v, b in zip(values, baseline, strict=True)]
     n = len(diffs)
     if n == 0:
         return {"n": 0, "delta": math.nan, "sd": math.nan, "ci_low": math.nan, "ci_high": math.nan,
