@@ -27,3 +27,9 @@ def smoke_splits(root, cache_dir, train_per_class: int = 12, val_per_class: int 
     train = load_split(root, "train", classes, size, per_class=train_per_class, cache_dir=cache_dir, workers=1)
     val = load_split(root, "val", classes, size, per_class=val_per_class, cache_dir=cache_dir, workers=1)
     return train, val
+
+
+@pytest.fixture(scope="session")
+def smoke(imagenette_root, cache_dir):
+    """``smoke(**kwargs)``: :func:`smoke_splits` on the real Imagenette copy and the test cache."""
+    return lambda **kwargs: smoke_splits(imagenette_root, cache_dir, **kwargs)

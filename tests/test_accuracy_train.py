@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from accuracy_fixtures import smoke_splits
 from torch import nn
 
 from suite.accuracy import train as train_mod
 from suite.accuracy.recipe import make_recipe
 from suite.accuracy.train import DistInfo, _lr_lambda, load_shared, paired_model, train_run
 
-pytest_plugins = ["accuracy_fixtures"]  # imagenette_root, cache_dir
+pytest_plugins = ["accuracy_fixtures"]  # imagenette_root, cache_dir, smoke
 
 
 @pytest.fixture(autouse=True)
@@ -58,8 +57,8 @@ def test_warmup_then_cosine():
     assert factor(12) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_exploding_loss_ends_the_run_as_diverged(imagenette_root, cache_dir):
-    train, val = smoke_splits(imagenette_root, cache_dir)
+def test_exploding_loss_ends_the_run_as_diverged(smoke):
+    train, val = smoke()
     recipe = make_recipe("smoke", lr=1e4, warmup_epochs=0.01)
     result = train_run("resnet_small", None, 0, recipe, train, val, DistInfo())
     assert result.status == "diverged"
@@ -71,8 +70,8 @@ class _Crash(BaseException):
     """Stands for a kill: not an Exception, so nothing on the way catches it."""
 
 
-def test_resume_from_checkpoint_equals_uninterrupted(imagenette_root, cache_dir, tmp_path):
-    train, val = smoke_splits(imagenette_root, cache_dir)
+def test_resume_from_checkpoint_equals_uninterrupted(smoke, tmp_path):
+    train, val = smoke()
     recipe = make_recipe("smoke", epochs=3)
     steps_per_epoch = len(train) // recipe.batch_size
     reference = train_run("resnet_small", "se", 1, recipe, train, val, DistInfo())
@@ -123,6 +122,8 @@ def _without_bn(arch, attn, num_classes):
 def _ddp_worker(rank: int, world: int, port: int, root: str, cache: str, out: str, no_bn: bool) -> None:
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from accuracy_fixtures import smoke_splits  # the spawned process is no pytest session
+
     torch.set_num_threads(1)
     if no_bn:
         train_mod._build_network_unpatched = train_mod.build_network
@@ -143,8 +144,8 @@ def _run(world: int, root, cache, out: Path, no_bn: bool) -> dict:
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one(imagenette_root, cache_dir, tmp_path):
-    smoke_splits(imagenette_root, cache_dir, train_per_class=16, val_per_class=10)  # decode before spawning
+def test_two_gloo_processes_match_one(imagenette_root, cache_dir, smoke, tmp_path):
+    smoke(train_per_class=16, val_per_class=10)  # decode once before spawning
     # without batch norm, two ranks compute the same gradients as one: equal up to float sums
     one = _run(1, imagenette_root, cache_dir, tmp_path / "one.json", no_bn=True)
     two = _run(2, imagenette_root, cache_dir, tmp_path / "two.json", no_bn=True)
@@ -158,12 +159,23 @@ def test_two_gloo_processes_match_one(imagenette_root, cache_dir, tmp_path):
     assert two["val_loss"] == pytest.approx(one["val_loss"], rel=0.05)
 
 
-def test_gpu_recipe_path_runs_on_the_cpu_at_toy_size(imagenette_root, cache_dir):
+def test_gpu_recipe_path_runs_on_the_cpu_at_toy_size(smoke):
     # the gpu profile's code path (torchvision ResNet, random-resized crops from a larger cache,
     # centre-crop evaluation, AMP flag) at a toy size; the real profile needs a GPU
-    train, val = smoke_splits(imagenette_root, cache_dir, train_per_class=4, val_per_class=2, size=40)
+    train, val = smoke(train_per_class=4, val_per_class=2, size=40)
     recipe = make_recipe("gpu", image_size=32, cache_size=40, epochs=1, batch_size=8, eval_batch_size=16)
     assert recipe.augment == "rrc" and recipe.amp and recipe.arch == "resnet18"
     result = train_run(recipe.arch, "eca", 0, recipe, train, val, DistInfo())
     assert result.status == "ok" and result.epochs == 1 and 0 <= result.top1 <= 1
     assert result.shared_entries == len(paired_model("resnet18", None, 10, 0)[0].state_dict())
+
+
+def test_bf16_autocast_on_the_cpu_only_with_native_support(smoke):
+    recipe = make_recipe("smoke", amp=True)
+    assert train_mod.amp_active(recipe, torch.device("cpu")) == train_mod.cpu_has_native_bf16()
+    assert not train_mod.amp_active(make_recipe("smoke", amp=False), torch.device("cpu"))
+    if not train_mod.cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16")
+    train, val = smoke()
+    result = train_run("resnet_small", "se", 0, recipe, train, val, DistInfo())
+    assert result.status == "ok" and result.bf16 is True and math.isfinite(result.val_loss)

@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--train-per-class", type=int, default=None, help="training images per class")
     group.add_argument("--val-per-class", type=int, default=None, help="validation images per class")
     group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                       help="bf16 autocast on CUDA")
+                       help="bf16 autocast on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX)")
 
 
 def resolve_attention(spec: str) -> list[str]:
@@ -296,7 +296,7 @@ def _run_line(r: dict[str, Any]) -> str:
 
 
 RUN_COLUMNS = ["attn", "seed", "status", "top1", "top5", "val_loss", "train_loss", "epochs", "wall_s",
-               "epoch_s", "params", "shared_entries", "resumed_from", "world_size", "profile", "arch",
+               "epoch_s", "params", "shared_entries", "resumed_from", "bf16", "world_size", "profile", "arch",
                "recipe", "note"]
 
 

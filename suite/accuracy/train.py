@@ -32,6 +32,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ __all__ = [
     "paired_model",
     "train_run",
     "evaluate",
+    "amp_active",
+    "cpu_has_native_bf16",
     "BASELINE",
 ]
 
@@ -207,9 +210,27 @@ def _all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
     return tensor.tolist()
 
 
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 dot products natively (AVX512-BF16 or AMX-BF16, read
+    from /proc/cpuinfo; False where that file does not exist). Without them bf16 is emulated
+    and slower than fp32, so CPU autocast is only used with them."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def amp_active(recipe: Recipe, device: torch.device) -> bool:
+    """Whether runs of ``recipe`` on ``device`` use bf16 autocast: ``recipe.amp`` on CUDA, or on
+    a CPU with native bf16 (:func:`cpu_has_native_bf16`)."""
+    return recipe.amp and (device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()))
+
+
 def _autocast(recipe: Recipe, device: torch.device):
-    enabled = recipe.amp and device.type == "cuda"
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp_active(recipe, device))
 
 
 @torch.no_grad()
@@ -253,6 +274,7 @@ class RunResult:
     params: int
     shared_entries: int
     resumed_from: int
+    bf16: bool = False
     note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -403,6 +425,7 @@ def train_run(
         params=params,
         shared_entries=shared,
         resumed_from=resumed_from,
+        bf16=amp_active(recipe, info.device),
         note=note,
     )
 
