@@ -2,8 +2,10 @@
 
 * ``smoke``: a few images per class at 32 px, 2 epochs: checks the whole path in seconds.
 * ``cpu`` (default): the small low-resolution ResNet (``resnet_small``, see
-  ``modules/small_resnet.py``) at 32 px on all of Imagenette, sized so that one run takes
-  about a minute and a half on a quiet 2-core machine.
+  ``modules/small_resnet.py``) at 32 px on all of Imagenette, 6 epochs, batch 128, pad-4
+  crop and flip, bf16 autocast where the CPU has native bf16. On the 2-core machine a
+  baseline run took 68-80 s (seeds 1 and 0, load 1-2) and reached 71.2-72.7% top-1; five
+  epochs in fp32 reached 68.4-69.7%, seven in bf16 74.0% (seed 0).
 * ``gpu``: 224 px, ResNet-18 (``--arch resnet50`` for the bigger one), a real schedule and
   mixed precision (bf16 autocast), for one or many GPUs under ``torchrun``.
 
@@ -106,8 +108,8 @@ PROFILES: dict[str, Recipe] = {
         lr=0.1, warmup_epochs=0.5, train_per_class=12, val_per_class=4, eval_batch_size=64,
     ),
     "cpu": Recipe(
-        profile="cpu", arch="resnet_small", image_size=32, cache_size=32, epochs=5, batch_size=128,
-        lr=0.4, warmup_epochs=1.0, augment="crop", crop_pad=4,
+        profile="cpu", arch="resnet_small", image_size=32, cache_size=32, epochs=6, batch_size=128,
+        lr=0.4, warmup_epochs=1.0, augment="crop", crop_pad=4, amp=True,
     ),
     "gpu": Recipe(
         profile="gpu", arch="resnet18", image_size=224, cache_size=256, epochs=40, batch_size=256,

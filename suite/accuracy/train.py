@@ -350,7 +350,7 @@ def train_run(
             model, device_ids=[info.local_rank] if info.device.type == "cuda" else None
         )
     net.train()
-    status, note, epoch = "ok", "", start_epoch
+    status, note = "ok", ""
     lo, hi = info.rank * per_rank, (info.rank + 1) * per_rank
     for epoch in range(start_epoch, recipe.epochs):
         started = time.perf_counter()
