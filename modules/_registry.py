@@ -30,13 +30,14 @@ Kind = Literal["gate", "pool", "conv"]
 """``gate``: output shape == input shape. ``pool``: changes channels or spatial size.
 ``conv``: replaces a convolution, ``in_channels -> out_channels``."""
 
-Placement = Literal["block", "stage", "head", "conv", "none"]
+Placement = Literal["block", "stage", "transition", "head", "conv", "none"]
 """Where :func:`modules.build_model` puts the entry: on every residual branch (``block``), once at
-the end of every stage (``stage``), as the classifier's global pooling (``head``), in place of the
+the end of every stage (``stage``), once after every stage but the last (``transition``: BAM's
+bottlenecks), as the classifier's global pooling (``head``), in place of the
 block's 3x3 convolution (``conv``), or nowhere (``none``: refused, with ``placement_note``)."""
 
 KINDS: tuple[str, ...] = ("gate", "pool", "conv")
-PLACEMENTS: tuple[str, ...] = ("block", "stage", "head", "conv", "none")
+PLACEMENTS: tuple[str, ...] = ("block", "stage", "transition", "head", "conv", "none")
 
 
 @dataclass(frozen=True)

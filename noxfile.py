@@ -1,0 +1,34 @@
+"""nox sessions: ``nox -s tests``, ``nox -s lint`` (more stages arrive with the harness).
+
+Every session also runs in an existing environment with ``nox --no-venv -s NAME`` (e.g. on a
+GPU machine without network, where torch is preinstalled): installs are then skipped.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+def _install(session: nox.Session, *args: str) -> None:
+    """Install into the session's virtualenv; skip in ``--no-venv`` mode."""
+    if session.venv_backend == "none":
+        session.log("no virtualenv: using the current environment as it is")
+        return
+    session.install(*args)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite: ``nox -s tests [-- PYTEST_ARGS]``."""
+    _install(session, "-e", ".[test]")
+    session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the project."""
+    _install(session, "ruff>=0.5")
+    session.run("ruff", "check", "modules", "suite", "tests", "noxfile.py")
