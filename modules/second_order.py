@@ -1,1 +1,147 @@
-"""Placeholder: being written."""
+"""GSoP: global second-order pooling channel attention.
+
+Gao, Xie, Wang, Li, "Global Second-order Pooling Convolutional Networks", CVPR 2019,
+arXiv:1811.12006. Channel mode of the official code (``Bottleneck.chan_att``), with
+``d = 128`` and ``M = H' * W'`` positions after the reducing conv::
+
+    r   = ReLU(BN(W_r relu(x)))                        # 1x1 conv C -> d (bias)
+    S   = (r - mean_M(r)) (r - mean_M(r))^T / M        # (N, d, d) covariance
+    v   = RowConv(BN(S))                               # grouped conv d -> 4d, kernel (d, 1),
+                                                       # groups d (bias): one 4-output conv
+                                                       # per covariance row
+    y   = x * sigmoid(W_f v)                           # 1x1 conv 4d -> C (bias)
+
+The gate multiplies the block's *input* ``x`` (C channels). The user's seed multiplied the
+d-channel reduced map by a C-channel gate, which only broadcasts when ``C == d``; here the
+shapes always agree.
+
+Activation choices, following the official channel mode:
+
+* the branch starts with a non-inplace ReLU of the input (``relu_normal``) -- the gate sees
+  ``relu(x)`` but multiplies ``x``; ``input_act_layer=None`` drops it;
+* ReLU after the reducing conv's BN;
+* **no** activation between the row-wise conv and ``W_f`` (the official position-attention
+  mode has a ReLU there; the channel mode, which GSoP-Net1 uses, does not).
+
+Other deliberate choices:
+
+* ``d = min(dim, channels)``: for fewer than 128 input channels a 128-wide reduction would
+  expand, not reduce, and the covariance of a C-channel map has rank at most C anyway; so
+  channels 16 and 64 build a d = 16 / 64 block. The official code only meets C >= 256.
+* The official code gives the reducing conv stride 2 in ResNet-50's first stage (planes 64)
+  to cut the covariance cost at 56x56; the module cannot know its stage, so ``dr_stride``
+  defaults to 1 and the caller may set 2.
+* The covariance is computed as centring + one ``bmm`` (the official ``I_hat`` matrix form
+  does the same maths with an extra ``M x M`` product).
+
+Placement: GSoP-Net1 puts one block at the end of each ResNet stage (registered
+``placement="stage"``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, conv_macs, numel
+from ._registry import register_attention
+
+__all__ = ["GSoP"]
+
+
+class GSoP(AttentionModule):
+    """GSoP channel attention (arXiv:1811.12006, official channel mode).
+
+    Args:
+        channels: input (and output) channels.
+        dim: width ``d`` of the covariance (128 in the paper); the block uses
+            ``min(dim, channels)``.
+        row_expansion: outputs per covariance row in the row-wise conv (4 in the paper).
+        dr_stride: stride of the reducing 1x1 conv (the official code uses 2 in ResNet-50's
+            first stage).
+        input_act_layer: activation applied to the branch input; ``None`` for none.
+        act_layer: activation after the reducing conv's norm.
+        norm_layer: norm after the reducing conv and on the covariance rows.
+        gate_layer: the gate's squashing function.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        dim: int = 128,
+        row_expansion: int = 4,
+        dr_stride: int = 1,
+        input_act_layer: ModuleFactory | None = nn.ReLU,
+        act_layer: ModuleFactory = nn.ReLU,
+        norm_layer: ModuleFactory = nn.BatchNorm2d,
+        gate_layer: ModuleFactory = nn.Sigmoid,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        self.channels = check_positive_int("channels", channels)
+        check_positive_int("dim", dim)
+        self.dim = min(dim, channels)
+        self.row_expansion = check_positive_int("row_expansion", row_expansion)
+        self.dr_stride = check_positive_int("dr_stride", dr_stride)
+        d, rows_out = self.dim, self.dim * self.row_expansion
+        factory = {"device": device, "dtype": dtype}
+        self.input_act = input_act_layer() if input_act_layer is not None else nn.Identity()
+        self.has_input_act = input_act_layer is not None
+        self.conv_reduce = nn.Conv2d(channels, d, 1, stride=dr_stride, bias=True, **factory)
+        self.bn_reduce = norm_layer(d, **factory)
+        self.act = act_layer()
+        self.row_bn = norm_layer(d, **factory)
+        self.row_conv = nn.Conv2d(d, rows_out, (d, 1), groups=d, bias=True, **factory)
+        self.fc = nn.Conv2d(rows_out, channels, 1, bias=True, **factory)
+        self.gate = gate_layer()
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        reduced = self.act(self.bn_reduce(self.conv_reduce(self.input_act(x))))
+        flat = reduced.flatten(2)  # (N, d, M)
+        centred = flat - flat.mean(2, keepdim=True)
+        cov = torch.bmm(centred, centred.transpose(1, 2)) / flat.shape[2]  # (N, d, d)
+        rows = self.row_conv(self.row_bn(cov.unsqueeze(3)))  # (N, 4d, 1, 1)
+        gate = self.gate(self.fc(rows))  # (N, C, 1, 1)
+        return x * gate
+
+    def _reduced_hw(self, h: int, w: int) -> tuple[int, int]:
+        s = self.dr_stride
+        return (h - 1) // s + 1, (w - 1) // s + 1
+
+    def formula_params(self) -> int:
+        c, d, rows_out = self.channels, self.dim, self.dim * self.row_expansion
+        reduce = c * d + d + 2 * d
+        row = 2 * d + rows_out * d + rows_out
+        fc = rows_out * c + c
+        return reduce + row + fc
+
+    def formula_macs(self, input_shape: Shape) -> int:
+        n, c, h, w = input_shape
+        d, rows_out = self.dim, self.dim * self.row_expansion
+        hr, wr = self._reduced_hw(h, w)
+        reduced = n * d * hr * wr
+        input_act = numel(input_shape) if self.has_input_act else 0
+        reduce = conv_macs(n, c, d, (hr, wr)) + 2 * reduced + reduced  # conv, BN, ReLU
+        centre = reduced + reduced  # mean (reads) + subtract
+        cov = n * d * d * hr * wr + n * d * d  # bmm + divide by M
+        row = 2 * n * d * d + conv_macs(n, d, rows_out, (1, 1), (d, 1), groups=d)
+        gate = conv_macs(n, rows_out, c, (1, 1)) + n * c  # fc + sigmoid
+        scale = numel(input_shape)
+        return input_act + reduce + centre + cov + row + gate + scale
+
+
+register_attention(
+    "gsop",
+    GSoP,
+    family="second_order",
+    paper="Global Second-order Pooling Convolutional Networks",
+    arxiv="1811.12006",
+    kind="gate",
+    placement="stage",
+    placement_note="GSoP-Net1: one block at the end of each ResNet stage",
+    description="relu -> 1x1 C->128 + BN + ReLU -> covariance 128x128 -> BN -> row-wise "
+    "conv 128->512 -> 1x1 512->C -> sigmoid -> scale the input",
+)
