@@ -32,6 +32,7 @@ from .sweep import (
     UnknownAttentionError,
     add_grid_arguments,
     axes_from_args,
+    busy_warning,
     resolve_names,
     run_sweep,
     write_table,
@@ -175,6 +176,8 @@ def main(args: argparse.Namespace) -> int:
     )
     try:
         with folder_lock(out), cpu_settings(threads) as cpu_record, cuda_context as cuda_record:
+            if torch_device.type == "cpu" and (warning := busy_warning(threads)):
+                print(warning, file=sys.stderr)
             environment = collect_environment()
             environment.update(cpu_record)
             environment.update(cuda_record)

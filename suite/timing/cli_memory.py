@@ -22,7 +22,15 @@ from ..env import collect_environment
 from ..records import FolderLockedError, RecordStore, folder_lock
 from .grid import Config, expand
 from .memory import ISOLATIONS, measure_memory_cpu, measure_memory_cuda
-from .sweep import UnknownAttentionError, add_grid_arguments, axes_from_args, resolve_names, run_sweep, write_table
+from .sweep import (
+    UnknownAttentionError,
+    add_grid_arguments,
+    axes_from_args,
+    busy_warning,
+    resolve_names,
+    run_sweep,
+    write_table,
+)
 from .timer import cpu_settings, cuda_settings, default_threads
 from .workloads import classify_error
 
@@ -92,6 +100,8 @@ def main(args: argparse.Namespace) -> int:
     )
     try:
         with folder_lock(out), cpu_settings(threads) as cpu_record, cuda_context as cuda_record:
+            if torch_device.type == "cpu" and (warning := busy_warning(threads)):
+                print(warning, file=sys.stderr)
             environment = collect_environment()
             environment.update(cpu_record)
             environment.update(cuda_record)

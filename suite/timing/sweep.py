@@ -35,6 +35,7 @@ __all__ = [
     "SweepResult",
     "records_to_frame",
     "failure_row",
+    "busy_warning",
 ]
 
 STATUS_OK = "ok"
@@ -159,6 +160,18 @@ def _loadavg() -> float:
         return round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         return math.nan
+
+
+def busy_warning(threads: int) -> str | None:
+    """A warning when the machine is already busy (load average above the free cores)."""
+    load = _loadavg()
+    cores = os.cpu_count() or 1
+    if math.isfinite(load) and load > max(0.5, cores - threads + 0.5):
+        return (f"warning: load average {load:.2f} on {cores} cores before measuring with {threads} "
+                f"thread(s): other processes compete for the CPU and timings will be disturbed "
+                f"(more so with several threads, whose barriers wait for descheduled peers); "
+                f"each row records loadavg_1m")
+    return None
 
 
 class SweepResult:

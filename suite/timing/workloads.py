@@ -207,6 +207,9 @@ def build_workload(config: Config) -> Workload:
     run_reference: Callable[[Tensor], Tensor] = reference
     compile_s = None
     if config.compile == "compile":
+        # a fresh dynamo cache per configuration: the reference's nn.Conv2d.forward is one code
+        # object for every config, and past the recompile limit dynamo silently runs eager
+        torch._dynamo.reset()
         try:
             run_module = torch.compile(module)
             run_reference = torch.compile(reference)
