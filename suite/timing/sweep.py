@@ -150,7 +150,9 @@ def axes_from_args(args: argparse.Namespace, stage: str, device: str) -> Axes:
 
 def failure_row(config: Config, exc: BaseException, status: str) -> dict[str, Any]:
     """The record of a configuration that failed."""
-    message = f"{type(exc).__name__}: {exc}".strip()
+    from .workloads import StageError
+
+    message = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}".strip()
     return {"status": status, "message": message[:2000]}
 
 
