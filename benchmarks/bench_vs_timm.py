@@ -26,7 +26,9 @@ import modules
 def timm_factories() -> dict[str, Callable[[int], nn.Module]]:
     """Our registry name -> the timm module of the same design (paper defaults where timm's differ)."""
     from timm.layers.cbam import ChannelAttn, CbamModule, SpatialAttn
+    from timm.layers.coord_attn import CoordAttn
     from timm.layers.eca import CecaModule, EcaModule
+    from timm.layers.non_local_attn import NonLocalAttn
     from timm.layers.gather_excite import GatherExcite
     from timm.layers.global_context import GlobalContext
     from timm.layers.selective_kernel import SelectiveKernel
@@ -42,12 +44,29 @@ def timm_factories() -> dict[str, Callable[[int], nn.Module]]:
         "cbam": lambda c: CbamModule(c, mlp_bias=True),
         "cbam_channel": lambda c: ChannelAttn(c, mlp_bias=True),
         "cbam_spatial": lambda c: SpatialAttn(),
-        "ge": lambda c: GatherExcite(c),
+        "ge": _timm_gather_excite,
+        "ca": lambda c: CoordAttn(c, rd_channels=max(8, c // 32), bias=True),
+        "non_local": lambda c: NonLocalAttn(c, use_scale=False, rd_channels=c // 2),
         "gc_add": lambda c: GlobalContext(c, fuse_add=True, fuse_scale=False, rd_ratio=1 / 16),
         "gc_scale": lambda c: GlobalContext(c, rd_ratio=1 / 16),
         "sk": lambda c: SelectiveKernel(c, c),
         "split_attn": lambda c: SplitAttn(c, c, norm_layer=nn.BatchNorm2d),
     }
+
+
+def _timm_gather_excite(channels: int) -> nn.Module:
+    """timm's GatherExcite with its MLP. timm 1.0.31 cannot build ``use_mlp=True`` (it passes
+    ``*dd`` to ``ConvMlp``); build it without and attach the ``ConvMlp`` it meant to build."""
+    from timm.layers.gather_excite import GatherExcite
+    from timm.layers.helpers import make_divisible
+    from timm.layers.mlp import ConvMlp
+
+    try:
+        return GatherExcite(channels)
+    except TypeError:
+        module = GatherExcite(channels, use_mlp=False)
+        module.mlp = ConvMlp(channels, make_divisible(channels / 16, 1, round_limit=0.0), act_layer=nn.ReLU)
+        return module
 
 
 def time_once(module: nn.Module, x: torch.Tensor) -> float:

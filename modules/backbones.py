@@ -20,7 +20,9 @@ Insertion rules, by the registered entry's ``placement`` (see ``modules._registr
   MobileNetV2, which pools with a function call inside ``forward``.
 * ``conv`` (DyCAConv, SK, split attention): replaces the 3x3 ``conv2`` of every block, same
   in/out channels and stride; the block's BN and ReLU after it are kept, so the entry's
-  ``backbone_kwargs`` (e.g. no trailing norm of its own) are applied. Refused for MobileNetV2,
+  ``backbone_kwargs`` (e.g. no trailing norm of its own) are applied. SK and split attention
+  end in their own normalised, activated paths, so this keeps one BN (2 * C parameters) more per
+  block than SKNet / ResNeSt do; we accept it to keep one rule for every conv entry. Refused for MobileNetV2,
   whose 3x3 convolutions are depthwise.
 * ``none`` (cross-channel pooling: it changes the channel count): refused, with the reason.
 """
