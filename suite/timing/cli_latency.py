@@ -60,14 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time budget per configuration (module and reference together, warm-up included) "
                         f"before giving up on convergence; default {BUDGET_DEFAULT_S['cpu']} on CPU, {BUDGET_DEFAULT_S['cuda']} on CUDA")
     timing.add_argument("--rel-tol", type=float, default=0.01,
-                        help="stop when the 95%% CI of each median is within +-REL_TOL of it")
-    timing.add_argument("--min-samples", type=int, default=6, help="samples taken before convergence or the budget may stop sampling")
-    timing.add_argument("--max-samples", type=int, default=5000, help="samples after which sampling stops regardless")
-    timing.add_argument("--warmup-s", type=float, default=0.1, help="warm-up time per callable (at least 2 calls)")
+                        help="stop when the 95%% CI of each median is within +-REL_TOL of it (default: 0.01)")
+    timing.add_argument("--min-samples", type=int, default=6, help="samples taken before convergence or the budget may stop sampling (default: 6, the fewest with a 95%% CI)")
+    timing.add_argument("--max-samples", type=int, default=5000, help="samples after which sampling stops regardless (default: 5000)")
+    timing.add_argument("--warmup-s", type=float, default=0.1, help="warm-up time per callable, at least 2 calls (default: 0.1)")
     timing.add_argument("--cudnn-benchmark", choices=("on", "off"), default="on",
-                        help="torch.backends.cudnn.benchmark during CUDA runs (set explicitly, recorded, restored)")
+                        help="torch.backends.cudnn.benchmark during CUDA runs (set explicitly, recorded, restored; default: on)")
     timing.add_argument("--tf32", choices=("on", "off"), default="off",
-                        help="TF32 for fp32 matmuls and convolutions during CUDA runs (set explicitly, recorded, restored)")
+                        help="TF32 for fp32 matmuls and convolutions during CUDA runs (set explicitly, recorded, restored; default: off)")
     timing.add_argument("--no-roofline", action="store_true", help="skip the bandwidth / matmul-rate measurement and the roofline columns")
     timing.add_argument("--roofline-copy-mib", type=int, default=None,
                         help="size of the tensor copied to measure bandwidth (default 128 on CPU, 1024 on CUDA)")

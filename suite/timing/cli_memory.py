@@ -50,12 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("memory")
     group.add_argument("--isolation", choices=ISOLATIONS, default="forkserver",
                        help="CPU: how each configuration gets a fresh process -- forked from a clean server "
-                       "that pre-imported torch and the zoo (fast), or a new interpreter (slow, seconds each)")
-    group.add_argument("--timeout-s", type=float, default=300.0, help="CPU: give up on a configuration's process after this long")
+                       "that pre-imported torch and the zoo (fast), or a new interpreter (slow, seconds each) (default: forkserver)")
+    group.add_argument("--timeout-s", type=float, default=300.0, help="CPU: give up on a configuration's process after this long (default: 300)")
     group.add_argument("--cudnn-benchmark", choices=("on", "off"), default="on",
-                       help="torch.backends.cudnn.benchmark during CUDA runs (set explicitly, recorded, restored)")
+                       help="torch.backends.cudnn.benchmark during CUDA runs (set explicitly, recorded, restored; default: on)")
     group.add_argument("--tf32", choices=("on", "off"), default="off",
-                       help="TF32 for fp32 matmuls and convolutions during CUDA runs (set explicitly, recorded, restored)")
+                       help="TF32 for fp32 matmuls and convolutions during CUDA runs (set explicitly, recorded, restored; default: off)")
 
 
 def measure_memory(config: Config, *, isolation: str = "forkserver", timeout_s: float = 300.0) -> dict[str, Any]:

@@ -70,46 +70,83 @@ def _choice_list(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
 
 def add_grid_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     """The flags both stages take (documented in ``--help``)."""
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _epilog(stage)
     grid = parser.add_argument_group("what to measure")
     grid.add_argument(
         "--attn", default="*", metavar="PATTERN",
         help="attention types to measure: fnmatch pattern(s), comma-separated (e.g. 'se,eca*'); "
-        "a pattern that matches nothing stops the run before measuring and lists the registered names",
+        "a pattern that matches nothing stops the run before measuring and lists the registered names "
+        "(default: '*', every registered type)",
     )
     grid.add_argument(
         "--level", choices=("module", "model"), default="module",
         help="'module': the attention block alone, reference = 3x3 conv of the same shape; "
-        "'model': modules.build_model(ARCH, attn=NAME), reference = the same model without attention",
+        "'model': modules.build_model(ARCH, attn=NAME), reference = the same model without attention "
+        "(default: module)",
     )
-    grid.add_argument("--arch", default="resnet18", help="backbone for --level model")
+    grid.add_argument("--arch", default="resnet18", help="backbone for --level model (default: resnet18)")
     grid.add_argument(
         "--profile", choices=("cpu", "gpu"), default=None,
         help="default axes: 'cpu' (sized for a 2-core machine) or 'gpu' (dtypes, memory formats, "
         "compile); default: 'gpu' when --device is cuda, else 'cpu'",
     )
     grid.add_argument("--device", default=None, help="'cpu' or 'cuda[:i]'; default: cpu")
-    grid.add_argument("--batch", type=_int_list, default=None, metavar="N[,N...]", help="batch sizes (overrides the profile)")
-    grid.add_argument("--size", type=_int_list, default=None, metavar="S[,S...]", help="input resolutions S (input is S x S; overrides the profile)")
-    grid.add_argument("--channels", type=_int_list, default=None, metavar="C[,C...]", help="input channels at module level (overrides the profile)")
+    grid.add_argument("--batch", type=_int_list, default=None, metavar="N[,N...]", help=f"batch sizes ({_defaults(stage, 'batch')})")
+    grid.add_argument("--size", type=_int_list, default=None, metavar="S[,S...]", help=f"input resolutions, input is S x S ({_defaults(stage, 'size')})")
+    grid.add_argument("--channels", type=_int_list, default=None, metavar="C[,C...]", help=f"input channels at module level ({_defaults(stage, 'channels')})")
     grid.add_argument("--dtype", type=_choice_list(DTYPES), default=None, metavar="D[,D...]",
-                      help=f"from {', '.join(DTYPES)}: fp32, or bf16/fp16 autocast with a low-precision input (overrides the profile)")
+                      help=f"from {', '.join(DTYPES)}: fp32, or bf16/fp16 autocast with a low-precision input ({_defaults(stage, 'dtype')})")
     grid.add_argument("--memory-format", type=_choice_list(MEMORY_FORMATS), default=None, metavar="F[,F...]",
-                      help=f"from {', '.join(MEMORY_FORMATS)} (overrides the profile)")
+                      help=f"from {', '.join(MEMORY_FORMATS)} ({_defaults(stage, 'memory_format')})")
     grid.add_argument("--compile", type=_choice_list(COMPILE_MODES), default=None, metavar="M[,M...]",
-                      help="from eager, compile (torch.compile; slow to compile on a small CPU, so off in the cpu profile)")
+                      help="from eager, compile (torch.compile; slow to compile on a small CPU, so off in the cpu profile; "
+                      f"a compile failure is a row with status compile_error) ({_defaults(stage, 'compile')})")
     grid.add_argument("--mode", type=_choice_list(MODES), default=None, metavar="M[,M...]",
-                      help="from forward (eval, no_grad), train (forward + backward); both by default")
+                      help=f"from forward (eval, no_grad), train (forward + backward) ({_defaults(stage, 'mode')})")
     grid.add_argument("--threads", type=int, default=None,
                       help=f"torch intra-op threads, set and recorded (default: the cores this process may use, here {default_threads()})")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("reports") / stage,
-                     help="output folder: records.jsonl (raw, with environment) and tidy CSVs")
+                     help=f"output folder: records.jsonl (raw, with environment) and tidy CSVs (default: reports/{stage})")
     out.add_argument("--force", action="store_true", help="re-measure configurations already in the records")
     out.add_argument("--retry-failed", action="store_true", help="re-measure configurations whose recorded status is not 'ok'")
-    out.add_argument("--limit", type=int, default=None, help="measure at most this many (new) configurations, then stop")
+    out.add_argument("--limit", type=int, default=None, help="measure at most this many (new) configurations, then stop (default: all)")
     out.add_argument("--dry-run", action="store_true", help="list the configurations and exit without measuring")
     out.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _defaults(stage: str, axis: str) -> str:
+    from .grid import PROFILES
+
+    values = {name: ",".join(map(str, getattr(axes[stage], axis))) for name, axes in PROFILES.items()}
+    return "; ".join(f"{name} profile: {v}" for name, v in values.items())
+
+
+def _epilog(stage: str) -> str:
+    common = (
+        "Axes multiply: every attention type x batch x size x channels x dtype x memory format x\n"
+        "compile x mode is one configuration, one row. A configuration that fails (build error,\n"
+        "unsupported dtype, OOM, compile error, timeout) becomes a row with its status and\n"
+        "message and the sweep goes on. Re-running with the same --out skips configurations\n"
+        "already recorded (resume); --force re-measures them. The progress bar and its ETA go\n"
+        "to stderr. Every record carries the environment (versions, CPU model, GPU and driver,\n"
+        "threads, settings, commit, date) and the load average when it was measured.\n"
+    )
+    if stage == "latency":
+        return common + (
+            "\nlatency.csv: median/IQR/p90/p99 (ms), 95% CI of the median, n, calls_per_sample,\n"
+            "converged; ref_median_ms and ratio = median / reference median (reference measured\n"
+            "interleaved in the same process: a 3x3 conv C->C, or the model without attention);\n"
+            "forward rows add min_bytes, formula_macs, bound and roofline_fraction against the\n"
+            "bandwidth and matmul rate measured at the start of the run (machine.csv).\n"
+        )
+    return common + (
+        "\nmemory.csv: input/output/parameter bytes; act_saved_bytes (saved for backward, train\n"
+        "rows); CPU: step_rss_bytes (peak RSS added by one step) and peak_rss_bytes (whole\n"
+        "process) measured in a fresh process per configuration; CUDA: cuda_step_peak_bytes and\n"
+        "cuda_peak_bytes (max_memory_allocated after reset_peak_memory_stats).\n"
+    )
 
 
 def resolve_names(patterns: str, available: Sequence[str] | None = None) -> list[str]:
