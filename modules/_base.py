@@ -14,7 +14,7 @@ MAC convention ("attnbench MACs"), applied to a forward pass in eval mode:
 * batch norm in eval mode: 2 per element when affine, 1 otherwise (fvcore's convention);
   group / layer norm: 5 per element when affine, 4 otherwise (fvcore's convention);
 * reductions (average / max pooling of any kind, ``mean``, ``amax``, ``sum``, ``std``...):
-  1 per *input* element read, except ``var``/``std``, which count 2;
+  1 per *input* element read, except ``var``/``std`` and vector norms, which count 2;
 * elementwise arithmetic and activations (``mul``, ``add``, ``sub``, ``div``, ``sigmoid``,
   ``hardsigmoid``, ``relu``, ``silu``, ``hardswish``, ``tanh``, ``exp``, ``softmax``...): 1 per
   *output* element, broadcast included (``x * gate`` costs ``x.numel()``);
