@@ -11,7 +11,8 @@ CPU (:func:`measure_memory_cpu`): each configuration runs in a fresh ``python`` 
 so nothing allocated by an earlier configuration or by the parent's
 own sweep inflates the figure. The worker builds the module and input, then
 
-1. for a ``train`` config, counts the bytes saved for backward (see :func:`saved_bytes`);
+1. for a ``train`` config, counts the bytes saved for backward with the cost stage's
+   ``saved_activations`` (see :func:`saved_bytes`);
 2. runs one step on a tiny input to fault in the code the ops use (:func:`_warm_code_pages`);
 3. resets the kernel's RSS high-water mark (``/proc/self/clear_refs`` = 5, Linux >= 4.0;
    where refused, the figures are relative to the peak of the start-up instead);
@@ -26,6 +27,7 @@ step figure is the one to compare between modules.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -40,6 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..cost.activations import saved_activations
 from .grid import AUTOCAST_DTYPES, Config
 from .workloads import StageError, classify_error, instantiate, make_input, prepare
 
@@ -56,31 +59,40 @@ MARKER = "ATTNBENCH_MEMORY_RESULT "
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _saved_bytes_fallback(module: nn.Module, x: Tensor, config: Config) -> dict[str, Any]:
-    """Bytes saved for backward by one training forward, distinct storages, parameters excluded."""
-    excluded = {t.untyped_storage()._cdata for t in [*module.parameters(), *module.buffers()]}
-    seen: dict[int, int] = {}
+class _AsConfigured(nn.Module):
+    """Hands ``module`` its input in the configuration's dtype and memory format.
 
-    def pack(tensor: Tensor) -> Tensor:
-        storage = tensor.untyped_storage()
-        if storage._cdata not in excluded:
-            seen[storage._cdata] = storage.nbytes()
-        return tensor
+    :func:`suite.cost.activations.saved_activations` builds an fp32 contiguous input itself;
+    this cast (which saves nothing for backward) gives the module the input it gets in the
+    measured step, so a bf16 row counts bf16 activations.
+    """
 
-    autocast = AUTOCAST_DTYPES[config.dtype]
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.enable_grad():
-        if autocast is None:
-            out = module(x)
-        else:
-            with torch.autocast(device_type=config.torch_device.type, dtype=autocast):
-                out = module(x)
-    del out
-    return {"act_saved_bytes": sum(seen.values()), "act_saved_tensors": len(seen)}
+    def __init__(self, module: nn.Module, dtype: torch.dtype, memory_format: torch.memory_format) -> None:
+        super().__init__()
+        self.module = module
+        self.dtype = dtype
+        self.memory_format = memory_format
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x.to(dtype=self.dtype).contiguous(memory_format=self.memory_format))
 
 
 def saved_bytes(module: nn.Module, x: Tensor, config: Config) -> dict[str, Any]:
-    """``act_saved_bytes`` / ``act_saved_tensors`` of one training forward of ``module`` on ``x``."""
-    return _saved_bytes_fallback(module, x, config)
+    """``act_saved_bytes`` / ``act_saved_tensors`` of one training forward of ``module``.
+
+    Counted by the cost stage's :func:`suite.cost.activations.saved_activations` (distinct
+    storages, parameters and buffers excluded, the input included as it requires grad), on an
+    input of ``x``'s shape, dtype and memory format, under the configuration's autocast.
+    """
+    memory_format = torch.channels_last if config.memory_format == "channels_last" else torch.contiguous_format
+    wrapped = _AsConfigured(module, x.dtype, memory_format)
+    autocast = AUTOCAST_DTYPES[config.dtype]
+    context = (
+        torch.autocast(device_type=config.torch_device.type, dtype=autocast)
+        if autocast is not None else contextlib.nullcontext()
+    )
+    with context, torch.enable_grad():
+        return saved_activations(wrapped, tuple(x.shape), device=x.device)
 
 
 def _rss_bytes() -> int:
