@@ -31,7 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.benchmark import Timer
 
     import modules
-    from suite.timing.timer import TimerOptions, clock_for, cpu_settings, cuda_settings, default_threads, measure
+    from suite.timing.timer import (
+        TimerOptions,
+        clock_for,
+        cpu_settings,
+        cuda_settings,
+        default_threads,
+        measure,
+    )
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--names", default=",".join(DEFAULT_NAMES))

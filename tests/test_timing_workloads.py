@@ -36,7 +36,7 @@ def test_train_step_fills_parameter_gradients_each_time() -> None:
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     first = [g.clone() for g in grads]
     w.step()  # gradients are reset, not accumulated
-    for a, p in zip(first, w.module.parameters()):
+    for a, p in zip(first, w.module.parameters(), strict=True):
         torch.testing.assert_close(a, p.grad)
 
 

@@ -37,7 +37,14 @@ from .sweep import (
     run_sweep,
     write_table,
 )
-from .timer import TimerOptions, clock_for, cpu_settings, cuda_settings, default_threads, measure_interleaved
+from .timer import (
+    TimerOptions,
+    clock_for,
+    cpu_settings,
+    cuda_settings,
+    default_threads,
+    measure_interleaved,
+)
 from .workloads import build_workload, classify_error
 
 __all__ = ["add_arguments", "main", "measure_latency", "LEADING_COLUMNS"]
