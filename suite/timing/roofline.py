@@ -7,7 +7,9 @@ Measured in the same run as the latencies (:func:`measure_machine`):
 * **matmul rate**: ``a @ b`` with square ``n x n`` matrices in each dtype measured
   (1024 on CPU, 8192 on CUDA), ``n**3`` MACs per call.
 
-Both are timed with the same timer, thread count and settings as the modules.
+Both are timed with the same timer, thread count and settings as the modules, and -- as
+STREAM does for its bandwidth -- the rate is taken from the *best* sample: a peak is what
+the hardware can do, and on a shared machine the median sample is already disturbed.
 
 The bound of one forward (:func:`roofline`), a *model* stated here:
 
@@ -99,7 +101,7 @@ def measure_bandwidth(device: str | torch.device, nbytes: int | None = None, *, 
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
     dst = torch.empty_like(src)
     summary = measure(lambda: dst.copy_(src), clock=clock_for(device), options=options or TimerOptions(budget_s=2.0, rel_tol=0.02))
-    return 2 * src.numel() * src.element_size() / summary.median
+    return 2 * src.numel() * src.element_size() / summary.min
 
 
 def measure_matmul_rate(device: str | torch.device, dtype: str = "fp32", n: int | None = None, *, options: TimerOptions | None = None) -> float:
@@ -111,7 +113,7 @@ def measure_matmul_rate(device: str | torch.device, dtype: str = "fp32", n: int 
     a = torch.randn(n, n, generator=generator).to(device=device, dtype=torch_dtype)
     b = torch.randn(n, n, generator=generator).to(device=device, dtype=torch_dtype)
     summary = measure(lambda: torch.mm(a, b), clock=clock_for(device), options=options or TimerOptions(budget_s=2.0, rel_tol=0.02))
-    return n**3 / summary.median
+    return n**3 / summary.min
 
 
 def measure_machine(
