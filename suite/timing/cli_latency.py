@@ -16,7 +16,6 @@ what is run and :mod:`suite.timing.roofline` for the bound.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import sys
 from pathlib import Path
@@ -24,25 +23,14 @@ from typing import Any
 
 import torch
 
-from ..env import collect_environment
 from ..records import FolderLockedError, RecordStore, folder_lock, write_csv_atomic
-from .grid import Config, expand
+from .cli_common import measurement_settings, plan_sweep
+from .grid import Config
 from .roofline import MachinePeaks, measure_machine, min_bytes, roofline
-from .sweep import (
-    UnknownAttentionError,
-    add_grid_arguments,
-    axes_from_args,
-    busy_warning,
-    resolve_names,
-    run_sweep,
-    write_table,
-)
+from .sweep import add_grid_arguments, run_sweep, write_table
 from .timer import (
     TimerOptions,
     clock_for,
-    cpu_settings,
-    cuda_settings,
-    default_threads,
     measure_interleaved,
 )
 from .workloads import build_workload, classify_error
@@ -151,24 +139,10 @@ def measure_latency(config: Config, *, options: TimerOptions, peaks: MachinePeak
 
 
 def main(args: argparse.Namespace) -> int:
-    device = args.device or "cpu"
-    try:
-        torch_device = torch.device(device)
-    except RuntimeError as exc:
-        print(f"error: --device {device!r}: {exc}", file=sys.stderr)
-        return 2
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
-        return 2
-    try:
-        names = resolve_names(args.attn)
-    except UnknownAttentionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    threads = args.threads or default_threads()
-    axes = axes_from_args(args, "latency", device)
-    configs = expand("latency", names, axes, device=device, threads=threads,
-                     level=args.level, arch=args.arch if args.level == "model" else "")
+    plan = plan_sweep(args, "latency")
+    if isinstance(plan, int):
+        return plan
+    device, torch_device, axes, configs = plan.device, plan.torch_device, plan.axes, plan.configs
     if args.dry_run:
         for config in configs:
             print(config.key())
@@ -177,17 +151,8 @@ def main(args: argparse.Namespace) -> int:
     options = TimerOptions(budget_s=budget, rel_tol=args.rel_tol, min_samples=args.min_samples,
                            max_samples=args.max_samples, warmup_s=args.warmup_s)
     out: Path = args.out
-    cuda_context = (
-        cuda_settings(cudnn_benchmark=args.cudnn_benchmark == "on", tf32=args.tf32 == "on")
-        if torch_device.type == "cuda" else contextlib.nullcontext({})
-    )
     try:
-        with folder_lock(out), cpu_settings(threads) as cpu_record, cuda_context as cuda_record:
-            if torch_device.type == "cpu" and (warning := busy_warning(threads)):
-                print(warning, file=sys.stderr)
-            environment = collect_environment()
-            environment.update(cpu_record)
-            environment.update(cuda_record)
+        with folder_lock(out), measurement_settings(args, plan) as environment:
             environment["clock"] = clock_for(device).name if torch_device.type != "cuda" else "cuda_event"
             environment["timer"] = (f"budget_s={options.budget_s} rel_tol={options.rel_tol} "
                                     f"min_samples={options.min_samples} warmup_s={options.warmup_s}")

@@ -11,27 +11,15 @@ environment) and ``memory.csv`` (tidy, one row per configuration, bytes).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..env import collect_environment
 from ..records import FolderLockedError, RecordStore, folder_lock
-from .grid import Config, expand
+from .cli_common import measurement_settings, plan_sweep
+from .grid import Config
 from .memory import ISOLATIONS, measure_memory_cpu, measure_memory_cuda
-from .sweep import (
-    UnknownAttentionError,
-    add_grid_arguments,
-    axes_from_args,
-    busy_warning,
-    resolve_names,
-    run_sweep,
-    write_table,
-)
-from .timer import cpu_settings, cuda_settings, default_threads
+from .sweep import add_grid_arguments, run_sweep, write_table
 from .workloads import classify_error
 
 __all__ = ["add_arguments", "main", "measure_memory", "LEADING_COLUMNS"]
@@ -71,40 +59,17 @@ def measure_memory(config: Config, *, isolation: str = "forkserver", timeout_s: 
 
 
 def main(args: argparse.Namespace) -> int:
-    device = args.device or "cpu"
-    try:
-        torch_device = torch.device(device)
-    except RuntimeError as exc:
-        print(f"error: --device {device!r}: {exc}", file=sys.stderr)
-        return 2
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
-        return 2
-    try:
-        names = resolve_names(args.attn)
-    except UnknownAttentionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    threads = args.threads or default_threads()
-    axes = axes_from_args(args, "memory", device)
-    configs = expand("memory", names, axes, device=device, threads=threads,
-                     level=args.level, arch=args.arch if args.level == "model" else "")
+    plan = plan_sweep(args, "memory")
+    if isinstance(plan, int):
+        return plan
+    configs = plan.configs
     if args.dry_run:
         for config in configs:
             print(config.key())
         return 0
     out: Path = args.out
-    cuda_context = (
-        cuda_settings(cudnn_benchmark=args.cudnn_benchmark == "on", tf32=args.tf32 == "on")
-        if torch_device.type == "cuda" else contextlib.nullcontext({})
-    )
     try:
-        with folder_lock(out), cpu_settings(threads) as cpu_record, cuda_context as cuda_record:
-            if torch_device.type == "cpu" and (warning := busy_warning(threads)):
-                print(warning, file=sys.stderr)
-            environment = collect_environment()
-            environment.update(cpu_record)
-            environment.update(cuda_record)
+        with folder_lock(out), measurement_settings(args, plan) as environment:
             store = RecordStore(out / "records.jsonl")
             try:
                 result = run_sweep(
