@@ -1,0 +1,72 @@
+"""What ``suite latency`` and ``suite memory`` share: parsing the device and the grid into
+configurations, and the settings context (threads, cuDNN / TF32) with the environment."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..env import collect_environment
+from .grid import Config, expand
+from .sweep import UnknownAttentionError, axes_from_args, busy_warning, resolve_names
+from .timer import cpu_settings, cuda_settings, default_threads
+
+__all__ = ["SweepPlan", "plan_sweep", "measurement_settings"]
+
+
+@dataclass
+class SweepPlan:
+    """The configurations a stage will measure, and how."""
+
+    device: str
+    torch_device: torch.device
+    threads: int
+    axes: Any
+    configs: list[Config]
+
+
+def plan_sweep(args: argparse.Namespace, stage: str) -> SweepPlan | int:
+    """The plan for ``stage`` from the CLI arguments, or an exit code after printing the error
+    (a bad ``--device``, no CUDA, an unknown ``--attn`` pattern), before anything is measured."""
+    device = args.device or "cpu"
+    try:
+        torch_device = torch.device(device)
+    except RuntimeError as exc:
+        print(f"error: --device {device!r}: {exc}", file=sys.stderr)
+        return 2
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    try:
+        names = resolve_names(args.attn)
+    except UnknownAttentionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    threads = args.threads or default_threads()
+    axes = axes_from_args(args, stage, device)
+    configs = expand(stage, names, axes, device=device, threads=threads,
+                     level=args.level, arch=args.arch if args.level == "model" else "")
+    return SweepPlan(device, torch_device, threads, axes, configs)
+
+
+@contextlib.contextmanager
+def measurement_settings(args: argparse.Namespace, plan: SweepPlan) -> Iterator[dict[str, Any]]:
+    """Set threads (and cuDNN benchmark / TF32 on CUDA) for the sweep; yield the environment
+    with those settings recorded. Warns on stderr when the CPU is busy."""
+    cuda_context = (
+        cuda_settings(cudnn_benchmark=args.cudnn_benchmark == "on", tf32=args.tf32 == "on")
+        if plan.torch_device.type == "cuda" else contextlib.nullcontext({})
+    )
+    with cpu_settings(plan.threads) as cpu_record, cuda_context as cuda_record:
+        if plan.torch_device.type == "cpu" and (warning := busy_warning(plan.threads)):
+            print(warning, file=sys.stderr)
+        environment = collect_environment()
+        environment.update(cpu_record)
+        environment.update(cuda_record)
+        yield environment

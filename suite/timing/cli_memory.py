@@ -1,0 +1,89 @@
+"""``python -m suite memory``: memory of a forward and of a training step per attention type.
+
+CPU: bytes saved for backward, and peak RSS in a fresh process per configuration.
+CUDA: peak allocated memory (``reset_peak_memory_stats`` / ``max_memory_allocated``).
+See :mod:`suite.timing.memory` for the method.
+
+Writes into ``--out`` (default ``reports/memory``) ``records.jsonl`` (raw, with the
+environment) and ``memory.csv`` (tidy, one row per configuration, bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..records import FolderLockedError, RecordStore, folder_lock
+from .cli_common import measurement_settings, plan_sweep
+from .grid import Config
+from .memory import ISOLATIONS, measure_memory_cpu, measure_memory_cuda
+from .sweep import add_grid_arguments, run_sweep, write_table
+from .workloads import classify_error
+
+__all__ = ["add_arguments", "main", "measure_memory", "LEADING_COLUMNS"]
+
+LEADING_COLUMNS = (
+    "name", "level", "arch", "mode", "device", "dtype", "memory_format", "compile",
+    "batch", "channels", "size", "threads", "status", "message",
+    "input_bytes", "output_bytes", "param_bytes", "act_saved_bytes", "act_saved_tensors",
+    "step_rss_bytes", "peak_rss_bytes", "rss_before_bytes",
+    "cuda_step_peak_bytes", "cuda_peak_bytes", "isolation",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_grid_arguments(parser, "memory")
+    group = parser.add_argument_group("memory")
+    group.add_argument("--isolation", choices=ISOLATIONS, default="forkserver",
+                       help="CPU: how each configuration gets a fresh process -- forked from a clean server "
+                       "that pre-imported torch and the zoo (fast), or a new interpreter (slow, seconds each) (default: forkserver)")
+    group.add_argument("--timeout-s", type=float, default=300.0, help="CPU: give up on a configuration's process after this long (default: 300)")
+    group.add_argument("--cudnn-benchmark", choices=("on", "off"), default="on",
+                       help="torch.backends.cudnn.benchmark during CUDA runs (set explicitly, recorded, restored; default: on)")
+    group.add_argument("--tf32", choices=("on", "off"), default="off",
+                       help="TF32 for fp32 matmuls and convolutions during CUDA runs (set explicitly, recorded, restored; default: off)")
+
+
+def measure_memory(config: Config, *, isolation: str = "forkserver", timeout_s: float = 300.0) -> dict[str, Any]:
+    """One configuration's memory record (fields only; the sweep adds config and environment)."""
+    if config.compile == "compile":
+        # the compiled graph's memory is what the GPU profile cares about; measured eagerly here
+        raise NotImplementedError("the memory stage measures eager execution only; use --compile eager")
+    if config.torch_device.type == "cuda":
+        fields = measure_memory_cuda(config)
+    else:
+        fields = measure_memory_cpu(config, isolation=isolation, timeout_s=timeout_s)
+    return {"record": "memory", "status": "ok", "message": "", **fields}
+
+
+def main(args: argparse.Namespace) -> int:
+    plan = plan_sweep(args, "memory")
+    if isinstance(plan, int):
+        return plan
+    configs = plan.configs
+    if args.dry_run:
+        for config in configs:
+            print(config.key())
+        return 0
+    out: Path = args.out
+    try:
+        with folder_lock(out), measurement_settings(args, plan) as environment:
+            store = RecordStore(out / "records.jsonl")
+            try:
+                result = run_sweep(
+                    configs, store,
+                    lambda c: measure_memory(c, isolation=args.isolation, timeout_s=args.timeout_s),
+                    environment=environment, classify=classify_error, force=args.force,
+                    retry_failed=args.retry_failed, limit=args.limit,
+                    progress=not args.no_progress, desc="memory",
+                )
+            finally:
+                frame = write_table(store, out / "memory.csv", LEADING_COLUMNS, "memory")
+    except FolderLockedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"memory: {result.measured} measured, {result.failed} failed (rows with a status), "
+          f"{result.skipped} already recorded; {len(frame)} rows in {out / 'memory.csv'}", file=sys.stderr)
+    return 130 if result.interrupted else 0

@@ -1,0 +1,321 @@
+"""What ``python -m suite latency`` and ``python -m suite memory`` share: flags, name
+resolution, the resumable sweep loop with its progress bar, and the tidy CSV.
+
+A sweep appends one raw record per configuration to ``records.jsonl`` (with the environment)
+as soon as it is measured; a configuration that raises becomes a record with ``status`` and
+``message`` and the sweep goes on. A re-run skips the keys already recorded unless
+``--force`` (or ``--retry-failed`` for those whose status is not ``ok``). The CSV is rebuilt
+from the records at the end (and when interrupted), so it is always derived, never edited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..records import RecordStore, write_csv_atomic
+from .grid import COMPILE_MODES, DTYPES, MEMORY_FORMATS, MODES, Axes, Config, profile_axes
+from .timer import default_threads
+
+__all__ = [
+    "add_grid_arguments",
+    "axes_from_args",
+    "resolve_names",
+    "UnknownAttentionError",
+    "run_sweep",
+    "SweepResult",
+    "records_to_frame",
+    "failure_row",
+    "busy_warning",
+]
+
+STATUS_OK = "ok"
+
+
+class UnknownAttentionError(ValueError):
+    """``--attn`` matched no registered type."""
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}")
+    return values
+
+
+def _choice_list(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    def parse(text: str) -> tuple[str, ...]:
+        values = tuple(v.strip() for v in text.split(",") if v.strip())
+        bad = [v for v in values if v not in choices]
+        if not values or bad:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated values from {', '.join(choices)}; got {text!r}"
+            )
+        return values
+
+    return parse
+
+
+def add_grid_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
+    """The flags both stages take (documented in ``--help``)."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _epilog(stage)
+    grid = parser.add_argument_group("what to measure")
+    grid.add_argument(
+        "--attn", default="*", metavar="PATTERN",
+        help="attention types to measure: fnmatch pattern(s), comma-separated (e.g. 'se,eca*'); "
+        "a pattern that matches nothing stops the run before measuring and lists the registered names "
+        "(default: '*', every registered type)",
+    )
+    grid.add_argument(
+        "--level", choices=("module", "model"), default="module",
+        help="'module': the attention block alone, reference = 3x3 conv of the same shape; "
+        "'model': modules.build_model(ARCH, attn=NAME), reference = the same model without attention "
+        "(default: module)",
+    )
+    grid.add_argument("--arch", default="resnet18", help="backbone for --level model (default: resnet18)")
+    grid.add_argument(
+        "--profile", choices=("cpu", "gpu"), default=None,
+        help="default axes: 'cpu' (sized for a 2-core machine) or 'gpu' (dtypes, memory formats, "
+        "compile); default: 'gpu' when --device is cuda, else 'cpu'",
+    )
+    grid.add_argument("--device", default=None, help="'cpu' or 'cuda[:i]'; default: cpu")
+    grid.add_argument("--batch", type=_int_list, default=None, metavar="N[,N...]", help=f"batch sizes ({_defaults(stage, 'batch')})")
+    grid.add_argument("--size", type=_int_list, default=None, metavar="S[,S...]", help=f"input resolutions, input is S x S ({_defaults(stage, 'size')})")
+    grid.add_argument("--channels", type=_int_list, default=None, metavar="C[,C...]", help=f"input channels at module level ({_defaults(stage, 'channels')})")
+    grid.add_argument("--dtype", type=_choice_list(DTYPES), default=None, metavar="D[,D...]",
+                      help=f"from {', '.join(DTYPES)}: fp32, or bf16/fp16 autocast with a low-precision input ({_defaults(stage, 'dtype')})")
+    grid.add_argument("--memory-format", type=_choice_list(MEMORY_FORMATS), default=None, metavar="F[,F...]",
+                      help=f"from {', '.join(MEMORY_FORMATS)} ({_defaults(stage, 'memory_format')})")
+    grid.add_argument("--compile", type=_choice_list(COMPILE_MODES), default=None, metavar="M[,M...]",
+                      help="from eager, compile (torch.compile; slow to compile on a small CPU, so off in the cpu profile; "
+                      f"a compile failure is a row with status compile_error) ({_defaults(stage, 'compile')})")
+    grid.add_argument("--mode", type=_choice_list(MODES), default=None, metavar="M[,M...]",
+                      help=f"from forward (eval, no_grad), train (forward + backward) ({_defaults(stage, 'mode')})")
+    grid.add_argument("--threads", type=int, default=None,
+                      help=f"torch intra-op threads, set and recorded (default: the cores this process may use, here {default_threads()})")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=Path("reports") / stage,
+                     help=f"output folder: records.jsonl (raw, with environment) and tidy CSVs (default: reports/{stage})")
+    out.add_argument("--force", action="store_true", help="re-measure configurations already in the records")
+    out.add_argument("--retry-failed", action="store_true", help="re-measure configurations whose recorded status is not 'ok'")
+    out.add_argument("--limit", type=int, default=None, help="measure at most this many (new) configurations, then stop (default: all)")
+    out.add_argument("--dry-run", action="store_true", help="list the configurations and exit without measuring")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _defaults(stage: str, axis: str) -> str:
+    from .grid import PROFILES
+
+    values = {name: ",".join(map(str, getattr(axes[stage], axis))) for name, axes in PROFILES.items()}
+    return "; ".join(f"{name} profile: {v}" for name, v in values.items())
+
+
+def _epilog(stage: str) -> str:
+    common = (
+        "Axes multiply: every attention type x batch x size x channels x dtype x memory format x\n"
+        "compile x mode is one configuration, one row. A configuration that fails (build error,\n"
+        "unsupported dtype, OOM, compile error, timeout) becomes a row with its status and\n"
+        "message and the sweep goes on. Re-running with the same --out skips configurations\n"
+        "already recorded (resume); --force re-measures them. The progress bar and its ETA go\n"
+        "to stderr. Every record carries the environment (versions, CPU model, GPU and driver,\n"
+        "threads, settings, commit, date) and the load average when it was measured.\n"
+    )
+    if stage == "latency":
+        return common + (
+            "\nlatency.csv: median/IQR/p90/p99 (ms), 95% CI of the median, n, calls_per_sample,\n"
+            "converged; ref_median_ms and ratio = median / reference median (reference measured\n"
+            "interleaved in the same process: a 3x3 conv C->C, or the model without attention);\n"
+            "forward rows add min_bytes, formula_macs, bound and roofline_fraction against the\n"
+            "bandwidth and matmul rate measured at the start of the run (machine.csv).\n"
+        )
+    return common + (
+        "\nmemory.csv: input/output/parameter bytes; act_saved_bytes (saved for backward, train\n"
+        "rows); CPU: step_rss_bytes (peak RSS added by one step) and peak_rss_bytes (whole\n"
+        "process) measured in a fresh process per configuration; CUDA: cuda_step_peak_bytes and\n"
+        "cuda_peak_bytes (max_memory_allocated after reset_peak_memory_stats).\n"
+    )
+
+
+def resolve_names(patterns: str, available: Sequence[str] | None = None) -> list[str]:
+    """Registered names matching the comma-separated fnmatch ``patterns``, in registry order.
+
+    Raises :class:`UnknownAttentionError` naming the pattern and listing what is registered
+    when any pattern matches nothing.
+    """
+    import fnmatch
+
+    if available is None:
+        import modules
+
+        available = modules.list_attention()
+    chosen: list[str] = []
+    for pattern in (p.strip() for p in patterns.split(",")):
+        if not pattern:
+            continue
+        matched = [n for n in available if fnmatch.fnmatchcase(n, pattern)]
+        if not matched:
+            raise UnknownAttentionError(
+                f"--attn {pattern!r} matches no registered attention type. "
+                f"Registered ({len(available)}): {', '.join(available)}"
+            )
+        chosen.extend(n for n in matched if n not in chosen)
+    if not chosen:
+        raise UnknownAttentionError("--attn named no pattern")
+    return chosen
+
+
+def axes_from_args(args: argparse.Namespace, stage: str, device: str) -> Axes:
+    profile = args.profile or ("gpu" if device.startswith("cuda") else "cpu")
+    return profile_axes(profile, stage).override(
+        batch=args.batch, size=args.size, channels=args.channels, dtype=args.dtype,
+        memory_format=args.memory_format, compile=args.compile, mode=args.mode,
+    )
+
+
+def failure_row(config: Config, exc: BaseException, status: str) -> dict[str, Any]:
+    """The record of a configuration that failed."""
+    from .workloads import StageError
+
+    message = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}".strip()
+    return {"status": status, "message": message[:2000]}
+
+
+def _loadavg() -> float:
+    """The 1-minute load average when the configuration finished (how busy the machine was)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return math.nan
+
+
+def busy_warning(threads: int) -> str | None:
+    """A warning when the machine is already busy (load average above the free cores)."""
+    load = _loadavg()
+    cores = os.cpu_count() or 1
+    if math.isfinite(load) and load > max(0.5, cores - threads + 0.5):
+        return (f"warning: load average {load:.2f} on {cores} cores before measuring with {threads} "
+                f"thread(s): other processes compete for the CPU and timings will be disturbed "
+                f"(more so with several threads, whose barriers wait for descheduled peers); "
+                f"each row records loadavg_1m")
+    return None
+
+
+class SweepResult:
+    """Counts of a sweep."""
+
+    def __init__(self) -> None:
+        self.measured = 0
+        self.skipped = 0
+        self.failed = 0
+        self.interrupted = False
+
+    def __repr__(self) -> str:
+        return f"SweepResult(measured={self.measured}, failed={self.failed}, skipped={self.skipped}, interrupted={self.interrupted})"
+
+
+def run_sweep(
+    configs: Sequence[Config],
+    store: RecordStore,
+    measure_one: Callable[[Config], dict[str, Any]],
+    *,
+    environment: dict[str, Any],
+    classify: Callable[[BaseException], str],
+    force: bool = False,
+    retry_failed: bool = False,
+    limit: int | None = None,
+    progress: bool = True,
+    desc: str = "",
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> SweepResult:
+    """Measure each configuration not yet recorded; every outcome becomes one record.
+
+    ``measure_one`` returns the measured fields (``status`` defaults to ``ok``); an exception
+    becomes a row with ``status = classify(exc)`` and the message. ``KeyboardInterrupt`` stops
+    the sweep (what was recorded stays).
+    """
+    result = SweepResult()
+    if force:
+        done: set[str] = set()
+    elif retry_failed:
+        done = store.done_keys(statuses=[STATUS_OK])
+    else:
+        done = store.done_keys()
+    todo = [c for c in configs if c.key() not in done]
+    result.skipped = len(configs) - len(todo)
+    if limit is not None:
+        todo = todo[:limit]
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc=desc, unit="cfg", file=sys.stderr, dynamic_ncols=True)
+    try:
+        for config in todo:
+            if bar is not None:
+                bar.set_postfix_str(f"{config.name} {config.mode} b{config.batch} c{config.channels} s{config.size}", refresh=False)
+            started = time.time()
+            try:
+                fields = dict(measure_one(config))
+                fields.setdefault("status", STATUS_OK)
+                fields.setdefault("message", "")
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failing config is a row, not the end
+                fields = failure_row(config, exc, classify(exc))
+                fields["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
+            record = {
+                "key": config.key(),
+                **config.as_row(),
+                **fields,
+                "wall_s": round(time.time() - started, 3),
+                "loadavg_1m": _loadavg(),
+                **{f"env_{k}": v for k, v in environment.items()},
+            }
+            store.append(record)
+            if on_record is not None:
+                on_record(record)
+            if record["status"] == STATUS_OK:
+                result.measured += 1
+            else:
+                result.failed += 1
+            if bar is not None:
+                bar.update(1)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+    return result
+
+
+def records_to_frame(records: Iterable[dict[str, Any]], leading: Sequence[str]) -> pd.DataFrame:
+    """A tidy table (one row per configuration) with ``leading`` columns first, no tracebacks."""
+    frame = pd.DataFrame([{k: v for k, v in r.items() if k != "traceback"} for r in records])
+    if frame.empty:
+        return pd.DataFrame(columns=list(leading))
+    for column in leading:
+        if column not in frame.columns:
+            frame[column] = math.nan
+    rest = [c for c in frame.columns if c not in leading]
+    return frame[list(leading) + rest]
+
+
+def write_table(store: RecordStore, path: Path, leading: Sequence[str], record_type: str) -> pd.DataFrame:
+    """Rebuild the CSV at ``path`` from the latest record of each key of ``record_type``."""
+    records = [r for r in store.latest_by_key() if r.get("record", record_type) == record_type]
+    frame = records_to_frame(records, leading)
+    write_csv_atomic(path, frame)
+    return frame

@@ -1,0 +1,299 @@
+"""Adaptive timers for CPU (``perf_counter``) and CUDA (CUDA events), with explicit settings.
+
+How a measurement goes (:func:`measure_interleaved`; :func:`measure` is the one-callable case):
+
+1. **Settings** are set explicitly and recorded (:func:`cpu_settings`, :func:`cuda_settings`):
+   the intra-op thread count on CPU; ``cudnn.benchmark`` and TF32 for matmuls and convolutions
+   on CUDA. Both are context managers that restore the previous state, so nothing leaks into
+   the rest of the process (timm's benchmark script turns TF32 on for the whole process).
+2. **Warm-up**: each callable runs until ``warmup_s`` has passed (and at least
+   ``warmup_calls`` times): caches, allocator pools and cuDNN's algorithm search settle.
+3. **Calibration**: a call shorter than ``short_call_s`` (0.2 ms) is timed in blocks of
+   ``calls_per_sample`` back-to-back calls lasting about ``target_sample_s`` (1 ms), so the
+   clock's own overhead (about 0.1 us for ``perf_counter``, a few us for CUDA events) stays
+   below 1%. Each sample is the block time divided by the calls.
+4. **Sampling**: the callables are sampled in turn (A, B, A, B, ...) so slow drift of the
+   machine (clock boost, another process) affects all of them alike and cancels in ratios.
+   Sampling stops when every callable's median has a 95% CI within ``+-rel_tol`` (1%) -- see
+   :mod:`suite.timing.stats` -- or when the ``budget_s`` runs out (``converged=False`` then),
+   never before ``min_samples`` and never after ``max_samples``.
+   Python's garbage collector is off while sampling (as in ``timeit``).
+
+The clocks are small objects with ``time(fn, calls) -> seconds`` so that tests can drive the
+loop with synthetic samples; the budget uses an injectable ``now`` for the same reason.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import gc
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from .stats import TimingSummary, ci_half_width, median_ci, percentile, summarize
+
+__all__ = [
+    "Clock",
+    "CpuClock",
+    "CudaEventClock",
+    "TimerOptions",
+    "clock_for",
+    "cpu_settings",
+    "cuda_settings",
+    "default_threads",
+    "measure",
+    "measure_interleaved",
+]
+
+
+class Clock(Protocol):
+    """Times ``calls`` back-to-back calls of ``fn`` and returns the total in seconds."""
+
+    name: str
+
+    def time(self, fn: Callable[[], Any], calls: int) -> float: ...
+
+
+class CpuClock:
+    """Wall-clock time with ``time.perf_counter``; CPU ops in PyTorch are synchronous."""
+
+    name = "perf_counter"
+
+    def __init__(self, counter: Callable[[], float] = time.perf_counter) -> None:
+        self._counter = counter
+
+    def time(self, fn: Callable[[], Any], calls: int) -> float:
+        counter = self._counter
+        start = counter()
+        for _ in range(calls):
+            fn()
+        return counter() - start
+
+
+class CudaEventClock:
+    """GPU time between two CUDA events recorded on the current stream around the calls.
+
+    The end event is synchronized before reading, so each sample is complete. ``event_factory``
+    exists for tests; by default it makes ``torch.cuda.Event(enable_timing=True)``.
+    """
+
+    name = "cuda_event"
+
+    def __init__(self, event_factory: Callable[[], Any] | None = None) -> None:
+        self._event_factory = event_factory or (lambda: torch.cuda.Event(enable_timing=True))
+        self._start = self._event_factory()
+        self._end = self._event_factory()
+
+    def time(self, fn: Callable[[], Any], calls: int) -> float:
+        self._start.record()
+        for _ in range(calls):
+            fn()
+        self._end.record()
+        self._end.synchronize()
+        return float(self._start.elapsed_time(self._end)) / 1e3  # elapsed_time is in ms
+
+
+def clock_for(device: str | torch.device) -> Clock:
+    """The clock for ``device``: CUDA events on ``cuda``, ``perf_counter`` otherwise."""
+    return CudaEventClock() if torch.device(device).type == "cuda" else CpuClock()
+
+
+def default_threads() -> int:
+    """CPU cores this process may run on (its affinity mask), the default thread count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def cpu_settings(threads: int) -> Iterator[dict[str, Any]]:
+    """Set torch's intra-op thread count to ``threads``; yield what was set; restore after."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield {"threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads()}
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _has_fp32_precision_api() -> bool:
+    return hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(
+        getattr(torch.backends.cudnn, "conv", None), "fp32_precision"
+    )
+
+
+@contextlib.contextmanager
+def cuda_settings(*, cudnn_benchmark: bool, tf32: bool) -> Iterator[dict[str, Any]]:
+    """Set cuDNN autotuning and TF32 (matmul and convolution) explicitly; restore after.
+
+    Uses ``torch.backends.*.fp32_precision`` ("tf32" / "ieee") where torch has it (>= 2.9) and
+    the legacy ``allow_tf32`` flags otherwise (mixing the two APIs is refused by torch).
+    Yields the settings read back, for the record. Setting these flags does not need a GPU.
+    """
+    cudnn = torch.backends.cudnn
+    saved_benchmark = cudnn.benchmark
+    new_api = _has_fp32_precision_api()
+    if new_api:
+        saved = (torch.backends.cuda.matmul.fp32_precision, cudnn.conv.fp32_precision)
+        precision = "tf32" if tf32 else "ieee"
+        torch.backends.cuda.matmul.fp32_precision = precision
+        cudnn.conv.fp32_precision = precision
+    else:  # pragma: no cover - torch < 2.9
+        saved = (torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        cudnn.allow_tf32 = tf32
+    cudnn.benchmark = cudnn_benchmark
+    try:
+        if new_api:
+            matmul_tf32 = torch.backends.cuda.matmul.fp32_precision == "tf32"
+            conv_tf32 = cudnn.conv.fp32_precision == "tf32"
+        else:  # pragma: no cover
+            matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+            conv_tf32 = cudnn.allow_tf32
+        yield {
+            "cudnn_benchmark": bool(cudnn.benchmark),
+            "tf32_matmul": bool(matmul_tf32),
+            "tf32_conv": bool(conv_tf32),
+        }
+    finally:
+        cudnn.benchmark = saved_benchmark
+        if new_api:
+            torch.backends.cuda.matmul.fp32_precision, cudnn.conv.fp32_precision = saved
+        else:  # pragma: no cover
+            torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
+@dataclass(frozen=True)
+class TimerOptions:
+    """Knobs of the adaptive timer (defaults are the harness's)."""
+
+    rel_tol: float = 0.01
+    confidence: float = 0.95
+    budget_s: float = 2.0
+    warmup_s: float = 0.1
+    warmup_calls: int = 2
+    min_samples: int = 6  # the fewest with a 95% CI of the median (ranks 1 and 6)
+    max_samples: int = 5000
+    short_call_s: float = 2e-4
+    target_sample_s: float = 1e-3
+    max_calls_per_sample: int = 10_000
+    calls_per_sample: int | None = None  # fixed instead of calibrated
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rel_tol < 1:
+            raise ValueError(f"rel_tol must be in (0, 1), got {self.rel_tol}")
+        if self.budget_s <= 0:
+            raise ValueError(f"budget_s must be > 0, got {self.budget_s}")
+        if self.min_samples < 1 or self.max_samples < self.min_samples:
+            raise ValueError(
+                f"need 1 <= min_samples <= max_samples, got {self.min_samples}, {self.max_samples}"
+            )
+        if self.calls_per_sample is not None and self.calls_per_sample < 1:
+            raise ValueError(f"calls_per_sample must be >= 1, got {self.calls_per_sample}")
+
+
+def _calls_for(single_call_s: float, options: TimerOptions) -> int:
+    if options.calls_per_sample is not None:
+        return options.calls_per_sample
+    if single_call_s >= options.short_call_s:
+        return 1
+    calls = math.ceil(options.target_sample_s / max(single_call_s, 1e-9))
+    return int(min(max(calls, 1), options.max_calls_per_sample))
+
+
+def _converged(data: list[float], options: TimerOptions) -> bool:
+    lo, hi = median_ci(data, options.confidence)
+    return ci_half_width(percentile(data, 50), lo, hi) <= options.rel_tol
+
+
+def measure_interleaved(
+    fns: Mapping[str, Callable[[], Any]],
+    *,
+    clock: Clock | None = None,
+    options: TimerOptions | None = None,
+    now: Callable[[], float] = time.perf_counter,
+) -> dict[str, TimingSummary]:
+    """Time several callables in alternation until all medians are tight or the budget is spent.
+
+    Returns one :class:`TimingSummary` per name (per-call seconds). The budget covers warm-up,
+    calibration and sampling of all callables together. An exception from a callable
+    propagates (the caller turns it into a status row).
+    """
+    if not fns:
+        raise ValueError("fns must name at least one callable")
+    clock = clock or CpuClock()
+    options = options or TimerOptions()
+    names = list(fns)
+    started = now()
+
+    # warm-up, then calibrate with one timed call each
+    calls: dict[str, int] = {}
+    for name in names:
+        fn = fns[name]
+        warm_elapsed = 0.0
+        done = 0
+        while done < options.warmup_calls or warm_elapsed < options.warmup_s:
+            warm_elapsed += clock.time(fn, 1)
+            done += 1
+            if now() - started > options.budget_s:
+                break
+        single = clock.time(fn, 1)
+        if single < options.short_call_s:  # one short call is too noisy to size the blocks
+            single = clock.time(fn, 10) / 10
+        calls[name] = _calls_for(single, options)
+
+    samples: dict[str, list[float]] = {name: [] for name in names}  # kept sorted
+    converged = {name: False for name in names}
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        rounds = 0
+        while True:
+            for name in names:
+                per_call = clock.time(fns[name], calls[name]) / calls[name]
+                bisect.insort(samples[name], per_call)
+            rounds += 1
+            if rounds >= options.min_samples:
+                # checking every round is O(n) per check; thin it out for long runs
+                if rounds < 200 or rounds % max(1, rounds // 50) == 0:
+                    converged = {name: _converged(samples[name], options) for name in names}
+                    if all(converged.values()):
+                        break
+                if rounds >= options.max_samples or now() - started > options.budget_s:
+                    break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    elapsed = now() - started
+    return {
+        name: summarize(
+            samples[name],
+            calls_per_sample=calls[name],
+            rel_tol=options.rel_tol,
+            confidence=options.confidence,
+            elapsed_s=elapsed,
+        )
+        for name in names
+    }
+
+
+def measure(
+    fn: Callable[[], Any],
+    *,
+    clock: Clock | None = None,
+    options: TimerOptions | None = None,
+    now: Callable[[], float] = time.perf_counter,
+) -> TimingSummary:
+    """Time one callable (see :func:`measure_interleaved`)."""
+    return measure_interleaved({"fn": fn}, clock=clock, options=options, now=now)["fn"]

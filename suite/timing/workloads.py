@@ -1,0 +1,250 @@
+"""What is run for a configuration: the measured step, its reference, and their static facts.
+
+Module level: the registered attention type built for ``channels`` and an input of
+``(batch, channels, size, size)``; the reference is a 3x3 convolution ``channels -> channels``
+(no bias, padding 1, stride 1) on the same input -- the convolution a ResNet block runs next
+to the attention, whatever the module's kind. A ``conv``-kind entry is built as
+``channels -> channels``, kernel 3, stride 1, so its reference is exactly the convolution it
+replaces.
+
+Model level: ``modules.build_model(arch, attn=name)``; the reference is the same backbone with
+``attn=None``, on an input of ``(batch, 3, size, size)``.
+
+Steps (both the module's and the reference's, built the same way):
+
+* ``forward``: ``eval()``, ``torch.no_grad()``;
+* ``train``: ``train()``, gradients set to ``None``, forward, then ``out.backward(grad)`` with a
+  fixed random ``grad`` of the output's shape. The input requires grad, as it does inside a
+  network, so the backward computes the input gradient too.
+
+Dtype: ``bf16`` / ``fp16`` run the forward under ``torch.autocast`` with the *input* already
+in that dtype (inside an autocast network the activations between layers are low precision);
+parameters stay fp32, as autocast keeps them. Memory format ``channels_last`` converts the
+input and the parameters. ``compile`` wraps both modules in ``torch.compile``; the first call
+(which compiles) happens here, is timed and reported as ``compile_s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .grid import AUTOCAST_DTYPES, Config
+
+__all__ = [
+    "StageError",
+    "Workload",
+    "build_workload",
+    "classify_error",
+    "instantiate",
+    "make_input",
+    "make_step",
+    "prepare",
+]
+
+
+class StageError(Exception):
+    """An error with the status it should be reported under (``build_error``, ``compile_error``...)."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Workload:
+    """The callables and facts for one configuration."""
+
+    step: Callable[[], Any]
+    reference_step: Callable[[], Any]
+    reference_name: str
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    input_element_size: int
+    params: int
+    param_bytes: int
+    formula_macs: int | None
+    compile_s: float | None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def classify_error(exc: BaseException, *, compile_phase: bool = False) -> str:
+    """The status of a failed configuration: ``oom``, ``unsupported``, ``compile_error`` or ``error``."""
+    if isinstance(exc, StageError):
+        return exc.status
+    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return "oom"
+    if compile_phase:  # the eager call already worked: what fails now is the compiler
+        return "compile_error"
+    if isinstance(exc, NotImplementedError) or "not implemented for" in str(exc):
+        return "unsupported"
+    return "error"
+
+
+def _autocast(config: Config) -> contextlib.AbstractContextManager[Any]:
+    dtype = AUTOCAST_DTYPES[config.dtype]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=config.torch_device.type, dtype=dtype)
+
+
+def make_step(module: Callable[[Tensor], Tensor], x: Tensor, config: Config, grad: Tensor | None = None) -> Callable[[], Any]:
+    """The callable the timer runs for ``config.mode`` (see the module docstring)."""
+    autocast = AUTOCAST_DTYPES[config.dtype]
+    device_type = config.torch_device.type
+
+    if config.mode == "forward":
+
+        def forward_step() -> Tensor:
+            with torch.no_grad():
+                if autocast is None:
+                    return module(x)
+                with torch.autocast(device_type=device_type, dtype=autocast):
+                    return module(x)
+
+        return forward_step
+
+    if grad is None:
+        raise ValueError("a train step needs the output gradient")
+    parameters = [p for p in module.parameters() if p.requires_grad] if isinstance(module, nn.Module) else []
+
+    def train_step() -> None:
+        x.grad = None
+        for p in parameters:
+            p.grad = None
+        if autocast is None:
+            out = module(x)
+        else:
+            with torch.autocast(device_type=device_type, dtype=autocast):
+                out = module(x)
+        out.backward(grad)
+
+    return train_step
+
+
+def instantiate(config: Config) -> tuple[nn.Module, nn.Module, str]:
+    """The module under test and its reference, on the CPU in fp32."""
+    import modules  # the zoo; imported late so --help stays fast
+
+    try:
+        if config.level == "model":
+            model = modules.build_model(config.arch, attn=config.name)
+            reference = modules.build_model(config.arch, attn=None)
+            return model, reference, f"{config.arch}(attn=None)"
+        info = modules.get_info(config.name)
+        kwargs: dict[str, Any] = {}
+        if info.kind == "conv":
+            kwargs = {"out_channels": config.channels, "kernel_size": 3, "stride": 1}
+        module = modules.create(config.name, config.channels, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - reported as a row
+        raise StageError("build_error", f"{type(exc).__name__}: {exc}") from exc
+    reference = nn.Conv2d(config.channels, config.channels, 3, padding=1, bias=False)
+    return module, reference, f"conv3x3({config.channels}->{config.channels})"
+
+
+def prepare(module: nn.Module, config: Config) -> nn.Module:
+    module = module.to(config.torch_device)
+    if config.memory_format == "channels_last":
+        module = module.to(memory_format=torch.channels_last)
+    module.train(config.mode == "train")
+    return module
+
+
+def make_input(config: Config, generator_seed: int = 0) -> Tensor:
+    generator = torch.Generator().manual_seed(generator_seed)
+    x = torch.randn(config.shape, generator=generator)
+    dtype = AUTOCAST_DTYPES[config.dtype]
+    if dtype is not None:
+        x = x.to(dtype)
+    x = x.to(config.torch_device)
+    if config.memory_format == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    if config.mode == "train":
+        x.requires_grad_(True)
+    return x
+
+
+def _first_call(
+    fn: Callable[[Tensor], Tensor], x: Tensor, config: Config, *, compiled: bool
+) -> tuple[Tensor, float]:
+    """Run one forward (as the step will), returning the output and the time it took."""
+    start = time.perf_counter()
+    try:
+        with torch.set_grad_enabled(config.mode == "train"), _autocast(config):
+            out = fn(x)
+        if config.mode == "train":  # compile the backward too
+            out.backward(torch.ones_like(out))
+    except Exception as exc:  # noqa: BLE001
+        status = classify_error(exc, compile_phase=compiled)
+        raise StageError(status, f"{type(exc).__name__}: {exc}") from exc
+    if config.torch_device.type == "cuda":
+        torch.cuda.synchronize(config.torch_device)
+    return out.detach(), time.perf_counter() - start
+
+
+def build_workload(config: Config) -> Workload:
+    """Build the module, its reference, the input and both steps; raise StageError on failure."""
+    raw_module, raw_reference, reference_name = instantiate(config)
+    try:
+        module = prepare(raw_module, config)
+        reference = prepare(raw_reference, config)
+        x = make_input(config)
+    except Exception as exc:  # noqa: BLE001
+        raise StageError(classify_error(exc), f"{type(exc).__name__}: {exc}") from exc
+
+    # eager first call: checks the module runs at all in this setting
+    out, _ = _first_call(module, x, config, compiled=False)
+    ref_out, _ = _first_call(reference, x, config, compiled=False)
+
+    run_module: Callable[[Tensor], Tensor] = module
+    run_reference: Callable[[Tensor], Tensor] = reference
+    compile_s = None
+    if config.compile == "compile":
+        # a fresh dynamo cache per configuration: the reference's nn.Conv2d.forward is one code
+        # object for every config, and past the recompile limit dynamo silently runs eager
+        torch._dynamo.reset()
+        try:
+            run_module = torch.compile(module)
+            run_reference = torch.compile(reference)
+        except Exception as exc:  # noqa: BLE001
+            raise StageError("compile_error", f"{type(exc).__name__}: {exc}") from exc
+        _, compile_s = _first_call(run_module, x, config, compiled=True)
+        _first_call(run_reference, x, config, compiled=True)
+
+    grad = ref_grad = None
+    if config.mode == "train":
+        generator = torch.Generator().manual_seed(1)
+        grad = torch.randn(out.shape, generator=generator).to(out.dtype).to(out.device)
+        ref_grad = torch.randn(ref_out.shape, generator=generator).to(ref_out.dtype).to(ref_out.device)
+        if config.memory_format == "channels_last" and grad.dim() == 4:
+            grad = grad.contiguous(memory_format=torch.channels_last)
+            ref_grad = ref_grad.contiguous(memory_format=torch.channels_last)
+
+    params = sum(p.numel() for p in module.parameters())
+    param_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    formula_macs = None
+    if config.level == "module" and hasattr(raw_module, "formula_macs"):
+        try:
+            formula_macs = int(raw_module.formula_macs(config.shape))
+        except NotImplementedError:
+            formula_macs = None
+    return Workload(
+        step=make_step(run_module, x, config, grad),
+        reference_step=make_step(run_reference, x, config, ref_grad),
+        reference_name=reference_name,
+        module=module,
+        input_shape=tuple(x.shape),
+        output_shape=tuple(out.shape),
+        input_element_size=x.element_size(),
+        params=params,
+        param_bytes=param_bytes,
+        formula_macs=formula_macs,
+        compile_s=compile_s,
+    )
