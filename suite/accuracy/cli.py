@@ -40,16 +40,15 @@ SKIP_STATUSES = ("ok", "diverged")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the accuracy stage's options to ``parser``."""
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     parser.add_argument("--profile", choices=tuple(PROFILES), default="cpu",
-                        help="recipe: smoke (seconds, tests), cpu (small ResNet at 32 px, 2 cores), "
+                        help="recipe: smoke (seconds, tests), cpu (default: small ResNet at 32 px, 2 cores), "
                              "gpu (224 px ResNet-18/50, AMP, torchrun)")
     parser.add_argument("--attn", default=",".join(SOURCE_DESIGNS),
                         help="comma-separated attention names or fnmatch patterns (e.g. 'se,eca*'); "
-                             "the baseline 'none' is always run too")
+                             "the baseline 'none' is always run too (default: the source designs %(default)s)")
     parser.add_argument("--seeds", type=int, default=None,
                         help="number of seeds (paired across attention types); default: 1 for smoke, 3 otherwise")
-    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+seeds-1")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+seeds-1 (default: 0)")
     parser.add_argument("--data", default=None,
                         help="ImageFolder root with train/ and val/ (default: ../shared/datasets/imagenette "
                              "relative to the project root)")
