@@ -28,7 +28,7 @@ from suite.records import RecordStore, folder_lock, write_csv_atomic, write_text
 from .data import DataNotFoundError, list_classes, load_split, resolve_data_root, select_classes
 from .recipe import AUGMENTS, DEFAULT_SEEDS, PROFILES, make_recipe
 from .stats import delta_table
-from .train import BASELINE, DistInfo, init_distributed, train_run
+from .train import BASELINE, DistInfo, broadcast_object, init_distributed, train_run
 
 __all__ = ["add_arguments", "main", "SOURCE_DESIGNS", "resolve_attention", "write_tables"]
 
@@ -211,7 +211,7 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
 
     done = store.done_keys(SKIP_STATUSES) if info.is_main else set()
     todo = [(a, s) for a, s in plan if key_of(a, s) not in done]
-    todo = _broadcast_plan(todo, info)
+    todo = broadcast_object(todo, info)
     _say(info, f"accuracy: profile {recipe.profile}, {recipe.arch} at {recipe.image_size} px, "
                f"{len(train)} train / {len(val)} val images, {len(train.classes)} classes, "
                f"{info.world_size} process(es) on {info.device}; {len(plan)} runs, "
@@ -252,8 +252,7 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
     if outer is not None:
         outer.close()
     if info.is_main:
-        frames = write_tables(store, out, fingerprint)
-        _say(info, frames)
+        _say(info, write_tables(store, out, fingerprint))
     return 0
 
 
@@ -275,16 +274,6 @@ def _placeable(attns: list[str], arch: str, num_classes: int, spec: str) -> tupl
         print(f"error: cannot build {arch} with {', '.join(sorted(refused.keys() & explicit))}", file=sys.stderr)
         return None, refused
     return fit, refused
-
-
-def _broadcast_plan(todo: list, info: DistInfo) -> list:
-    if not info.distributed:
-        return todo
-    import torch.distributed as dist
-
-    box = [todo]
-    dist.broadcast_object_list(box, src=0, device=info.device if info.device.type == "cuda" else None)
-    return box[0]
 
 
 def _run_line(r: dict[str, Any]) -> str:

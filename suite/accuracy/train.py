@@ -55,6 +55,7 @@ __all__ = [
     "train_run",
     "evaluate",
     "amp_active",
+    "broadcast_object",
     "cpu_has_native_bf16",
     "BASELINE",
 ]
@@ -194,7 +195,8 @@ def _save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _broadcast(obj: Any, info: DistInfo) -> Any:
+def broadcast_object(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself in a single process)."""
     if not info.distributed:
         return obj
     box = [obj]
@@ -335,7 +337,7 @@ def train_run(
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if state.get("key") != run_key:
             state = None
-    state = _broadcast(state, info)
+    state = broadcast_object(state, info)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
