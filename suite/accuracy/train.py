@@ -307,7 +307,8 @@ def train_run(
         checkpoint: the file to checkpoint to each epoch and resume from (None: no checkpoints).
         run_key: stored in the checkpoint; a checkpoint with another key is ignored.
         on_step: called with the global step number after each optimizer step (a test hook).
-        progress: called after each step with ``(steps done in this call, step loss)``.
+        progress: called with ``(steps done, step loss)`` after each step, and once with the
+            steps a resumed checkpoint already holds (loss NaN).
     """
     num_classes = len(train.classes)
     per_rank, remainder = divmod(recipe.batch_size, info.world_size)
@@ -345,6 +346,8 @@ def train_run(
         _set_rng_state(state["rng"])
         start_epoch, elapsed, epoch_losses = state["epoch"], state["elapsed"], list(state["epoch_losses"])
     resumed_from = start_epoch
+    if progress is not None and start_epoch:
+        progress(start_epoch * steps_per_epoch, math.nan)  # the steps the checkpoint holds
 
     net: nn.Module = model
     if info.distributed:
