@@ -99,12 +99,11 @@ class CbamChannelGate(AttentionModule):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        n = x.shape[0]
-        # both pooled vectors go through the shared MLP in one batched call
-        pooled = torch.cat([x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)], dim=0)
-        logits = self.fc2(self.act(self.fc1(pooled)))
-        gate = self.gate(logits[:n] + logits[n:])
-        return x * gate
+        # the shared MLP is called once per pooled vector: measured faster on the CPU than one
+        # call on the two concatenated along the batch (the cat and the slices cost more)
+        avg_logits = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
+        max_logits = self.fc2(self.act(self.fc1(x.amax((2, 3), keepdim=True))))
+        return x * self.gate(avg_logits + max_logits)
 
     def formula_params(self) -> int:
         c, h = self.channels, self.hidden
