@@ -53,7 +53,7 @@ def test_low_noise_converges_quickly() -> None:
     clock = FakeClock({_noop: lambda: 0.01 * (1 + rng.gauss(0, 0.002))})
     s = measure(_noop, clock=clock, now=clock.now, options=TimerOptions(budget_s=100))
     assert s.converged
-    assert 6 <= s.n < 30
+    assert 6 <= s.n <= 60  # 10 ms samples: 5 per 50 ms visit, converged within a few visits
     assert s.median == pytest.approx(0.01, rel=0.01)
     assert s.calls_per_sample == 1
 
@@ -77,7 +77,7 @@ def test_max_samples_caps_sampling() -> None:
     rng = random.Random(2)
     clock = FakeClock({_noop: lambda: 0.01 * (1 + abs(rng.gauss(0, 0.5)))})
     s = measure(_noop, clock=clock, now=clock.now, options=TimerOptions(budget_s=1e9, max_samples=40))
-    assert s.n == 40 and not s.converged
+    assert 40 <= s.n < 45 and not s.converged  # the visit in progress ends at the cap
 
 
 def test_short_calls_are_batched_and_reported_per_call() -> None:
@@ -103,10 +103,13 @@ def test_interleaving_alternates_and_waits_for_both() -> None:
 
     clock = FakeClock({_noop: lambda: 0.001, _other: noisy_time})
     out = measure_interleaved({"a": _noop, "b": _other}, clock=clock, now=clock.now, options=TimerOptions(budget_s=100))
-    assert out["a"].n == out["b"].n  # one sample each per round
-    assert out["a"].n > 6  # a alone would have converged at 6
-    sampled = [fn for fn, _ in clock.log[-2 * out["a"].n:]]
-    assert sampled[0::2] == [_noop] * out["a"].n and sampled[1::2] == [_other] * out["a"].n
+    assert out["a"].n > 6  # a alone would have converged within its first visits
+    # visits alternate: runs of a's calls and runs of b's calls, a run for each per round
+    runs = [fn for fn, _ in itertools.groupby(fn for fn, _ in clock.log)]
+    assert all(x is not y for x, y in itertools.pairwise(runs))
+    assert abs(runs.count(_noop) - runs.count(_other)) <= 1 and runs.count(_noop) > 6
+    # a visit samples for about visit_s (50 ms): 1 ms calls come in runs of ~50 plus a re-warm
+    assert max(len(list(g)) for fn, g in itertools.groupby(fn for fn, _ in clock.log) if fn is _noop) >= 50
     assert out["a"].converged and out["b"].converged
 
 

@@ -12,8 +12,13 @@ How a measurement goes (:func:`measure_interleaved`; :func:`measure` is the one-
    ``calls_per_sample`` back-to-back calls lasting about ``target_sample_s`` (1 ms), so the
    clock's own overhead (about 0.1 us for ``perf_counter``, a few us for CUDA events) stays
    below 1%. Each sample is the block time divided by the calls.
-4. **Sampling**: the callables are sampled in turn (A, B, A, B, ...) so slow drift of the
+4. **Sampling**: the callables are visited in turn (A, B, A, B, ...) so slow drift of the
    machine (clock boost, another process) affects all of them alike and cancels in ratios.
+   A visit to a callable whose sample is shorter than a quarter of ``visit_s`` (50 ms) first
+   makes one untimed call -- the other callable has just evicted its data from the caches, and
+   a memory-bound gate on a 25 MB map would otherwise be timed cold, slower and far noisier --
+   then takes back-to-back samples for about ``visit_s``. A longer callable is sampled once
+   per visit, where the cold start is a small part of the call.
    Sampling stops when every callable's median has a 95% CI within ``+-rel_tol`` (1%) -- see
    :mod:`suite.timing.stats` -- or when the ``budget_s`` runs out (``converged=False`` then),
    never before ``min_samples`` and never after ``max_samples``.
@@ -188,6 +193,7 @@ class TimerOptions:
     target_sample_s: float = 1e-3
     max_calls_per_sample: int = 10_000
     calls_per_sample: int | None = None  # fixed instead of calibrated
+    visit_s: float = 0.05  # time spent on one callable before switching to the next
 
     def __post_init__(self) -> None:
         if not 0 < self.rel_tol < 1:
@@ -214,6 +220,30 @@ def _calls_for(single_call_s: float, options: TimerOptions) -> int:
 def _converged(data: list[float], options: TimerOptions) -> bool:
     lo, hi = median_ci(data, options.confidence)
     return ci_half_width(percentile(data, 50), lo, hi) <= options.rel_tol
+
+
+def _visit(
+    fn: Callable[[], Any],
+    calls: int,
+    sink: list[float],
+    sample_s: dict[str, float],
+    name: str,
+    clock: Clock,
+    options: TimerOptions,
+) -> None:
+    """One visit: re-warm a short callable with an untimed call, then sample it for about
+    ``visit_s``; a long callable gets a single sample (see step 4 above)."""
+    short = sample_s[name] < options.visit_s / 4
+    if short and sample_s[name] > 0:
+        clock.time(fn, calls)
+    spent = 0.0
+    while True:
+        block = clock.time(fn, calls)
+        bisect.insort(sink, block / calls)
+        sample_s[name] = block
+        spent += block
+        if not short or spent >= options.visit_s or len(sink) >= options.max_samples:
+            break
 
 
 def measure_interleaved(
@@ -259,10 +289,10 @@ def measure_interleaved(
     gc.disable()
     try:
         rounds = 0
+        sample_s = dict.fromkeys(names, 0.0)  # latest sample length, to size the visits
         while True:
             for name in names:
-                per_call = clock.time(fns[name], calls[name]) / calls[name]
-                bisect.insort(samples[name], per_call)
+                _visit(fns[name], calls[name], samples[name], sample_s, name, clock, options)
             rounds += 1
             if rounds >= options.min_samples:
                 # checking every round is O(n) per check; thin it out for long runs
@@ -270,7 +300,8 @@ def measure_interleaved(
                     converged = {name: _converged(samples[name], options) for name in names}
                     if all(converged.values()):
                         break
-                if rounds >= options.max_samples or now() - started > options.budget_s:
+                fewest = min(len(samples[name]) for name in names)
+                if fewest >= options.max_samples or now() - started > options.budget_s:
                     break
     finally:
         if gc_was_enabled:
