@@ -15,6 +15,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "latency": ("suite.timing.cli_latency", "CPU/CUDA latency with percentiles, ratios and a roofline"),
     "memory": ("suite.timing.cli_memory", "bytes saved for backward, peak RSS / CUDA peak memory"),
     "accuracy": ("suite.accuracy.cli", "ImageNet-subset accuracy deltas with paired seeds"),
+    "bench": ("suite.bench.cli", "every stage of a profile, then the report (what nox -s bench runs)"),
 }
 
 

@@ -1,0 +1,1 @@
+"""`python -m suite bench`: profiles, the stage runner and its resumable state."""

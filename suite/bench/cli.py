@@ -1,0 +1,93 @@
+"""``python -m suite bench``: every stage of a profile, then the report (what ``nox -s bench`` runs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..env import PROJECT_ROOT
+from ..records import FolderLockedError
+from .profile import STAGE_ORDER, ProfileError, apply_overrides, list_profiles, load_profile
+from .runner import BenchError, plan_runs, run_bench
+
+__all__ = ["add_arguments", "main"]
+
+EPILOG = """\
+Stages run in order cost -> latency -> memory -> accuracy, each into OUT/raw/STAGE, then the
+report renders OUT/{cost,latency,memory,accuracy,summary}.csv, OUT/figures/*.png and
+OUT/README.md. Re-running resumes: finished stage invocations are skipped, an interrupted one
+resumes from its records; results of another commit or environment are moved to
+OUT/raw/STAGE.previous and measured afresh (as with --force). A failing stage is recorded in
+OUT/bench.json and the bench goes on. Two benches on one folder: the second is refused.
+
+examples:
+  python -m suite bench                                   # the cpu profile into reports/cpu
+  python -m suite bench --profile smoke --attn 'se*'      # a few minutes
+  python -m suite bench --set latency.batch=1,8 --stages cost,latency
+  python -m suite bench --plugin mypkg.attn:MyGate        # your module beside the zoo
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("--profile", default="cpu",
+                        help=f"a shipped profile ({', '.join(list_profiles())}) or a path to a .toml "
+                             "profile file (default: cpu); see suite/profiles/")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: reports/PROFILE in the project)")
+    parser.add_argument("--attn", default=None,
+                        help="attention types for every stage: fnmatch pattern(s), comma-separated "
+                             "(default: the profile's)")
+    parser.add_argument("--stages", default=",".join(STAGE_ORDER),
+                        help=f"comma-separated subset of {','.join(STAGE_ORDER)} (default: all)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE[.I].KEY=VALUE",
+                        help="override a profile value, e.g. latency.batch=1,8 or accuracy.seeds=1 "
+                             "(repeatable; KEY is the stage's flag without dashes)")
+    parser.add_argument("--plugin", action="append", default=[], metavar="SPEC",
+                        help="your own attention class: package.module:ClassName, "
+                             "name=package.module:ClassName, or package.module that registers "
+                             "itself (repeatable); it goes through every stage")
+    parser.add_argument("--force", action="store_true",
+                        help="measure again even what was measured with this commit and environment")
+    parser.add_argument("--no-report", action="store_true", help="run the stages only")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the stage invocations and exit without measuring")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..plugins import PluginError, export_plugins, load_plugins
+
+    try:
+        plugin_names = load_plugins(args.plugin)
+        export_plugins(args.plugin)  # the memory stage's worker processes load them too
+        profile = apply_overrides(load_profile(args.profile), args.overrides, attn=args.attn)
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+        runs = plan_runs(profile, stages, plugin_names, progress=not args.no_progress)
+    except (ProfileError, PluginError, BenchError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or PROJECT_ROOT / "reports" / profile.name
+    if args.dry_run:
+        for run in runs:
+            print(f"python -m suite {run.stage} {' '.join(run.argv)} --out {out / 'raw' / run.stage}")
+        return 0
+    print(f"bench: profile {profile.name} ({profile.description}) -> {out}; "
+          f"{len(runs)} stage invocations", file=sys.stderr)
+    started = time.perf_counter()
+    try:
+        code = run_bench(profile, out, stages=stages, plugin_names=plugin_names, force=args.force,
+                         progress=not args.no_progress, report=not args.no_report)
+    except FolderLockedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"bench: finished in {time.perf_counter() - started:.0f} s "
+          f"({'all stages ok' if code == 0 else 'some stages failed, see bench.json'}); "
+          f"results in {out}", file=sys.stderr)
+    return code

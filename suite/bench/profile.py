@@ -1,0 +1,133 @@
+"""Bench profiles: small TOML files naming what each stage runs.
+
+A profile (``suite/profiles/<name>.toml``, or any path to a ``.toml`` file) has a
+``description``, an ``attn`` pattern shared by every stage, and per stage an array of tables
+(``[[cost]]``, ``[[latency]]``, ``[[memory]]``, ``[[accuracy]]``): each table is one
+invocation of ``python -m suite STAGE`` whose keys are that stage's flags without the leading
+dashes. A string or number becomes ``--key value``, a list ``--key v1 v2 ...``, ``true`` a bare
+``--key``, ``false`` nothing. A table may set its own ``attn``.
+
+Overrides from the command line (``--set stage.key=value``) replace that key in every
+invocation of the stage (``--set latency.1.batch=4`` only in the second one); ``--attn``
+replaces the profile's ``attn`` and every table's own.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["STAGE_ORDER", "PROFILE_DIR", "Profile", "ProfileError", "list_profiles", "load_profile",
+           "apply_overrides", "stage_argv"]
+
+STAGE_ORDER = ("cost", "latency", "memory", "accuracy")
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be found or read, or an override that does not apply."""
+
+
+@dataclass
+class Profile:
+    """A loaded profile: its name, source file, description, attention pattern and stage runs."""
+
+    name: str
+    path: Path
+    description: str
+    attn: str
+    stages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def list_profiles() -> list[str]:
+    """The names of the profiles shipped in ``suite/profiles``."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """Load a shipped profile by name or a ``.toml`` file by path."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = PROFILE_DIR / f"{name_or_path}.toml"
+        if not path.exists():
+            raise ProfileError(f"unknown profile {name_or_path!r}; shipped profiles: "
+                               f"{', '.join(list_profiles())} (or pass a path to a .toml file)")
+    elif not path.exists():
+        raise ProfileError(f"profile file {str(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"profile {str(path)!r} is not valid TOML: {exc}") from exc
+    unknown = set(data) - {"description", "attn", *STAGE_ORDER}
+    if unknown:
+        raise ProfileError(f"profile {str(path)!r}: unknown keys {sorted(unknown)}; "
+                           f"accepted: description, attn, {', '.join(STAGE_ORDER)}")
+    stages: dict[str, list[dict[str, Any]]] = {}
+    for stage in STAGE_ORDER:
+        runs = data.get(stage, [])
+        if isinstance(runs, dict):
+            runs = [runs]
+        if not all(isinstance(run, dict) for run in runs):
+            raise ProfileError(f"profile {str(path)!r}: [{stage}] must be tables ([[{stage}]])")
+        if runs:
+            stages[stage] = [dict(run) for run in runs]
+    return Profile(name=path.stem, path=path, description=str(data.get("description", "")),
+                   attn=str(data.get("attn", "*")), stages=stages)
+
+
+def _parse_value(text: str) -> Any:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    return text.strip()
+
+
+def apply_overrides(profile: Profile, overrides: list[str], attn: str | None = None) -> Profile:
+    """A copy of ``profile`` with ``--set stage[.index].key=value`` overrides and ``--attn``."""
+    result = copy.deepcopy(profile)
+    for item in overrides:
+        target, sep, value = item.partition("=")
+        parts = target.strip().split(".")
+        if not sep or len(parts) not in (2, 3) or parts[0] not in STAGE_ORDER:
+            raise ProfileError(f"--set {item!r}: expected STAGE.KEY=VALUE or STAGE.INDEX.KEY=VALUE "
+                               f"with STAGE one of {', '.join(STAGE_ORDER)}")
+        stage, key = parts[0], parts[-1]
+        runs = result.stages.setdefault(stage, [{}])
+        if len(parts) == 3:
+            if not parts[1].isdigit() or int(parts[1]) >= len(runs):
+                raise ProfileError(f"--set {item!r}: {stage} has runs 0..{len(runs) - 1} in this profile")
+            chosen = [runs[int(parts[1])]]
+        else:
+            chosen = runs
+        for run in chosen:
+            run[key] = _parse_value(value)
+    if attn is not None:
+        result.attn = attn
+        for runs in result.stages.values():
+            for run in runs:
+                run.pop("attn", None)
+    return result
+
+
+def stage_argv(run: dict[str, Any]) -> list[str]:
+    """The command-line flags of one stage invocation (without ``--out``)."""
+    argv: list[str] = []
+    for key, value in run.items():
+        flag = f"--{key}"
+        if value is True:
+            argv.append(flag)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list):
+            argv += [flag, *(str(v) for v in value)]
+        else:
+            argv += [flag, str(value)]
+    return argv

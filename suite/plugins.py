@@ -1,0 +1,124 @@
+"""Bring your own module: load user attention classes into the registry by name.
+
+A plugin spec is one of
+
+* ``package.module:ClassName`` — import the class and register it as ``classname`` (lower
+  case), kind ``gate``, family ``plugin``; its docstring's first line becomes the paper title;
+* ``name=package.module:ClassName`` — the same under the name ``name``;
+* ``package.module`` — import the module only: it registers its own entries with
+  :func:`modules.register_attention` (full control over kind, placement and metadata).
+
+The class is called as ``ClassName(channels, **kwargs)`` and must return an ``nn.Module``
+whose forward takes ``(N, C, H, W)``. Closed forms (``formula_macs`` etc., see
+:class:`modules.AttentionModule`) are optional: without them the cost stage leaves the
+``macs_formula`` column empty for that type, and every other measurement still runs.
+
+The bench passes its plugins to every stage, and to the fresh processes the memory stage
+starts, through the environment variable :data:`PLUGINS_ENV` (specs separated by ``;``):
+``suite/__init__.py`` loads them whenever the package is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = ["PLUGINS_ENV", "PluginError", "Plugin", "parse_spec", "load_plugin", "load_plugins",
+           "load_plugins_from_env", "export_plugins"]
+
+PLUGINS_ENV = "ATTNBENCH_PLUGINS"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+
+class PluginError(ValueError):
+    """A plugin spec that cannot be parsed, imported or registered."""
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """A parsed spec: the module to import, the class (or None) and the registry name."""
+
+    spec: str
+    module: str
+    class_name: str | None
+    name: str | None
+
+
+def parse_spec(spec: str) -> Plugin:
+    """Parse ``[name=]package.module[:ClassName]``; raise :class:`PluginError` when malformed."""
+    text = spec.strip()
+    name = None
+    if "=" in text:
+        name, text = (part.strip() for part in text.split("=", 1))
+        if not _NAME.match(name):
+            raise PluginError(f"plugin {spec!r}: the name {name!r} is not a valid attention name")
+    module, _, class_name = text.partition(":")
+    if not module or not all(part.isidentifier() for part in module.split(".")):
+        raise PluginError(
+            f"plugin {spec!r}: expected 'package.module:ClassName', 'name=package.module:ClassName' "
+            "or 'package.module'"
+        )
+    if class_name and not class_name.isidentifier():
+        raise PluginError(f"plugin {spec!r}: {class_name!r} is not a class name")
+    if name and not class_name:
+        raise PluginError(f"plugin {spec!r}: a name needs a class ('name=package.module:ClassName')")
+    return Plugin(spec=spec, module=module, class_name=class_name or None,
+                  name=name or (class_name.lower() if class_name else None))
+
+
+def load_plugin(spec: str) -> list[str]:
+    """Import and register one plugin; return the attention names it added.
+
+    Loading the same spec twice is harmless (the second call registers nothing)."""
+    import modules
+
+    plugin = parse_spec(spec)
+    before = set(modules.list_attention())
+    try:
+        imported = importlib.import_module(plugin.module)
+    except ImportError as exc:
+        raise PluginError(f"plugin {spec!r}: cannot import {plugin.module!r}: {exc}") from exc
+    if plugin.class_name is None:
+        return sorted(set(modules.list_attention()) - before)
+    cls = getattr(imported, plugin.class_name, None)
+    if cls is None or not inspect.isclass(cls):
+        raise PluginError(f"plugin {spec!r}: {plugin.module!r} has no class {plugin.class_name!r}")
+    assert plugin.name is not None
+    if plugin.name in before:
+        existing = modules.get_info(plugin.name)
+        if existing.family == "plugin" and existing.factory is cls:
+            return []
+        raise PluginError(f"plugin {spec!r}: the name {plugin.name!r} is already registered "
+                          f"(family {existing.family!r}); give it another with 'name={spec}'")
+    doc = inspect.getdoc(cls) or ""
+    modules.register_attention(
+        plugin.name, cls, family="plugin", paper=doc.splitlines()[0] if doc else plugin.class_name,
+        arxiv=None, kind="gate", description=f"plugin {plugin.module}:{plugin.class_name}",
+    )
+    return [plugin.name]
+
+
+def load_plugins(specs: Iterable[str]) -> list[str]:
+    """Load several specs in order; return every name they added."""
+    names: list[str] = []
+    for spec in specs:
+        names.extend(load_plugin(spec))
+    return names
+
+
+def export_plugins(specs: Iterable[str]) -> None:
+    """Put ``specs`` in :data:`PLUGINS_ENV` so child processes load them too."""
+    current = [s for s in os.environ.get(PLUGINS_ENV, "").split(";") if s.strip()]
+    for spec in specs:
+        if spec not in current:
+            current.append(spec)
+    os.environ[PLUGINS_ENV] = ";".join(current)
+
+
+def load_plugins_from_env() -> list[str]:
+    """Load the specs in :data:`PLUGINS_ENV` (nothing when unset)."""
+    return load_plugins(s for s in os.environ.get(PLUGINS_ENV, "").split(";") if s.strip())
