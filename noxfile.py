@@ -1,4 +1,4 @@
-"""nox sessions: ``nox -s tests``, ``nox -s lint`` (more stages arrive with the harness).
+"""nox sessions: ``nox -s bench``, ``nox -s report``, ``nox -s tests``, ``nox -s lint``.
 
 Every session also runs in an existing environment with ``nox --no-venv -s NAME`` (e.g. on a
 GPU machine without network, where torch is preinstalled): installs are then skipped.
@@ -18,6 +18,24 @@ def _install(session: nox.Session, *args: str) -> None:
         session.log("no virtualenv: using the current environment as it is")
         return
     session.install(*args)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Every stage for a profile, then the report: ``nox -s bench [-- --profile smoke --attn 'se*']``.
+
+    Arguments after ``--`` go to ``python -m suite bench`` (``--help`` lists them); the default
+    is the cpu profile into ``reports/cpu``."""
+    _install(session, "-e", ".")
+    session.run("python", "-m", "suite", "bench", *session.posargs)
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Re-render CSVs, figures and README from existing raw results, measuring nothing:
+    ``nox -s report [-- --dir reports/cpu]``."""
+    _install(session, "-e", ".")
+    session.run("python", "-m", "suite", "report", *(session.posargs or ["--dir", "reports/cpu"]))
 
 
 @nox.session

@@ -1,0 +1,124 @@
+"""``python -m suite bench``: profiles, overrides, plugins, and resuming without redoing work."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import modules
+from suite.bench.profile import ProfileError, apply_overrides, list_profiles, load_profile, stage_argv
+from suite.bench.runner import BenchError, plan_runs, run_bench
+from suite.plugins import PluginError, load_plugin, parse_spec
+
+
+def test_shipped_profiles_load_with_every_stage() -> None:
+    assert {"smoke", "cpu", "gpu"} <= set(list_profiles())
+    for name in ("smoke", "cpu", "gpu"):
+        profile = load_profile(name)
+        assert set(profile.stages) == {"cost", "latency", "memory", "accuracy"}, name
+
+
+def test_stage_argv_spells_values_as_flags() -> None:
+    argv = stage_argv({"batch": "1,8", "arch": ["resnet18", "resnet50"], "force": True, "fresh": False, "budget-s": 0.5})
+    assert argv == ["--batch", "1,8", "--arch", "resnet18", "resnet50", "--force", "--budget-s", "0.5"]
+
+
+def test_overrides_replace_values_per_stage_and_per_run() -> None:
+    profile = load_profile("smoke")
+    changed = apply_overrides(profile, ["latency.batch=16", "latency.1.size=7", "accuracy.seeds=2"], attn="se")
+    assert [run["batch"] for run in changed.stages["latency"]] == ["16", "16"]
+    assert [run["size"] for run in changed.stages["latency"]] == ["14", "7"]
+    assert changed.stages["accuracy"][0]["seeds"] == "2"
+    assert changed.attn == "se"
+    assert profile.stages["latency"][0]["batch"] == "2"  # the loaded profile is untouched
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ("latency", "STAGE.KEY=VALUE"), ("nostage.batch=1", "STAGE.KEY=VALUE"),
+    ("latency.9.batch=1", "runs 0..1"), ("latency.x.batch=1", "runs 0..1"),
+])
+def test_bad_override_is_refused_with_the_accepted_form(bad: str, message: str) -> None:
+    with pytest.raises(ProfileError, match=message):
+        apply_overrides(load_profile("smoke"), [bad])
+
+
+def test_unknown_profile_lists_the_shipped_ones() -> None:
+    with pytest.raises(ProfileError, match="smoke"):
+        load_profile("nope")
+
+
+def test_unknown_attention_pattern_fails_before_measuring() -> None:
+    with pytest.raises(BenchError, match="Available: .*se"):
+        plan_runs(apply_overrides(load_profile("smoke"), [], attn="zz*"), ["cost"], [], progress=False)
+
+
+@pytest.mark.parametrize("spec", ["", "a b:C", "pkg.mod:1x", "x=pkg.mod", "bad name=pkg.mod:C"])
+def test_malformed_plugin_spec_is_refused(spec: str) -> None:
+    with pytest.raises(PluginError):
+        parse_spec(spec)
+
+
+@pytest.fixture
+def plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "my_attn_plugin.py").write_text(textwrap.dedent('''
+        import torch
+        from torch import nn
+
+        class HalfGate(nn.Module):
+            """A toy gate: x * sigmoid(mean over channels)."""
+
+            def __init__(self, channels: int) -> None:
+                super().__init__()
+                self.scale = nn.Parameter(torch.ones(1))
+
+            def forward(self, x):
+                return x * torch.sigmoid(self.scale * x.mean(1, keepdim=True))
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_attn_plugin"
+    for name in ("halfgate", "mygate"):
+        if name in modules.list_attention():
+            modules.unregister_attention(name)
+    sys.modules.pop("my_attn_plugin", None)
+
+
+def test_plugin_class_is_registered_under_its_name(plugin_module: str) -> None:
+    assert load_plugin(f"{plugin_module}:HalfGate") == ["halfgate"]
+    assert load_plugin(f"{plugin_module}:HalfGate") == []  # loading twice is harmless
+    assert load_plugin(f"mygate={plugin_module}:HalfGate") == ["mygate"]
+    assert modules.get_info("halfgate").family == "plugin"
+    with pytest.raises(PluginError, match="no class"):
+        load_plugin(f"{plugin_module}:Missing")
+    with pytest.raises(PluginError, match="already registered"):
+        load_plugin(f"se={plugin_module}:HalfGate")
+
+
+def test_bench_resumes_without_redoing_finished_stages(tmp_path: Path) -> None:
+    profile = apply_overrides(load_profile("smoke"), ["cost.level=module"], attn="se,eca")
+    out = tmp_path / "bench"
+    assert run_bench(profile, out, stages=["cost"], progress=False, report=False) == 0
+    records = (out / "raw" / "cost" / "cost_records.jsonl").read_text().splitlines()
+    assert len(records) == 2  # two types x one shape
+    first = json.loads((out / "bench.json").read_text())
+    assert [r["status"] for r in first["runs"]] == ["ok"]
+
+    assert run_bench(profile, out, stages=["cost"], progress=False, report=False) == 0
+    second = json.loads((out / "bench.json").read_text())
+    assert second["runs"][0].get("skipped") is True
+    assert (out / "raw" / "cost" / "cost_records.jsonl").read_text().splitlines() == records
+
+    assert run_bench(profile, out, stages=["cost"], progress=False, report=False, force=True) == 0
+    assert (out / "raw" / "cost.previous" / "cost_records.jsonl").exists()  # nothing deleted
+    assert len((out / "raw" / "cost" / "cost_records.jsonl").read_text().splitlines()) == 2
+
+
+def test_failing_stage_is_a_status_and_the_bench_goes_on(tmp_path: Path) -> None:
+    profile = apply_overrides(load_profile("smoke"), ["cost.level=module", "cost.sizes=0"], attn="se")
+    out = tmp_path / "bench"
+    assert run_bench(profile, out, stages=["cost"], progress=False, report=False) == 1
+    summary = json.loads((out / "bench.json").read_text())
+    assert summary["runs"][0]["status"] == "error"
