@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 import modules
-from suite.bench.profile import ProfileError, apply_overrides, list_profiles, load_profile, stage_argv
+from suite.bench.profile import (
+    ProfileError,
+    apply_overrides,
+    list_profiles,
+    load_profile,
+    stage_argv,
+)
 from suite.bench.runner import BenchError, plan_runs, run_bench
 from suite.plugins import PluginError, load_plugin, parse_spec
 
