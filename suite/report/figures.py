@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
 __all__ = [
@@ -118,6 +119,15 @@ def _label_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], labels
         placed.append(best)
 
 
+def _plain_log(ax: plt.Axes, which: str = "x") -> None:
+    """Log-axis ticks written as plain numbers (0.2, 1, 5) rather than 2 x 10^-1."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    formatter = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(formatter)
+    axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+    axis.set_minor_formatter(formatter)
+
+
 def _type_order(frame: pd.DataFrame, value: str) -> list[str]:
     return frame.groupby("attn")[value].median().sort_values().index.tolist()
 
@@ -159,6 +169,7 @@ def cost_benefit_figure(summary: pd.DataFrame, path: Path, caption: str) -> Path
         fx, fy = x[front][order], y[front][order]
         ax.step(fx, fy, where="post", color="tab:red", lw=1, alpha=0.6, zorder=2)
         ax.set_xscale("log")
+        _plain_log(ax, "x")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("top-1 delta over the baseline, percentage points (95% CI)")
         ax.grid(True, which="both", alpha=0.3)
@@ -168,7 +179,7 @@ def cost_benefit_figure(summary: pd.DataFrame, path: Path, caption: str) -> Path
         ax.set_xlim(xmin / 1.6, xmax * 1.6)
         ax.text(0.01, 0.01, "dashed: baseline (no attention); single-seed points have no interval",
                 transform=ax.transAxes, fontsize=7, color="0.35")
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
         fig.canvas.draw()
         _label_points(ax, x, y, data["attn"].tolist(), bold=front)
     _caption(fig, "Cost vs benefit: accuracy delta against latency and MACs (up and left is better)", caption)
@@ -203,9 +214,10 @@ def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str) -> P
         sub = data[data["mode"] == mode]
         agg = sub.groupby(["attn", "shape"])["ratio_to_ref"].median().unstack("shape")
         agg = agg.reindex(index=order, columns=shapes)
+        labels = agg.apply(lambda col: col.map(lambda v: "" if pd.isna(v) else f"{v:.2g}")) if annotate else None
         sns.heatmap(np.log2(agg.clip(lower=1e-3)), ax=ax, cmap="RdBu_r", norm=norm, cbar=k == len(modes) - 1,
-                    annot=agg if annotate else None, fmt=".2f", annot_kws={"fontsize": 7},
-                    cbar_kws={"label": "log2(latency / 3x3 conv latency); red: slower than the conv"},
+                    annot=labels if annotate else None, fmt="", annot_kws={"fontsize": 7},
+                    cbar_kws={"label": "log2(ratio to the conv); red = slower"},
                     linewidths=0.3, linecolor="white")
         ax.set_title(f"{mode} ({'eval, no_grad' if mode == 'forward' else 'forward + backward'})")
         ax.set_xlabel("input shape (batch, channels, H=W)")
@@ -213,7 +225,7 @@ def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str) -> P
         ax.tick_params(axis="x", rotation=45)
         for label in ax.get_xticklabels():
             label.set_ha("right")
-        ax.tick_params(axis="y", labelsize=8)
+        ax.tick_params(axis="y", labelsize=8, rotation=0)
     _caption(fig, "Latency ratio to a 3x3 conv C->C on the same input (cell: ratio; 1 = as slow as the conv)",
              caption)
     fig.tight_layout()
@@ -242,16 +254,12 @@ def counter_agreement_figure(cost: pd.DataFrame, path: Path, caption: str) -> Pa
     data = pd.DataFrame(rows)
     floor = 1e-3
     data["shown"] = data["ratio"].clip(lower=floor)
-    order = (data[data["counter"] == COUNTERS["macs_fvcore_shipped"]].set_index("attn")["ratio"]
-             .sort_values().index.tolist()) or sorted(set(data["attn"]))
+    order = (data[data["counter"] == COUNTERS["macs_fvcore_shipped"]].set_index("attn")["shown"]
+             .sort_values(kind="stable").index.tolist()) or sorted(set(data["attn"]))
     order += [n for n in sorted(set(data["attn"])) if n not in order]
     fig, ax = plt.subplots(figsize=(9.5, 2.4 + 0.3 * len(order)))
-    markers = ["o", "s", "D", "^", "v", "P", "X"]
     sns.stripplot(data=data, x="shown", y="attn", hue="counter", order=order, hue_order=[COUNTERS[c] for c in columns],
                   dodge=True, jitter=False, size=6, alpha=0.85, ax=ax, palette="tab10")
-    for collection, marker in zip(ax.collections, markers * 2, strict=False):
-        collection.set_paths([matplotlib.markers.MarkerStyle(marker).get_path().transformed(
-            matplotlib.markers.MarkerStyle(marker).get_transform())])
     ax.set_xscale("log")
     ax.axvline(1.0, color="0.2", lw=1)
     ax.axvline(floor, color="0.6", lw=0.8, ls=":")
@@ -310,6 +318,7 @@ def latency_scaling_figure(latency: pd.DataFrame, path: Path, caption: str) -> t
             ax.plot(ref.index, ref.values, color="black", lw=2.2, ls="--", marker="s", label="3x3 conv reference")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
+            _plain_log(ax, "y")
             ends = line.sort_values(axis).groupby("attn").tail(1)
             _end_labels(ax, ends[axis].to_numpy(float), ends["median_ms"].to_numpy(float), ends["attn"].tolist(),
                         [palette[n] for n in ends["attn"]])
@@ -394,11 +403,9 @@ def memory_figure(memory: pd.DataFrame, cost: pd.DataFrame, path: Path, caption:
         ax.set_xlabel(label)
         ax.set_ylabel("attention type (sorted by saved bytes)")
         ax.set_title(shape, fontsize=10)
+        for container in ax.containers:
+            ax.bar_label(container, fmt="%.3g", fontsize=7, padding=2)
         ax.grid(True, axis="x", alpha=0.3)
-        if sub["mib"].max() > 0 and sub["mib"][sub["mib"] > 0].min() > 0 and sub["mib"].max() / max(
-                sub["mib"][sub["mib"] > 0].min(), 1e-12) > 100:
-            ax.set_xscale("log")
-            ax.set_xlabel(label + " (log)")
     _caption(fig, "Memory per attention type", caption)
     fig.tight_layout()
     return _save(fig, path), note

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["STAGES", "STAGE_FILES", "StageData", "load_stage", "load_all", "environment_of"]
+__all__ = ["NOT_FAILURES", "STAGES", "STAGE_FILES", "StageData", "load_stage", "load_all", "environment_of"]
 
 STAGES: tuple[str, ...] = ("cost", "latency", "memory", "accuracy")
 
@@ -26,6 +26,10 @@ STAGE_FILES: dict[str, dict[str, str]] = {
     "accuracy": {"runs": "runs.csv", "deltas": "deltas.csv", "records": "runs.jsonl"},
 }
 """The files each stage writes into its folder (table name -> file name)."""
+
+NOT_FAILURES: tuple[str, ...] = ("refused",)
+"""Row statuses that record a deliberate outcome, not a failure (an entry with no place in a
+backbone is ``refused`` by build_model)."""
 
 ENV_KEYS: tuple[str, ...] = (
     "date", "commit", "python", "platform", "cpu", "cpu_count", "threads", "interop_threads",
@@ -48,6 +52,7 @@ class StageData:
     state: str = "missing"
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    failures: int = 0
 
     def table(self, name: str) -> pd.DataFrame:
         """The named table, or an empty frame."""
@@ -151,6 +156,7 @@ def load_stage(raw_dir: Path, stage: str) -> StageData:
         if len(bad):
             counts = ", ".join(f"{n} {s}" for s, n in bad.value_counts().items())
             data.notes.append(f"{len(bad)} of {len(statuses)} rows not ok ({counts})")
+            data.failures = int((~bad.isin(NOT_FAILURES)).sum())
     else:
         data.state = "failed"
         data.notes.append(f"none of its {len(statuses)} rows has status ok")

@@ -20,7 +20,8 @@ FIGURE_TEXT: dict[str, tuple[str, str]] = {
         "conv of the same shape (left) and the extra MACs over the backbone (right). Up and to the "
         "left is better; the red diamonds joined by a step line are the Pareto front (no other type "
         "is both cheaper and more accurate). An interval that crosses the dashed zero line means the "
-        "gain is not distinguishable from seed noise; types without an interval ran one seed.",
+        "gain is not distinguishable from seed noise; types without an interval ran one seed. The MACs are counted on the backbone named on the axis, "
+        "which can differ from the one the accuracy recipe trains (named in the caption).",
     ),
     "latency_heatmap": (
         "Latency ratio across shapes",
@@ -28,7 +29,8 @@ FIGURE_TEXT: dict[str, tuple[str, str]] = {
         "cell is the block's median latency divided by that of a 3x3 conv C->C on the same input, "
         "timed interleaved in one process. Blue is cheaper than the conv, red slower (the colour is "
         "log2 of the ratio). Rows are sorted by the median forward ratio; a row whose colour changes "
-        "across columns scales differently from a convolution.",
+        "across columns scales differently from a convolution. A blank cell was not measured or failed "
+        "(see `latency.csv`'s `status` and `message`).",
     ),
     "counter_agreement": (
         "Counter agreement",
@@ -168,9 +170,10 @@ def render_readme(profile: str, summary: pd.DataFrame, figures: dict[str, str | 
                   extra_env: dict[str, dict[str, str]], stages: dict[str, StageData],
                   captions: dict[str, str], outputs: list[str]) -> str:
     """The whole README text."""
-    missing = [n for n, d in stages.items() if not d.present]
+    missing = [n for n, d in stages.items() if d.state == "missing"]
+    empty = [n for n, d in stages.items() if d.state == "empty"]
     failed = [n for n, d in stages.items() if d.state == "failed"]
-    partial = [n for n, d in stages.items() if d.state == "ok" and d.notes]
+    partial = [n for n, d in stages.items() if d.state == "ok" and d.failures]
     out = [
         f"# attnbench report: `{profile}` profile",
         "",
@@ -179,10 +182,11 @@ def render_readme(profile: str, summary: pd.DataFrame, figures: dict[str, str | 
         "Do not edit by hand.",
         "",
     ]
-    if missing or failed or partial:
+    if missing or empty or failed or partial:
         out.append("**Incomplete:** "
                    + "; ".join(filter(None, [
                        f"missing stages: {', '.join(missing)}" if missing else "",
+                       f"stages without rows: {', '.join(empty)}" if empty else "",
                        f"stages with no successful row: {', '.join(failed)}" if failed else "",
                        f"stages with some failed rows: {', '.join(partial)}" if partial else "",
                    ])) + " (details under [Stages](#stages)).")

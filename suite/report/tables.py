@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .load import StageData
+from .load import NOT_FAILURES, StageData
 
 __all__ = [
     "BASELINE",
@@ -228,6 +228,7 @@ def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFram
     rows: dict[str, dict[str, Any]] = {n: {"attn": n} for n in names}
     stages: dict[str, list[str]] = {n: [] for n in names}
     problems: dict[str, list[str]] = {n: [] for n in names}
+    failed: dict[str, bool] = {n: False for n in names}
 
     def note_status(frame: pd.DataFrame, stage: str) -> None:
         if frame.empty or "attn" not in frame:
@@ -238,6 +239,8 @@ def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFram
             stages[name].append(stage)
             if "status" in group:
                 bad = group[group["status"].astype(str) != "ok"]
+                if (~bad["status"].isin(NOT_FAILURES)).any():
+                    failed[name] = True
                 if len(bad):
                     counts = ", ".join(f"{n} {s}" for s, n in bad["status"].value_counts().items())
                     problems[name].append(f"{stage}: {counts}")
@@ -263,7 +266,10 @@ def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFram
             row["macs_module"] = widest.sort_values(["height", "width"])["macs_fvcore"].iloc[-1]
         model = _ok(cost[cost["level"] == "model"])
         if not model.empty:
-            arch = model["arch"].value_counts().index[0]
+            # the accuracy stage's backbone when the cost stage measured it, else the most measured
+            trained = accuracy["arch"].dropna().unique().tolist() if "arch" in accuracy else []
+            counted = model["arch"].value_counts()
+            arch = next((a for a in trained if a in counted.index), counted.index[0])
             for name, group in model[model["arch"] == arch].groupby("attn"):
                 if name not in rows:
                     continue
@@ -324,10 +330,10 @@ def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFram
     for name, row in rows.items():
         row["stages"] = ",".join(stages[name])
         row["problems"] = "; ".join(problems[name])
-        row["status"] = "ok" if not problems[name] else "partial"
+        row["status"] = "ok" if not failed[name] else "partial"
         if all(_missing(row.get(k)) for k in ("params_over_conv3x3", "extra_params", "latency_ratio_fwd",
                                                "latency_ratio_train", "act_saved_bytes_max", "top1_delta_pp")):
-            row["status"] = "failed"
+            row["status"] = "failed" if failed[name] else "no results"
     summary = pd.DataFrame(list(rows.values()), columns=SUMMARY_COLUMNS)
     order = summary["latency_ratio_fwd"].fillna(math.inf) if len(summary) else summary["attn"]
     return summary.assign(_order=order).sort_values(["_order", "attn"]).drop(columns="_order").reset_index(drop=True)
