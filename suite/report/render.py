@@ -12,7 +12,14 @@ from ..records import write_csv_atomic, write_text_atomic
 from . import figures as fig
 from .load import StageData, environment_of, load_all
 from .readme import FIGURE_TEXT, render_readme
-from .tables import accuracy_table, cost_table, latency_table, memory_table, summary_table
+from .tables import (
+    accuracy_table,
+    cost_table,
+    latency_table,
+    memory_table,
+    primary_latency,
+    summary_table,
+)
 
 __all__ = ["render_report", "TABLES"]
 
@@ -98,14 +105,20 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
         "latency_scaling": _caption(profile, latency, envs["latency"]),
         "memory": _caption(profile, memory, envs["memory"] or envs["cost"]),
     }
+    # the latency figures show one configuration (fp32, contiguous, eager when measured), as the
+    # summary does, rather than a median over dtypes and compile modes
+    primary, latency_config = primary_latency(latency[latency["status"] == "ok"]) if not latency.empty else (latency, "")
+    if latency_config:
+        for key in ("latency_heatmap", "latency_scaling"):
+            captions[key] += f" | shown: {latency_config}"
     figdir = profile_dir / "figures"
     paths: dict[str, Path | None] = {}
     notes: dict[str, str] = {}
     drawers = {
         "cost_benefit": lambda p, c: fig.cost_benefit_figure(summary, p, c),
-        "latency_heatmap": lambda p, c: fig.latency_heatmap_figure(latency, p, c),
+        "latency_heatmap": lambda p, c: fig.latency_heatmap_figure(primary, p, c),
         "counter_agreement": lambda p, c: fig.counter_agreement_figure(cost, p, c),
-        "latency_scaling": lambda p, c: fig.latency_scaling_figure(latency, p, c),
+        "latency_scaling": lambda p, c: fig.latency_scaling_figure(primary, p, c),
         "memory": lambda p, c: fig.memory_figure(memory, cost, p, c),
     }
     needs = {"cost_benefit": "accuracy and (latency or cost)", "latency_heatmap": "latency",

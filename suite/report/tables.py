@@ -31,6 +31,7 @@ __all__ = [
     "accuracy_table",
     "summary_table",
     "SUMMARY_COLUMNS",
+    "primary_latency",
 ]
 
 BASELINE = "none"
@@ -201,7 +202,7 @@ SUMMARY_COLUMNS: list[str] = [
 the shapes measured, the memory and model-level columns are stated per column."""
 
 
-def _primary_latency(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+def primary_latency(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Rows of the configuration the summary reports: fp32 if measured, contiguous, eager."""
     chosen = frame
     parts = []
@@ -283,7 +284,7 @@ def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFram
 
     if not latency.empty:
         ok = _ok(latency)
-        module, config = _primary_latency(ok[ok["level"] == "module"])
+        module, config = primary_latency(ok[ok["level"] == "module"])
         for name, group in module.groupby("attn"):
             if name not in rows:
                 continue
@@ -298,7 +299,7 @@ def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFram
                 row["latency_ratio_fwd_max"] = forward.max()
             if len(train):
                 row["latency_ratio_train"] = train.median()
-        model, _ = _primary_latency(ok[ok["level"] == "model"])
+        model, _ = primary_latency(ok[ok["level"] == "model"])
         for name, group in model.groupby("attn"):
             if name in rows:
                 for mode, field in (("forward", "model_latency_ratio_fwd"), ("train", "model_latency_ratio_train")):
