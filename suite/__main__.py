@@ -16,6 +16,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "memory": ("suite.timing.cli_memory", "bytes saved for backward, peak RSS / CUDA peak memory"),
     "accuracy": ("suite.accuracy.cli", "ImageNet-subset accuracy deltas with paired seeds"),
     "bench": ("suite.bench.cli", "every stage of a profile, then the report (what nox -s bench runs)"),
+    "report": ("suite.report.cli", "tables, figures and README re-rendered from a profile's raw outputs"),
 }
 
 

@@ -1,0 +1,182 @@
+"""Reading the raw outputs of each stage, tolerating missing, empty and partial folders.
+
+A profile folder holds ``raw/<stage>/`` for the stages that ran (see :data:`STAGE_FILES`).
+Each stage's tidy CSVs are read when present; when a CSV is missing but the stage's raw
+JSON-lines records are there (a run killed before it wrote its tables), the table is rebuilt
+from the records. Nothing here measures anything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["NOT_FAILURES", "STAGES", "STAGE_FILES", "StageData", "load_stage", "load_all", "environment_of"]
+
+STAGES: tuple[str, ...] = ("cost", "latency", "memory", "accuracy")
+
+STAGE_FILES: dict[str, dict[str, str]] = {
+    "cost": {"module": "cost_module.csv", "model": "cost_model.csv", "records": "cost_records.jsonl"},
+    "latency": {"latency": "latency.csv", "machine": "machine.csv", "records": "records.jsonl"},
+    "memory": {"memory": "memory.csv", "records": "records.jsonl"},
+    "accuracy": {"runs": "runs.csv", "deltas": "deltas.csv", "records": "runs.jsonl"},
+}
+"""The files each stage writes into its folder (table name -> file name)."""
+
+NOT_FAILURES: tuple[str, ...] = ("refused",)
+"""Row statuses that record a deliberate outcome, not a failure (an entry with no place in a
+backbone is ``refused`` by build_model)."""
+
+ENV_KEYS: tuple[str, ...] = (
+    "date", "commit", "python", "platform", "cpu", "cpu_count", "threads", "interop_threads",
+    "torch_version", "torchvision_version", "fvcore_version", "thop_version", "numpy_version",
+    "pandas_version", "timm_version", "gpu", "gpu_driver", "cuda",
+)
+"""Environment fields the stages record (latency and memory prefix them with ``env_``)."""
+
+
+@dataclass
+class StageData:
+    """What one stage left behind.
+
+    ``state`` is ``ok`` (tables with at least one ``status == ok`` row), ``failed`` (rows, none
+    ok), ``empty`` (the folder exists without usable rows) or ``missing`` (no folder).
+    """
+
+    name: str
+    folder: Path
+    state: str = "missing"
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    failures: int = 0
+
+    def table(self, name: str) -> pd.DataFrame:
+        """The named table, or an empty frame."""
+        return self.tables.get(name, pd.DataFrame())
+
+    @property
+    def present(self) -> bool:
+        return self.state in ("ok", "failed")
+
+
+def _read_csv(path: Path) -> pd.DataFrame | None:
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+        return None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill
+        if isinstance(value, dict):
+            records.append(value)
+    return records
+
+
+def _latest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    latest: dict[str, dict[str, Any]] = {}
+    for i, record in enumerate(records):
+        latest[str(record.get("key", i))] = record
+    return list(latest.values())
+
+
+def _from_records(stage: str, records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+    """Tables rebuilt from raw records when the stage's CSVs are missing."""
+    records = _latest(records)
+    if not records:
+        return {}
+    if stage == "cost":
+        frame = pd.DataFrame(records)
+        level = frame.get("level", pd.Series("module", index=frame.index))
+        return {"module": frame[level == "module"].reset_index(drop=True),
+                "model": frame[level == "model"].reset_index(drop=True)}
+    if stage in ("latency", "memory"):
+        frame = pd.DataFrame(records)
+        kind = frame.get("record", pd.Series(stage, index=frame.index))
+        tables = {stage: frame[kind != "machine"].reset_index(drop=True)}
+        if stage == "latency":
+            tables["machine"] = frame[kind == "machine"].reset_index(drop=True)
+        return tables
+    if stage == "accuracy":
+        from ..accuracy.stats import delta_table
+
+        runs = pd.DataFrame([{k: v for k, v in r.items() if k != "recipe_config"} for r in records])
+        return {"runs": runs, "deltas": pd.DataFrame(delta_table(records, baseline="none"))}
+    return {}
+
+
+def load_stage(raw_dir: Path, stage: str) -> StageData:
+    """Read one stage's folder ``raw_dir / stage``."""
+    folder = Path(raw_dir) / stage
+    data = StageData(stage, folder)
+    if not folder.is_dir():
+        data.notes.append(f"no folder {stage}/: the stage did not run or was skipped")
+        return data
+    files = STAGE_FILES[stage]
+    rebuilt: dict[str, pd.DataFrame] | None = None
+    for name, filename in files.items():
+        if name == "records":
+            continue
+        frame = _read_csv(folder / filename)
+        if frame is None:
+            if rebuilt is None:
+                rebuilt = _from_records(stage, _read_jsonl(folder / files["records"]))
+            frame = rebuilt.get(name)
+            if frame is not None and not frame.empty:
+                data.notes.append(f"{filename} missing or unreadable: rebuilt from {files['records']}")
+        if frame is not None and not frame.empty:
+            data.tables[name] = frame
+    statuses = pd.concat(
+        [t["status"] for n, t in data.tables.items() if "status" in t and n != "machine"] or [pd.Series(dtype=object)]
+    )
+    if stage == "accuracy" and not data.table("deltas").empty and statuses.empty:
+        statuses = pd.Series(["ok"])
+    if statuses.empty:
+        data.state = "empty"
+        data.notes.append(f"{stage}/ holds no usable rows")
+    elif (statuses == "ok").any():
+        data.state = "ok"
+        bad = statuses[statuses != "ok"]
+        if len(bad):
+            counts = ", ".join(f"{n} {s}" for s, n in bad.value_counts().items())
+            data.notes.append(f"{len(bad)} of {len(statuses)} rows not ok ({counts})")
+            data.failures = int((~bad.isin(NOT_FAILURES)).sum())
+    else:
+        data.state = "failed"
+        data.notes.append(f"none of its {len(statuses)} rows has status ok")
+    return data
+
+
+def load_all(raw_dir: Path) -> dict[str, StageData]:
+    """Every stage of :data:`STAGES`, read from ``raw_dir``."""
+    return {stage: load_stage(raw_dir, stage) for stage in STAGES}
+
+
+def environment_of(frame: pd.DataFrame) -> dict[str, Any]:
+    """The environment recorded with the first row of ``frame`` (``env_`` prefix removed)."""
+    if frame is None or frame.empty:
+        return {}
+    row = frame.iloc[0]
+    env: dict[str, Any] = {}
+    for key in ENV_KEYS:
+        for column in (f"env_{key}", key):
+            if column in frame.columns and pd.notna(row[column]) and str(row[column]) != "":
+                env[key] = row[column]
+                break
+    return env

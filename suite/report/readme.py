@@ -1,0 +1,235 @@
+"""The profile's ``README.md``: summary table, figures with how to read them, environment,
+conventions and what was missing."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from .load import StageData
+
+__all__ = ["summary_markdown", "environment_markdown", "render_readme", "FIGURE_TEXT"]
+
+FIGURE_TEXT: dict[str, tuple[str, str]] = {
+    "cost_benefit": (
+        "Cost vs benefit",
+        "Each point is an attention type: its top-1 delta over the baseline (same seeds, paired) "
+        "with the 95% t interval as error bar, against what it costs: the forward latency over a 3x3 "
+        "conv of the same shape (left) and the extra MACs over the backbone (right). Up and to the "
+        "left is better; the red diamonds joined by a step line are the Pareto front (no other type "
+        "is both cheaper and more accurate). An interval that crosses the dashed zero line means the "
+        "gain is not distinguishable from seed noise; types without an interval ran one seed. The MACs are counted on the backbone named on the axis, "
+        "which can differ from the one the accuracy recipe trains (named in the caption).",
+    ),
+    "latency_heatmap": (
+        "Latency ratio across shapes",
+        "One row per attention type, one column per input shape (batch, channels, resolution); the "
+        "cell is the block's median latency divided by that of a 3x3 conv C->C on the same input, "
+        "timed interleaved in one process. Blue is cheaper than the conv, red slower (the colour is "
+        "log2 of the ratio). Rows are sorted by the median forward ratio; a row whose colour changes "
+        "across columns scales differently from a convolution. A blank cell was not measured or failed "
+        "(see `latency.csv`'s `status` and `message`).",
+    ),
+    "counter_agreement": (
+        "Counter agreement",
+        "For each type, each counter's MACs divided by the closed form (`formula_macs`), median over "
+        "the shapes. Points on the black line at 1 agree. Counters as shipped skip ops (fvcore ignores "
+        "or lacks handles for elementwise ops, reductions and activations; thop has no rule for many "
+        "activations; torch's FlopCounterMode counts only matmul/conv), so they fall left of 1: the "
+        "distance is the share of the block's work they miss. Points at the dotted floor counted zero.",
+    ),
+    "latency_scaling": (
+        "Latency scaling",
+        "Median latency (log) against each axis the latency sweep varied, the other axes held at "
+        "their largest value; one coloured line per type, labelled at its right end, and the 3x3 conv "
+        "reference as a black dashed line. A line parallel to the reference scales like a convolution; "
+        "a flatter line is overhead-bound (fixed cost per call), a steeper one grows faster than the conv.",
+    ),
+    "memory": (
+        "Memory",
+        "Left: bytes one training step saves for backward (activations kept alive until the backward "
+        "pass); right: the memory one step added (CUDA peak allocated memory on a GPU, growth of the "
+        "peak RSS of a fresh process on a CPU: coarse, page-granular, and zero when the allocator "
+        "reused memory). Both at the largest input measured.",
+    ),
+}
+
+CONVENTIONS = """\
+* **MACs vs FLOPs.** `macs_*` columns count one multiply-accumulate as 1 (fvcore's and thop's
+  convention for a fused multiply-add); `flops_*` columns count 2 per MAC (torch's
+  `FlopCounterMode`). The closed forms (`macs_formula`) follow `modules/_base.py`: conv / linear /
+  matmul MACs without bias, batch norm 2 per element (eval), reductions 1 per element read,
+  elementwise ops and activations 1 per element written, data movement free.
+* **What each counter skips** (per row in `cost.csv`, as `op=MACs;...`):
+  `fvcore_shipped_gap` is what fvcore as shipped misses or prices differently (elementwise ops,
+  reductions and sigmoid are unsupported, relu ignored); `thop_shipped_gap` the same for thop as
+  shipped (functional ops are invisible to its module hooks, several activations have no rule);
+  `torch_missed` what `FlopCounterMode` does not count (anything but matmul/conv);
+  `uncounted_ops` what no counter, ours included, accounts for (empty for every registered type).
+  `macs_fvcore` / `macs_thop` are the two libraries with our handles and rules; they are what
+  `macs_*` in the summary means. `macs_fvcore_shipped_conv_linear` reproduces torchvision's
+  published GMACs.
+* **References.** Module level: a 3x3 convolution C -> C without bias on the same input
+  (`conv3x3_params` = 9 C^2, `conv3x3_macs` = 9 C^2 H W per image); the latency stage times exactly
+  this conv interleaved with the block. Model level: the same architecture without attention
+  (`backbone_*`); `extra_*` is what the attention adds, `*_pct` relative to the backbone.
+* **Units.** `*_ms` milliseconds, `*_bytes` bytes, `*_pct` percent, `*_pp` percentage points;
+  `top1_pct` is top-1 accuracy in %; the accuracy delta is the mean over seeds of (attention -
+  baseline) at the same seed, with a 95% interval from the t distribution (`n_seeds` pairs).
+* **Summary aggregation.** `latency_ratio_fwd` / `latency_ratio_train`, `params_over_conv3x3`,
+  `macs_over_conv3x3` and `act_saved_over_input` are medians over the shapes measured
+  (`latency_ratio_fwd_min` / `_max` give the spread, `latency_config` the device, dtype, memory
+  format and compile mode they come from); `params_module` / `macs_module` are at the largest
+  channel count and input of the cost stage (`module_channels`); the `*_bytes_max` columns at
+  the largest input of the memory stage.
+"""
+
+
+def _fmt(value: Any, kind: str = "g") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "x":
+        return f"{value:.3g}x"
+    if kind == "pct":
+        return f"{value:.3g}%"
+    if kind == "pp":
+        return f"{value:+.2f}"
+    if kind == "mib":
+        return f"{value / 2**20:.3g}"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """The summary as a markdown table (a readable subset of ``summary.csv``'s columns)."""
+    if summary.empty:
+        return "_No attention type has any result._\n"
+    arch = summary["model_arch"].dropna()
+    arch = arch.iloc[0] if len(arch) else "backbone"
+    header = ["attention", "kind", "params / conv3x3", "MACs / conv3x3", f"extra params ({arch})",
+              f"extra MACs ({arch})", "latency fwd / conv3x3", "train / conv3x3", "saved for bwd / input",
+              "top-1 delta, pp [95% CI]", "seeds", "status"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in summary.to_dict("records"):
+        ci = ""
+        if _fmt(row.get("top1_delta_pp")):
+            ci = _fmt(row["top1_delta_pp"], "pp")
+            if _fmt(row.get("top1_ci_low_pp")):
+                ci += f" [{_fmt(row['top1_ci_low_pp'], 'pp')}, {_fmt(row['top1_ci_high_pp'], 'pp')}]"
+        extra_p = _fmt(row.get("extra_params"), "int")
+        if extra_p and _fmt(row.get("extra_params_pct")):
+            extra_p += f" ({_fmt(row['extra_params_pct'], 'pct')})"
+        extra_m = _fmt(row.get("extra_macs_pct"), "pct")
+        status = row.get("status") or ""
+        if row.get("problems"):
+            status += f": {row['problems']}"
+        cells = [f"`{row['attn']}`", _fmt(row.get("kind")), _fmt(row.get("params_over_conv3x3"), "x"),
+                 _fmt(row.get("macs_over_conv3x3"), "x"), extra_p, extra_m,
+                 _fmt(row.get("latency_ratio_fwd"), "x"), _fmt(row.get("latency_ratio_train"), "x"),
+                 _fmt(row.get("act_saved_over_input"), "x"), ci, _fmt(row.get("n_seeds"), "int"), status]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+_ENV_ROWS = [
+    ("date", "date"), ("commit", "commit"), ("cpu", "CPU"), ("cpu_count", "CPU cores"),
+    ("threads", "torch threads"), ("gpu", "GPU"), ("gpu_driver", "GPU driver"), ("cuda", "CUDA"),
+    ("python", "Python"), ("torch_version", "torch"), ("torchvision_version", "torchvision"),
+    ("fvcore_version", "fvcore"), ("thop_version", "thop"), ("timm_version", "timm"),
+    ("numpy_version", "numpy"), ("pandas_version", "pandas"), ("platform", "platform"),
+]
+
+
+def environment_markdown(envs: dict[str, dict[str, Any]], extra: dict[str, dict[str, str]]) -> str:
+    """One column per stage that ran: the environment its first record carried."""
+    stages = [s for s in envs if envs[s]]
+    if not stages:
+        return "_No stage recorded an environment._\n"
+    lines = ["| | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
+    keys = [(k, label) for k, label in _ENV_ROWS if any(k in envs[s] for s in stages)]
+    extra_keys = sorted({k for s in stages for k in extra.get(s, {})})
+    for key, label in keys:
+        lines.append(f"| {label} | " + " | ".join(str(envs[s].get(key, "")) or "" for s in stages) + " |")
+    for key in extra_keys:
+        lines.append(f"| {key} | " + " | ".join(str(extra.get(s, {}).get(key, "")) for s in stages) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def stages_markdown(stages: dict[str, StageData]) -> str:
+    lines = ["| stage | state | notes |", "|---|---|---|"]
+    for name, data in stages.items():
+        lines.append(f"| {name} | {data.state} | {'; '.join(data.notes) or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_readme(profile: str, summary: pd.DataFrame, figures: dict[str, str | None],
+                  figure_notes: dict[str, str], envs: dict[str, dict[str, Any]],
+                  extra_env: dict[str, dict[str, str]], stages: dict[str, StageData],
+                  captions: dict[str, str], outputs: list[str]) -> str:
+    """The whole README text."""
+    missing = [n for n, d in stages.items() if d.state == "missing"]
+    empty = [n for n, d in stages.items() if d.state == "empty"]
+    failed = [n for n, d in stages.items() if d.state == "failed"]
+    partial = [n for n, d in stages.items() if d.state == "ok" and d.failures]
+    out = [
+        f"# attnbench report: `{profile}` profile",
+        "",
+        "Generated by `python -m suite report` from the raw stage outputs under `raw/` (nothing is "
+        "measured while rendering; re-run it to regenerate every table, figure and this file). "
+        "Do not edit by hand.",
+        "",
+    ]
+    if missing or empty or failed or partial:
+        out.append("**Incomplete:** "
+                   + "; ".join(filter(None, [
+                       f"missing stages: {', '.join(missing)}" if missing else "",
+                       f"stages without rows: {', '.join(empty)}" if empty else "",
+                       f"stages with no successful row: {', '.join(failed)}" if failed else "",
+                       f"stages with some failed rows: {', '.join(partial)}" if partial else "",
+                   ])) + " (details under [Stages](#stages)).")
+        out.append("")
+    out += [
+        "## Summary",
+        "",
+        "One row per attention type, sorted by forward latency ratio. Ratios to `conv3x3` are over a "
+        "3x3 conv C->C on the same input (median over shapes); extra params/MACs are over the backbone "
+        "without attention; the top-1 delta is over that backbone in percentage points, paired by seed. "
+        "Every column, and more, is in [`summary.csv`](summary.csv).",
+        "",
+        summary_markdown(summary),
+        "## Figures",
+        "",
+    ]
+    for key, (title, text) in FIGURE_TEXT.items():
+        out += [f"### {title}", ""]
+        path = figures.get(key)
+        if path:
+            out += [f"![{title}]({path})", "", f"*{captions.get(key, '')}*", "", text]
+            if figure_notes.get(key):
+                out += ["", f"Data: {figure_notes[key]}."]
+        else:
+            out.append(f"_Not drawn: {figure_notes.get(key) or 'the data it needs is missing'}._")
+        out.append("")
+    out += [
+        "## Tables",
+        "",
+        "Tidy CSVs, one row per attention type x configuration, rebuilt from `raw/`:",
+        "",
+        *[f"* [`{name}`]({name})" for name in outputs],
+        "",
+        "## Conventions",
+        "",
+        CONVENTIONS,
+        "## Environment",
+        "",
+        "As recorded by each stage with its first row (the figures' captions use the same values).",
+        "",
+        environment_markdown(envs, extra_env),
+        "## Stages",
+        "",
+        stages_markdown(stages),
+    ]
+    return "\n".join(out)

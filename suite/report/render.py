@@ -1,0 +1,181 @@
+"""``render_report``: every table, figure and the README of one profile folder, from ``raw/``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..records import write_csv_atomic, write_text_atomic
+from . import figures as fig
+from .load import StageData, environment_of, load_all
+from .readme import FIGURE_TEXT, render_readme
+from .tables import (
+    accuracy_table,
+    cost_table,
+    latency_table,
+    memory_table,
+    primary_latency,
+    summary_table,
+)
+
+__all__ = ["render_report", "TABLES"]
+
+TABLES: tuple[str, ...] = ("summary.csv", "cost.csv", "latency.csv", "memory.csv", "accuracy.csv")
+
+
+def _values(frame: pd.DataFrame, column: str) -> str:
+    if frame.empty or column not in frame:
+        return ""
+    values = [str(v).replace(".0", "") if isinstance(v, float) else str(v) for v in frame[column].dropna().unique()]
+    return "/".join(sorted(values))
+
+
+def _device(frame: pd.DataFrame, env: dict[str, Any]) -> str:
+    device = _values(frame, "device") or "cpu"
+    hardware = env.get("gpu") if "cuda" in device and env.get("gpu") else env.get("cpu", "")
+    return f"{device} ({hardware})" if hardware else device
+
+
+def _caption(profile: str, frame: pd.DataFrame, env: dict[str, Any], extra: str = "") -> str:
+    ok = frame[frame["status"] == "ok"] if not frame.empty and "status" in frame else frame
+    parts = [f"profile {profile}", f"device {_device(ok, env)}"]
+    dtype = _values(ok, "dtype")
+    parts.append(f"dtype {dtype}" if dtype else "dtype fp32")
+    threads = _values(ok, "threads") or str(env.get("threads", "?"))
+    parts.append(f"threads {threads}")
+    if env.get("commit"):
+        parts.append(f"commit {env['commit']}")
+    return " | ".join(parts) + (f" | {extra}" if extra else "")
+
+
+def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, Any]:
+    """Re-render ``profile_dir``'s tables, figures and README from ``profile_dir/raw/<stage>/``.
+
+    Nothing is measured. A missing, empty or failed stage is reported, never raised.
+
+    Args:
+        profile_dir: ``reports/<profile>``, holding ``raw/``.
+        profile: the profile's name for titles (default: the folder's name).
+
+    Returns:
+        ``{"profile", "dir", "tables": [paths], "figures": {name: path or None},
+        "stages": {stage: state}, "notes": {stage: [...]}, "types": n, "seconds": wall time}``.
+
+    Raises:
+        FileNotFoundError: ``profile_dir`` does not exist.
+    """
+    start = time.perf_counter()
+    profile_dir = Path(profile_dir)
+    if not profile_dir.is_dir():
+        raise FileNotFoundError(f"no report folder {profile_dir} (expected reports/<profile> holding raw/<stage>/)")
+    profile = profile or profile_dir.name
+    stages: dict[str, StageData] = load_all(profile_dir / "raw")
+
+    cost = cost_table(stages["cost"])
+    latency = latency_table(stages["latency"])
+    memory = memory_table(stages["memory"])
+    accuracy = accuracy_table(stages["accuracy"])
+    summary = summary_table(cost, latency, memory, accuracy)
+    tables = {"summary.csv": summary, "cost.csv": cost, "latency.csv": latency, "memory.csv": memory,
+              "accuracy.csv": accuracy}
+    for name, frame in tables.items():
+        write_csv_atomic(profile_dir / name, frame)
+
+    envs = {
+        "cost": environment_of(stages["cost"].table("module")) or environment_of(stages["cost"].table("model")),
+        "latency": environment_of(stages["latency"].table("latency")),
+        "memory": environment_of(stages["memory"].table("memory")),
+        "accuracy": environment_of(stages["accuracy"].table("runs")),
+    }
+    extra_env = _extra_environment(stages)
+    acc_note = ""
+    if not accuracy.empty:
+        acc_note = f"accuracy: {_values(accuracy, 'profile') or '?'} recipe, {_values(accuracy, 'arch') or '?'}"
+    count_device = _values(cost, "count_device")
+    captions = {
+        "cost_benefit": _caption(profile, latency, envs["latency"] or envs["cost"], acc_note),
+        "latency_heatmap": _caption(profile, latency, envs["latency"]),
+        "counter_agreement": (f"profile {profile} | counted, not timed (device {count_device or '?'}, batch "
+                              f"{_values(cost[cost['level'] == 'module'], 'batch') if not cost.empty else '?'}) | "
+                              f"threads {envs['cost'].get('threads', '?')} | fvcore {envs['cost'].get('fvcore_version', '?')}, "
+                              f"thop {envs['cost'].get('thop_version', '?')}, torch {envs['cost'].get('torch_version', '?')}"),
+        "latency_scaling": _caption(profile, latency, envs["latency"]),
+        "memory": _caption(profile, memory, envs["memory"] or envs["cost"]),
+    }
+    # the latency figures show one configuration (fp32, contiguous, eager when measured), as the
+    # summary does, rather than a median over dtypes and compile modes
+    primary, latency_config = primary_latency(latency[latency["status"] == "ok"]) if not latency.empty else (latency, "")
+    if latency_config:
+        for key in ("latency_heatmap", "latency_scaling"):
+            captions[key] += f" | shown: {latency_config}"
+    figdir = profile_dir / "figures"
+    paths: dict[str, Path | None] = {}
+    notes: dict[str, str] = {}
+    drawers = {
+        "cost_benefit": lambda p, c: fig.cost_benefit_figure(summary, p, c),
+        "latency_heatmap": lambda p, c: fig.latency_heatmap_figure(primary, p, c),
+        "counter_agreement": lambda p, c: fig.counter_agreement_figure(cost, p, c),
+        "latency_scaling": lambda p, c: fig.latency_scaling_figure(primary, p, c),
+        "memory": lambda p, c: fig.memory_figure(memory, cost, p, c),
+    }
+    needs = {"cost_benefit": "accuracy and (latency or cost)", "latency_heatmap": "latency",
+             "counter_agreement": "cost", "latency_scaling": "latency", "memory": "memory or cost"}
+    for key, draw in drawers.items():
+        try:
+            result = draw(figdir / f"{key}.png", captions[key])
+        except Exception as exc:  # a figure must not take the report down; say why it is absent
+            result = None
+            notes[key] = f"drawing failed ({type(exc).__name__}: {exc})"
+        if isinstance(result, tuple):
+            result, notes[key] = result
+        paths[key] = result
+        if result is None and key not in notes:
+            notes[key] = f"needs successful rows from the {needs[key]} stage(s)"
+        elif result is None and notes.get(key) and "failed" not in notes[key]:
+            notes[key] = f"{notes[key]}"
+        if result is None:
+            stale = figdir / f"{key}.png"
+            if stale.exists():
+                stale.unlink()  # a figure from an older render would contradict this README
+    relative = {k: (f"figures/{p.name}" if p else None) for k, p in paths.items()}
+    readme = render_readme(profile, summary, relative, notes, envs, extra_env, stages, captions, list(tables))
+    write_text_atomic(profile_dir / "README.md", readme)
+    assert set(FIGURE_TEXT) == set(drawers)
+    return {
+        "profile": profile,
+        "dir": str(profile_dir),
+        "tables": [str(profile_dir / n) for n in tables],
+        "readme": str(profile_dir / "README.md"),
+        "figures": {k: (str(p) if p else None) for k, p in paths.items()},
+        "figure_notes": notes,
+        "stages": {n: d.state for n, d in stages.items()},
+        "notes": {n: d.notes for n, d in stages.items()},
+        "types": int(len(summary)),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _extra_environment(stages: dict[str, StageData]) -> dict[str, dict[str, str]]:
+    """Stage settings worth a row in the environment table (timer, machine peaks, recipe)."""
+    extra: dict[str, dict[str, str]] = {}
+    latency = stages["latency"].table("latency")
+    if not latency.empty:
+        row = latency.iloc[0]
+        extra["latency"] = {k: str(row[f"env_{k}"]) for k in ("timer", "clock") if f"env_{k}" in latency
+                            and pd.notna(row[f"env_{k}"])}
+        if "loadavg_1m" in latency:
+            extra["latency"]["load average (1 min), max"] = f"{pd.to_numeric(latency['loadavg_1m'], errors='coerce').max():.2f}"
+    machine = stages["latency"].table("machine")
+    if not machine.empty and "quantity" in machine:
+        for record in machine.to_dict("records"):
+            label = str(record["quantity"]) + (f" {record['dtype']}" if pd.notna(record.get("dtype")) and record.get("dtype") else "")
+            extra.setdefault("latency", {})[label] = f"{float(record['value']):.1f}"
+    runs = stages["accuracy"].table("runs")
+    if not runs.empty:
+        row = runs.iloc[0]
+        extra["accuracy"] = {k: str(row[k]) for k in ("profile", "arch", "data", "recipe", "epochs", "bf16")
+                             if k in runs and pd.notna(row[k])}
+    return extra

@@ -1,0 +1,344 @@
+"""Tidy tables joined from the stages' raw outputs: one row per attention type x configuration,
+and a summary with one row per attention type.
+
+Column conventions (stated again in the rendered README):
+
+* ``macs_*`` count one multiply-accumulate as 1, ``flops_*`` count 2 per MAC;
+* ``*_ms`` are milliseconds, ``*_bytes`` bytes, ``*_pct`` percent, ``*_pp`` percentage points;
+* ``conv3x3_*`` is the module-level reference: a 3x3 convolution C -> C without bias on the same
+  input (``9 C^2`` parameters, ``9 C^2 H W`` MACs per image) -- the convolution a ResNet block
+  runs next to the attention block, and the reference the latency stage times in the same
+  process;
+* ``backbone_*`` / ``extra_*`` at model level: the architecture without attention, and what
+  the attention adds to it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .load import NOT_FAILURES, StageData
+
+__all__ = [
+    "BASELINE",
+    "cost_table",
+    "latency_table",
+    "memory_table",
+    "accuracy_table",
+    "summary_table",
+    "SUMMARY_COLUMNS",
+    "primary_latency",
+]
+
+BASELINE = "none"
+"""The accuracy stage's name for the backbone without attention."""
+
+_CONFIG = ["level", "attn", "arch", "mode", "device", "dtype", "memory_format", "compile",
+           "batch", "channels", "size", "threads"]
+
+_COST_MODULE = [
+    "level", "attn", "family", "kind", "placement", "arch", "batch", "channels", "height", "width",
+    "status", "message",
+    "params_total", "params_formula", "conv3x3_params", "params_over_conv3x3",
+    "macs_formula", "macs_fvcore", "macs_fvcore_shipped", "macs_fvcore_shipped_conv_linear", "macs_thop",
+    "macs_thop_shipped", "flops_torch", "macs_dispatch", "conv3x3_macs", "macs_over_conv3x3",
+    "act_saved_bytes", "uncounted_ops", "fvcore_shipped_gap", "thop_shipped_gap", "torch_missed",
+    "count_device",
+]
+_COST_MODEL = [
+    "level", "attn", "family", "kind", "placement", "arch", "batch", "channels", "height", "width",
+    "status", "message",
+    "params_total", "backbone_params", "extra_params", "extra_params_pct",
+    "macs_fvcore", "backbone_macs_fvcore", "extra_macs_fvcore", "extra_macs_pct",
+    "macs_fvcore_shipped", "macs_fvcore_shipped_conv_linear", "macs_thop", "macs_thop_shipped", "flops_torch",
+    "macs_dispatch", "extra_macs_thop", "extra_flops_torch", "macs_formula_attn", "params_formula_attn",
+    "act_saved_bytes", "extra_act_saved_bytes", "attn_modules", "uncounted_ops", "fvcore_shipped_gap",
+    "thop_shipped_gap", "torch_missed", "count_device",
+]
+
+
+def _num(frame: pd.DataFrame, column: str) -> pd.Series:
+    if column not in frame:
+        return pd.Series(np.nan, index=frame.index, dtype=float)
+    return pd.to_numeric(frame[column], errors="coerce")
+
+
+def _keep(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return frame[[c for c in columns if c in frame.columns]]
+
+
+def _ok(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty or "status" not in frame:
+        return frame
+    return frame[frame["status"] == "ok"]
+
+
+def cost_table(stage: StageData) -> pd.DataFrame:
+    """``cost.csv``: module-level rows (with the 3x3-conv reference) then model-level rows
+    (with the backbone and the extra over it)."""
+    parts = []
+    module = stage.table("module").copy()
+    if not module.empty:
+        module["level"] = "module"
+        c = _num(module, "channels")
+        hw = _num(module, "height") * _num(module, "width")
+        batch = _num(module, "batch").fillna(1)
+        module["conv3x3_params"] = 9 * c * c
+        module["conv3x3_macs"] = 9 * c * c * hw * batch
+        module["params_over_conv3x3"] = _num(module, "params_total") / module["conv3x3_params"]
+        module["macs_over_conv3x3"] = _num(module, "macs_fvcore") / module["conv3x3_macs"]
+        parts.append(_keep(module, _COST_MODULE))
+    model = stage.table("model").copy()
+    if not model.empty:
+        model["level"] = "model"
+        base = model[(model["attn"] == BASELINE) & (model.get("status") == "ok")]
+        base = base.drop_duplicates("arch").set_index("arch")
+        for src, dst in (("params_total", "backbone_params"), ("macs_fvcore", "backbone_macs_fvcore")):
+            model[dst] = model["arch"].map(_num(base, src)) if not base.empty else np.nan
+        for src, dst in (("delta_params_total", "extra_params"), ("delta_macs_fvcore", "extra_macs_fvcore"),
+                         ("delta_macs_thop", "extra_macs_thop"), ("delta_flops_torch", "extra_flops_torch"),
+                         ("delta_act_saved_bytes", "extra_act_saved_bytes")):
+            model[dst] = _num(model, src)
+        model["extra_params_pct"] = 100 * model["extra_params"] / _num(model, "backbone_params")
+        model["extra_macs_pct"] = 100 * model["extra_macs_fvcore"] / _num(model, "backbone_macs_fvcore")
+        parts.append(_keep(model, _COST_MODEL))
+    if not parts:
+        return pd.DataFrame(columns=_COST_MODULE)
+    return pd.concat(parts, ignore_index=True)
+
+
+_LATENCY = _CONFIG + [
+    "status", "message", "median_ms", "ci_low_ms", "ci_high_ms", "iqr_ms", "p90_ms", "p99_ms", "mean_ms",
+    "min_ms", "n", "calls_per_sample", "converged", "reference", "ref_median_ms", "ratio_to_ref", "params",
+    "macs_formula", "min_bytes", "bound", "roofline_fraction", "compile_s", "loadavg_1m",
+]
+
+
+def latency_table(stage: StageData) -> pd.DataFrame:
+    """``latency.csv``: one row per attention type x configuration; ``ratio_to_ref`` is the
+    median over the reference's median, both measured interleaved in one process."""
+    frame = stage.table("latency").copy()
+    if frame.empty:
+        return pd.DataFrame(columns=_LATENCY)
+    frame = frame.rename(columns={"name": "attn", "ratio": "ratio_to_ref", "formula_macs": "macs_formula"})
+    if "level" not in frame:
+        frame["level"] = "module"
+    return _keep(frame, _LATENCY).reset_index(drop=True)
+
+
+_MEMORY = _CONFIG + [
+    "status", "message", "input_bytes", "output_bytes", "param_bytes", "act_saved_bytes", "act_saved_tensors",
+    "act_saved_over_input", "step_peak_bytes", "step_rss_bytes", "peak_rss_bytes", "cuda_step_peak_bytes",
+    "cuda_peak_bytes", "isolation", "loadavg_1m",
+]
+
+
+def memory_table(stage: StageData) -> pd.DataFrame:
+    """``memory.csv``: one row per attention type x configuration. ``step_peak_bytes`` is the
+    memory one step added: CUDA peak allocated where measured on CUDA, else the peak RSS growth."""
+    frame = stage.table("memory").copy()
+    if frame.empty:
+        return pd.DataFrame(columns=_MEMORY)
+    frame = frame.rename(columns={"name": "attn"})
+    if "level" not in frame:
+        frame["level"] = "module"
+    frame["act_saved_over_input"] = _num(frame, "act_saved_bytes") / _num(frame, "input_bytes")
+    frame["step_peak_bytes"] = _num(frame, "cuda_step_peak_bytes").fillna(_num(frame, "step_rss_bytes"))
+    return _keep(frame, _MEMORY).reset_index(drop=True)
+
+
+_ACCURACY = [
+    "attn", "profile", "arch", "recipe", "runs", "n_seeds", "status",
+    "top1_pct", "top5_pct", "top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "top1_significant",
+    "top5_delta_pp", "top5_ci_low_pp", "top5_ci_high_pp", "top5_significant", "runs_not_ok",
+]
+
+
+def accuracy_table(stage: StageData) -> pd.DataFrame:
+    """``accuracy.csv``: per attention type (the baseline ``none`` first), top-1/top-5 in %, the
+    paired delta over the baseline in percentage points with its 95% t interval."""
+    deltas = stage.table("deltas").copy()
+    if deltas.empty:
+        return pd.DataFrame(columns=_ACCURACY)
+    runs = stage.table("runs")
+    out = pd.DataFrame({"attn": deltas["attn"]})
+    for field in ("profile", "arch", "recipe"):
+        if field in runs:
+            first = runs.dropna(subset=[field]).drop_duplicates("attn").set_index("attn")[field]
+            out[field] = out["attn"].map(first)
+    out["runs"] = _num(deltas, "runs")
+    out["n_seeds"] = _num(deltas, "top1_pairs")
+    out.loc[out["attn"] == BASELINE, "n_seeds"] = out["runs"]
+    if "status" in runs:
+        bad = runs[runs["status"] != "ok"].groupby("attn").size()
+        out["runs_not_ok"] = out["attn"].map(bad).fillna(0).astype(int)
+    else:
+        out["runs_not_ok"] = 0
+    out["status"] = np.where(out["runs_not_ok"] > 0, "some runs not ok", "ok")
+    for metric in ("top1", "top5"):
+        out[f"{metric}_pct"] = 100 * _num(deltas, f"{metric}_mean")
+        for src, dst in (("delta", "delta_pp"), ("ci_low", "ci_low_pp"), ("ci_high", "ci_high_pp")):
+            out[f"{metric}_{dst}"] = 100 * _num(deltas, f"{metric}_{src}")
+        if f"{metric}_significant" in deltas:
+            out[f"{metric}_significant"] = deltas[f"{metric}_significant"]
+    return _keep(out, _ACCURACY).reset_index(drop=True)
+
+
+SUMMARY_COLUMNS: list[str] = [
+    "attn", "family", "kind", "placement", "status", "stages", "problems",
+    "params_over_conv3x3", "macs_over_conv3x3", "module_channels", "params_module", "macs_module",
+    "model_arch", "extra_params", "extra_params_pct", "extra_macs_fvcore", "extra_macs_pct",
+    "latency_ratio_fwd", "latency_ratio_fwd_min", "latency_ratio_fwd_max", "latency_ratio_train",
+    "latency_shapes", "latency_config",
+    "model_latency_ratio_fwd", "model_latency_ratio_train",
+    "act_saved_over_input", "act_saved_bytes_max", "step_peak_bytes_max",
+    "top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "n_seeds", "top1_significant",
+]
+"""The columns of ``summary.csv``; the ``*_over_conv3x3`` and latency ratios are medians over
+the shapes measured, the memory and model-level columns are stated per column."""
+
+
+def primary_latency(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Rows of the configuration the summary reports: fp32 if measured, contiguous, eager."""
+    chosen = frame
+    parts = []
+    for column, preferred in (("device", None), ("dtype", "fp32"), ("memory_format", "contiguous"),
+                              ("compile", "eager")):
+        if column not in chosen or chosen.empty:
+            continue
+        values = chosen[column].dropna().unique().tolist()
+        if not values:
+            continue
+        value = preferred if preferred in values else chosen[column].value_counts().index[0]
+        chosen = chosen[chosen[column] == value]
+        parts.append(str(value))
+    return chosen, " ".join(parts)
+
+
+def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFrame,
+                  accuracy: pd.DataFrame) -> pd.DataFrame:
+    """One row per attention type seen by any stage (the baseline excluded)."""
+    names: list[str] = []
+    for frame in (cost, latency, memory, accuracy):
+        if not frame.empty and "attn" in frame:
+            names += [n for n in frame["attn"].dropna().astype(str).unique() if n != BASELINE and n not in names]
+    rows: dict[str, dict[str, Any]] = {n: {"attn": n} for n in names}
+    stages: dict[str, list[str]] = {n: [] for n in names}
+    problems: dict[str, list[str]] = {n: [] for n in names}
+    failed: dict[str, bool] = {n: False for n in names}
+
+    def note_status(frame: pd.DataFrame, stage: str) -> None:
+        if frame.empty or "attn" not in frame:
+            return
+        for name, group in frame.groupby("attn"):
+            if name not in rows:
+                continue
+            stages[name].append(stage)
+            if "status" in group:
+                bad = group[group["status"].astype(str) != "ok"]
+                if (~bad["status"].isin(NOT_FAILURES)).any():
+                    failed[name] = True
+                if len(bad):
+                    counts = ", ".join(f"{n} {s}" for s, n in bad["status"].value_counts().items())
+                    problems[name].append(f"{stage}: {counts}")
+
+    note_status(cost, "cost")
+    note_status(latency, "latency")
+    note_status(memory, "memory")
+    note_status(accuracy, "accuracy")
+
+    if not cost.empty:
+        module = _ok(cost[cost["level"] == "module"])
+        for name, group in module.groupby("attn"):
+            if name not in rows:
+                continue
+            row = rows[name]
+            for field in ("family", "kind", "placement"):
+                row[field] = group[field].iloc[0] if field in group else None
+            row["params_over_conv3x3"] = group["params_over_conv3x3"].median()
+            row["macs_over_conv3x3"] = group["macs_over_conv3x3"].median()
+            widest = group[group["channels"] == group["channels"].max()]
+            row["module_channels"] = int(widest["channels"].iloc[0])
+            row["params_module"] = widest["params_total"].iloc[0]
+            row["macs_module"] = widest.sort_values(["height", "width"])["macs_fvcore"].iloc[-1]
+        model = _ok(cost[cost["level"] == "model"])
+        if not model.empty:
+            # the accuracy stage's backbone when the cost stage measured it, else the most measured
+            trained = accuracy["arch"].dropna().unique().tolist() if "arch" in accuracy else []
+            counted = model["arch"].value_counts()
+            arch = next((a for a in trained if a in counted.index), counted.index[0])
+            for name, group in model[model["arch"] == arch].groupby("attn"):
+                if name not in rows:
+                    continue
+                row = rows[name]
+                for field in ("family", "kind", "placement"):
+                    if pd.isna(row.get(field)) and field in group:
+                        row[field] = group[field].iloc[0]
+                row["model_arch"] = arch
+                for field in ("extra_params", "extra_params_pct", "extra_macs_fvcore", "extra_macs_pct"):
+                    row[field] = group[field].iloc[0]
+
+    if not latency.empty:
+        ok = _ok(latency)
+        module, config = primary_latency(ok[ok["level"] == "module"])
+        for name, group in module.groupby("attn"):
+            if name not in rows:
+                continue
+            forward = group[group["mode"] == "forward"]["ratio_to_ref"]
+            train = group[group["mode"] == "train"]["ratio_to_ref"]
+            row = rows[name]
+            row["latency_config"] = config
+            row["latency_shapes"] = int(len(forward) or len(train))
+            if len(forward):
+                row["latency_ratio_fwd"] = forward.median()
+                row["latency_ratio_fwd_min"] = forward.min()
+                row["latency_ratio_fwd_max"] = forward.max()
+            if len(train):
+                row["latency_ratio_train"] = train.median()
+        model, _ = primary_latency(ok[ok["level"] == "model"])
+        for name, group in model.groupby("attn"):
+            if name in rows:
+                for mode, field in (("forward", "model_latency_ratio_fwd"), ("train", "model_latency_ratio_train")):
+                    values = group[group["mode"] == mode]["ratio_to_ref"]
+                    if len(values):
+                        rows[name][field] = values.median()
+
+    if not memory.empty:
+        ok = _ok(memory)
+        for name, group in ok.groupby("attn"):
+            if name not in rows:
+                continue
+            row = rows[name]
+            saved = group["act_saved_bytes"].dropna() if "act_saved_bytes" in group else pd.Series(dtype=float)
+            if len(saved):
+                row["act_saved_over_input"] = group["act_saved_over_input"].median()
+                row["act_saved_bytes_max"] = saved.max()
+            peak = group["step_peak_bytes"].dropna() if "step_peak_bytes" in group else pd.Series(dtype=float)
+            if len(peak):
+                row["step_peak_bytes_max"] = peak.max()
+
+    if not accuracy.empty:
+        for record in accuracy.to_dict("records"):
+            name = record["attn"]
+            if name in rows:
+                for field in ("top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "n_seeds", "top1_significant"):
+                    rows[name][field] = record.get(field)
+
+    for name, row in rows.items():
+        row["stages"] = ",".join(stages[name])
+        row["problems"] = "; ".join(problems[name])
+        row["status"] = "ok" if not failed[name] else "partial"
+        if all(_missing(row.get(k)) for k in ("params_over_conv3x3", "extra_params", "latency_ratio_fwd",
+                                               "latency_ratio_train", "act_saved_bytes_max", "top1_delta_pp")):
+            row["status"] = "failed" if failed[name] else "no results"
+    summary = pd.DataFrame(list(rows.values()), columns=SUMMARY_COLUMNS)
+    order = summary["latency_ratio_fwd"].fillna(math.inf) if len(summary) else summary["attn"]
+    return summary.assign(_order=order).sort_values(["_order", "attn"]).drop(columns="_order").reset_index(drop=True)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))

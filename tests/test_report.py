@@ -1,0 +1,204 @@
+"""``python -m suite report``: tables, figures and README re-rendered from raw stage outputs,
+with stages missing, empty, failed or only left as raw records."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from suite.__main__ import main
+from suite.report import render_report
+from suite.report.figures import pareto_front
+from suite.report.tables import SUMMARY_COLUMNS
+
+TYPES = ["se", "eca", "cbam", "gsop"]
+ENV = {"date": "2026-11-23T12:00:00+00:00", "commit": "abc123", "python": "3.11.7", "cpu": "Test CPU",
+       "cpu_count": 2, "threads": 1, "torch_version": "2.14.1", "fvcore_version": "0.1.5", "thop_version": "0.1.1",
+       "gpu": "", "cuda": ""}
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _cost(folder: Path) -> None:
+    module, model = [], []
+    for i, name in enumerate(TYPES):
+        for size in (14, 28):
+            macs = (i + 1) * 1000 * size * size
+            module.append({"level": "module", "attn": name, "family": name, "kind": "gate", "placement": "block",
+                           "arch": "", "batch": 1, "channels": 64, "height": size, "width": size, "status": "ok",
+                           "message": "", "params_total": 100 * (i + 1), "params_formula": 100 * (i + 1),
+                           "macs_formula": macs, "macs_fvcore": macs, "macs_fvcore_shipped": macs // 10,
+                           "macs_fvcore_shipped_conv_linear": macs // 12, "macs_thop": macs,
+                           "macs_thop_shipped": 0, "flops_torch": macs // 5, "macs_dispatch": macs,
+                           "act_saved_bytes": 4 * macs, "fvcore_shipped_gap": "mean(unsupported)=+1", **ENV})
+        model.append({"level": "model", "attn": name, "family": name, "kind": "gate", "placement": "block",
+                      "arch": "resnet18", "batch": 1, "channels": 3, "height": 112, "width": 112, "status": "ok",
+                      "params_total": 11_000_000 + 1000 * i, "macs_fvcore": 480_000_000 + 10**6 * (i + 1),
+                      "delta_params_total": 1000 * (i + 1), "delta_macs_fvcore": 10**6 * (i + 1), **ENV})
+    model.append({"level": "model", "attn": "none", "arch": "resnet18", "batch": 1, "channels": 3, "height": 112,
+                  "width": 112, "status": "ok", "params_total": 11_000_000, "macs_fvcore": 480_000_000,
+                  "delta_params_total": 0, "delta_macs_fvcore": 0, **ENV})
+    model.append({"level": "model", "attn": "ccp_max", "arch": "resnet18", "status": "refused",
+                  "message": "no place", **ENV})
+    folder.mkdir(parents=True)
+    pd.DataFrame(module).to_csv(folder / "cost_module.csv", index=False)
+    pd.DataFrame(model).to_csv(folder / "cost_model.csv", index=False)
+
+
+def _latency_rows() -> list[dict]:
+    rows = []
+    env = {f"env_{k}": v for k, v in ENV.items()}
+    for i, name in enumerate(TYPES):
+        for mode in ("forward", "train"):
+            for batch in (2, 8):
+                for size in (14, 28):
+                    ref = 0.01 * batch * size
+                    failed = name == "gsop" and batch == 8 and size == 28
+                    rows.append({"record": "latency", "key": f"{name}|{mode}|{batch}|{size}", "name": name,
+                                 "level": "module", "mode": mode, "device": "cpu", "dtype": "fp32",
+                                 "memory_format": "contiguous", "compile": "eager", "batch": batch, "channels": 64,
+                                 "size": size, "threads": 1, "status": "timeout" if failed else "ok",
+                                 "median_ms": None if failed else ref * (0.1 + 0.3 * i),
+                                 "ref_median_ms": ref, "ratio": None if failed else 0.1 + 0.3 * i,
+                                 "reference": "conv3x3(64->64)", "loadavg_1m": 1.0, **env})
+    return rows
+
+
+def _latency(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    pd.DataFrame(_latency_rows()).to_csv(folder / "latency.csv", index=False)
+
+
+def _memory(folder: Path) -> None:
+    rows = [{"name": name, "level": "module", "mode": "train", "device": "cpu", "dtype": "fp32", "batch": 2,
+             "channels": 64, "size": 28, "threads": 1, "status": "ok", "input_bytes": 401408,
+             "act_saved_bytes": 401408 * (i + 1), "step_rss_bytes": 2**20 * (i + 1), "peak_rss_bytes": 4 * 2**28,
+             **{f"env_{k}": v for k, v in ENV.items()}} for i, name in enumerate(TYPES)]
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(folder / "memory.csv", index=False)
+
+
+def _accuracy(folder: Path) -> None:
+    """Only the raw runs.jsonl: the report rebuilds the deltas from it."""
+    folder.mkdir(parents=True)
+    lines = []
+    for seed in range(3):
+        for i, name in enumerate(["none", *TYPES[:3]]):
+            lines.append(json.dumps({"key": f"{name}|{seed}", "attn": name, "seed": seed, "status": "ok",
+                                     "profile": "cpu", "arch": "resnet18", "recipe": "r1",
+                                     "top1": 0.70 + 0.01 * i + 0.003 * seed, "top5": 0.95, **ENV}))
+    (folder / "runs.jsonl").write_text("\n".join(lines) + "\n{\"torn", encoding="utf-8")
+
+
+@pytest.fixture()
+def profile_dir(tmp_path: Path) -> Path:
+    raw = tmp_path / "cpu" / "raw"
+    _cost(raw / "cost")
+    _latency(raw / "latency")
+    _memory(raw / "memory")
+    _accuracy(raw / "accuracy")
+    return tmp_path / "cpu"
+
+
+def _check_png(path: Path, min_kib: float = 15) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG, path
+    assert len(data) > min_kib * 1024, f"{path} is only {len(data)} bytes"
+
+
+def test_render_full(profile_dir: Path) -> None:
+    result = render_report(profile_dir)
+    assert result["profile"] == "cpu"
+    assert result["stages"] == {"cost": "ok", "latency": "ok", "memory": "ok", "accuracy": "ok"}
+    summary = pd.read_csv(profile_dir / "summary.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert sorted(summary["attn"]) == sorted([*TYPES, "ccp_max"])  # one row per type, no baseline
+    assert summary.set_index("attn").loc["ccp_max", "status"] == "no results"  # refused by the backbone
+    se = summary.set_index("attn").loc["se"]
+    assert se["params_over_conv3x3"] == pytest.approx(100 / (9 * 64 * 64))
+    assert se["extra_macs_pct"] == pytest.approx(100 * 1e6 / 480e6)
+    assert se["latency_ratio_fwd"] == pytest.approx(0.1)
+    assert se["n_seeds"] == 3 and se["top1_delta_pp"] == pytest.approx(1.0)
+    assert summary.set_index("attn").loc["gsop", "status"] == "partial"  # one timed-out configuration
+
+    columns = {
+        "cost.csv": ["level", "attn", "macs_fvcore", "macs_formula", "flops_torch", "conv3x3_macs",
+                     "macs_over_conv3x3", "extra_macs_fvcore", "extra_macs_pct", "backbone_macs_fvcore"],
+        "latency.csv": ["attn", "mode", "batch", "size", "median_ms", "ref_median_ms", "ratio_to_ref", "status"],
+        "memory.csv": ["attn", "act_saved_bytes", "act_saved_over_input", "step_peak_bytes"],
+        "accuracy.csv": ["attn", "top1_pct", "top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "n_seeds"],
+    }
+    for name, wanted in columns.items():
+        frame = pd.read_csv(profile_dir / name)
+        assert not frame.empty, name
+        assert set(wanted) <= set(frame.columns), (name, set(wanted) - set(frame.columns))
+
+    readme = (profile_dir / "README.md").read_text(encoding="utf-8")
+    for key, path in result["figures"].items():
+        assert path is not None, (key, result["figure_notes"])
+        _check_png(Path(path))
+        assert f"](figures/{Path(path).name})" in readme
+    assert "| `se` |" in readme and "Test CPU" in readme and "abc123" in readme
+    assert "MACs vs FLOPs" in readme
+    assert "Incomplete" in readme and "latency" in readme.split("Incomplete")[1].splitlines()[0]
+
+
+def test_missing_and_empty_stages(profile_dir: Path) -> None:
+    raw = profile_dir / "raw"
+    shutil.rmtree(raw / "latency")
+    shutil.rmtree(raw / "accuracy")
+    (raw / "memory" / "memory.csv").write_text("")  # a stage that died before its first row
+    render_report(profile_dir)  # a first render draws every figure it can
+    result = render_report(profile_dir, profile="smoke")
+    assert result["stages"] == {"cost": "ok", "latency": "missing", "memory": "empty", "accuracy": "missing"}
+    summary = pd.read_csv(profile_dir / "summary.csv")
+    assert sorted(summary["attn"]) == sorted([*TYPES, "ccp_max"])
+    assert summary["latency_ratio_fwd"].isna().all()
+    assert pd.read_csv(profile_dir / "latency.csv").empty
+    figures = result["figures"]
+    assert figures["latency_heatmap"] is None and figures["cost_benefit"] is None
+    assert not (profile_dir / "figures" / "latency_heatmap.png").exists()
+    _check_png(Path(figures["counter_agreement"]))
+    _check_png(Path(figures["memory"]), min_kib=5)  # falls back to the cost stage's saved bytes
+    readme = (profile_dir / "README.md").read_text(encoding="utf-8")
+    assert "missing stages: latency, accuracy; stages without rows: memory" in readme
+    assert "_Not drawn:" in readme and "`smoke` profile" in readme
+
+
+def test_nothing_at_all(tmp_path: Path) -> None:
+    (tmp_path / "gpu").mkdir()
+    result = render_report(tmp_path / "gpu")
+    assert all(state == "missing" for state in result["stages"].values())
+    assert all(path is None for path in result["figures"].values())
+    assert pd.read_csv(tmp_path / "gpu" / "summary.csv").empty
+    assert "missing stages: cost, latency, memory, accuracy" in (tmp_path / "gpu" / "README.md").read_text()
+    with pytest.raises(FileNotFoundError):
+        render_report(tmp_path / "absent")
+
+
+def test_latency_rebuilt_from_records(profile_dir: Path) -> None:
+    """A sweep killed before it wrote latency.csv: the raw records still render."""
+    folder = profile_dir / "raw" / "latency"
+    (folder / "latency.csv").unlink()
+    with (folder / "records.jsonl").open("w") as handle:
+        for row in _latency_rows():
+            handle.write(json.dumps(row) + "\n")
+    result = render_report(profile_dir)
+    assert result["stages"]["latency"] == "ok"
+    assert any("rebuilt from records.jsonl" in n for n in result["notes"]["latency"])
+    assert len(pd.read_csv(profile_dir / "latency.csv")) == len(_latency_rows())
+
+
+def test_cli(profile_dir: Path, capsys) -> None:
+    assert main(["report", "--dir", str(profile_dir), "--profile", "cpu"]) == 0
+    assert "5 attention types" in capsys.readouterr().out
+    assert main(["report", "--dir", str(profile_dir / "nope")]) == 2
+
+
+def test_pareto_front() -> None:
+    # cost x (lower is better), benefit y (higher is better)
+    mask = pareto_front([1, 2, 3, 4], [0.0, 1.0, 0.5, 2.0])
+    assert mask.tolist() == [True, True, False, True]
