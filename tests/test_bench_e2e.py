@@ -1,0 +1,107 @@
+"""End to end: the smoke profile with a user plugin produces every CSV, figure and the README,
+and a bench killed mid-way resumes without redoing work or duplicating rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from suite.env import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+PLUGIN = '''
+import torch
+from torch import nn
+
+
+class HalfGate(nn.Module):
+    """A toy gate defined outside modules/: x * sigmoid(w * mean over channels)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.weight * x.mean(1, keepdim=True))
+'''
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "user_plugin.py").write_text(textwrap.dedent(PLUGIN))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(PROJECT_ROOT), env.get("PYTHONPATH", "")])
+    env.pop("ATTNBENCH_PLUGINS", None)
+    return env
+
+
+def _bench(out: Path, env: dict[str, str], *extra: str) -> list[str]:
+    return [sys.executable, "-m", "suite", "bench", "--profile", "smoke", "--attn", "se",
+            "--out", str(out), "--no-progress", *extra]
+
+
+def test_smoke_profile_with_plugin_writes_every_output(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    out = tmp_path / "smoke"
+    proc = subprocess.run(_bench(out, env, "--plugin", "user_plugin:HalfGate"), cwd=PROJECT_ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "bench.json").read_text())
+    assert {r["stage"] for r in summary["runs"]} == {"cost", "latency", "memory", "accuracy"}
+    assert summary["report"]["status"] == "ok", summary["report"]
+
+    for name in ("cost", "latency", "memory", "accuracy", "summary"):
+        table = pd.read_csv(out / f"{name}.csv")
+        assert len(table) > 0, name
+        column = "attn" if "attn" in table.columns else "name"
+        assert {"se", "halfgate"} <= set(table[column].astype(str)), (name, table.columns.tolist())
+    summary_table = pd.read_csv(out / "summary.csv")
+    assert summary_table[summary_table.columns[0]].is_unique
+
+    figures = sorted((out / "figures").glob("*.png"))
+    assert len(figures) >= 5
+    for figure in figures:
+        data = figure.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, figure.name
+    readme = (out / "README.md").read_text()
+    for figure in figures:
+        assert f"figures/{figure.name}" in readme
+
+
+def test_killed_bench_resumes_without_redoing_work(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    out = tmp_path / "killed"
+    command = _bench(out, env, "--stages", "cost,latency", "--no-report")
+    proc = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    latency_records = out / "raw" / "latency" / "records.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if latency_records.exists() and latency_records.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the bench finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    cost_lines = (out / "raw" / "cost" / "cost_records.jsonl").read_text().splitlines()
+    measured_before = latency_records.read_text().count("\n")
+
+    again = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "cost #0: done earlier, skipped" in again.stderr
+    assert (out / "raw" / "cost" / "cost_records.jsonl").read_text().splitlines() == cost_lines
+    records = [json.loads(line) for line in latency_records.read_text().splitlines() if line.strip()]
+    keys = [r["key"] for r in records if r.get("record", "latency") == "latency"]
+    assert len(keys) == len(set(keys)), "a configuration was measured twice"
+    assert len(records) >= measured_before
+    table = pd.read_csv(out / "raw" / "latency" / "latency.csv")
+    assert not table.duplicated(subset=[c for c in ("key",) if c in table.columns] or None).any()
