@@ -15,6 +15,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "latency": ("suite.timing.cli_latency", "CPU/CUDA latency with percentiles, ratios and a roofline"),
     "memory": ("suite.timing.cli_memory", "bytes saved for backward, peak RSS / CUDA peak memory"),
     "accuracy": ("suite.accuracy.cli", "ImageNet-subset accuracy deltas with paired seeds"),
+    "regress": ("suite.regress.cli", "latency regression gate: same-process ratios against a committed baseline"),
 }
 
 
