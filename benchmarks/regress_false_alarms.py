@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                 if changes:
                     change, case = max(changes)
                     worst = f"worst change {change:+.1%} ({case})"
+                rechecked = [r["case"] for r in results if len(r["ratios"]) > 1]
+                if rechecked:  # a first-run regression that the fresh-process confirmation judged
+                    worst += f"; re-measured: {', '.join(rechecked)}"
             passes += proc.returncode == 0
             status = "pass" if proc.returncode == 0 else f"FAIL (exit {proc.returncode})"
             print(f"run {i + 1:2d}/{args.n}: {status:16s} {wall:5.1f} s  {worst}", flush=True)
