@@ -50,3 +50,14 @@ def lint(session: nox.Session) -> None:
     """ruff over the project."""
     _install(session, "ruff>=0.5")
     session.run("ruff", "check", "modules", "suite", "tests", "noxfile.py")
+
+
+@nox.session
+def regress(session: nox.Session) -> None:
+    """Latency regression gate: ``nox -s regress [-- GATE_ARGS]`` (``python -m suite regress --help``).
+
+    Exits non-zero on a regression (1) or a baseline from another machine class (3, unless
+    ``--on-mismatch warn``); ``-- --update-baseline --repeats 5`` rewrites the baseline.
+    """
+    _install(session, "-e", ".[test]")
+    session.run("python", "-m", "suite", "regress", *session.posargs)

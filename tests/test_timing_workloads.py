@@ -10,7 +10,7 @@ import torch
 import modules
 from suite.timing.grid import Config
 from suite.timing.roofline import MachinePeaks, min_bytes, roofline
-from suite.timing.workloads import StageError, build_workload, classify_error
+from suite.timing.workloads import StageError, build_workload, classify_error, instantiate
 
 
 def _config(**kw) -> Config:
@@ -26,6 +26,19 @@ def test_forward_step_runs_without_grad_and_reference_is_a_3x3_conv() -> None:
     assert w.reference_step().shape == (2, 16, 8, 8)
     assert w.formula_macs == modules.create("se", 16).formula_macs((2, 16, 8, 8))
     assert not w.module.training
+
+
+def test_weights_are_seeded_and_the_global_rng_is_left_alone() -> None:
+    """Two processes must time the same computation: weights come from a fixed seed."""
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = instantiate(_config(name="gsop", channels=32))
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(456)  # a different global state must not change the weights
+    second = instantiate(_config(name="gsop", channels=32))
+    for a, b in zip(first[0].state_dict().values(), second[0].state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(first[1].weight, second[1].weight)
 
 
 def test_train_step_fills_parameter_gradients_each_time() -> None:

@@ -1,0 +1,16 @@
+"""``python -m suite regress``: a latency regression gate that survives noisy CI machines.
+
+Absolute times move 10-30% from one CI job to the next (and 20-120% across processes for
+memory-bound modules on the 2-core machine), so the gate never compares them. Each case's
+quantity is its **ratio** to a reference (a 3x3 conv of the same shape) measured in the same
+process, interleaved with it (:mod:`suite.timing.timer`), as the median of several
+interleaved measurements. The ratio is compared with a committed baseline that stores the
+ratios of ``k`` separate processes and a per-case tolerance derived from their spread
+(:func:`suite.regress.gate.tolerance_for`).
+
+* :mod:`suite.regress.cases`: what one case is and how it is measured (the pytest-benchmark
+  cases in ``tests/benchmarks`` call it);
+* :mod:`suite.regress.gate`: baseline file, machine class, comparison, verdicts, table;
+* :mod:`suite.regress.cli`: the command line; runs the benchmarks in a pytest subprocess
+  (``--benchmark-json``), then compares.
+"""

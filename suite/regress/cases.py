@@ -1,0 +1,166 @@
+"""The regression cases: one attention type, one mode, one small fixed shape.
+
+A case is measured exactly as ``python -m suite latency`` measures a configuration
+(:func:`suite.timing.workloads.build_workload`: the module and a 3x3 conv ``C -> C`` of the same
+input as reference, eval + ``no_grad`` for ``forward``, forward + backward for ``train``), with
+:func:`suite.timing.timer.measure_interleaved` under :func:`suite.timing.timer.cpu_settings`.
+The measurement is repeated ``repeats`` times in the same process and the case's ratio is the
+median of the per-repeat ratios ``module min / reference min``.
+
+Why the fastest samples and not the medians: on a shared machine a neighbour's CPU bursts slow
+whichever callable happens to run during them, and the medians follow what fraction of each
+callable's samples was hit. Measured on the 2-core machine next to a 2-thread training job
+(5 in-process repeats, batch 2, C=64, 28x28, 1 thread): the spread ``max/min - 1`` of the
+per-repeat ratio was 56-111% with medians and 2-3% with minima for the SE, CA and
+CBAM training steps (16% for CBAM's), 0-1% vs 1-4% for their forwards. A real slowdown moves
+the fastest sample as much as the typical one. The median ratio is recorded as well
+(``ratio_median``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEFAULT_ATTN",
+    "RegressSettings",
+    "case_id",
+    "config_for",
+    "load_settings",
+    "measure_case",
+]
+
+DEFAULT_ATTN: tuple[str, ...] = ("se", "eca", "cbam", "ca")
+"""The default small set: four common gates, memory-bound (the noisy kind), 8 cases with both modes."""
+
+
+@dataclass(frozen=True)
+class RegressSettings:
+    """What the benchmark cases measure; written to JSON by the gate, read by ``tests/benchmarks``."""
+
+    attn: tuple[str, ...] = DEFAULT_ATTN
+    modes: tuple[str, ...] = ("forward", "train")
+    batch: int = 2
+    channels: int = 64
+    size: int = 28
+    threads: int = 1
+    repeats: int = 3  # interleaved measurements per case, in one process; the ratio is their median
+    budget_s: float = 0.25  # timer budget of one repeat (module and reference together)
+    visit_s: float = 0.02  # time on one callable before switching to the other
+    imports: tuple[str, ...] = field(default_factory=tuple)  # modules or .py files that register extra types
+
+    def __post_init__(self) -> None:
+        for axis in ("batch", "channels", "size", "threads", "repeats"):
+            value = getattr(self, axis)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{axis} must be a positive int, got {value!r}")
+        if self.budget_s <= 0 or self.visit_s <= 0:
+            raise ValueError(f"budget_s and visit_s must be > 0, got {self.budget_s}, {self.visit_s}")
+        if not self.attn or not self.modes:
+            raise ValueError("attn and modes must name at least one value each")
+
+    @property
+    def shape_label(self) -> str:
+        return f"b{self.batch}c{self.channels}s{self.size}"
+
+    def cases(self) -> list[tuple[str, str]]:
+        return [(name, mode) for name in self.attn for mode in self.modes]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RegressSettings:
+        data = dict(data)
+        for key in ("attn", "modes", "imports"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def load_settings(path: str | Path | None) -> RegressSettings:
+    """The settings in the JSON file ``path``; the defaults when ``path`` is None."""
+    if path is None:
+        return RegressSettings()
+    return RegressSettings.from_json(json.loads(Path(path).read_text()))
+
+
+def case_id(name: str, mode: str, settings: RegressSettings) -> str:
+    """The key a case has in the benchmark JSON and the baseline, e.g. ``se|forward|b2c64s28``."""
+    return f"{name}|{mode}|{settings.shape_label}"
+
+
+def import_plugins(imports: Sequence[str]) -> None:
+    """Import each module name or ``.py`` file (which registers extra attention types)."""
+    import importlib
+    import importlib.util
+
+    for item in imports:
+        if item.endswith(".py"):
+            path = Path(item).resolve()
+            spec = importlib.util.spec_from_file_location(f"_attnbench_plugin_{path.stem}", path)
+            if spec is None or spec.loader is None:
+                raise ValueError(f"cannot import {item!r}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(item)
+
+
+def config_for(name: str, mode: str, settings: RegressSettings):  # -> suite.timing.grid.Config
+    from suite.timing.grid import Config
+
+    return Config(stage="regress", name=name, mode=mode, batch=settings.batch,
+                  channels=settings.channels, size=settings.size, threads=settings.threads)
+
+
+def measure_case(name: str, mode: str, settings: RegressSettings) -> tuple[dict[str, Any], Any]:
+    """Measure one case; return its facts (``ratio`` and the rest) and the workload.
+
+    The workload is returned so that the pytest-benchmark case can time the same step for its
+    record. Call inside :func:`suite.timing.timer.cpu_settings` (the benchmark case does).
+    """
+    import torch
+
+    from suite.timing.timer import TimerOptions, measure_interleaved
+    from suite.timing.workloads import build_workload
+
+    config = config_for(name, mode, settings)
+    workload = build_workload(config)
+    options = TimerOptions(budget_s=settings.budget_s, visit_s=settings.visit_s)
+    ratios: list[float] = []
+    median_ratios: list[float] = []
+    module_s: list[float] = []
+    reference_s: list[float] = []
+    for _ in range(settings.repeats):
+        summaries = measure_interleaved({"module": workload.step, "reference": workload.reference_step},
+                                        options=options)
+        module, reference = summaries["module"], summaries["reference"]
+        module_s.append(module.median)
+        reference_s.append(reference.median)
+        ratios.append(module.min / reference.min)
+        median_ratios.append(module.median / reference.median)
+    facts = {
+        "case": case_id(name, mode, settings),
+        "attn": name,
+        "mode": mode,
+        "shape": list(workload.input_shape),
+        "params": workload.params,
+        "formula_macs": workload.formula_macs,
+        "device": config.device,
+        "dtype": config.dtype,
+        "threads": torch.get_num_threads(),
+        "reference": workload.reference_name,
+        "module_ms": statistics.median(module_s) * 1e3,
+        "reference_ms": statistics.median(reference_s) * 1e3,
+        "ratio": statistics.median(ratios),
+        "ratio_repeats": ratios,
+        "ratio_median": statistics.median(median_ratios),
+        "repeats": settings.repeats,
+    }
+    return facts, workload

@@ -1,0 +1,232 @@
+"""``python -m suite regress``: run the latency benchmarks and gate them against a baseline.
+
+    python -m suite regress                                  # gate: exit 1 on a regression
+    python -m suite regress --update-baseline --repeats 5    # re-take the baseline (5 processes)
+
+The benchmarks (``tests/benchmarks``, pytest-benchmark) run in a pytest subprocess that writes
+``--out/benchmark.json``; the gate reads each case's ratio to its same-process reference from
+it and compares with ``--baseline`` (see :mod:`suite.regress.gate` for the tolerance rule).
+``--out/verdict.json`` holds the verdicts with the environment.
+
+Exit status: 0 no regression; 1 regression; 2 the benchmarks failed to run (or bad
+arguments); 3 the baseline is from another machine class and ``--on-mismatch fail``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..env import PROJECT_ROOT, collect_environment
+from .cases import DEFAULT_ATTN, RegressSettings, import_plugins
+from .gate import (
+    DEFAULT_FACTOR,
+    DEFAULT_FLOOR,
+    build_baseline,
+    compare,
+    format_table,
+    load_baseline,
+    machine_class,
+    machine_mismatch,
+    ratios_from_benchmark_json,
+)
+
+__all__ = ["add_arguments", "main", "DEFAULT_BASELINE", "EXIT_REGRESSION", "EXIT_ERROR", "EXIT_MISMATCH"]
+
+DEFAULT_BASELINE = PROJECT_ROOT / "benchmarks" / "baseline" / "regress_cpu.json"
+BENCHMARKS_DIR = PROJECT_ROOT / "tests" / "benchmarks"
+EXIT_REGRESSION, EXIT_ERROR, EXIT_MISMATCH = 1, 2, 3
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _alias(text: str) -> tuple[str, str]:
+    name, sep, base = text.partition("=")
+    if not sep or not name or not base:
+        raise argparse.ArgumentTypeError(f"expected NAME=BASELINE_NAME, got {text!r}")
+    return name.strip(), base.strip()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = __doc__.split("\n\n", 1)[1] if __doc__ else None
+    what = parser.add_argument_group("what to measure")
+    what.add_argument("--attn", default=",".join(DEFAULT_ATTN), metavar="PATTERN",
+                      help=f"attention types, fnmatch patterns, comma-separated (default: {','.join(DEFAULT_ATTN)})")
+    what.add_argument("--mode", type=_csv, default=("forward", "train"), metavar="M[,M]",
+                      help="forward and/or train (default: both)")
+    what.add_argument("--batch", type=int, default=2, help="batch size (default: 2)")
+    what.add_argument("--channels", type=int, default=64, help="channels (default: 64)")
+    what.add_argument("--size", type=int, default=28, help="input is SIZE x SIZE (default: 28)")
+    what.add_argument("--threads", type=int, default=1,
+                      help="torch intra-op threads (default: 1; part of the machine class)")
+    what.add_argument("--visits", type=int, default=3,
+                      help="interleaved measurements per case in one process; the ratio is their median (default: 3)")
+    what.add_argument("--budget-s", type=float, default=0.25, help="timer budget of one measurement (default: 0.25)")
+    what.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE|FILE.py",
+                      help="import this module or file first (it registers extra attention types); repeatable")
+    gate = parser.add_argument_group("gate")
+    gate.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE,
+                      help=f"baseline JSON (default: {DEFAULT_BASELINE.relative_to(PROJECT_ROOT)})")
+    gate.add_argument("--baseline-name", type=_alias, action="append", default=[], metavar="NAME=BASE",
+                      help="hold NAME's cases to BASE's baseline (e.g. a patched copy of a module); repeatable")
+    gate.add_argument("--confirm", type=int, default=1,
+                      help="re-measure a regressing case this many times in fresh processes; it fails only "
+                      "if every measurement regresses (default: 1)")
+    gate.add_argument("--on-mismatch", choices=("fail", "warn"), default="fail",
+                      help="baseline from another machine class (CPU model, threads, device, torch major.minor): "
+                      "'fail' exits 3, 'warn' exits 0; cases are never compared across classes (default: fail)")
+    update = parser.add_argument_group("baseline update")
+    update.add_argument("--update-baseline", action="store_true",
+                        help="measure in --repeats processes and rewrite --baseline (no gating)")
+    update.add_argument("--repeats", type=int, default=5, help="processes for --update-baseline (default: 5)")
+    update.add_argument("--floor", type=float, default=DEFAULT_FLOOR,
+                        help=f"smallest tolerance, log scale (default: {DEFAULT_FLOOR})")
+    update.add_argument("--factor", type=float, default=DEFAULT_FACTOR,
+                        help=f"tolerance = max(floor, factor x cross-process spread) (default: {DEFAULT_FACTOR})")
+    parser.add_argument("--out", type=Path, default=Path("reports") / "regress",
+                        help="pytest-benchmark JSONs and verdict.json (default: reports/regress)")
+
+
+def run_benchmarks(settings: RegressSettings, json_path: Path) -> dict[str, dict[str, Any]]:
+    """Run ``tests/benchmarks`` in a fresh pytest process; return ``{case: extra_info}``."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(settings.to_json(), fh)
+        settings_path = fh.name
+    command = [
+        sys.executable, "-m", "pytest", str(BENCHMARKS_DIR), "--run-benchmarks",
+        "--regress-settings", settings_path, "--benchmark-json", str(json_path.resolve()),
+        "-q", "-p", "no:cacheprovider", "--benchmark-columns=median,iqr,rounds,iterations",
+    ]
+    try:
+        proc = subprocess.run(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    finally:
+        Path(settings_path).unlink(missing_ok=True)
+    if proc.returncode != 0 or not json_path.exists():
+        sys.stderr.write(proc.stdout[-6000:])
+        raise RuntimeError(f"the benchmarks failed (pytest exit {proc.returncode}): {' '.join(command)}")
+    return ratios_from_benchmark_json(json.loads(json_path.read_text()))
+
+
+def _settings(args: argparse.Namespace) -> RegressSettings:
+    from suite.timing.sweep import resolve_names
+
+    imports = tuple(str(Path(i).resolve()) if i.endswith(".py") else i for i in args.imports)
+    import_plugins(imports)
+    names = tuple(resolve_names(args.attn))
+    return RegressSettings(attn=names, modes=args.mode, batch=args.batch, channels=args.channels,
+                           size=args.size, threads=args.threads, repeats=args.visits,
+                           budget_s=args.budget_s, imports=imports)
+
+
+def _print_mismatch(baseline: dict[str, Any], environment: dict[str, Any], machine: dict[str, Any],
+                    mismatch: list[str]) -> None:
+    print(f"regress: INCOMPARABLE: baseline from {baseline.get('machine_class')}, this is {machine}; "
+          f"differs in {'; '.join(mismatch)}. Take a baseline on this machine class with --update-baseline.")
+
+
+def main(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    try:
+        settings = _settings(args)
+    except (ValueError, ImportError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    environment = collect_environment()
+    machine = machine_class(environment, threads=settings.threads)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+
+    if args.update_baseline:
+        runs = []
+        for i in range(args.repeats):
+            print(f"regress: baseline process {i + 1}/{args.repeats}", file=sys.stderr)
+            try:
+                runs.append(run_benchmarks(settings, out / f"baseline-run-{i + 1}.json"))
+            except RuntimeError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_ERROR
+        baseline = build_baseline(runs, environment=environment, machine=machine, settings=settings.to_json(),
+                                  floor=args.floor, factor=args.factor)
+        args.baseline.parent.mkdir(parents=True, exist_ok=True)
+        args.baseline.write_text(json.dumps(baseline, indent=1, sort_keys=True) + "\n")
+        print(f"{'case':32s} {'ratio':>8s} {'spread':>7s} {'tolerance':>9s}")
+        for case, entry in baseline["cases"].items():
+            print(f"{case:32s} {entry['ratio']:8.4f} {entry['spread']:7.1%} {entry['tolerance']:9.1%}")
+        print(f"regress: baseline of {len(baseline['cases'])} cases from {args.repeats} processes written to "
+              f"{args.baseline} in {time.perf_counter() - started:.0f} s")
+        return 0
+
+    try:
+        baseline = load_baseline(args.baseline)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read the baseline {args.baseline}: {exc} "
+              "(take one with --update-baseline)", file=sys.stderr)
+        return EXIT_ERROR
+    mismatch = machine_mismatch(baseline.get("machine_class", {}), machine)
+    if mismatch and args.on_mismatch == "fail":
+        _print_mismatch(baseline, environment, machine, mismatch)
+        print("regress: nothing measured (--on-mismatch fail); --on-mismatch warn measures and shows the "
+              "numbers without judging them")
+        return EXIT_MISMATCH
+    try:
+        current = run_benchmarks(settings, out / "benchmark.json")
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    ratios = {case: [info["ratio"]] for case, info in current.items()}
+    aliases = dict(args.baseline_name)
+    results = compare(baseline, ratios, baseline_names=aliases)
+    for attempt in range(args.confirm):
+        suspects = {r.case.split("|")[0] for r in results if r.verdict == "regression"}
+        if mismatch or not suspects:
+            break
+        print(f"regress: confirming {len(suspects)} regressing type(s) in a fresh process "
+              f"({attempt + 1}/{args.confirm}): {', '.join(sorted(suspects))}", file=sys.stderr)
+        again = RegressSettings.from_json({**settings.to_json(), "attn": sorted(suspects)})
+        try:
+            confirmation = run_benchmarks(again, out / f"benchmark-confirm-{attempt + 1}.json")
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        for r in results:
+            if r.verdict == "regression" and r.case in confirmation:
+                ratios[r.case].append(confirmation[r.case]["ratio"])
+        results = compare(baseline, ratios, baseline_names=aliases)
+    if mismatch:
+        for r in results:
+            r.verdict = "incomparable"
+    print(format_table(results))
+    elapsed = time.perf_counter() - started
+    verdict = {
+        "baseline": str(args.baseline),
+        "machine_class": machine,
+        "baseline_machine_class": baseline.get("machine_class"),
+        "mismatch": mismatch,
+        "environment": environment,
+        "settings": settings.to_json(),
+        "results": [r.as_dict() for r in results],
+        "wall_s": elapsed,
+    }
+    (out / "verdict.json").write_text(json.dumps(verdict, indent=1) + "\n")
+    if mismatch:
+        _print_mismatch(baseline, environment, machine, mismatch)
+        return 0  # --on-mismatch warn
+    regressions = [r.case for r in results if r.verdict == "regression"]
+    faster = [r.case for r in results if r.verdict == "faster"]
+    summary = f"regress: {len(results)} cases in {elapsed:.0f} s: "
+    if regressions:
+        print(summary + f"FAIL, {len(regressions)} regression(s): {', '.join(regressions)}")
+        return EXIT_REGRESSION
+    extra = f" ({len(faster)} faster than the baseline: consider --update-baseline)" if faster else ""
+    print(summary + "PASS" + extra)
+    return 0

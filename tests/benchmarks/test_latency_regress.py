@@ -1,0 +1,41 @@
+"""pytest-benchmark cases of the latency regression gate (collected only with --run-benchmarks).
+
+One case per attention type and mode at the gate's small shape. Each case measures the
+module's ratio to the same-process reference conv (:func:`suite.regress.cases.measure_case`,
+the quantity the gate compares), then lets pytest-benchmark time the module's step for the
+record. ``benchmark.extra_info`` carries what the gate reads: the case id, the ratio and its
+per-repeat values, the reference time, and the facts of the case.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from suite.regress.cases import case_id, import_plugins, load_settings, measure_case
+from suite.timing.timer import cpu_settings
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" not in metafunc.fixturenames:
+        return
+    settings = load_settings(metafunc.config.getoption("--regress-settings"))
+    import_plugins(settings.imports)
+    cases = settings.cases()
+    metafunc.parametrize("case", cases, ids=[case_id(n, m, settings) for n, m in cases])
+
+
+@pytest.fixture(scope="module")
+def settings(request: pytest.FixtureRequest):
+    return load_settings(request.config.getoption("--regress-settings"))
+
+
+def test_latency(benchmark, case: tuple[str, str], settings) -> None:
+    name, mode = case
+    with cpu_settings(settings.threads):
+        facts, workload = measure_case(name, mode, settings)
+        # the record: pytest-benchmark's own timing of the same step, kept short
+        iterations = max(1, round(1e-3 / max(facts["module_ms"] * 1e-3, 1e-7)))
+        benchmark.pedantic(workload.step, rounds=10, iterations=iterations, warmup_rounds=1)
+    benchmark.extra_info.update(facts)
+    benchmark.extra_info["shape"] = "x".join(map(str, facts["shape"]))
+    assert facts["ratio"] > 0

@@ -1,0 +1,171 @@
+"""The latency regression gate: tolerance rule, comparison, machine class (fast, synthetic),
+and end to end on this machine: a planted slowdown fails the gate, its unchanged original passes."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import modules
+from suite.regress.cases import import_plugins
+from suite.regress.gate import (
+    build_baseline,
+    compare,
+    format_table,
+    machine_class,
+    machine_mismatch,
+    ratios_from_benchmark_json,
+    spread,
+    tolerance_for,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# SE whose forward runs the SE module twice: same output, twice the work (a planted slowdown)
+SLOWED_SE = textwrap.dedent('''
+    from torch import nn
+
+    import modules
+    from modules.squeeze_excite import SqueezeExcite
+
+
+    class SqueezeExciteTwice(SqueezeExcite):
+        """SE doing its work twice: the output is SE's, the cost about 2x."""
+
+        def forward(self, x):
+            super().forward(x)
+            return super().forward(x)
+
+
+    if "se_twice" not in modules.list_attention():
+        modules.register_attention("se_twice", SqueezeExciteTwice, family="test", paper="planted slowdown",
+                                   arxiv=None, kind="gate")
+''')
+
+
+def _baseline(cases: dict[str, list[float]], floor: float = 0.1, factor: float = 3.0) -> dict:
+    runs = [{case: {"ratio": r[i], "reference_ms": 1.0, "module_ms": r[i]} for case, r in cases.items()}
+            for i in range(len(next(iter(cases.values()))))]
+    env = {"cpu": "cpu A", "torch_version": "2.5.1+cpu"}
+    return build_baseline(runs, environment=env, machine=machine_class(env, threads=1), settings={},
+                          floor=floor, factor=factor)
+
+
+def test_tolerance_is_the_floor_or_factor_times_the_spread() -> None:
+    assert spread([1.0, 1.0, 1.0]) == 0.0
+    assert spread([0.9, 1.0, 1.2]) == pytest.approx(math.log(1.2))
+    assert tolerance_for([1.0, 1.01, 0.99], floor=0.1, factor=3) == 0.1  # calm: the floor
+    assert tolerance_for([0.9, 1.0, 1.2], floor=0.1, factor=3) == pytest.approx(3 * math.log(1.2))
+    with pytest.raises(ValueError):
+        spread([1.0, 0.0])
+
+
+def test_baseline_keeps_the_samples_median_and_derived_tolerance() -> None:
+    baseline = _baseline({"se|forward|b2c64s28": [0.10, 0.11, 0.12]})
+    entry = baseline["cases"]["se|forward|b2c64s28"]
+    assert entry["ratio"] == pytest.approx(0.11)
+    assert entry["samples"] == [0.10, 0.11, 0.12]
+    assert entry["tolerance"] == pytest.approx(3 * math.log(0.11 / 0.10))  # the farther sample
+    assert baseline["machine_class"] == {"cpu": "cpu A", "threads": 1, "device": "cpu", "torch": "2.5"}
+
+
+def test_compare_verdicts_and_aliases() -> None:
+    baseline = _baseline({"se|forward|s": [1.0, 1.0], "eca|forward|s": [1.0, 1.0]})  # tolerance 0.1
+    results = {r.case: r for r in compare(baseline, {
+        "se|forward|s": [1.05], "eca|forward|s": [1.2], "cbam|forward|s": [1.0], "se_twice|forward|s": [2.0],
+    }, baseline_names={"se_twice": "se"})}
+    assert results["se|forward|s"].verdict == "ok"
+    assert results["eca|forward|s"].verdict == "regression"
+    assert results["cbam|forward|s"].verdict == "new"
+    assert results["se_twice|forward|s"].verdict == "regression"
+    assert results["se_twice|forward|s"].change == pytest.approx(1.0)
+    faster = compare(baseline, {"se|forward|s": [0.8]})[0]
+    assert faster.verdict == "faster"
+    # a confirmation that is not slow clears the case: the smallest ratio is judged
+    assert compare(baseline, {"eca|forward|s": [1.2, 1.02]})[0].verdict == "ok"
+    table = format_table(list(results.values()))
+    assert "regression" in table and "+100.0%" in table
+
+
+def test_machine_class_mismatch_is_named() -> None:
+    a = machine_class({"cpu": "Xeon A", "torch_version": "2.5.1"}, threads=1)
+    assert machine_mismatch(a, machine_class({"cpu": "Xeon A", "torch_version": "2.5.0+cpu"}, threads=1)) == []
+    diffs = machine_mismatch(a, machine_class({"cpu": "EPYC B", "torch_version": "2.6.0"}, threads=2))
+    assert len(diffs) == 3
+    assert any("EPYC B" in d for d in diffs) and any("'2.6'" in d for d in diffs)
+
+
+def test_ratios_from_benchmark_json_reads_the_extra_info() -> None:
+    data = {"benchmarks": [{"extra_info": {"case": "se|forward|s", "ratio": 0.05, "attn": "se"}},
+                           {"extra_info": {}}]}
+    assert ratios_from_benchmark_json(data) == {"se|forward|s": {"case": "se|forward|s", "ratio": 0.05, "attn": "se"}}
+
+
+@pytest.fixture
+def slowed_se(tmp_path: Path):
+    plugin = tmp_path / "slowed_se.py"
+    plugin.write_text(SLOWED_SE)
+    import_plugins([str(plugin)])
+    yield plugin
+    modules.unregister_attention("se_twice")
+
+
+def test_planted_slowdown_is_an_honest_copy(slowed_se: Path) -> None:
+    torch.manual_seed(0)
+    se = modules.create("se", 64)
+    slowed = modules.create("se_twice", 64)
+    slowed.load_state_dict(se.state_dict())
+    x = torch.randn(2, 64, 8, 8)
+    torch.testing.assert_close(slowed(x), se(x))
+
+
+def _gate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "suite", "regress", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_gate_catches_a_planted_slowdown_and_passes_the_original(slowed_se: Path, tmp_path: Path) -> None:
+    """Measured on this machine: a baseline of SE (one process: the floor tolerance, +10.5%),
+    then the gate over SE and the slowed SE held to SE's baseline. The slowed copy must fail
+    (confirmed in a second process), SE itself must pass."""
+    baseline = tmp_path / "baseline.json"
+    common = ["--attn", "se", "--mode", "forward", "--baseline", str(baseline)]
+    taken = _gate(*common, "--update-baseline", "--repeats", "1", "--out", str(tmp_path / "base"))
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+    gated = _gate("--attn", "se,se_twice", "--mode", "forward", "--baseline", str(baseline),
+                  "--import", str(slowed_se), "--baseline-name", "se_twice=se", "--out", str(tmp_path / "gate"))
+    print(gated.stdout)
+    assert gated.returncode == 1, gated.stdout + gated.stderr
+    verdicts = {r["case"]: r for r in json.loads((tmp_path / "gate" / "verdict.json").read_text())["results"]}
+    assert verdicts["se|forward|b2c64s28"]["verdict"] == "ok"
+    slowed = verdicts["se_twice|forward|b2c64s28"]
+    assert slowed["verdict"] == "regression"
+    assert len(slowed["ratios"]) == 2  # confirmed in a fresh process
+    assert slowed["change"] > 0.5  # about +100%: twice the work
+
+
+def test_gate_refuses_a_baseline_from_another_machine_class(tmp_path: Path) -> None:
+    """No measurement is compared across machine classes; --on-mismatch decides the exit code."""
+    baseline = _baseline({"se|forward|b1c8s8": [0.5, 0.5]})
+    baseline["machine_class"]["cpu"] = "Some Other CPU 9000"
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(baseline))
+    common = ["--attn", "se", "--mode", "forward", "--batch", "1", "--channels", "8", "--size", "8",
+              "--visits", "1", "--budget-s", "0.05", "--baseline", str(path), "--out", str(tmp_path / "o")]
+    failed = _gate(*common)
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    assert "INCOMPARABLE" in failed.stdout and "Some Other CPU 9000" in failed.stdout
+    assert not (tmp_path / "o" / "benchmark.json").exists()  # nothing measured
+    warned = _gate(*common, "--on-mismatch", "warn")
+    assert warned.returncode == 0, warned.stdout + warned.stderr
+    assert "INCOMPARABLE" in warned.stdout
+    row = next(line for line in warned.stdout.splitlines() if line.startswith("se|forward|b1c8s8"))
+    assert row.endswith("incomparable")
