@@ -1,4 +1,4 @@
-"""nox sessions: ``nox -s bench``, ``nox -s report``, ``nox -s tests``, ``nox -s lint``.
+"""nox sessions: ``nox -s bench``, ``nox -s report``, ``nox -s tests``, ``nox -s lint``, ``nox -s regress``.
 
 Every session also runs in an existing environment with ``nox --no-venv -s NAME`` (e.g. on a
 GPU machine without network, where torch is preinstalled): installs are then skipped.

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..env import PROJECT_ROOT, collect_environment
+from ..records import write_text_atomic
 from .cases import DEFAULT_ATTN, RegressSettings, import_plugins
 from .gate import (
     DEFAULT_FACTOR,
@@ -157,8 +158,7 @@ def main(args: argparse.Namespace) -> int:
                 return EXIT_ERROR
         baseline = build_baseline(runs, environment=environment, machine=machine, settings=settings.to_json(),
                                   floor=args.floor, factor=args.factor)
-        args.baseline.parent.mkdir(parents=True, exist_ok=True)
-        args.baseline.write_text(json.dumps(baseline, indent=1, sort_keys=True) + "\n")
+        write_text_atomic(args.baseline, json.dumps(baseline, indent=1, sort_keys=True) + "\n")
         print(f"{'case':32s} {'ratio':>8s} {'spread':>7s} {'tolerance':>9s}")
         for case, entry in baseline["cases"].items():
             print(f"{case:32s} {entry['ratio']:8.4f} {entry['spread']:7.1%} {entry['tolerance']:9.1%}")
@@ -217,7 +217,7 @@ def main(args: argparse.Namespace) -> int:
         "results": [r.as_dict() for r in results],
         "wall_s": elapsed,
     }
-    (out / "verdict.json").write_text(json.dumps(verdict, indent=1) + "\n")
+    write_text_atomic(out / "verdict.json", json.dumps(verdict, indent=1) + "\n")
     if mismatch:
         _print_mismatch(baseline, environment, machine, mismatch)
         return 0  # --on-mismatch warn
