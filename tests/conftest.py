@@ -23,6 +23,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--regress-settings", default=None, metavar="PATH",
                     help="JSON of suite.regress.cases.RegressSettings for tests/benchmarks "
                     "(written by `python -m suite regress`; default: the built-in small set)")
+    group.addoption("--regress-errors", default=None, metavar="PATH",
+                    help="append a JSON line per case that could not be measured (its status and message) "
+                    "to PATH; the case is then skipped instead of failing the run")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

@@ -94,6 +94,16 @@ def test_compare_verdicts_and_aliases() -> None:
     assert "regression" in table and "+100.0%" in table
 
 
+def test_a_case_that_could_not_be_measured_is_an_error_row() -> None:
+    baseline = _baseline({"se|forward|s": [1.0, 1.0]})
+    results = {r.case: r for r in compare(baseline, {"eca|forward|s": [1.0]},
+                                          errors={"se|forward|s": "build_error: ValueError: no"})}
+    error = results["se|forward|s"]
+    assert error.verdict == "error" and error.ratio is None and error.change is None
+    assert error.baseline_ratio == 1.0 and error.message == "build_error: ValueError: no"
+    assert "error: build_error: ValueError: no" in format_table([error])
+
+
 def test_machine_class_mismatch_is_named() -> None:
     a = machine_class({"cpu": "Xeon A", "torch_version": "2.5.1"}, threads=1)
     assert machine_mismatch(a, machine_class({"cpu": "Xeon A", "torch_version": "2.5.0+cpu"}, threads=1)) == []
@@ -169,3 +179,42 @@ def test_gate_refuses_a_baseline_from_another_machine_class(tmp_path: Path) -> N
     assert "INCOMPARABLE" in warned.stdout
     row = next(line for line in warned.stdout.splitlines() if line.startswith("se|forward|b1c8s8"))
     assert row.endswith("incomparable")
+
+
+BROKEN = textwrap.dedent('''
+    from torch import nn
+
+    import modules
+
+
+    class Broken(nn.Module):
+        """Raises in forward: the gate must report it, not stop."""
+
+        def __init__(self, channels, **kw):
+            super().__init__()
+            self.scale = nn.Parameter(nn.init.ones_(__import__("torch").empty(channels)))
+
+        def forward(self, x):
+            raise RuntimeError("this module is broken")
+
+
+    if "broken_gate" not in modules.list_attention():
+        modules.register_attention("broken_gate", Broken, family="test", paper="broken on purpose",
+                                   arxiv=None, kind="gate")
+''')
+
+
+def test_gate_reports_a_case_that_cannot_run_and_measures_the_rest(tmp_path: Path) -> None:
+    plugin = tmp_path / "broken_gate.py"
+    plugin.write_text(BROKEN)
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(_baseline({"se|forward|b1c8s8": [0.5, 0.5]})))  # another class: warn
+    gated = _gate("--attn", "se,broken_gate", "--mode", "forward", "--batch", "1", "--channels", "8",
+                  "--size", "8", "--visits", "1", "--budget-s", "0.05", "--import", str(plugin),
+                  "--baseline", str(path), "--on-mismatch", "warn", "--out", str(tmp_path / "o"))
+    assert gated.returncode == 2, gated.stdout + gated.stderr
+    verdicts = {r["case"]: r for r in json.loads((tmp_path / "o" / "verdict.json").read_text())["results"]}
+    assert verdicts["broken_gate|forward|b1c8s8"]["verdict"] == "error"
+    assert "this module is broken" in verdicts["broken_gate|forward|b1c8s8"]["message"]
+    assert verdicts["se|forward|b1c8s8"]["ratio"] > 0  # measured despite its neighbour
+    assert "could not be measured: broken_gate|forward|b1c8s8" in gated.stdout

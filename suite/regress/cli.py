@@ -8,8 +8,9 @@ The benchmarks (``tests/benchmarks``, pytest-benchmark) run in a pytest subproce
 it and compares with ``--baseline`` (see :mod:`suite.regress.gate` for the tolerance rule).
 ``--out/verdict.json`` holds the verdicts with the environment.
 
-Exit status: 0 no regression; 1 regression; 2 the benchmarks failed to run (or bad
-arguments); 3 the baseline is from another machine class and ``--on-mismatch fail``.
+Exit status: 0 no regression; 1 regression; 2 the benchmarks failed to run, a case could not be
+measured (its row says why), or bad arguments; 3 the baseline is from another machine class and
+``--on-mismatch fail``.
 """
 
 from __future__ import annotations
@@ -97,15 +98,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pytest-benchmark JSONs and verdict.json (default: reports/regress)")
 
 
-def run_benchmarks(settings: RegressSettings, json_path: Path) -> dict[str, dict[str, Any]]:
-    """Run ``tests/benchmarks`` in a fresh pytest process; return ``{case: extra_info}``."""
+def run_benchmarks(settings: RegressSettings, json_path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Run ``tests/benchmarks`` in a fresh pytest process.
+
+    Returns ``{case: extra_info}`` of the measured cases and ``{case: "status: message"}`` of
+    those that could not be measured (written next to the JSON as ``*.errors.jsonl``)."""
     json_path.parent.mkdir(parents=True, exist_ok=True)
+    errors_path = json_path.with_suffix(".errors.jsonl")
+    errors_path.unlink(missing_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(settings.to_json(), fh)
         settings_path = fh.name
     command = [
         sys.executable, "-m", "pytest", str(BENCHMARKS_DIR), "--run-benchmarks",
-        "--regress-settings", settings_path, "--benchmark-json", str(json_path.resolve()),
+        "--regress-settings", settings_path, "--regress-errors", str(errors_path.resolve()),
+        "--benchmark-json", str(json_path.resolve()),
         "-q", "-p", "no:cacheprovider", "--benchmark-columns=median,iqr,rounds,iterations",
     ]
     try:
@@ -115,7 +122,12 @@ def run_benchmarks(settings: RegressSettings, json_path: Path) -> dict[str, dict
     if proc.returncode != 0 or not json_path.exists():
         sys.stderr.write(proc.stdout[-6000:])
         raise RuntimeError(f"the benchmarks failed (pytest exit {proc.returncode}): {' '.join(command)}")
-    return ratios_from_benchmark_json(json.loads(json_path.read_text()))
+    errors = {}
+    if errors_path.exists():
+        for line in errors_path.read_text().splitlines():
+            row = json.loads(line)
+            errors[row["case"]] = f"{row['status']}: {row['message']}"
+    return ratios_from_benchmark_json(json.loads(json_path.read_text())), errors
 
 
 def _settings(args: argparse.Namespace) -> RegressSettings:
@@ -152,10 +164,14 @@ def main(args: argparse.Namespace) -> int:
         for i in range(args.repeats):
             print(f"regress: baseline process {i + 1}/{args.repeats}", file=sys.stderr)
             try:
-                runs.append(run_benchmarks(settings, out / f"baseline-run-{i + 1}.json"))
+                measured, errors = run_benchmarks(settings, out / f"baseline-run-{i + 1}.json")
             except RuntimeError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return EXIT_ERROR
+            runs.append(measured)
+            for case, why in errors.items():
+                print(f"regress: {case} could not be measured and is left out of the baseline ({why})",
+                      file=sys.stderr)
         baseline = build_baseline(runs, environment=environment, machine=machine, settings=settings.to_json(),
                                   floor=args.floor, factor=args.factor)
         write_text_atomic(args.baseline, json.dumps(baseline, indent=1, sort_keys=True) + "\n")
@@ -179,13 +195,13 @@ def main(args: argparse.Namespace) -> int:
               "numbers without judging them")
         return EXIT_MISMATCH
     try:
-        current = run_benchmarks(settings, out / "benchmark.json")
+        current, errors = run_benchmarks(settings, out / "benchmark.json")
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     ratios = {case: [info["ratio"]] for case, info in current.items()}
     aliases = dict(args.baseline_name)
-    results = compare(baseline, ratios, baseline_names=aliases)
+    results = compare(baseline, ratios, baseline_names=aliases, errors=errors)
     for attempt in range(args.confirm):
         suspects = {r.case.split("|")[0] for r in results if r.verdict == "regression"}
         if mismatch or not suspects:
@@ -194,17 +210,18 @@ def main(args: argparse.Namespace) -> int:
               f"({attempt + 1}/{args.confirm}): {', '.join(sorted(suspects))}", file=sys.stderr)
         again = RegressSettings.from_json({**settings.to_json(), "attn": sorted(suspects)})
         try:
-            confirmation = run_benchmarks(again, out / f"benchmark-confirm-{attempt + 1}.json")
+            confirmation, _ = run_benchmarks(again, out / f"benchmark-confirm-{attempt + 1}.json")
         except RuntimeError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_ERROR
         for r in results:
             if r.verdict == "regression" and r.case in confirmation:
                 ratios[r.case].append(confirmation[r.case]["ratio"])
-        results = compare(baseline, ratios, baseline_names=aliases)
+        results = compare(baseline, ratios, baseline_names=aliases, errors=errors)
     if mismatch:
         for r in results:
-            r.verdict = "incomparable"
+            if r.verdict != "error":
+                r.verdict = "incomparable"
     print(format_table(results))
     elapsed = time.perf_counter() - started
     verdict = {
@@ -218,12 +235,16 @@ def main(args: argparse.Namespace) -> int:
         "wall_s": elapsed,
     }
     write_text_atomic(out / "verdict.json", json.dumps(verdict, indent=1) + "\n")
+    failed = [r.case for r in results if r.verdict == "error"]
+    summary = f"regress: {len(results)} cases in {elapsed:.0f} s: "
+    if failed:
+        print(summary + f"ERROR, {len(failed)} case(s) could not be measured: {', '.join(failed)}")
+        return EXIT_ERROR
     if mismatch:
         _print_mismatch(baseline, environment, machine, mismatch)
         return 0  # --on-mismatch warn
     regressions = [r.case for r in results if r.verdict == "regression"]
     faster = [r.case for r in results if r.verdict == "faster"]
-    summary = f"regress: {len(results)} cases in {elapsed:.0f} s: "
     if regressions:
         print(summary + f"FAIL, {len(regressions)} regression(s): {', '.join(regressions)}")
         return EXIT_REGRESSION

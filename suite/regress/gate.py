@@ -145,24 +145,25 @@ def build_baseline(
 class CaseResult:
     case: str
     baseline_ratio: float | None
-    ratios: list[float]  # this run's (plus confirmations)
+    ratios: list[float]  # this run's (plus confirmations); empty when the case could not be measured
     tolerance: float | None
-    verdict: str  # ok, regression, faster, new, incomparable
+    verdict: str  # ok, regression, faster, new, incomparable, error
+    message: str = ""  # why an ``error`` case could not be measured
 
     @property
-    def ratio(self) -> float:
-        return min(self.ratios)
+    def ratio(self) -> float | None:
+        return min(self.ratios) if self.ratios else None
 
     @property
     def change(self) -> float | None:
-        if self.baseline_ratio is None:
+        if self.baseline_ratio is None or self.ratio is None:
             return None
         return self.ratio / self.baseline_ratio - 1
 
     def as_dict(self) -> dict[str, Any]:
         return {"case": self.case, "baseline_ratio": self.baseline_ratio, "ratio": self.ratio,
                 "ratios": self.ratios, "change": self.change, "tolerance": self.tolerance,
-                "verdict": self.verdict}
+                "verdict": self.verdict, "message": self.message}
 
 
 def compare(
@@ -170,12 +171,19 @@ def compare(
     current: Mapping[str, Sequence[float]],
     *,
     baseline_names: Mapping[str, str] | None = None,
+    errors: Mapping[str, str] | None = None,
 ) -> list[CaseResult]:
     """Verdict per case. ``current``: case id -> its ratios (the run, then confirmations; the
     smallest is judged). ``baseline_names`` maps an attention name to the name whose baseline
-    it is held to (``se_slowed -> se``)."""
+    it is held to (``se_slowed -> se``). ``errors``: case id -> why it could not be measured
+    (verdict ``error``)."""
     baseline_names = dict(baseline_names or {})
     results = []
+    for case, message in (errors or {}).items():
+        name, rest = case.split("|", 1)
+        entry = baseline.get("cases", {}).get(f"{baseline_names.get(name, name)}|{rest}")
+        results.append(CaseResult(case, None if entry is None else float(entry["ratio"]), [],
+                                  None if entry is None else float(entry["tolerance"]), "error", message))
     for case, ratios in current.items():
         if not ratios:
             raise ValueError(f"case {case!r} has no ratio")
@@ -198,10 +206,12 @@ def format_table(results: Sequence[CaseResult]) -> str:
     lines = [header, "-" * len(header)]
     for r in results:
         base = f"{r.baseline_ratio:.4f}" if r.baseline_ratio is not None else "-"
+        current = f"{r.ratio:.4f}" if r.ratio is not None else "-"
         change = f"{r.change:+.1%}" if r.change is not None else "-"
         tol = f"+{math.exp(r.tolerance) - 1:.1%}" if r.tolerance is not None else "-"
         runs = f" ({len(r.ratios)} runs)" if len(r.ratios) > 1 else ""
-        lines.append(f"{r.case:32s} {base:>9s} {r.ratio:>9.4f} {change:>8s} {tol:>9s}  {r.verdict}{runs}")
+        why = f": {r.message}" if r.message else ""
+        lines.append(f"{r.case:32s} {base:>9s} {current:>9s} {change:>8s} {tol:>9s}  {r.verdict}{runs}{why}")
     return "\n".join(lines)
 
 

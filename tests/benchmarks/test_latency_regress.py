@@ -5,14 +5,22 @@ module's ratio to the same-process reference conv (:func:`suite.regress.cases.me
 the quantity the gate compares), then lets pytest-benchmark time the module's step for the
 record. ``benchmark.extra_info`` carries what the gate reads: the case id, the ratio and its
 per-repeat values, the reference time, and the facts of the case.
+
+A case that cannot be built or run (a plugin that refuses the shape, an exception in forward)
+is written with its status to ``--regress-errors`` and skipped, so the other cases are still
+measured; the gate reports it as a row with verdict ``error``.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
 from suite.regress.cases import case_id, import_plugins, load_settings, measure_case
 from suite.timing.timer import cpu_settings
+from suite.timing.workloads import StageError
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -29,10 +37,27 @@ def settings(request: pytest.FixtureRequest):
     return load_settings(request.config.getoption("--regress-settings"))
 
 
-def test_latency(benchmark, case: tuple[str, str], settings) -> None:
+def _record_error(config: pytest.Config, row: dict) -> None:
+    path = config.getoption("--regress-errors")
+    if path is None:
+        return
+    with Path(path).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def test_latency(benchmark, case: tuple[str, str], settings, request: pytest.FixtureRequest) -> None:
     name, mode = case
     with cpu_settings(settings.threads):
-        facts, workload = measure_case(name, mode, settings)
+        try:
+            facts, workload = measure_case(name, mode, settings)
+        except Exception as exc:  # noqa: BLE001 - becomes the case's status, the others go on
+            status = exc.status if isinstance(exc, StageError) else "error"
+            message = f"{type(exc).__name__}: {exc}"
+            _record_error(request.config, {"case": case_id(name, mode, settings), "attn": name, "mode": mode,
+                                           "status": status, "message": message})
+            if request.config.getoption("--regress-errors") is None:
+                raise
+            pytest.skip(f"{status}: {message}")
         # the record: pytest-benchmark's own timing of the same step, kept short
         iterations = max(1, round(1e-3 / max(facts["module_ms"] * 1e-3, 1e-7)))
         benchmark.pedantic(workload.step, rounds=10, iterations=iterations, warmup_rounds=1)
