@@ -155,7 +155,7 @@ def test_gate_catches_a_planted_slowdown_and_passes_the_original(slowed_se: Path
     print(gated.stdout)
     assert gated.returncode == 1, gated.stdout + gated.stderr
     verdicts = {r["case"]: r for r in json.loads((tmp_path / "gate" / "verdict.json").read_text())["results"]}
-    assert verdicts["se|forward|b2c64s28"]["verdict"] == "ok"
+    assert verdicts["se|forward|b2c64s28"]["verdict"] in ("ok", "faster")  # the unchanged original passes
     slowed = verdicts["se_twice|forward|b2c64s28"]
     assert slowed["verdict"] == "regression"
     assert len(slowed["ratios"]) == 2  # confirmed in a fresh process
