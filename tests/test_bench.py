@@ -128,3 +128,19 @@ def test_failing_stage_is_a_status_and_the_bench_goes_on(tmp_path: Path) -> None
     assert run_bench(profile, out, stages=["cost"], progress=False, report=False) == 1
     summary = json.loads((out / "bench.json").read_text())
     assert summary["runs"][0]["status"] == "error"
+
+
+def test_a_stage_does_not_leave_its_thread_count_to_the_next(tmp_path: Path) -> None:
+    """The cost stage counts with 1 thread; the accuracy stage after it in the same process
+    must still get torch's default (it trained 1.5x slower when the count leaked)."""
+    import torch
+
+    before = torch.get_num_threads()
+    target = 2 if before == 1 else before  # a count the cost stage (1 thread) would change
+    torch.set_num_threads(target)
+    try:
+        profile = apply_overrides(load_profile("smoke"), ["cost.level=module", "cost.threads=1"], attn="se")
+        assert run_bench(profile, tmp_path / "bench", stages=["cost"], progress=False, report=False) == 0
+        assert torch.get_num_threads() == target
+    finally:
+        torch.set_num_threads(before)

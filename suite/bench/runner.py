@@ -26,6 +26,7 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,11 +130,24 @@ def _prepare_stage_folder(folder: Path, current: dict[str, Any], force: bool) ->
 
 
 def _invoke(stage: str, argv: list[str]) -> tuple[str, str]:
-    """Run ``python -m suite STAGE ARGV`` in this process; return (status, message)."""
+    """Run ``python -m suite STAGE ARGV`` in this process; return (status, message).
+
+    torch's thread count is restored afterwards: a stage that sets it (cost counts with one
+    thread) must not leave the next stage (accuracy trains with torch's default) on it."""
+    import torch
+
     from ..__main__ import main as suite_main
 
+    threads = torch.get_num_threads()
     try:
-        code = suite_main([stage, *argv])
+        return _call(suite_main, [stage, *argv])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _call(suite_main: Callable[[list[str]], int], argv: list[str]) -> tuple[str, str]:
+    try:
+        code = suite_main(argv)
     except SystemExit as exc:  # argparse errors
         code = exc.code if isinstance(exc.code, int) else 2
     except KeyboardInterrupt:
