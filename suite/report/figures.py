@@ -199,26 +199,31 @@ def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str) -> P
         return None
     data = data.assign(shape=data.apply(_shape_label, axis=1))
     data = data.sort_values(["batch", "channels", "size"])
-    shapes = list(dict.fromkeys(data["shape"]))
     modes = [m for m in ("forward", "train") if m in set(data["mode"])] or sorted(set(data["mode"]))
+    # each panel shows the shapes measured in its mode only (no empty columns)
+    shapes = {mode: list(dict.fromkeys(data.loc[data["mode"] == mode, "shape"])) for mode in modes}
     order = _type_order(data[data["mode"] == modes[0]], "ratio_to_ref")
     order += [n for n in sorted(set(data["attn"])) if n not in order]
     height = 2.2 + 0.28 * len(order)
-    width = 2.5 + len(modes) * (1.5 + 0.75 * len(shapes))
-    fig, axes = plt.subplots(1, len(modes), figsize=(width, height), squeeze=False, sharey=True)
+    columns = sum(len(v) for v in shapes.values())
+    width = 3.5 + 1.2 * len(modes) + 0.75 * columns
+    fig, axes = plt.subplots(1, len(modes), figsize=(width, height), squeeze=False, sharey=True,
+                             gridspec_kw={"width_ratios": [len(shapes[m]) + (1 if k == len(modes) - 1 else 0)
+                                                           for k, m in enumerate(modes)]})
     values = np.log2(data["ratio_to_ref"].clip(lower=1e-3))
     bound = max(abs(values.min()), abs(values.max()), 1.0)
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound)
-    annotate = len(shapes) <= 12
+    annotate = columns <= 24
     for k, (ax, mode) in enumerate(zip(axes[0], modes, strict=True)):
         sub = data[data["mode"] == mode]
         agg = sub.groupby(["attn", "shape"])["ratio_to_ref"].median().unstack("shape")
-        agg = agg.reindex(index=order, columns=shapes)
+        agg = agg.reindex(index=order, columns=shapes[mode])
         labels = agg.apply(lambda col: col.map(lambda v: "" if pd.isna(v) else f"{v:.2g}")) if annotate else None
         sns.heatmap(np.log2(agg.clip(lower=1e-3)), ax=ax, cmap="RdBu_r", norm=norm, cbar=k == len(modes) - 1,
                     annot=labels if annotate else None, fmt="", annot_kws={"fontsize": 7},
                     cbar_kws={"label": "log2(ratio to the conv); red = slower"},
                     linewidths=0.3, linecolor="white")
+        ax.set_facecolor("0.88")  # cells not measured: grey, not the white of a ratio near 1
         ax.set_title(f"{mode} ({'eval, no_grad' if mode == 'forward' else 'forward + backward'})")
         ax.set_xlabel("input shape (batch, channels, H=W)")
         ax.set_ylabel("attention type (sorted by median forward ratio)" if k == 0 else "")
@@ -226,8 +231,8 @@ def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str) -> P
         for label in ax.get_xticklabels():
             label.set_ha("right")
         ax.tick_params(axis="y", labelsize=8, rotation=0)
-    _caption(fig, "Latency ratio to a 3x3 conv C->C on the same input (cell: ratio; 1 = as slow as the conv)",
-             caption)
+    _caption(fig, "Latency ratio to a 3x3 conv C->C on the same input (cell: ratio; 1 = as slow as the conv; "
+             "grey: not measured)", caption)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -311,6 +316,13 @@ def latency_scaling_figure(latency: pd.DataFrame, path: Path, caption: str) -> t
                 if other != axis:
                     sub = sub[sub[other] == sub[other].max()]
             fixed = ", ".join(f"{o} {int(sub[o].iloc[0])}" for o in axes_names if o != axis and len(sub))
+            ticks = sorted(sub[axis].unique())
+            if len(ticks) < 2:  # a one-point "scaling" line says nothing: say what was measured instead
+                ax.axis("off")
+                measured = f"{axes_names[axis].split(' (')[0]} {int(ticks[0])}" if ticks else "no rows"
+                ax.text(0.5, 0.5, f"{mode}: only {measured} measured\n({fixed})\nno scaling to show",
+                        ha="center", va="center", fontsize=10, color="0.35", transform=ax.transAxes)
+                continue
             line = sub.groupby(["attn", axis])["median_ms"].median().reset_index()
             ref = sub.groupby(axis)["ref_median_ms"].median()
             for name, group in line.groupby("attn"):
@@ -322,7 +334,6 @@ def latency_scaling_figure(latency: pd.DataFrame, path: Path, caption: str) -> t
             ends = line.sort_values(axis).groupby("attn").tail(1)
             _end_labels(ax, ends[axis].to_numpy(float), ends["median_ms"].to_numpy(float), ends["attn"].tolist(),
                         [palette[n] for n in ends["attn"]])
-            ticks = sorted(sub[axis].unique())
             ax.set_xticks(ticks, [str(int(t)) for t in ticks])
             ax.set_xlabel(axes_names[axis])
             ax.set_ylabel("median latency, ms (log)")
@@ -404,7 +415,7 @@ def memory_figure(memory: pd.DataFrame, cost: pd.DataFrame, path: Path, caption:
         ax.set_ylabel("attention type (sorted by saved bytes)")
         ax.set_title(shape, fontsize=10)
         for container in ax.containers:
-            ax.bar_label(container, fmt="%.3g", fontsize=7, padding=2)
+            ax.bar_label(container, fmt=lambda v: f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}", fontsize=7, padding=2)
         ax.grid(True, axis="x", alpha=0.3)
     _caption(fig, "Memory per attention type", caption)
     fig.tight_layout()
