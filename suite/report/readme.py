@@ -29,7 +29,7 @@ FIGURE_TEXT: dict[str, tuple[str, str]] = {
         "cell is the block's median latency divided by that of a 3x3 conv C->C on the same input, "
         "timed interleaved in one process. Blue is cheaper than the conv, red slower (the colour is "
         "log2 of the ratio). Rows are sorted by the median forward ratio; a row whose colour changes "
-        "across columns scales differently from a convolution. A blank cell was not measured or failed "
+        "across columns scales differently from a convolution. A grey cell was not measured or failed "
         "(see `latency.csv`'s `status` and `message`).",
     ),
     "counter_agreement": (
