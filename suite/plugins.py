@@ -8,6 +8,9 @@ A plugin spec is one of
 * ``package.module`` — import the module only: it registers its own entries with
   :func:`modules.register_attention` (full control over kind, placement and metadata).
 
+In each form the module may also be a Python file, ``path/to/file.py`` (made absolute, so
+child processes started elsewhere find it too).
+
 The class is called as ``ClassName(channels, **kwargs)`` and must return an ``nn.Module``
 whose forward takes ``(N, C, H, W)``. Closed forms (``formula_macs`` etc., see
 :class:`modules.AttentionModule`) are optional: without them the cost stage leaves the
@@ -20,14 +23,19 @@ starts, through the environment variable :data:`PLUGINS_ENV` (specs separated by
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import inspect
 import os
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
-__all__ = ["PLUGINS_ENV", "PluginError", "Plugin", "parse_spec", "load_plugin", "load_plugins",
+__all__ = ["PLUGINS_ENV", "PluginError", "Plugin", "parse_spec", "normalize_spec", "load_plugin", "load_plugins",
            "load_plugins_from_env", "export_plugins"]
 
 PLUGINS_ENV = "ATTNBENCH_PLUGINS"
@@ -56,11 +64,15 @@ def parse_spec(spec: str) -> Plugin:
         name, text = (part.strip() for part in text.split("=", 1))
         if not _NAME.match(name):
             raise PluginError(f"plugin {spec!r}: the name {name!r} is not a valid attention name")
-    module, _, class_name = text.partition(":")
-    if not module or not all(part.isidentifier() for part in module.split(".")):
+    module, sep, class_name = text.rpartition(":")
+    if not sep:
+        module, class_name = text, ""
+    if module.endswith(".py"):
+        module = str(Path(module).resolve())
+    elif not all(part.isidentifier() for part in module.split(".")):
         raise PluginError(
-            f"plugin {spec!r}: expected 'package.module:ClassName', 'name=package.module:ClassName' "
-            "or 'package.module'"
+            f"plugin {spec!r}: expected 'package.module:ClassName', 'name=package.module:ClassName', "
+            "'package.module', or a path/to/file.py in place of package.module"
         )
     if class_name and not class_name.isidentifier():
         raise PluginError(f"plugin {spec!r}: {class_name!r} is not a class name")
@@ -68,6 +80,13 @@ def parse_spec(spec: str) -> Plugin:
         raise PluginError(f"plugin {spec!r}: a name needs a class ('name=package.module:ClassName')")
     return Plugin(spec=spec, module=module, class_name=class_name or None,
                   name=name or (class_name.lower() if class_name else None))
+
+
+def normalize_spec(spec: str) -> str:
+    """``spec`` with a ``.py`` file made absolute, so that a process started elsewhere loads it too."""
+    plugin = parse_spec(spec)
+    named = f"{spec.split('=', 1)[0].strip()}=" if "=" in spec else ""
+    return f"{named}{plugin.module}" + (f":{plugin.class_name}" if plugin.class_name else "")
 
 
 def load_plugin(spec: str) -> list[str]:
@@ -79,8 +98,8 @@ def load_plugin(spec: str) -> list[str]:
     plugin = parse_spec(spec)
     before = set(modules.list_attention())
     try:
-        imported = importlib.import_module(plugin.module)
-    except ImportError as exc:
+        imported = _import(plugin.module)
+    except (ImportError, OSError) as exc:
         raise PluginError(f"plugin {spec!r}: cannot import {plugin.module!r}: {exc}") from exc
     if plugin.class_name is None:
         return sorted(set(modules.list_attention()) - before)
@@ -100,6 +119,27 @@ def load_plugin(spec: str) -> list[str]:
         arxiv=None, kind="gate", description=f"plugin {plugin.module}:{plugin.class_name}",
     )
     return [plugin.name]
+
+
+def _import(module: str) -> ModuleType:
+    """Import a dotted module name, or a ``.py`` file (once: a second call returns the same module)."""
+    if not module.endswith(".py"):
+        return importlib.import_module(module)
+    path = Path(module)
+    name = f"_attnbench_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise ImportError(f"no Python file at {path}")
+    imported = importlib.util.module_from_spec(spec)
+    sys.modules[name] = imported
+    try:
+        spec.loader.exec_module(imported)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return imported
 
 
 def load_plugins(specs: Iterable[str]) -> list[str]:

@@ -18,7 +18,7 @@ from suite.bench.profile import (
     stage_argv,
 )
 from suite.bench.runner import BenchError, plan_runs, run_bench
-from suite.plugins import PluginError, load_plugin, parse_spec
+from suite.plugins import PluginError, load_plugin, normalize_spec, parse_spec
 
 
 def test_shipped_profiles_load_with_every_stage() -> None:
@@ -101,6 +101,16 @@ def test_plugin_class_is_registered_under_its_name(plugin_module: str) -> None:
         load_plugin(f"{plugin_module}:Missing")
     with pytest.raises(PluginError, match="already registered"):
         load_plugin(f"se={plugin_module}:HalfGate")
+
+
+def test_plugin_from_a_python_file(plugin_module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = normalize_spec("mygate=my_attn_plugin.py:HalfGate")
+    assert spec == f"mygate={tmp_path / 'my_attn_plugin.py'}:HalfGate"  # absolute: children find it
+    assert load_plugin(spec) == ["mygate"]
+    assert load_plugin(spec) == []  # the file is executed once
+    with pytest.raises(PluginError, match="cannot import"):
+        load_plugin(str(tmp_path / "missing.py"))
 
 
 def test_bench_resumes_without_redoing_finished_stages(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import modules
-from suite.regress.cases import import_plugins
+from suite.plugins import load_plugins
 from suite.regress.gate import (
     build_baseline,
     compare,
@@ -122,7 +122,7 @@ def test_ratios_from_benchmark_json_reads_the_extra_info() -> None:
 def slowed_se(tmp_path: Path):
     plugin = tmp_path / "slowed_se.py"
     plugin.write_text(SLOWED_SE)
-    import_plugins([str(plugin)])
+    load_plugins([str(plugin)])
     yield plugin
     modules.unregister_attention("se_twice")
 
@@ -151,7 +151,7 @@ def test_gate_catches_a_planted_slowdown_and_passes_the_original(slowed_se: Path
     taken = _gate(*common, "--update-baseline", "--repeats", "1", "--out", str(tmp_path / "base"))
     assert taken.returncode == 0, taken.stdout + taken.stderr
     gated = _gate("--attn", "se,se_twice", "--mode", "forward", "--baseline", str(baseline),
-                  "--import", str(slowed_se), "--baseline-name", "se_twice=se", "--out", str(tmp_path / "gate"))
+                  "--plugin", str(slowed_se), "--baseline-name", "se_twice=se", "--out", str(tmp_path / "gate"))
     print(gated.stdout)
     assert gated.returncode == 1, gated.stdout + gated.stderr
     verdicts = {r["case"]: r for r in json.loads((tmp_path / "gate" / "verdict.json").read_text())["results"]}
@@ -210,7 +210,7 @@ def test_gate_reports_a_case_that_cannot_run_and_measures_the_rest(tmp_path: Pat
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps(_baseline({"se|forward|b1c8s8": [0.5, 0.5]})))  # another class: warn
     gated = _gate("--attn", "se,broken_gate", "--mode", "forward", "--batch", "1", "--channels", "8",
-                  "--size", "8", "--visits", "1", "--budget-s", "0.05", "--import", str(plugin),
+                  "--size", "8", "--visits", "1", "--budget-s", "0.05", "--plugin", str(plugin),
                   "--baseline", str(path), "--on-mismatch", "warn", "--out", str(tmp_path / "o"))
     assert gated.returncode == 2, gated.stdout + gated.stderr
     verdicts = {r["case"]: r for r in json.loads((tmp_path / "o" / "verdict.json").read_text())["results"]}

@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plugin", action="append", default=[], metavar="SPEC",
                         help="your own attention class: package.module:ClassName, "
                              "name=package.module:ClassName, or package.module that registers "
-                             "itself (repeatable); it goes through every stage")
+                             "itself; a path/to/file.py may stand for package.module (repeatable); "
+                             "it goes through every stage")
     parser.add_argument("--force", action="store_true",
                         help="measure again even what was measured with this commit and environment")
     parser.add_argument("--no-report", action="store_true", help="run the stages only")
@@ -59,11 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..plugins import PluginError, export_plugins, load_plugins
+    from ..plugins import PluginError, export_plugins, load_plugins, normalize_spec
 
     try:
-        plugin_names = load_plugins(args.plugin)
-        export_plugins(args.plugin)  # the memory stage's worker processes load them too
+        specs = [normalize_spec(spec) for spec in args.plugin]
+        plugin_names = load_plugins(specs)
+        export_plugins(specs)  # the memory stage's worker processes load them too
         profile = apply_overrides(load_profile(args.profile), args.overrides, attn=args.attn)
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
         runs = plan_runs(profile, stages, plugin_names, progress=not args.no_progress)

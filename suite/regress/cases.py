@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ class RegressSettings:
     repeats: int = 3  # interleaved measurements per case, in one process; the ratio is their median
     budget_s: float = 0.25  # timer budget of one repeat (module and reference together)
     visit_s: float = 0.02  # time on one callable before switching to the other
-    imports: tuple[str, ...] = field(default_factory=tuple)  # modules or .py files that register extra types
+    plugins: tuple[str, ...] = field(default_factory=tuple)  # suite.plugins specs: extra types to gate
 
     def __post_init__(self) -> None:
         for axis in ("batch", "channels", "size", "threads", "repeats"):
@@ -77,7 +76,7 @@ class RegressSettings:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RegressSettings:
         data = dict(data)
-        for key in ("attn", "modes", "imports"):
+        for key in ("attn", "modes", "plugins"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -93,23 +92,6 @@ def load_settings(path: str | Path | None) -> RegressSettings:
 def case_id(name: str, mode: str, settings: RegressSettings) -> str:
     """The key a case has in the benchmark JSON and the baseline, e.g. ``se|forward|b2c64s28``."""
     return f"{name}|{mode}|{settings.shape_label}"
-
-
-def import_plugins(imports: Sequence[str]) -> None:
-    """Import each module name or ``.py`` file (which registers extra attention types)."""
-    import importlib
-    import importlib.util
-
-    for item in imports:
-        if item.endswith(".py"):
-            path = Path(item).resolve()
-            spec = importlib.util.spec_from_file_location(f"_attnbench_plugin_{path.stem}", path)
-            if spec is None or spec.loader is None:
-                raise ValueError(f"cannot import {item!r}")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            importlib.import_module(item)
 
 
 def config_for(name: str, mode: str, settings: RegressSettings):  # -> suite.timing.grid.Config

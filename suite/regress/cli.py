@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ..env import PROJECT_ROOT, collect_environment
+from ..plugins import load_plugins, normalize_spec
 from ..records import write_text_atomic
-from .cases import DEFAULT_ATTN, RegressSettings, import_plugins
+from .cases import DEFAULT_ATTN, RegressSettings
 from .gate import (
     DEFAULT_FACTOR,
     DEFAULT_FLOOR,
@@ -73,8 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--visits", type=int, default=3,
                       help="interleaved measurements per case in one process; the ratio is their median (default: 3)")
     what.add_argument("--budget-s", type=float, default=0.25, help="timer budget of one measurement (default: 0.25)")
-    what.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE|FILE.py",
-                      help="import this module or file first (it registers extra attention types); repeatable")
+    what.add_argument("--plugin", "--import", dest="plugins", action="append", default=[], metavar="SPEC",
+                      help="bring your own module, as in `python -m suite bench --plugin`: 'pkg.mod:Class', "
+                      "'name=pkg.mod:Class', or 'pkg.mod' / 'path/to/file.py' that registers its own types; "
+                      "repeatable")
     gate = parser.add_argument_group("gate")
     gate.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE,
                       help=f"baseline JSON (default: {DEFAULT_BASELINE.relative_to(PROJECT_ROOT)})")
@@ -133,12 +136,12 @@ def run_benchmarks(settings: RegressSettings, json_path: Path) -> tuple[dict[str
 def _settings(args: argparse.Namespace) -> RegressSettings:
     from suite.timing.sweep import resolve_names
 
-    imports = tuple(str(Path(i).resolve()) if i.endswith(".py") else i for i in args.imports)
-    import_plugins(imports)
+    plugins = tuple(normalize_spec(spec) for spec in args.plugins)  # the benchmarks run from the project root
+    load_plugins(plugins)
     names = tuple(resolve_names(args.attn))
     return RegressSettings(attn=names, modes=args.mode, batch=args.batch, channels=args.channels,
                            size=args.size, threads=args.threads, repeats=args.visits,
-                           budget_s=args.budget_s, imports=imports)
+                           budget_s=args.budget_s, plugins=plugins)
 
 
 def _print_mismatch(baseline: dict[str, Any], environment: dict[str, Any], machine: dict[str, Any],
@@ -151,7 +154,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         settings = _settings(args)
-    except (ValueError, ImportError, OSError) as exc:
+    except ValueError as exc:  # bad --attn, or a PluginError
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     environment = collect_environment()

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from suite.regress.cases import case_id, import_plugins, load_settings, measure_case
+from suite.plugins import load_plugins
+from suite.regress.cases import case_id, load_settings, measure_case
 from suite.timing.timer import cpu_settings
 from suite.timing.workloads import StageError
 
@@ -27,7 +28,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case" not in metafunc.fixturenames:
         return
     settings = load_settings(metafunc.config.getoption("--regress-settings"))
-    import_plugins(settings.imports)
+    load_plugins(settings.plugins)
     cases = settings.cases()
     metafunc.parametrize("case", cases, ids=[case_id(n, m, settings) for n, m in cases])
 
