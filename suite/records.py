@@ -53,19 +53,22 @@ class RecordStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def read(self) -> list[dict[str, Any]]:
-        """All complete records, in the order written (a torn last line is skipped)."""
+        """All complete records, in the order written (a torn line, or one that is not a JSON
+        object, is skipped)."""
         if not self.path.exists():
             return []
         records = []
-        with self.path.open(encoding="utf-8") as handle:
+        with self.path.open(encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 line = line.strip()
                 if not line:
                     continue
                 try:
-                    records.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError:
                     continue
+                if isinstance(record, dict):
+                    records.append(record)
         return records
 
     def done_keys(self, statuses: Iterable[str] | None = None) -> set[str]:

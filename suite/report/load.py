@@ -8,12 +8,13 @@ from the records. Nothing here measures anything.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from ..records import RecordStore
 
 __all__ = ["NOT_FAILURES", "STAGES", "STAGE_FILES", "StageData", "load_stage", "load_all", "environment_of"]
 
@@ -72,33 +73,13 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
         return None
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line torn by a kill
-        if isinstance(value, dict):
-            records.append(value)
-    return records
-
-
-def _latest(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    latest: dict[str, dict[str, Any]] = {}
-    for i, record in enumerate(records):
-        latest[str(record.get("key", i))] = record
-    return list(latest.values())
+def _latest_records(path: Path) -> list[dict[str, Any]]:
+    """The stage's raw records, one per key (the last written), or none without the file."""
+    return RecordStore(path).latest_by_key() if path.is_file() else []
 
 
 def _from_records(stage: str, records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
-    """Tables rebuilt from raw records when the stage's CSVs are missing."""
-    records = _latest(records)
+    """Tables rebuilt from raw records (one per key) when the stage's CSVs are missing."""
     if not records:
         return {}
     if stage == "cost":
@@ -136,7 +117,7 @@ def load_stage(raw_dir: Path, stage: str) -> StageData:
         frame = _read_csv(folder / filename)
         if frame is None:
             if rebuilt is None:
-                rebuilt = _from_records(stage, _read_jsonl(folder / files["records"]))
+                rebuilt = _from_records(stage, _latest_records(folder / files["records"]))
             frame = rebuilt.get(name)
             if frame is not None and not frame.empty:
                 data.notes.append(f"{filename} missing or unreadable: rebuilt from {files['records']}")
