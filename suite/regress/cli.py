@@ -27,6 +27,8 @@ from typing import Any
 from ..env import PROJECT_ROOT, collect_environment
 from ..plugins import load_plugins, normalize_spec
 from ..records import write_text_atomic
+from ..timing.grid import MODES
+from ..timing.sweep import choice_list, resolve_names
 from .cases import DEFAULT_ATTN, RegressSettings
 from .gate import (
     DEFAULT_FACTOR,
@@ -47,10 +49,6 @@ BENCHMARKS_DIR = PROJECT_ROOT / "tests" / "benchmarks"
 EXIT_REGRESSION, EXIT_ERROR, EXIT_MISMATCH = 1, 2, 3
 
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
-
-
 def _alias(text: str) -> tuple[str, str]:
     name, sep, base = text.partition("=")
     if not sep or not name or not base:
@@ -64,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to measure")
     what.add_argument("--attn", default=",".join(DEFAULT_ATTN), metavar="PATTERN",
                       help=f"attention types, fnmatch patterns, comma-separated (default: {','.join(DEFAULT_ATTN)})")
-    what.add_argument("--mode", type=_csv, default=("forward", "train"), metavar="M[,M]",
+    what.add_argument("--mode", type=choice_list(MODES), default=("forward", "train"), metavar="M[,M]",
                       help="forward and/or train (default: both)")
     what.add_argument("--batch", type=int, default=2, help="batch size (default: 2)")
     what.add_argument("--channels", type=int, default=64, help="channels (default: 64)")
@@ -134,8 +132,6 @@ def run_benchmarks(settings: RegressSettings, json_path: Path) -> tuple[dict[str
 
 
 def _settings(args: argparse.Namespace) -> RegressSettings:
-    from suite.timing.sweep import resolve_names
-
     plugins = tuple(normalize_spec(spec) for spec in args.plugins)  # the benchmarks run from the project root
     load_plugins(plugins)
     names = tuple(resolve_names(args.attn))

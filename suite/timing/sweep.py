@@ -28,6 +28,7 @@ from .timer import default_threads
 
 __all__ = [
     "add_grid_arguments",
+    "choice_list",
     "axes_from_args",
     "resolve_names",
     "UnknownAttentionError",
@@ -55,7 +56,9 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def _choice_list(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+def choice_list(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse ``type`` for comma-separated values from ``choices`` (a clear error otherwise)."""
+
     def parse(text: str) -> tuple[str, ...]:
         values = tuple(v.strip() for v in text.split(",") if v.strip())
         bad = [v for v in values if v not in choices]
@@ -95,14 +98,14 @@ def add_grid_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
     grid.add_argument("--batch", type=_int_list, default=None, metavar="N[,N...]", help=f"batch sizes ({_defaults(stage, 'batch')})")
     grid.add_argument("--size", type=_int_list, default=None, metavar="S[,S...]", help=f"input resolutions, input is S x S ({_defaults(stage, 'size')})")
     grid.add_argument("--channels", type=_int_list, default=None, metavar="C[,C...]", help=f"input channels at module level ({_defaults(stage, 'channels')})")
-    grid.add_argument("--dtype", type=_choice_list(DTYPES), default=None, metavar="D[,D...]",
+    grid.add_argument("--dtype", type=choice_list(DTYPES), default=None, metavar="D[,D...]",
                       help=f"from {', '.join(DTYPES)}: fp32, or bf16/fp16 autocast with a low-precision input ({_defaults(stage, 'dtype')})")
-    grid.add_argument("--memory-format", type=_choice_list(MEMORY_FORMATS), default=None, metavar="F[,F...]",
+    grid.add_argument("--memory-format", type=choice_list(MEMORY_FORMATS), default=None, metavar="F[,F...]",
                       help=f"from {', '.join(MEMORY_FORMATS)} ({_defaults(stage, 'memory_format')})")
-    grid.add_argument("--compile", type=_choice_list(COMPILE_MODES), default=None, metavar="M[,M...]",
+    grid.add_argument("--compile", type=choice_list(COMPILE_MODES), default=None, metavar="M[,M...]",
                       help="from eager, compile (torch.compile; slow to compile on a small CPU, so off in the cpu profile; "
                       f"a compile failure is a row with status compile_error) ({_defaults(stage, 'compile')})")
-    grid.add_argument("--mode", type=_choice_list(MODES), default=None, metavar="M[,M...]",
+    grid.add_argument("--mode", type=choice_list(MODES), default=None, metavar="M[,M...]",
                       help=f"from forward (eval, no_grad), train (forward + backward) ({_defaults(stage, 'mode')})")
     grid.add_argument("--threads", type=int, default=None,
                       help=f"torch intra-op threads, set and recorded (default: the cores this process may use, here {default_threads()})")
