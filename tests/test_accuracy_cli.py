@@ -129,3 +129,20 @@ def test_entries_without_a_place_are_skipped_by_pattern_and_refused_by_name(imag
     text = capsys.readouterr().out
     assert "skipping ccp_max" in text and "skipping ccp_mean" in text
     assert [r["attn"] for r in _records(tmp_path)] == ["none"]
+
+
+@pytest.mark.slow
+def test_the_cli_runs_unchanged_under_torchrun(imagenette_root, cache_dir, tmp_path):
+    # the promise of the gpu profile on many GPUs, exercised on the CPU: torchrun starts two
+    # gloo ranks of the same command, rank 0 writes the rows, and both ranks leave cleanly
+    out = tmp_path / "torchrun"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "suite", "accuracy", "--profile", "smoke", "--attn", "se", "--seeds", "1",
+               "--data", str(imagenette_root), "--out", str(out), "--cache-dir", str(cache_dir), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = _records(out)
+    assert sorted(r["attn"] for r in records) == ["none", "se"]
+    assert all(r["status"] == "ok" and r["world_size"] == 2 for r in records)
+    assert len(pd.read_csv(out / "runs.csv")) == 2  # written once, by rank 0

@@ -142,8 +142,7 @@ def _ddp_worker(rank: int, world: int, port: int, root: str, cache: str, out: st
         results[variant] = train_run("resnet_small", "se", 3, recipe, train, val, info).as_dict()
     if rank == 0:
         Path(out).write_text(json.dumps(results))
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    train_mod.close_distributed(finished=True)
 
 
 def _run(world: int, root, cache, out: Path) -> dict:

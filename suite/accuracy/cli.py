@@ -28,7 +28,14 @@ from suite.records import RecordStore, folder_lock, write_csv_atomic, write_text
 from .data import DataNotFoundError, list_classes, load_split, resolve_data_root, select_classes
 from .recipe import AUGMENTS, DEFAULT_SEEDS, PROFILES, make_recipe
 from .stats import delta_table
-from .train import BASELINE, DistInfo, broadcast_object, init_distributed, train_run
+from .train import (
+    BASELINE,
+    DistInfo,
+    broadcast_object,
+    close_distributed,
+    init_distributed,
+    train_run,
+)
 
 __all__ = ["add_arguments", "main", "SOURCE_DESIGNS", "resolve_attention", "write_tables"]
 
@@ -144,16 +151,17 @@ def main(args: argparse.Namespace) -> int:
         torch.set_flush_denormal(True)  # denormal weights late in training can slow CPU kernels many-fold
     out = Path(args.out) if args.out else PROJECT_ROOT / "runs" / "accuracy" / args.profile
     seeds = list(range(args.first_seed, args.first_seed + (args.seeds or DEFAULT_SEEDS[args.profile])))
+    finished = False
     try:
         if info.is_main:
             with folder_lock(out):
-                return _sweep(args, recipe, attns, root, seeds, out, info)
-        return _sweep(args, recipe, attns, root, seeds, out, info)
+                code = _sweep(args, recipe, attns, root, seeds, out, info)
+        else:
+            code = _sweep(args, recipe, attns, root, seeds, out, info)
+        finished = True
+        return code
     finally:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        close_distributed(finished)
 
 
 def _load_data(args, recipe, root: Path, info: DistInfo):

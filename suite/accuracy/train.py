@@ -49,6 +49,7 @@ __all__ = [
     "DistInfo",
     "RunResult",
     "init_distributed",
+    "close_distributed",
     "build_network",
     "load_shared",
     "paired_model",
@@ -99,6 +100,21 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     return DistInfo(rank, world, local, dev)
+
+
+def close_distributed(finished: bool) -> None:
+    """Leave the job joined by :func:`init_distributed` (nothing to do in a single process).
+
+    ``finished``: every rank reached the end of its work. Then the ranks first meet at a barrier,
+    so that none tears its connections down while another still uses them (a gloo rank that
+    exits alone can abort with "terminate called without an active exception"). After an error
+    the other ranks may never reach that barrier, so the group is destroyed without it.
+    """
+    if not dist.is_initialized():
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def build_network(arch: str, attn: str | None, num_classes: int) -> nn.Module:
