@@ -105,10 +105,12 @@ def init_distributed(device: str = "auto") -> DistInfo:
 def close_distributed(finished: bool) -> None:
     """Leave the job joined by :func:`init_distributed` (nothing to do in a single process).
 
-    ``finished``: every rank reached the end of its work. Then the ranks first meet at a barrier,
-    so that none tears its connections down while another still uses them (a gloo rank that
-    exits alone can abort with "terminate called without an active exception"). After an error
-    the other ranks may never reach that barrier, so the group is destroyed without it.
+    ``finished``: this rank ended its work normally. Then the ranks first meet at a barrier, so
+    that none tears its connections down while another may still be using them (CI once saw a
+    gloo rank abort with "terminate called without an active exception" at the end of the
+    two-process test, where the ranks left one after the other). After an error the other
+    ranks may never reach that barrier, so the group is destroyed without it; ``torchrun``
+    stops the remaining ranks when one fails.
     """
     if not dist.is_initialized():
         return
