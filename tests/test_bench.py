@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from plugin_fixtures import write_half_gate
 
 import modules
 from suite.bench.profile import (
@@ -70,20 +70,7 @@ def test_malformed_plugin_spec_is_refused(spec: str) -> None:
 
 @pytest.fixture
 def plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    (tmp_path / "my_attn_plugin.py").write_text(textwrap.dedent('''
-        import torch
-        from torch import nn
-
-        class HalfGate(nn.Module):
-            """A toy gate: x * sigmoid(mean over channels)."""
-
-            def __init__(self, channels: int) -> None:
-                super().__init__()
-                self.scale = nn.Parameter(torch.ones(1))
-
-            def forward(self, x):
-                return x * torch.sigmoid(self.scale * x.mean(1, keepdim=True))
-    '''))
+    write_half_gate(tmp_path, "my_attn_plugin")
     monkeypatch.syspath_prepend(str(tmp_path))
     yield "my_attn_plugin"
     for name in ("halfgate", "mygate"):

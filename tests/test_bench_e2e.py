@@ -8,36 +8,20 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from plugin_fixtures import write_half_gate
 
 from suite.env import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
-PLUGIN = '''
-import torch
-from torch import nn
-
-
-class HalfGate(nn.Module):
-    """A toy gate defined outside modules/: x * sigmoid(w * mean over channels)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(1))
-
-    def forward(self, x):
-        return x * torch.sigmoid(self.weight * x.mean(1, keepdim=True))
-'''
-
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    (tmp_path / "user_plugin.py").write_text(textwrap.dedent(PLUGIN))
+    write_half_gate(tmp_path, "user_plugin")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(PROJECT_ROOT), env.get("PYTHONPATH", "")])
     env.pop("ATTNBENCH_PLUGINS", None)
