@@ -37,7 +37,7 @@ from .train import (
     train_run,
 )
 
-__all__ = ["add_arguments", "main", "SOURCE_DESIGNS", "resolve_attention", "write_tables"]
+__all__ = ["add_arguments", "main", "SOURCE_DESIGNS", "build_tables", "resolve_attention", "write_tables"]
 
 SOURCE_DESIGNS = ("se", "eca", "ca", "gsop", "cbam", "dycaconv", "dsan_channel")
 """The designs of the user's source texts: the default ``--attn``."""
@@ -296,21 +296,30 @@ RUN_COLUMNS = ["attn", "seed", "status", "top1", "top5", "val_loss", "train_loss
                "recipe", "note"]
 
 
-def write_tables(store: RecordStore, out: Path, fingerprint: str | None = None) -> str:
-    """Rewrite ``runs.csv``, ``deltas.csv`` and ``summary.md`` from the records (those of
-    recipe ``fingerprint`` only, when given); returns the summary's text."""
-    records = [r for r in store.latest_by_key() if fingerprint is None or r.get("recipe") == fingerprint]
+def build_tables(
+    records: list[dict[str, Any]], fingerprint: str | None = None
+) -> tuple[list[dict[str, Any]], pd.DataFrame, list[dict[str, Any]]]:
+    """From per-run records (one per key): the records of recipe ``fingerprint`` (all when
+    ``None``), the runs table (baseline first, then by attention type and seed) and the paired
+    delta table. Runs of different recipes are never compared with each other."""
+    records = [r for r in records if fingerprint is None or r.get("recipe") == fingerprint]
     runs = pd.DataFrame(records)
     if runs.empty:
-        return "no finished runs"
+        return records, runs, []
     ordered = [c for c in RUN_COLUMNS if c in runs.columns]
     ordered += [c for c in runs.columns if c not in RUN_COLUMNS and c != "recipe_config"]
     runs = runs.assign(_baseline_last=runs["attn"] != BASELINE).sort_values(["_baseline_last", "attn", "seed"])
-    runs = runs[ordered]
+    return records, runs[ordered], delta_table(records, baseline=BASELINE)
+
+
+def write_tables(store: RecordStore, out: Path, fingerprint: str | None = None) -> str:
+    """Rewrite ``runs.csv``, ``deltas.csv`` and ``summary.md`` from the records (those of
+    recipe ``fingerprint`` only, when given); returns the summary's text."""
+    records, runs, table = build_tables(store.latest_by_key(), fingerprint)
+    if runs.empty:
+        return "no finished runs"
     write_csv_atomic(out / "runs.csv", runs)
-    table = delta_table(records, baseline=BASELINE)
-    deltas = pd.DataFrame(table)
-    write_csv_atomic(out / "deltas.csv", deltas)
+    write_csv_atomic(out / "deltas.csv", pd.DataFrame(table))
     text = summary_markdown(records, table)
     write_text_atomic(out / "summary.md", text)
     return text

@@ -3,7 +3,8 @@
 A profile folder holds ``raw/<stage>/`` for the stages that ran (see :data:`STAGE_FILES`).
 Each stage's tidy CSVs are read when present; when a CSV is missing but the stage's raw
 JSON-lines records are there (a run killed before it wrote its tables), the table is rebuilt
-from the records. Nothing here measures anything.
+from the records by the stage's own table builder, so it equals what the stage would have
+written. Nothing here measures anything.
 """
 
 from __future__ import annotations
@@ -79,26 +80,32 @@ def _latest_records(path: Path) -> list[dict[str, Any]]:
 
 
 def _from_records(stage: str, records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
-    """Tables rebuilt from raw records (one per key) when the stage's CSVs are missing."""
+    """Tables rebuilt from raw records (one per key) when the stage's CSVs are missing, by the
+    stage's own table builders (imported here: they pull in torch)."""
     if not records:
         return {}
     if stage == "cost":
-        frame = pd.DataFrame(records)
-        level = frame.get("level", pd.Series("module", index=frame.index))
-        return {"module": frame[level == "module"].reset_index(drop=True),
-                "model": frame[level == "model"].reset_index(drop=True)}
+        from ..cost.grid import model_table, module_table
+
+        return {"module": module_table(records), "model": model_table(records)}
     if stage in ("latency", "memory"):
-        frame = pd.DataFrame(records)
-        kind = frame.get("record", pd.Series(stage, index=frame.index))
-        tables = {stage: frame[kind != "machine"].reset_index(drop=True)}
+        from ..timing.sweep import records_to_frame
+
         if stage == "latency":
-            tables["machine"] = frame[kind == "machine"].reset_index(drop=True)
+            from ..timing.cli_latency import LEADING_COLUMNS
+        else:
+            from ..timing.cli_memory import LEADING_COLUMNS
+        tables = {stage: records_to_frame([r for r in records if r.get("record", stage) == stage], LEADING_COLUMNS)}
+        machine = [r for r in records if r.get("record") == "machine"]
+        if machine:
+            tables["machine"] = pd.DataFrame(machine)
         return tables
     if stage == "accuracy":
-        from ..accuracy.stats import delta_table
+        from ..accuracy.cli import build_tables
 
-        runs = pd.DataFrame([{k: v for k, v in r.items() if k != "recipe_config"} for r in records])
-        return {"runs": runs, "deltas": pd.DataFrame(delta_table(records, baseline="none"))}
+        # a folder normally holds one recipe; if not, the recipe of the last run written
+        _, runs, deltas = build_tables(records, records[-1].get("recipe"))
+        return {"runs": runs, "deltas": pd.DataFrame(deltas)}
     return {}
 
 
