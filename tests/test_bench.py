@@ -58,8 +58,16 @@ def test_unknown_profile_lists_the_shipped_ones() -> None:
 
 
 def test_unknown_attention_pattern_fails_before_measuring() -> None:
-    with pytest.raises(BenchError, match="Available: .*se"):
+    with pytest.raises(BenchError, match=r"cost: --attn 'zz\*' matches no .*Registered \(\d+\): .*se"):
         plan_runs(apply_overrides(load_profile("smoke"), [], attn="zz*"), ["cost"], [], progress=False)
+
+
+def test_only_the_accuracy_stage_takes_the_baseline_name() -> None:
+    profile = apply_overrides(load_profile("smoke"), [], attn="none,se")
+    [run] = plan_runs(profile, ["accuracy"], [], progress=False)
+    assert run.argv[run.argv.index("--attn") + 1] == "none,se"
+    with pytest.raises(BenchError, match="cost: --attn 'none' matches no registered"):
+        plan_runs(profile, ["cost"], [], progress=False)
 
 
 @pytest.mark.parametrize("spec", ["", "a b:C", "pkg.mod:1x", "x=pkg.mod", "bad name=pkg.mod:C"])

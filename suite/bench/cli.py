@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..env import PROJECT_ROOT
 from ..records import FolderLockedError
+from ..timing.sweep import choice_list
 from .profile import STAGE_ORDER, ProfileError, apply_overrides, list_profiles, load_profile
 from .runner import BenchError, plan_runs, run_bench
 
@@ -41,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attn", default=None,
                         help="attention types for every stage: fnmatch pattern(s), comma-separated "
                              "(default: the profile's)")
-    parser.add_argument("--stages", default=",".join(STAGE_ORDER),
+    parser.add_argument("--stages", type=choice_list(STAGE_ORDER), default=STAGE_ORDER,
                         help=f"comma-separated subset of {','.join(STAGE_ORDER)} (default: all)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE[.I].KEY=VALUE",
                         help="override a profile value, e.g. latency.batch=1,8 or accuracy.seeds=1 "
@@ -67,8 +68,7 @@ def main(args: argparse.Namespace) -> int:
         plugin_names = load_plugins(specs)
         export_plugins(specs)  # the memory stage's worker processes load them too
         profile = apply_overrides(load_profile(args.profile), args.overrides, attn=args.attn)
-        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-        runs = plan_runs(profile, stages, plugin_names, progress=not args.no_progress)
+        runs = plan_runs(profile, list(args.stages), plugin_names, progress=not args.no_progress)
     except (ProfileError, PluginError, BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -81,8 +81,8 @@ def main(args: argparse.Namespace) -> int:
           f"{len(runs)} stage invocations", file=sys.stderr)
     started = time.perf_counter()
     try:
-        code = run_bench(profile, out, stages=stages, plugin_names=plugin_names, force=args.force,
-                         progress=not args.no_progress, report=not args.no_report)
+        code = run_bench(profile, out, plugin_names=plugin_names, force=args.force,
+                         progress=not args.no_progress, report=not args.no_report, runs=runs)
     except FolderLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -62,23 +62,26 @@ class StageRun:
         return f"{self.stage}-{self.index}-{digest}"
 
 
-def fingerprint(environment: dict[str, Any] | None = None) -> dict[str, Any]:
+def fingerprint() -> dict[str, Any]:
     """What must match for stored results to be reused: code commit and environment."""
-    environment = environment or collect_environment()
+    environment = collect_environment()
     return {key: environment.get(key) for key in FINGERPRINT_KEYS}
 
 
-def resolve_attn(pattern: str, extra: list[str]) -> str:
-    """Check every comma-separated pattern matches a registered name; return the pattern with
-    the plugin names ``extra`` appended (when the pattern does not already match them)."""
-    import modules
+def resolve_attn(stage: str, pattern: str, extra: list[str]) -> str:
+    """Check ``pattern`` the way the stage will (an unknown pattern is a :class:`BenchError`
+    before anything is measured; only the accuracy stage takes the baseline's name); return
+    it with the plugin names ``extra`` appended (when the pattern does not already match them)."""
+    from ..accuracy.train import BASELINE
+    from ..timing.sweep import UnknownAttentionError, resolve_names
 
-    available = modules.list_attention()
     parts = [p.strip() for p in pattern.split(",") if p.strip()]
-    for part in parts:
-        if part != "none" and not fnmatch.filter(available, part):
-            raise BenchError(f"--attn {part!r} matches no registered attention type. "
-                             f"Available: {', '.join(available)}")
+    checked = [p for p in parts if not (stage == "accuracy" and p == BASELINE)]
+    if checked:
+        try:
+            resolve_names(",".join(checked))
+        except UnknownAttentionError as exc:
+            raise BenchError(f"{stage}: {exc}") from None
     for name in extra:
         if not any(fnmatch.fnmatchcase(name, part) for part in parts):
             parts.append(name)
@@ -88,7 +91,7 @@ def resolve_attn(pattern: str, extra: list[str]) -> str:
 def plan_runs(profile: Profile, stages: list[str], plugin_names: list[str], progress: bool) -> list[StageRun]:
     """Every stage invocation of the profile, in stage order, with its full flags."""
     unknown = [s for s in stages if s not in STAGE_ORDER]
-    if unknown:
+    if unknown:  # the CLI's --stages parser refuses them first
         raise BenchError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGE_ORDER)}")
     runs: list[StageRun] = []
     for stage in STAGE_ORDER:
@@ -96,7 +99,7 @@ def plan_runs(profile: Profile, stages: list[str], plugin_names: list[str], prog
             continue
         for index, settings in enumerate(profile.stages.get(stage, [])):
             settings = dict(settings)
-            settings["attn"] = resolve_attn(str(settings.get("attn", profile.attn)), plugin_names)
+            settings["attn"] = resolve_attn(stage, str(settings.get("attn", profile.attn)), plugin_names)
             argv = stage_argv(settings)
             if not progress:
                 argv.append("--no-progress")
@@ -150,8 +153,6 @@ def _call(suite_main: Callable[[list[str]], int], argv: list[str]) -> tuple[str,
         code = suite_main(argv)
     except SystemExit as exc:  # argparse errors
         code = exc.code if isinstance(exc.code, int) else 2
-    except KeyboardInterrupt:
-        raise
     except Exception as exc:  # noqa: BLE001 - a failing stage becomes a status, the bench goes on
         return "error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
     if code == 0:
@@ -168,11 +169,13 @@ def run_bench(
     force: bool = False,
     progress: bool = True,
     report: bool = True,
+    runs: list[StageRun] | None = None,
 ) -> int:
     """Run the profile's stages into ``out/raw/<stage>``, write ``out/bench.json`` and render
-    the report. Returns 0 when every stage succeeded, 1 otherwise (2 on bad input)."""
-    stages = list(stages or STAGE_ORDER)
-    runs = plan_runs(profile, stages, plugin_names or [], progress)
+    the report. ``runs``: the plan already made by :func:`plan_runs` (made here otherwise).
+    Returns 0 when every stage succeeded, 1 otherwise; bad input raises :class:`BenchError`."""
+    if runs is None:
+        runs = plan_runs(profile, list(stages or STAGE_ORDER), plugin_names or [], progress)
     current = fingerprint()
     started = time.perf_counter()
     summary: dict[str, Any] = {"profile": profile.name, "profile_file": str(profile.path),
