@@ -141,7 +141,6 @@ def main(args: argparse.Namespace) -> int:
     if args.level in ("model", "both"):
         jobs += model_jobs(names, archs, args.resolution, args.batch)
 
-    previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
         with folder_lock(args.out):
@@ -159,8 +158,6 @@ def main(args: argparse.Namespace) -> int:
     except FolderLockedError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    finally:
-        torch.set_num_threads(previous_threads)  # the caller (e.g. the bench) keeps its own
     wanted = {job.key for job in jobs}
     failed = [r for r in records if r.get("key") in wanted and r.get("status") == "error"]
     refused = [r for r in records if r.get("key") in wanted and r.get("status") == "refused"]
