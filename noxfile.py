@@ -56,8 +56,10 @@ def lint(session: nox.Session) -> None:
 def regress(session: nox.Session) -> None:
     """Latency regression gate: ``nox -s regress [-- GATE_ARGS]`` (``python -m suite regress --help``).
 
-    Exits non-zero on a regression (1) or a baseline from another machine class (3, unless
-    ``--on-mismatch warn``); ``-- --update-baseline --repeats 5`` rewrites the baseline.
+    Fails on a regression, a case that could not be measured, or a baseline from another machine
+    class (unless ``--on-mismatch warn``); nox itself exits 1 for any of them, so run
+    ``python -m suite regress`` for the gate's own exit codes (1, 2, 3; see ``--help``).
+    ``-- --update-baseline --repeats 5`` rewrites the baseline.
     """
     _install(session, "-e", ".[test]")
     session.run("python", "-m", "suite", "regress", *session.posargs)
