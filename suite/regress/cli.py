@@ -26,9 +26,10 @@ from typing import Any
 
 from ..env import PROJECT_ROOT, collect_environment
 from ..plugins import load_plugins, normalize_spec
-from ..records import write_text_atomic
+from ..records import RecordStore, write_text_atomic
 from ..timing.grid import MODES
 from ..timing.sweep import choice_list, resolve_names
+from ..timing.timer import cpu_settings
 from .cases import DEFAULT_ATTN, RegressSettings
 from .gate import (
     DEFAULT_FACTOR,
@@ -49,6 +50,9 @@ BENCHMARKS_DIR = PROJECT_ROOT / "tests" / "benchmarks"
 EXIT_REGRESSION, EXIT_ERROR, EXIT_MISMATCH = 1, 2, 3
 
 
+DEFAULTS = RegressSettings()
+"""The measurement defaults, shown by ``--help`` (one source: :class:`RegressSettings`)."""
+
 def _alias(text: str) -> tuple[str, str]:
     name, sep, base = text.partition("=")
     if not sep or not name or not base:
@@ -62,16 +66,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to measure")
     what.add_argument("--attn", default=",".join(DEFAULT_ATTN), metavar="PATTERN",
                       help=f"attention types, fnmatch patterns, comma-separated (default: {','.join(DEFAULT_ATTN)})")
-    what.add_argument("--mode", type=choice_list(MODES), default=("forward", "train"), metavar="M[,M]",
+    what.add_argument("--mode", type=choice_list(MODES), default=DEFAULTS.modes, metavar="M[,M]",
                       help="forward and/or train (default: both)")
-    what.add_argument("--batch", type=int, default=2, help="batch size (default: 2)")
-    what.add_argument("--channels", type=int, default=64, help="channels (default: 64)")
-    what.add_argument("--size", type=int, default=28, help="input is SIZE x SIZE (default: 28)")
-    what.add_argument("--threads", type=int, default=1,
-                      help="torch intra-op threads (default: 1; part of the machine class)")
-    what.add_argument("--visits", type=int, default=3,
-                      help="interleaved measurements per case in one process; the ratio is their median (default: 3)")
-    what.add_argument("--budget-s", type=float, default=0.25, help="timer budget of one measurement (default: 0.25)")
+    what.add_argument("--batch", type=int, default=DEFAULTS.batch, help=f"batch size (default: {DEFAULTS.batch})")
+    what.add_argument("--channels", type=int, default=DEFAULTS.channels,
+                      help=f"channels (default: {DEFAULTS.channels})")
+    what.add_argument("--size", type=int, default=DEFAULTS.size, help=f"input is SIZE x SIZE (default: {DEFAULTS.size})")
+    what.add_argument("--threads", type=int, default=DEFAULTS.threads,
+                      help=f"torch intra-op threads (default: {DEFAULTS.threads}; part of the machine class)")
+    what.add_argument("--visits", type=int, default=DEFAULTS.repeats,
+                      help="interleaved measurements per case in one process; the ratio is their median "
+                      f"(default: {DEFAULTS.repeats})")
+    what.add_argument("--budget-s", type=float, default=DEFAULTS.budget_s,
+                      help=f"timer budget of one measurement (default: {DEFAULTS.budget_s})")
     what.add_argument("--plugin", "--import", dest="plugins", action="append", default=[], metavar="SPEC",
                       help="bring your own module, as in `python -m suite bench --plugin`: 'pkg.mod:Class', "
                       "'name=pkg.mod:Class', or 'pkg.mod' / 'path/to/file.py' that registers its own types; "
@@ -123,11 +130,7 @@ def run_benchmarks(settings: RegressSettings, json_path: Path) -> tuple[dict[str
     if proc.returncode != 0 or not json_path.exists():
         sys.stderr.write(proc.stdout[-6000:])
         raise RuntimeError(f"the benchmarks failed (pytest exit {proc.returncode}): {' '.join(command)}")
-    errors = {}
-    if errors_path.exists():
-        for line in errors_path.read_text().splitlines():
-            row = json.loads(line)
-            errors[row["case"]] = f"{row['status']}: {row['message']}"
+    errors = {row["case"]: f"{row['status']}: {row['message']}" for row in RecordStore(errors_path).read()}
     return ratios_from_benchmark_json(json.loads(json_path.read_text())), errors
 
 
@@ -140,8 +143,7 @@ def _settings(args: argparse.Namespace) -> RegressSettings:
                            budget_s=args.budget_s, plugins=plugins)
 
 
-def _print_mismatch(baseline: dict[str, Any], environment: dict[str, Any], machine: dict[str, Any],
-                    mismatch: list[str]) -> None:
+def _print_mismatch(baseline: dict[str, Any], machine: dict[str, Any], mismatch: list[str]) -> None:
     print(f"regress: INCOMPARABLE: baseline from {baseline.get('machine_class')}, this is {machine}; "
           f"differs in {'; '.join(mismatch)}. Take a baseline on this machine class with --update-baseline.")
 
@@ -153,7 +155,8 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:  # bad --attn, or a PluginError
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    environment = collect_environment()
+    with cpu_settings(settings.threads):  # the environment records the thread count measured with
+        environment = collect_environment()
     machine = machine_class(environment, threads=settings.threads)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -189,7 +192,7 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     mismatch = machine_mismatch(baseline.get("machine_class", {}), machine)
     if mismatch and args.on_mismatch == "fail":
-        _print_mismatch(baseline, environment, machine, mismatch)
+        _print_mismatch(baseline, machine, mismatch)
         print("regress: nothing measured (--on-mismatch fail); --on-mismatch warn measures and shows the "
               "numbers without judging them")
         return EXIT_MISMATCH
@@ -201,9 +204,9 @@ def main(args: argparse.Namespace) -> int:
     ratios = {case: [info["ratio"]] for case, info in current.items()}
     aliases = dict(args.baseline_name)
     results = compare(baseline, ratios, baseline_names=aliases, errors=errors)
-    for attempt in range(args.confirm):
+    for attempt in range(0 if mismatch else args.confirm):  # nothing is judged across machine classes
         suspects = {r.case.split("|")[0] for r in results if r.verdict == "regression"}
-        if mismatch or not suspects:
+        if not suspects:
             break
         print(f"regress: confirming {len(suspects)} regressing type(s) in a fresh process "
               f"({attempt + 1}/{args.confirm}): {', '.join(sorted(suspects))}", file=sys.stderr)
@@ -240,7 +243,7 @@ def main(args: argparse.Namespace) -> int:
         print(summary + f"ERROR, {len(failed)} case(s) could not be measured: {', '.join(failed)}")
         return EXIT_ERROR
     if mismatch:
-        _print_mismatch(baseline, environment, machine, mismatch)
+        _print_mismatch(baseline, machine, mismatch)
         return 0  # --on-mismatch warn
     regressions = [r.case for r in results if r.verdict == "regression"]
     faster = [r.case for r in results if r.verdict == "faster"]

@@ -56,17 +56,12 @@ DEFAULT_FLOOR = 0.10
 DEFAULT_FACTOR = 3.0
 
 
-def machine_class(environment: Mapping[str, Any], *, threads: int, device: str = "cpu") -> dict[str, Any]:
-    """What must match for two runs' ratios to be comparable."""
+def machine_class(environment: Mapping[str, Any], *, threads: int) -> dict[str, Any]:
+    """What must match for two runs' ratios to be comparable (the gate measures on the CPU;
+    ``device`` is kept in the class so that a GPU gate's baselines would never compare)."""
     version = str(environment.get("torch_version", "")).split("+")[0]
     major_minor = ".".join(version.split(".")[:2])
-    gpu = environment.get("gpu") or ""
-    return {
-        "cpu": environment.get("cpu", ""),
-        "threads": int(threads),
-        "device": f"cuda ({gpu})" if device.startswith("cuda") else "cpu",
-        "torch": major_minor,
-    }
+    return {"cpu": environment.get("cpu", ""), "threads": int(threads), "device": "cpu", "torch": major_minor}
 
 
 def machine_mismatch(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

@@ -13,15 +13,14 @@ measured; the gate reports it as a row with verdict ``error``.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from suite.plugins import load_plugins
-from suite.regress.cases import case_id, load_settings, measure_case
+from suite.records import RecordStore
+from suite.regress.cases import case_id, config_for, load_settings, measure_case
+from suite.timing.sweep import failure_row
 from suite.timing.timer import cpu_settings
-from suite.timing.workloads import StageError
+from suite.timing.workloads import classify_error
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -40,10 +39,8 @@ def settings(request: pytest.FixtureRequest):
 
 def _record_error(config: pytest.Config, row: dict) -> None:
     path = config.getoption("--regress-errors")
-    if path is None:
-        return
-    with Path(path).open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(row) + "\n")
+    if path is not None:
+        RecordStore(path).append(row)
 
 
 def test_latency(benchmark, case: tuple[str, str], settings, request: pytest.FixtureRequest) -> None:
@@ -52,13 +49,12 @@ def test_latency(benchmark, case: tuple[str, str], settings, request: pytest.Fix
         try:
             facts, workload = measure_case(name, mode, settings)
         except Exception as exc:  # noqa: BLE001 - becomes the case's status, the others go on
-            status = exc.status if isinstance(exc, StageError) else "error"
-            message = f"{type(exc).__name__}: {exc}"
+            failure = failure_row(config_for(name, mode, settings), exc, classify_error(exc))
             _record_error(request.config, {"case": case_id(name, mode, settings), "attn": name, "mode": mode,
-                                           "status": status, "message": message})
+                                           **failure})
             if request.config.getoption("--regress-errors") is None:
                 raise
-            pytest.skip(f"{status}: {message}")
+            pytest.skip(f"{failure['status']}: {failure['message']}")
         # the record: pytest-benchmark's own timing of the same step, kept short
         iterations = max(1, round(1e-3 / max(facts["module_ms"] * 1e-3, 1e-7)))
         benchmark.pedantic(workload.step, rounds=10, iterations=iterations, warmup_rounds=1)
