@@ -25,6 +25,7 @@ import pandas as pd
 __all__ = [
     "RecordStore",
     "write_csv_atomic",
+    "write_bytes_atomic",
     "write_text_atomic",
     "folder_lock",
     "FolderLockedError",
@@ -105,14 +106,14 @@ class RecordStore:
                 handle.write(b"\n")
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are for everyone to read
@@ -121,6 +122,11 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and an atomic rename."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_csv_atomic(path: str | os.PathLike[str], frame: pd.DataFrame) -> None:

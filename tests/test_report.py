@@ -16,6 +16,7 @@ from suite.env import PROJECT_ROOT
 from suite.report import render_report
 from suite.report.figures import pareto_front
 from suite.report.load import STAGES, load_stage
+from suite.report.readme import FIGURE_TEXT
 from suite.report.tables import SUMMARY_COLUMNS
 
 TYPES = ["se", "eca", "cbam", "gsop"]
@@ -140,6 +141,7 @@ def test_render_full(profile_dir: Path) -> None:
         assert set(wanted) <= set(frame.columns), (name, set(wanted) - set(frame.columns))
 
     readme = (profile_dir / "README.md").read_text(encoding="utf-8")
+    assert set(result["figures"]) == set(FIGURE_TEXT)  # every figure drawn has its README text
     for key, path in result["figures"].items():
         assert path is not None, (key, result["figure_notes"])
         _check_png(Path(path))

@@ -4,6 +4,6 @@ outputs (``reports/<profile>/raw/<stage>/``) without measuring anything.
 ``python -m suite report --dir reports/<profile>`` or :func:`render_report` from Python.
 """
 
-from .render import TABLES, render_report
+from .render import render_report
 
-__all__ = ["render_report", "TABLES"]
+__all__ = ["render_report"]

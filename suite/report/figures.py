@@ -8,9 +8,8 @@ per row on the categorical axis, labels of scattered points are placed so they d
 
 from __future__ import annotations
 
+import io
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +24,9 @@ import seaborn as sns  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
+
+from ..records import write_bytes_atomic  # noqa: E402
+from ..timing.grid import MODES  # noqa: E402
 
 __all__ = [
     "pareto_front",
@@ -50,19 +52,20 @@ COUNTERS: dict[str, str] = {
 """Cost columns compared in the counter-agreement figure, with their legend labels."""
 
 
+NEEDS_ACCURACY = "needs successful rows from the accuracy and (latency or cost) stage(s)"
+NEEDS_LATENCY = "needs successful rows from the latency stage(s)"
+NEEDS_COST = "needs successful rows from the cost stage(s)"
+"""Why a figure is not drawn (every ``*_figure`` returns ``(path or None, note)``)."""
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
-    """Write the PNG through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
+    """Write the PNG atomically (:func:`suite.records.write_bytes_atomic`)."""
+    buffer = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_bytes_atomic(path, buffer.getvalue())
     return path
 
 
@@ -133,11 +136,11 @@ def _type_order(frame: pd.DataFrame, value: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- (a) cost vs benefit
-def cost_benefit_figure(summary: pd.DataFrame, path: Path, caption: str) -> Path | None:
+def cost_benefit_figure(summary: pd.DataFrame, path: Path, caption: str) -> tuple[Path | None, str]:
     """Top-1 delta (95% CI) against the forward latency ratio and against the extra MACs, with
     the Pareto front (cheaper and better than every other type) marked."""
     if summary.empty or summary["top1_delta_pp"].notna().sum() == 0:
-        return None
+        return None, NEEDS_ACCURACY
     panels = []
     if summary["latency_ratio_fwd"].notna().any():
         panels.append(("latency_ratio_fwd", "forward latency / 3x3 conv latency (median over shapes, log)"))
@@ -147,7 +150,7 @@ def cost_benefit_figure(summary: pd.DataFrame, path: Path, caption: str) -> Path
     elif summary["macs_over_conv3x3"].notna().any():
         panels.append(("macs_over_conv3x3", "block MACs / 3x3 conv MACs (median over shapes, log)"))
     if not panels:
-        return None
+        return None, NEEDS_ACCURACY
     fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 6.5), squeeze=False)
     for ax, (column, xlabel) in zip(axes[0], panels, strict=True):
         data = summary.dropna(subset=[column, "top1_delta_pp"])
@@ -184,7 +187,7 @@ def cost_benefit_figure(summary: pd.DataFrame, path: Path, caption: str) -> Path
         _label_points(ax, x, y, data["attn"].tolist(), bold=front)
     _caption(fig, "Cost vs benefit: accuracy delta against latency and MACs (up and left is better)", caption)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path), ""
 
 
 # --------------------------------------------------------------------------- (b) latency heatmap
@@ -192,14 +195,14 @@ def _shape_label(row: pd.Series) -> str:
     return f"b{int(row['batch'])} c{int(row['channels'])} {int(row['size'])}px"
 
 
-def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str) -> Path | None:
+def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str) -> tuple[Path | None, str]:
     """Latency ratio over the 3x3 conv, one row per type, one column per shape; a panel per mode."""
     data = latency[(latency["status"] == "ok") & (latency["level"] == "module")].dropna(subset=["ratio_to_ref"])
     if data.empty:
-        return None
+        return None, NEEDS_LATENCY
     data = data.assign(shape=data.apply(_shape_label, axis=1))
     data = data.sort_values(["batch", "channels", "size"])
-    modes = [m for m in ("forward", "train") if m in set(data["mode"])] or sorted(set(data["mode"]))
+    modes = [m for m in MODES if m in set(data["mode"])]
     # each panel shows the shapes measured in its mode only (no empty columns)
     shapes = {mode: list(dict.fromkeys(data.loc[data["mode"] == mode, "shape"])) for mode in modes}
     order = _type_order(data[data["mode"] == modes[0]], "ratio_to_ref")
@@ -234,15 +237,15 @@ def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str) -> P
     _caption(fig, "Latency ratio to a 3x3 conv C->C on the same input (cell: ratio; 1 = as slow as the conv; "
              "grey: not measured)", caption)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path), ""
 
 
 # --------------------------------------------------------------------------- (c) counter agreement
-def counter_agreement_figure(cost: pd.DataFrame, path: Path, caption: str) -> Path | None:
+def counter_agreement_figure(cost: pd.DataFrame, path: Path, caption: str) -> tuple[Path | None, str]:
     """Each counter's MACs divided by the closed form, per type (median over the module shapes)."""
     module = cost[(cost["level"] == "module") & (cost["status"] == "ok")] if not cost.empty else cost
     if module.empty or "macs_formula" not in module or module["macs_formula"].notna().sum() == 0:
-        return None
+        return None, NEEDS_COST
     columns = [c for c in COUNTERS if c in module]
     rows = []
     for name, group in module.dropna(subset=["macs_formula"]).groupby("attn"):
@@ -255,7 +258,7 @@ def counter_agreement_figure(cost: pd.DataFrame, path: Path, caption: str) -> Pa
             if not math.isnan(ratio):
                 rows.append({"attn": name, "counter": COUNTERS[column], "ratio": ratio})
     if not rows:
-        return None
+        return None, NEEDS_COST
     data = pd.DataFrame(rows)
     floor = 1e-3
     data["shown"] = data["ratio"].clip(lower=floor)
@@ -277,7 +280,7 @@ def counter_agreement_figure(cost: pd.DataFrame, path: Path, caption: str) -> Pa
     _caption(fig, "Counter agreement: each counter's MACs over the closed form (module level, median over shapes)",
              caption)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path), ""
 
 
 # --------------------------------------------------------------------------- (d) latency scaling
@@ -290,7 +293,7 @@ def latency_scaling_figure(latency: pd.DataFrame, path: Path, caption: str) -> t
         return None, "no successful module-level latency rows"
     axes_names = {"batch": "batch size", "size": "resolution H = W (px)", "channels": "channels C"}
     varied = [a for a in axes_names if data[a].nunique() > 1]
-    modes = [m for m in ("forward", "train") if m in set(data["mode"])]
+    modes = [m for m in MODES if m in set(data["mode"])]
     if not varied:
         note = ("only one batch size, resolution and channel count was measured "
                 f"(batch {int(data['batch'].iloc[0])}, {int(data['size'].iloc[0])} px, C={int(data['channels'].iloc[0])}), "

@@ -60,10 +60,6 @@ class StageData:
         """The named table, or an empty frame."""
         return self.tables.get(name, pd.DataFrame())
 
-    @property
-    def present(self) -> bool:
-        return self.state in ("ok", "failed")
-
 
 def _read_csv(path: Path) -> pd.DataFrame | None:
     if not path.is_file() or path.stat().st_size == 0:

@@ -11,25 +11,23 @@ import pandas as pd
 from ..records import write_csv_atomic, write_text_atomic
 from . import figures as fig
 from .load import StageData, environment_of, load_all
-from .readme import FIGURE_TEXT, render_readme
+from .readme import render_readme
 from .tables import (
     accuracy_table,
     cost_table,
     latency_table,
     memory_table,
-    primary_latency,
+    primary_module_latency,
     summary_table,
 )
 
-__all__ = ["render_report", "TABLES"]
-
-TABLES: tuple[str, ...] = ("summary.csv", "cost.csv", "latency.csv", "memory.csv", "accuracy.csv")
+__all__ = ["render_report"]
 
 
 def _values(frame: pd.DataFrame, column: str) -> str:
     if frame.empty or column not in frame:
         return ""
-    values = [str(v).replace(".0", "") if isinstance(v, float) else str(v) for v in frame[column].dropna().unique()]
+    values = [f"{v:g}" if isinstance(v, float) else str(v) for v in frame[column].dropna().unique()]
     return "/".join(sorted(values))
 
 
@@ -107,7 +105,7 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
     }
     # the latency figures show one configuration (fp32, contiguous, eager when measured), as the
     # summary does, rather than a median over dtypes and compile modes
-    primary, latency_config = primary_latency(latency[latency["status"] == "ok"]) if not latency.empty else (latency, "")
+    primary, latency_config = primary_module_latency(latency)
     if latency_config:
         for key in ("latency_heatmap", "latency_scaling"):
             captions[key] += f" | shown: {latency_config}"
@@ -121,29 +119,17 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
         "latency_scaling": lambda p, c: fig.latency_scaling_figure(primary, p, c),
         "memory": lambda p, c: fig.memory_figure(memory, cost, p, c),
     }
-    needs = {"cost_benefit": "accuracy and (latency or cost)", "latency_heatmap": "latency",
-             "counter_agreement": "cost", "latency_scaling": "latency", "memory": "memory or cost"}
     for key, draw in drawers.items():
         try:
-            result = draw(figdir / f"{key}.png", captions[key])
+            paths[key], notes[key] = draw(figdir / f"{key}.png", captions[key])
         except Exception as exc:  # a figure must not take the report down; say why it is absent
-            result = None
-            notes[key] = f"drawing failed ({type(exc).__name__}: {exc})"
-        if isinstance(result, tuple):
-            result, notes[key] = result
-        paths[key] = result
-        if result is None and key not in notes:
-            notes[key] = f"needs successful rows from the {needs[key]} stage(s)"
-        elif result is None and notes.get(key) and "failed" not in notes[key]:
-            notes[key] = f"{notes[key]}"
-        if result is None:
-            stale = figdir / f"{key}.png"
-            if stale.exists():
-                stale.unlink()  # a figure from an older render would contradict this README
+            paths[key], notes[key] = None, f"drawing failed ({type(exc).__name__}: {exc})"
+        stale = figdir / f"{key}.png"
+        if paths[key] is None and stale.exists():
+            stale.unlink()  # a figure from an older render would contradict this README
     relative = {k: (f"figures/{p.name}" if p else None) for k, p in paths.items()}
     readme = render_readme(profile, summary, relative, notes, envs, extra_env, stages, captions, list(tables))
     write_text_atomic(profile_dir / "README.md", readme)
-    assert set(FIGURE_TEXT) == set(drawers)
     return {
         "profile": profile,
         "dir": str(profile_dir),

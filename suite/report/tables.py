@@ -32,6 +32,7 @@ __all__ = [
     "summary_table",
     "SUMMARY_COLUMNS",
     "primary_latency",
+    "primary_module_latency",
 ]
 
 BASELINE = "none"
@@ -219,6 +220,15 @@ def primary_latency(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return chosen, " ".join(parts)
 
 
+def primary_module_latency(latency: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The successful module-level latency rows of the one configuration that the summary and
+    the latency figures show (:func:`primary_latency`), and its label."""
+    if latency.empty:
+        return latency, ""
+    ok = _ok(latency)
+    return primary_latency(ok[ok["level"] == "module"])
+
+
 def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFrame,
                   accuracy: pd.DataFrame) -> pd.DataFrame:
     """One row per attention type seen by any stage (the baseline excluded)."""
@@ -284,7 +294,7 @@ def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFram
 
     if not latency.empty:
         ok = _ok(latency)
-        module, config = primary_latency(ok[ok["level"] == "module"])
+        module, config = primary_module_latency(latency)
         for name, group in module.groupby("attn"):
             if name not in rows:
                 continue
