@@ -9,6 +9,7 @@ registered when this package is imported, so every stage and every worker proces
 
 import os as _os
 
+# the name is suite.plugins.PLUGINS_ENV, spelt out here so that importing suite stays light
 if _os.environ.get("ATTNBENCH_PLUGINS", "").strip():
     from .plugins import load_plugins_from_env as _load_plugins_from_env
 

@@ -48,12 +48,17 @@ class PluginError(ValueError):
 
 @dataclass(frozen=True)
 class Plugin:
-    """A parsed spec: the module to import, the class (or None) and the registry name."""
+    """A parsed spec: the module to import, the class (or None) and the name given in the spec
+    (or None: the class's name in lower case)."""
 
-    spec: str
     module: str
     class_name: str | None
-    name: str | None
+    given_name: str | None = None
+
+    @property
+    def name(self) -> str | None:
+        """The registry name."""
+        return self.given_name or (self.class_name.lower() if self.class_name else None)
 
 
 def parse_spec(spec: str) -> Plugin:
@@ -78,14 +83,13 @@ def parse_spec(spec: str) -> Plugin:
         raise PluginError(f"plugin {spec!r}: {class_name!r} is not a class name")
     if name and not class_name:
         raise PluginError(f"plugin {spec!r}: a name needs a class ('name=package.module:ClassName')")
-    return Plugin(spec=spec, module=module, class_name=class_name or None,
-                  name=name or (class_name.lower() if class_name else None))
+    return Plugin(module=module, class_name=class_name or None, given_name=name)
 
 
 def normalize_spec(spec: str) -> str:
     """``spec`` with a ``.py`` file made absolute, so that a process started elsewhere loads it too."""
     plugin = parse_spec(spec)
-    named = f"{spec.split('=', 1)[0].strip()}=" if "=" in spec else ""
+    named = f"{plugin.given_name}=" if plugin.given_name else ""
     return f"{named}{plugin.module}" + (f":{plugin.class_name}" if plugin.class_name else "")
 
 

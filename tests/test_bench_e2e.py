@@ -28,7 +28,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _bench(out: Path, env: dict[str, str], *extra: str) -> list[str]:
+def _bench(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "suite", "bench", "--profile", "smoke", "--attn", "se",
             "--out", str(out), "--no-progress", *extra]
 
@@ -36,7 +36,7 @@ def _bench(out: Path, env: dict[str, str], *extra: str) -> list[str]:
 def test_smoke_profile_with_plugin_writes_every_output(tmp_path: Path) -> None:
     env = _env(tmp_path)
     out = tmp_path / "smoke"
-    proc = subprocess.run(_bench(out, env, "--plugin", "user_plugin:HalfGate"), cwd=PROJECT_ROOT,
+    proc = subprocess.run(_bench(out, "--plugin", "user_plugin:HalfGate"), cwd=PROJECT_ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "bench.json").read_text())
@@ -64,7 +64,7 @@ def test_smoke_profile_with_plugin_writes_every_output(tmp_path: Path) -> None:
 def test_killed_bench_resumes_without_redoing_work(tmp_path: Path) -> None:
     env = _env(tmp_path)
     out = tmp_path / "killed"
-    command = _bench(out, env, "--stages", "cost,latency", "--no-report")
+    command = _bench(out, "--stages", "cost,latency", "--no-report")
     proc = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     latency_records = out / "raw" / "latency" / "records.jsonl"
@@ -88,4 +88,4 @@ def test_killed_bench_resumes_without_redoing_work(tmp_path: Path) -> None:
     assert len(keys) == len(set(keys)), "a configuration was measured twice"
     assert len(records) >= measured_before
     table = pd.read_csv(out / "raw" / "latency" / "latency.csv")
-    assert not table.duplicated(subset=[c for c in ("key",) if c in table.columns] or None).any()
+    assert not table.duplicated(subset=["key"]).any()

@@ -30,8 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # SE whose forward runs the SE module twice: same output, twice the work (a planted slowdown)
 SLOWED_SE = textwrap.dedent('''
-    from torch import nn
-
     import modules
     from modules.squeeze_excite import SqueezeExcite
 
