@@ -40,3 +40,21 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     if config.getoption("--run-benchmarks"):
         return None
     return "attnbench: tests/benchmarks not collected (pass --run-benchmarks, or run `python -m suite regress`)"
+
+
+@pytest.fixture()
+def failing_entries(monkeypatch: pytest.MonkeyPatch):
+    """The entries of ``tests/timing_plugins.py`` (failing on purpose), registered here and, through
+    the plugin environment variable, in every worker process a stage starts."""
+    import modules
+    from suite.plugins import PLUGINS_ENV
+    from timing_plugins import ENTRIES
+
+    monkeypatch.setenv(PLUGINS_ENV, str(Path(__file__).resolve().parent / "timing_plugins.py"))
+    for name, factory in ENTRIES.items():
+        if name not in modules.list_attention():
+            modules.register_attention(name, factory, family="test", paper="-", arxiv=None, kind="gate")
+    yield sorted(ENTRIES)
+    for name in ENTRIES:
+        if name in modules.list_attention():
+            modules.unregister_attention(name)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 import modules
 from suite.records import RecordStore
@@ -22,46 +21,24 @@ from suite.timing.sweep import UnknownAttentionError, resolve_names, run_sweep
 FAST = ["--batch", "1", "--size", "8", "--channels", "8", "--threads", "1", "--no-progress"]
 
 
-class Exploding(modules.AttentionModule):
-    """Builds fine, raises in forward: must become a status row, not end the sweep."""
-
-    def __init__(self, channels: int, **_: object) -> None:
-        super().__init__()
-        self.channels = channels
-        self.w = nn.Parameter(torch.ones(1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("exploding forward")
-
-    def formula_params(self) -> int:
-        return 1
-
-    def formula_macs(self, input_shape) -> int:
-        return 0
-
-
-def _refuses(channels: int, **_: object) -> nn.Module:
-    raise ValueError("channels=8 is refused on purpose")
-
-
-@pytest.fixture()
-def broken_entries():
-    modules.register_attention("zz_exploding", Exploding, family="test", paper="-", arxiv=None, kind="gate")
-    modules.register_attention("zz_refuses", _refuses, family="test", paper="-", arxiv=None, kind="gate")
-    yield
-    modules.unregister_attention("zz_exploding")
-    modules.unregister_attention("zz_refuses")
-
-
 def _run(cli, argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     return cli.main(parser.parse_args(argv))
 
 
-def test_latency_failures_are_rows_and_the_sweep_goes_on(tmp_path: Path, broken_entries) -> None:
+ROUNDS = ["--rounds", "2", "--budget-s", "0.02", "--warmup-s", "0", "--servers", "1",
+          "--min-cpu-share", "0", "--max-other-cores", "99", "--max-steal", "1"]
+"""Two rounds of a few ms each, contention checks off: only the bookkeeping is checked."""
+
+
+def _rows(out: Path) -> list[dict]:
+    return [r for r in RecordStore(out / "records.jsonl").read() if r.get("record") == "latency"]
+
+
+def test_latency_failures_are_rows_and_the_sweep_goes_on(tmp_path: Path, failing_entries) -> None:
     out = tmp_path / "lat"
-    argv = ["--attn", "zz_*,se", "--mode", "forward", "--budget-s", "0.05", "--warmup-s", "0",
+    argv = ["--attn", "zz_exploding,zz_refuses,zz_crashing,se", "--mode", "forward", *ROUNDS,
             "--no-roofline", "--out", str(out), *FAST]
     assert _run(cli_latency, argv) == 0
     table = pd.read_csv(out / "latency.csv").set_index("name")
@@ -69,42 +46,70 @@ def test_latency_failures_are_rows_and_the_sweep_goes_on(tmp_path: Path, broken_
     assert "exploding forward" in table.loc["zz_exploding", "message"]
     assert table.loc["zz_refuses", "status"] == "build_error"
     assert "refused on purpose" in table.loc["zz_refuses", "message"]
-    assert table.loc["se", "status"] == "ok"  # measured after the failures
-    assert table.loc["se", "median_ms"] > 0 and table.loc["se", "ratio"] > 0
+    assert table.loc["zz_crashing", "status"] == "error"
+    assert "worker died with exit code 139" in table.loc["zz_crashing", "message"]
+    assert table.loc["se", "status"] == "ok"  # measured after the failures, in the same rounds
+    assert table.loc["se", "median_ms"] > 0 and table.loc["se", "ratio"] > 0 and table.loc["se", "rounds"] == 2
+    assert pd.isna(table.loc["zz_exploding", "median_ms"])
     assert list(table.reset_index().columns[: len(cli_latency.LEADING_COLUMNS)]) == list(cli_latency.LEADING_COLUMNS)
-    records = RecordStore(out / "records.jsonl").read()
-    assert all("env_torch_version" in r and "env_cpu" in r and r["env_threads"] == 1 for r in records)
-    assert any("traceback" in r for r in records if r["status"] != "ok")
+    rows = _rows(out)
+    assert all("env_torch_version" in r and "env_cpu" in r and r["env_threads"] == 1 for r in rows)
+    rounds = [r for r in RecordStore(out / "records.jsonl").read() if r.get("record") == "latency_round"]
+    assert sum(r["name"] == "zz_exploding" for r in rounds) == 1  # a failure ends the configuration
+    assert any("traceback" in r for r in rounds if r["status"] == "error" and r["name"] == "zz_exploding")
 
 
 def test_latency_resume_skips_recorded_keys_and_force_remeasures(tmp_path: Path) -> None:
     out = tmp_path / "lat"
-    base = ["--attn", "se", "--budget-s", "0.05", "--warmup-s", "0", "--no-roofline", "--out", str(out), *FAST]
+    base = ["--attn", "se", *ROUNDS, "--no-roofline", "--out", str(out), *FAST]
     assert _run(cli_latency, [*base, "--mode", "forward"]) == 0
-    store = RecordStore(out / "records.jsonl")
-    assert len(store.read()) == 1
+    assert len(_rows(out)) == 1
     assert _run(cli_latency, [*base, "--mode", "forward,train"]) == 0  # only train is new
-    keys = [r["key"] for r in store.read()]
+    keys = [r["key"] for r in _rows(out)]
     assert len(keys) == 2 and len(set(keys)) == 2 and keys[1].split("|")[4] == "train"
     assert _run(cli_latency, [*base, "--mode", "forward,train", "--force"]) == 0
-    assert len(store.read()) == 4
+    rows = _rows(out)
+    assert len(rows) == 4 and sorted(r["generation"] for r in rows) == [0, 0, 1, 1]
     assert len(pd.read_csv(out / "latency.csv")) == 2  # latest record per key
 
 
-def test_retry_failed_remeasures_only_failures(tmp_path: Path, broken_entries) -> None:
+def test_retry_failed_remeasures_only_failures(tmp_path: Path, failing_entries) -> None:
     out = tmp_path / "lat"
-    base = ["--attn", "zz_refuses,se", "--mode", "forward", "--budget-s", "0.05", "--warmup-s", "0",
-            "--no-roofline", "--out", str(out), *FAST]
+    base = ["--attn", "zz_refuses,se", "--mode", "forward", *ROUNDS, "--no-roofline", "--out", str(out), *FAST]
     assert _run(cli_latency, base) == 0
     assert _run(cli_latency, [*base, "--retry-failed"]) == 0
-    names = [r["name"] for r in RecordStore(out / "records.jsonl").read()]
+    names = [r["name"] for r in _rows(out)]
     assert sorted(names) == ["se", "zz_refuses", "zz_refuses"]
+
+
+def test_a_latency_run_that_never_gets_the_cpu_is_contended_not_ok(tmp_path: Path) -> None:
+    # a cpu share above 1 is never reached: every window is contended, so every row must be
+    out = tmp_path / "lat"
+    argv = ["--attn", "se", "--mode", "forward", "--rounds", "2", "--max-attempts", "3", "--retries", "1",
+            "--budget-s", "0.02", "--warmup-s", "0", "--servers", "1", "--min-cpu-share", "5",
+            "--no-roofline", "--out", str(out), *FAST]
+    assert _run(cli_latency, argv) == 0
+    row = pd.read_csv(out / "latency.csv").iloc[0]
+    assert row["status"] == "contended" and row["rounds"] == 0 and row["rounds_contended"] == 3
+    assert pd.isna(row["median_ms"]) and pd.isna(row["ratio"]) and pd.isna(row["passes"])
+    assert "0 of 2 rounds clean after 3 tries" in row["message"] and "CPU time asked for" in row["message"]
+    rounds = [r for r in RecordStore(out / "records.jsonl").read() if r.get("record") == "latency_round"]
+    assert len(rounds) == 3 and all(len(r["rejected"]) == 2 for r in rounds)
+
+
+def test_spawn_isolation_runs_each_round_in_a_new_interpreter(tmp_path: Path) -> None:
+    out = tmp_path / "lat"
+    argv = ["--attn", "se", "--mode", "forward", *ROUNDS, "--isolation", "spawn", "--no-roofline",
+            "--allocator", "inherited", "--out", str(out), *FAST]
+    assert _run(cli_latency, argv) == 0
+    rounds = [r for r in RecordStore(out / "records.jsonl").read() if r.get("record") == "latency_round"]
+    assert len({r["pid"] for r in rounds}) == 2
+    assert all(r["allocator_tunables"] == "" or "mmap_threshold" not in r["allocator_tunables"] for r in rounds)
 
 
 def test_latency_roofline_columns_for_forward_only(tmp_path: Path) -> None:
     out = tmp_path / "lat"
-    argv = ["--attn", "se", "--budget-s", "0.05", "--warmup-s", "0", "--roofline-copy-mib", "1",
-            "--out", str(out), *FAST]
+    argv = ["--attn", "se", *ROUNDS, "--roofline-copy-mib", "1", "--out", str(out), *FAST]
     assert _run(cli_latency, argv) == 0
     table = pd.read_csv(out / "latency.csv").set_index("mode")
     se = modules.create("se", 8)
@@ -118,38 +123,27 @@ def test_latency_roofline_columns_for_forward_only(tmp_path: Path) -> None:
     assert {"copy_bandwidth_GBps", "matmul_GMACps"} <= set(machine["quantity"])
 
 
-class NoHalf(Exploding):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float16:
-            raise NotImplementedError("\"mean_cpu\" not implemented for 'Half'")
-        return x * self.w
-
-
-def test_unsupported_dtype_is_a_status_row(tmp_path: Path) -> None:
-    modules.register_attention("zz_nohalf", NoHalf, family="test", paper="-", arxiv=None, kind="gate")
-    try:
-        out = tmp_path / "lat"
-        argv = ["--attn", "zz_nohalf", "--mode", "forward", "--dtype", "fp32,fp16", "--budget-s", "0.05",
-                "--no-roofline", "--out", str(out), *FAST]
-        assert _run(cli_latency, argv) == 0
-    finally:
-        modules.unregister_attention("zz_nohalf")
+def test_unsupported_dtype_is_a_status_row(tmp_path: Path, failing_entries) -> None:
+    out = tmp_path / "lat"
+    argv = ["--attn", "zz_nohalf", "--mode", "forward", "--dtype", "fp32,fp16", *ROUNDS,
+            "--no-roofline", "--out", str(out), *FAST]
+    assert _run(cli_latency, argv) == 0
     table = pd.read_csv(out / "latency.csv").set_index("dtype")
     assert table.loc["fp32", "status"] == "ok"
     assert table.loc["fp16", "status"] == "unsupported" and "Half" in table.loc["fp16", "message"]
 
 
-def test_compile_failure_is_a_status_row(tmp_path: Path, monkeypatch) -> None:
+def test_compile_failure_is_a_status(monkeypatch) -> None:
+    from suite.timing.workloads import StageError, build_workload
+
     def broken_compile(*args, **kwargs):
         raise RuntimeError("inductor says no")
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    out = tmp_path / "lat"
-    argv = ["--attn", "se", "--mode", "forward", "--compile", "compile", "--budget-s", "0.05",
-            "--no-roofline", "--out", str(out), *FAST]
-    assert _run(cli_latency, argv) == 0
-    row = pd.read_csv(out / "latency.csv").iloc[0]
-    assert row["status"] == "compile_error" and "inductor says no" in row["message"]
+    config = Config(stage="latency", name="se", mode="forward", compile="compile", batch=1, channels=8, size=8)
+    with pytest.raises(StageError) as info:
+        build_workload(config)
+    assert info.value.status == "compile_error" and "inductor says no" in str(info.value)
 
 
 def test_unknown_pattern_fails_before_measuring_and_lists_names(tmp_path: Path, capsys) -> None:
@@ -193,7 +187,9 @@ def test_bad_flag_values_are_refused_by_the_parser() -> None:
             parser.parse_args(argv)
     help_text = parser.format_help()
     for flag in ("--attn", "--batch", "--size", "--channels", "--dtype", "--memory-format", "--compile",
-                 "--device", "--threads", "--budget-s", "--out", "--force", "--tf32", "--cudnn-benchmark"):
+                 "--device", "--threads", "--budget-s", "--out", "--force", "--tf32", "--cudnn-benchmark",
+                 "--rounds", "--max-rounds", "--isolation", "--allocator", "--flush-denormal", "--min-cpu-share",
+                 "--max-other-cores", "--max-steal", "--retries", "--max-attempts", "--timeout-s"):
         assert flag in help_text
 
 

@@ -49,9 +49,22 @@ def plan_sweep(args: argparse.Namespace, stage: str) -> SweepPlan | int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     threads = args.threads or default_threads()
+    if threads < 1:
+        print(f"error: --threads must be >= 1, got {threads}", file=sys.stderr)
+        return 2
+    archs = [""]
+    if args.level == "model":
+        import modules
+
+        archs = [a.strip() for a in str(args.arch).split(",") if a.strip()]
+        unknown = [a for a in archs if a not in modules.list_archs()]
+        if unknown or not archs:
+            print(f"error: --arch {args.arch!r}: unknown {', '.join(unknown) or 'empty list'}; "
+                  f"accepted: {', '.join(modules.list_archs())}", file=sys.stderr)
+            return 2
     axes = axes_from_args(args, stage, device)
-    configs = expand(stage, names, axes, device=device, threads=threads,
-                     level=args.level, arch=args.arch if args.level == "model" else "")
+    configs = [config for arch in archs for config in expand(
+        stage, names, axes, device=device, threads=threads, level=args.level, arch=arch)]
     return SweepPlan(device, torch_device, threads, axes, configs)
 
 

@@ -18,47 +18,85 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..records import FolderLockedError, RecordStore, folder_lock, write_csv_atomic
 from .cli_common import measurement_settings, plan_sweep
+from .contention import ContentionLimits
 from .grid import Config
 from .roofline import MachinePeaks, measure_machine, min_bytes, roofline
-from .sweep import add_grid_arguments, run_sweep, write_table
-from .timer import (
-    TimerOptions,
-    clock_for,
-    measure_interleaved,
-)
-from .workloads import build_workload, classify_error
+from .rounds import ALLOCATORS, ISOLATIONS, RoundPlan, RoundWorkers, run_rounds, worker_environment
+from .sweep import add_grid_arguments, write_table
+from .timer import RoundOptions, TimerOptions
 
-__all__ = ["add_arguments", "main", "measure_latency", "LEADING_COLUMNS"]
+__all__ = ["add_arguments", "add_roofline", "main", "round_plan", "round_settings", "LEADING_COLUMNS"]
 
 LEADING_COLUMNS = (
     "name", "level", "arch", "mode", "device", "dtype", "memory_format", "compile",
     "batch", "channels", "size", "threads", "status", "message",
-    "median_ms", "iqr_ms", "p90_ms", "p99_ms", "ci_low_ms", "ci_high_ms", "ci_rel", "n",
-    "calls_per_sample", "converged", "reference", "ref_median_ms", "ratio",
+    "median_ms", "ci_low_ms", "ci_high_ms", "ci_rel", "iqr_ms", "p90_ms", "p99_ms", "n",
+    "calls_per_sample", "converged", "rounds", "rounds_contended", "reference", "ref_median_ms",
+    "ratio", "ratio_ci_low", "ratio_ci_high", "ratio_ci_rel",
+    "copy_median_ms", "passes", "passes_ci_low", "passes_ci_high",
     "formula_macs", "min_bytes", "bound", "bound_ms", "roofline_fraction", "fits_llc",
+    "threads_set", "flush_denormal", "allocator_tunables", "cpu_share_min", "other_cores_max",
 )
 
-BUDGET_DEFAULT_S = {"cpu": 1.5, "cuda": 2.0}
+ROUNDS_DEFAULT = {"cpu": 8, "cuda": 5}
+BUDGET_DEFAULT_S = {"cpu": 1.0, "cuda": 1.0}
+DEFAULT_THREADS = {"cpu": 1}
+"""One intra-op thread on CPU by default: on the 2-core VMs two threads put the barriers of
+every parallel op at the mercy of whatever else runs (cbam at C = 256, 56 x 56 took 9.5-11.3 ms
+across processes at 1 thread, 8-29 ms at 2), and one thread is what the ratio to a same-thread
+reference needs. ``--threads N`` measures with N."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_grid_arguments(parser, "latency")
-    timing = parser.add_argument_group("timing")
+    timing = parser.add_argument_group("timing (see suite.timing.rounds for the method)")
+    timing.add_argument("--rounds", type=int, default=None,
+                        help="rounds per configuration, each in a fresh worker process; the 95%% intervals come from "
+                        f"the rounds (default {ROUNDS_DEFAULT['cpu']} on CPU, {ROUNDS_DEFAULT['cuda']} on CUDA)")
+    timing.add_argument("--max-rounds", type=int, default=None,
+                        help="extra rounds (up to this many) for configurations whose ratio interval is still wider "
+                        "than +-REL_TOL (default: --rounds, no extra rounds)")
     timing.add_argument("--budget-s", type=float, default=None,
-                        help="time budget per configuration (module and reference together, warm-up included) "
-                        f"before giving up on convergence; default {BUDGET_DEFAULT_S['cpu']} on CPU, {BUDGET_DEFAULT_S['cuda']} on CUDA")
-    timing.add_argument("--rel-tol", type=float, default=0.01,
-                        help="stop when the 95%% CI of each median is within +-REL_TOL of it (default: 0.01)")
-    timing.add_argument("--min-samples", type=int, default=6, help="samples taken before convergence or the budget may stop sampling (default: 6, the fewest with a 95%% CI)")
-    timing.add_argument("--max-samples", type=int, default=5000, help="samples after which sampling stops regardless (default: 5000)")
-    timing.add_argument("--warmup-s", type=float, default=0.1, help="warm-up time per callable, at least 2 calls (default: 0.1)")
+                        help="sampling time per configuration, all rounds together (warm-up and build excluded); each "
+                        f"round samples BUDGET_S / ROUNDS (default {BUDGET_DEFAULT_S['cpu']})")
+    timing.add_argument("--rel-tol", type=float, default=0.05,
+                        help="a row is 'converged' when the 95%% interval of its ratio is within +-REL_TOL (default: 0.05)")
+    timing.add_argument("--min-samples", type=int, default=3, help="samples of each callable per round, at least (default: 3)")
+    timing.add_argument("--max-samples", type=int, default=2000, help="samples of a callable per round, at most (default: 2000)")
+    timing.add_argument("--warmup-s", type=float, default=0.02,
+                        help="warm-up per callable and round, at least (and 3 calls, and until the process's memory "
+                        "stopped growing for 3 calls, at most 1 s) (default: 0.02)")
+    timing.add_argument("--isolation", choices=ISOLATIONS, default="fork",
+                        help="how each round gets a fresh process: forked from a server that imported torch and the zoo "
+                        "and ran nothing (fast), or a new interpreter (about 6 s of imports per round) (default: fork)")
+    timing.add_argument("--servers", type=int, default=2,
+                        help="fork isolation: servers started (in parallel, before measuring); rounds go to them in turn "
+                        "so they also differ in library layout (default: 2)")
+    timing.add_argument("--allocator", choices=ALLOCATORS, default="steady",
+                        help="'steady': glibc's mmap and trim thresholds raised in the workers (GLIBC_TUNABLES), so "
+                        "a step reuses its pages; 'inherited': the environment's allocator as it is (default: steady)")
+    timing.add_argument("--flush-denormal", choices=("on", "off"), default="off",
+                        help="torch.set_flush_denormal in the workers, set and recorded (default: off, torch's default)")
+    timing.add_argument("--min-cpu-share", type=float, default=ContentionLimits.min_cpu_share,
+                        help="a window is contended when the worker got less than this share of the CPU time its "
+                        f"threads asked for (default: {ContentionLimits.min_cpu_share})")
+    timing.add_argument("--max-other-cores", type=float, default=ContentionLimits.max_other_cores,
+                        help="... or other processes used more than this many cores meanwhile "
+                        f"(default: {ContentionLimits.max_other_cores})")
+    timing.add_argument("--max-steal", type=float, default=ContentionLimits.max_steal_share,
+                        help=f"... or the hypervisor stole more than this share of the CPUs (default: {ContentionLimits.max_steal_share})")
+    timing.add_argument("--retries", type=int, default=2,
+                        help="a contended window is sampled again up to this many times in the same round (default: 2)")
+    timing.add_argument("--max-attempts", type=int, default=None,
+                        help="rounds tried per configuration before it is 'contended' (default: 2 x --rounds)")
+    timing.add_argument("--timeout-s", type=float, default=300.0,
+                        help="give up on a configuration's round after this long (status timeout) (default: 300)")
     timing.add_argument("--cudnn-benchmark", choices=("on", "off"), default="on",
                         help="torch.backends.cudnn.benchmark during CUDA runs (set explicitly, recorded, restored; default: on)")
     timing.add_argument("--tf32", choices=("on", "off"), default="off",
@@ -69,11 +107,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _LazyPeaks:
-    """Machine peaks measured once, just before the first configuration of a run."""
+    """Machine peaks measured once, in this process, before the first row that needs them."""
 
     def __init__(self, device: str, dtypes: tuple[str, ...], copy_mib: int | None, store: RecordStore,
-                 environment: dict[str, Any], enabled: bool, options: TimerOptions) -> None:
-        self.device, self.dtypes, self.copy_mib, self.options = device, dtypes, copy_mib, options
+                 environment: dict[str, Any], enabled: bool) -> None:
+        self.device, self.dtypes, self.copy_mib = device, dtypes, copy_mib
         self.store, self.environment, self.enabled = store, environment, enabled
         self.peaks: MachinePeaks | None = None
         self.measured = False
@@ -84,8 +122,7 @@ class _LazyPeaks:
         if not self.measured:
             self.measured = True
             copy_bytes = self.copy_mib << 20 if self.copy_mib else None
-            options = TimerOptions(budget_s=self.options.budget_s, rel_tol=max(self.options.rel_tol, 0.02),
-                                   warmup_s=self.options.warmup_s)
+            options = TimerOptions(budget_s=1.0, rel_tol=0.02, warmup_s=0.05)
             self.peaks = measure_machine(self.device, self.dtypes, copy_bytes=copy_bytes, options=options)
             for row in self.peaks.as_rows():
                 self.store.append({
@@ -99,46 +136,46 @@ class _LazyPeaks:
         return self.peaks
 
 
-def measure_latency(config: Config, *, options: TimerOptions, peaks: MachinePeaks | None = None) -> dict[str, Any]:
-    """Measure one configuration: module and reference interleaved; ratio; roofline (forward)."""
-    workload = build_workload(config)
-    try:
-        summaries = measure_interleaved(
-            {"module": workload.step, "reference": workload.reference_step},
-            clock=clock_for(config.device), options=options,
-        )
-    except Exception as exc:  # noqa: BLE001
-        from .workloads import StageError
-
-        raise StageError(classify_error(exc), f"{type(exc).__name__}: {exc}") from exc
-    module, reference = summaries["module"], summaries["reference"]
-    row: dict[str, Any] = {"record": "latency", "status": "ok", "message": ""}
-    row.update(module.as_dict())
-    row["reference"] = workload.reference_name
-    ref = reference.as_dict(prefix="ref_")
-    for k in ("ref_median_ms", "ref_iqr_ms", "ref_p90_ms", "ref_ci_rel", "ref_n", "ref_calls_per_sample", "ref_converged"):
-        row[k] = ref[k]
-    row["ratio"] = module.median / reference.median if reference.median > 0 else math.nan
-    row["params"] = workload.params
-    row["formula_macs"] = workload.formula_macs
-    row["compile_s"] = workload.compile_s
-    row["input_shape"] = "x".join(map(str, workload.input_shape))
-    row["output_shape"] = "x".join(map(str, workload.output_shape))
-    if not (module.converged and reference.converged):
-        row["message"] = "not converged within the budget: CI of the median wider than +-rel_tol"
-    if peaks is not None and config.mode == "forward" and config.level == "module":
-        bytes_moved = min_bytes(workload.input_shape, workload.output_shape, workload.input_element_size, workload.param_bytes)
-        rate = peaks.matmul_macs_per_s.get(config.dtype, math.nan)
-        row.update(roofline(module.median, bytes_moved, workload.formula_macs, peaks.bandwidth_Bps, rate))
-        row["fits_llc"] = bool(peaks.llc_bytes and bytes_moved <= peaks.llc_bytes)
-        row["bandwidth_GBps"] = peaks.bandwidth_Bps / 1e9
-        row["matmul_GMACps"] = rate / 1e9
-    if config.device.startswith("cuda"):
-        torch.cuda.empty_cache()
+def add_roofline(config: Config, row: dict[str, Any], peaks: MachinePeaks | None) -> dict[str, Any]:
+    """The roofline columns of a forward module-level row (other rows unchanged)."""
+    if peaks is None or config.mode != "forward" or config.level != "module" or not row.get("input_shape"):
+        return row
+    input_shape = tuple(int(v) for v in str(row["input_shape"]).split("x"))
+    output_shape = tuple(int(v) for v in str(row["output_shape"]).split("x"))
+    bytes_moved = min_bytes(input_shape, output_shape, int(row["input_element_size"]), int(row["param_bytes"]))
+    rate = peaks.matmul_macs_per_s.get(config.dtype, math.nan)
+    row.update(roofline(row["median_ms"] / 1e3, bytes_moved, row.get("formula_macs"), peaks.bandwidth_Bps, rate))
+    row["fits_llc"] = bool(peaks.llc_bytes and bytes_moved <= peaks.llc_bytes)
+    row["bandwidth_GBps"] = peaks.bandwidth_Bps / 1e9
+    row["matmul_GMACps"] = rate / 1e9
     return row
 
 
+def round_plan(args: argparse.Namespace, device_type: str) -> RoundPlan:
+    """The rounds of each configuration from the flags (a ValueError names a bad value)."""
+    kind = "cuda" if device_type == "cuda" else "cpu"
+    rounds = args.rounds or ROUNDS_DEFAULT[kind]
+    return RoundPlan(rounds=rounds, max_rounds=args.max_rounds or rounds,
+                     max_attempts=args.max_attempts or 2 * max(rounds, args.max_rounds or rounds),
+                     rel_tol=args.rel_tol)
+
+
+def round_settings(args: argparse.Namespace, plan: RoundPlan, device: str, threads: int, budget_s: float) -> dict[str, Any]:
+    """What every worker job carries: per-round sampling, contention limits, process settings."""
+    options = RoundOptions(sample_s=budget_s / plan.rounds, warmup_s=args.warmup_s,
+                           min_samples=args.min_samples, max_samples=args.max_samples)
+    limits = ContentionLimits(min_cpu_share=args.min_cpu_share, max_other_cores=args.max_other_cores,
+                              max_steal_share=args.max_steal)
+    if args.retries < 0:
+        raise ValueError(f"--retries must be >= 0, got {args.retries}")
+    return {"options": asdict(options), "limits": asdict(limits), "retries": args.retries,
+            "threads": threads, "device": device, "flush_denormal": args.flush_denormal == "on",
+            "cudnn_benchmark": args.cudnn_benchmark == "on", "tf32": args.tf32 == "on"}
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.threads is None and (args.device or "cpu") == "cpu":
+        args.threads = DEFAULT_THREADS["cpu"]
     plan = plan_sweep(args, "latency")
     if isinstance(plan, int):
         return plan
@@ -147,26 +184,35 @@ def main(args: argparse.Namespace) -> int:
         for config in configs:
             print(config.key())
         return 0
-    budget = args.budget_s or BUDGET_DEFAULT_S["cuda" if torch_device.type == "cuda" else "cpu"]
-    options = TimerOptions(budget_s=budget, rel_tol=args.rel_tol, min_samples=args.min_samples,
-                           max_samples=args.max_samples, warmup_s=args.warmup_s)
+    kind = "cuda" if torch_device.type == "cuda" else "cpu"
+    budget = args.budget_s or BUDGET_DEFAULT_S[kind]
+    try:
+        rounds = round_plan(args, torch_device.type)
+        settings = round_settings(args, rounds, device, plan.threads, budget)
+        env = worker_environment(plan.threads, args.allocator)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out: Path = args.out
     try:
         with folder_lock(out), measurement_settings(args, plan) as environment:
-            environment["clock"] = clock_for(device).name if torch_device.type != "cuda" else "cuda_event"
-            environment["timer"] = (f"budget_s={options.budget_s} rel_tol={options.rel_tol} "
-                                    f"min_samples={options.min_samples} warmup_s={options.warmup_s}")
+            environment["clock"] = "cuda_event" if torch_device.type == "cuda" else "perf_counter"
+            environment["timer"] = (f"rounds={rounds.rounds} max_rounds={rounds.max_rounds} budget_s={budget} "
+                                    f"isolation={args.isolation} allocator={args.allocator} "
+                                    f"flush_denormal={args.flush_denormal} rel_tol={rounds.rel_tol}")
             store = RecordStore(out / "records.jsonl")
-            peaks = _LazyPeaks(device, axes.dtype, args.roofline_copy_mib, store, environment,
-                               not args.no_roofline, options)
+            peaks = _LazyPeaks(device, axes.dtype, args.roofline_copy_mib, store, environment, not args.no_roofline)
             try:
-                result = run_sweep(
-                    configs, store,
-                    lambda c: measure_latency(c, options=options, peaks=peaks.get()),
-                    environment=environment, classify=classify_error, force=args.force,
-                    retry_failed=args.retry_failed, limit=args.limit,
-                    progress=not args.no_progress, desc="latency",
-                )
+                if not args.no_roofline and any(c.mode == "forward" and c.level == "module" for c in configs):
+                    peaks.get()  # before any worker starts: nothing else runs while it measures
+                with RoundWorkers(isolation=args.isolation, servers=args.servers, env=env,
+                                  timeout_s=args.timeout_s) as workers:
+                    result = run_rounds(
+                        configs, store, workers, settings, rounds, environment=environment,
+                        finish=lambda config, row: add_roofline(config, row, peaks.get()),
+                        force=args.force, retry_failed=args.retry_failed, limit=args.limit,
+                        progress=not args.no_progress,
+                    )
             finally:
                 frame = write_table(store, out / "latency.csv", LEADING_COLUMNS, "latency")
                 machine = [r for r in store.read() if r.get("record") == "machine"]
@@ -177,6 +223,7 @@ def main(args: argparse.Namespace) -> int:
     except FolderLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"latency: {result.measured} measured, {result.failed} failed (rows with a status), "
-          f"{result.skipped} already recorded; {len(frame)} rows in {out / 'latency.csv'}", file=sys.stderr)
+    print(f"latency: {result.measured} measured, {result.contended} contended, {result.failed} failed "
+          f"(rows with a status), {result.skipped} already recorded, in {result.rounds_run} rounds; "
+          f"{len(frame)} rows in {out / 'latency.csv'}", file=sys.stderr)
     return 130 if result.interrupted else 0

@@ -27,6 +27,8 @@ __all__ = [
     "is_converged",
     "percentile",
     "summarize",
+    "RoundInterval",
+    "across_rounds",
 ]
 
 _EXACT_LIMIT = 1000  # exact binomial tail up to this n, normal approximation above
@@ -165,3 +167,39 @@ def summarize(
         converged=rel <= rel_tol,
         elapsed_s=elapsed_s,
     )
+
+
+@dataclass(frozen=True)
+class RoundInterval:
+    """The centre and 95% interval of a positive quantity measured once per round (process).
+
+    ``center`` is the geometric mean of the per-round values; the interval is Student's t on
+    their logarithms, ``exp(mean(log v) +- t_{n-1} * sd(log v) / sqrt(n))``, so it is
+    symmetric on the log scale and ``half_width`` (relative) is ``exp(h) - 1`` for the log
+    half-width ``h``. With fewer than 2 rounds, or rounds that agree exactly (a zero standard
+    deviation says nothing about the next process), there is no interval (NaN).
+    """
+
+    center: float
+    low: float
+    high: float
+    half_width: float
+    log_half_width: float
+    n: int
+
+
+def across_rounds(values: Sequence[float], confidence: float = 0.95) -> RoundInterval:
+    """:class:`RoundInterval` of the finite positive ``values`` (others are ignored)."""
+    from ..accuracy.stats import t_quantile
+
+    logs = [math.log(v) for v in values if math.isfinite(v) and v > 0]
+    n = len(logs)
+    if n == 0:
+        return RoundInterval(math.nan, math.nan, math.nan, math.nan, math.nan, 0)
+    mean = math.fsum(logs) / n
+    center = math.exp(mean)
+    sd = math.sqrt(math.fsum((x - mean) ** 2 for x in logs) / (n - 1)) if n > 1 else 0.0
+    if n < 2 or sd == 0.0:
+        return RoundInterval(center, math.nan, math.nan, math.nan, math.nan, n)
+    half = t_quantile(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n)
+    return RoundInterval(center, math.exp(mean - half), math.exp(mean + half), math.expm1(half), half, n)

@@ -88,7 +88,8 @@ def add_grid_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
         "'model': modules.build_model(ARCH, attn=NAME), reference = the same model without attention "
         "(default: module)",
     )
-    grid.add_argument("--arch", default="resnet18", help="backbone for --level model (default: resnet18)")
+    grid.add_argument("--arch", default="resnet18", metavar="ARCH[,ARCH...]",
+                      help="backbone(s) for --level model, comma-separated, from modules.list_archs() (default: resnet18)")
     grid.add_argument(
         "--profile", choices=("cpu", "gpu"), default=None,
         help="default axes: 'cpu' (sized for a 2-core machine) or 'gpu' (dtypes, memory formats, "
@@ -107,8 +108,10 @@ def add_grid_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
                       f"a compile failure is a row with status compile_error) ({_defaults(stage, 'compile')})")
     grid.add_argument("--mode", type=choice_list(MODES), default=None, metavar="M[,M...]",
                       help=f"from forward (eval, no_grad), train (forward + backward) ({_defaults(stage, 'mode')})")
+    threads_default = ("1 on CPU, the honest default on a 2-core machine (see suite.timing.cli_latency.DEFAULT_THREADS)"
+                       if stage == "latency" else f"the cores this process may use, here {default_threads()}")
     grid.add_argument("--threads", type=int, default=None,
-                      help=f"torch intra-op threads, set and recorded (default: the cores this process may use, here {default_threads()})")
+                      help=f"torch intra-op threads, set and recorded (default: {threads_default})")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("reports") / stage,
                      help=f"output folder: records.jsonl (raw, with environment) and tidy CSVs (default: reports/{stage})")

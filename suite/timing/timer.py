@@ -55,6 +55,9 @@ __all__ = [
     "default_threads",
     "measure",
     "measure_interleaved",
+    "RoundOptions",
+    "RoundSamples",
+    "sample_round",
 ]
 
 
@@ -328,3 +331,154 @@ def measure(
 ) -> TimingSummary:
     """Time one callable (see :func:`measure_interleaved`)."""
     return measure_interleaved({"fn": fn}, clock=clock, options=options, now=now)["fn"]
+
+
+@dataclass(frozen=True)
+class RoundOptions:
+    """Knobs of one round of :func:`sample_round` (the latency stage's per-process measurement).
+
+    ``sample_s`` is the sampling time of all callables together; warm-up comes on top.
+    """
+
+    sample_s: float = 0.12
+    warmup_s: float = 0.02
+    warmup_calls: int = 3
+    warmup_max_s: float = 1.0
+    steady_calls: int = 3
+    min_samples: int = 3
+    max_samples: int = 2000
+    short_call_s: float = 2e-4
+    target_sample_s: float = 2e-3
+    max_calls_per_sample: int = 10_000
+    visit_s: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.sample_s <= 0:
+            raise ValueError(f"sample_s must be > 0, got {self.sample_s}")
+        if self.warmup_s < 0 or self.warmup_max_s < self.warmup_s:
+            raise ValueError(f"need 0 <= warmup_s <= warmup_max_s, got {self.warmup_s}, {self.warmup_max_s}")
+        if self.min_samples < 1 or self.max_samples < self.min_samples:
+            raise ValueError(
+                f"need 1 <= min_samples <= max_samples, got {self.min_samples}, {self.max_samples}"
+            )
+
+    @property
+    def as_timer_options(self) -> TimerOptions:
+        """The equivalent calibration settings for :func:`_calls_for`."""
+        return TimerOptions(short_call_s=self.short_call_s, target_sample_s=self.target_sample_s,
+                            max_calls_per_sample=self.max_calls_per_sample, visit_s=self.visit_s)
+
+
+@dataclass
+class RoundSamples:
+    """Per-call sample times (seconds, in the order taken) of each callable in one round."""
+
+    samples: dict[str, list[float]]
+    calls_per_sample: dict[str, int]
+    warmup_calls: dict[str, int]
+    warmup_steady: bool
+
+
+def _resident_bytes() -> int:
+    """Resident set size of this process (Linux ``/proc/self/statm``; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _warm_until_steady(
+    fn: Callable[[], Any], clock: Clock, options: RoundOptions, rss: Callable[[], int]
+) -> tuple[int, bool, float]:
+    """Call ``fn`` until the process's resident memory stopped growing for ``steady_calls``
+    calls in a row (the allocator has every block the call needs), at least ``warmup_calls``
+    times and ``warmup_s`` long, at most ``warmup_max_s``. Returns (calls, steady, the fastest of
+    the last ``steady_calls`` calls in seconds: one slow call must not size the sample blocks)."""
+    calls, steady, spent = 0, 0, 0.0
+    recent: list[float] = []
+    previous = rss()
+    while True:
+        last = clock.time(fn, 1)
+        spent += last
+        calls += 1
+        recent = [*recent[-(options.steady_calls - 1):], last] if options.steady_calls > 1 else [last]
+        current = rss()
+        steady = steady + 1 if current <= previous else 0
+        previous = max(previous, current)
+        warm = calls >= options.warmup_calls and spent >= options.warmup_s and steady >= options.steady_calls
+        if warm or spent >= options.warmup_max_s:
+            return calls, warm, min(recent)
+
+
+def sample_round(
+    fns: Mapping[str, Callable[[], Any]],
+    *,
+    clock: Clock | None = None,
+    options: RoundOptions | None = None,
+    rss: Callable[[], int] = _resident_bytes,
+) -> RoundSamples:
+    """One round: warm every callable until steady, then sample them in alternation.
+
+    Visits go A, B, C, A, B, C, ... (see step 4 of the module docstring: a short callable gets
+    an untimed call and about ``visit_s`` of back-to-back samples per visit, a long one a
+    single sample) until ``sample_s`` of sampling has passed and every callable has
+    ``min_samples``. The garbage collector is off while sampling. An exception propagates.
+    """
+    if not fns:
+        raise ValueError("fns must name at least one callable")
+    clock = clock or CpuClock()
+    options = options or RoundOptions()
+    calibration = options.as_timer_options
+    names = list(fns)
+    warm_calls: dict[str, int] = {}
+    calls: dict[str, int] = {}
+    all_steady = True
+    for name in names:
+        warm_calls[name], steady, single = _warm_until_steady(fns[name], clock, options, rss)
+        all_steady = all_steady and steady
+        if single < options.short_call_s:  # one short call is too noisy to size the blocks
+            single = clock.time(fns[name], 10) / 10
+        calls[name] = _calls_for(single, calibration)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    last_block = dict.fromkeys(names, 0.0)
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        spent = 0.0
+        while True:
+            for name in names:
+                spent += _round_visit(fns[name], calls[name], samples[name], last_block, name, clock, options)
+            enough = min(len(s) for s in samples.values()) >= options.min_samples
+            full = max(len(s) for s in samples.values()) >= options.max_samples
+            if (enough and spent >= options.sample_s) or full:
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return RoundSamples(samples=samples, calls_per_sample=calls, warmup_calls=warm_calls, warmup_steady=all_steady)
+
+
+def _round_visit(
+    fn: Callable[[], Any],
+    calls: int,
+    sink: list[float],
+    last_block: dict[str, float],
+    name: str,
+    clock: Clock,
+    options: RoundOptions,
+) -> float:
+    """One visit of :func:`sample_round`; appends per-call times to ``sink``, returns the time
+    sampled."""
+    short = last_block[name] < options.visit_s / 4
+    if short and last_block[name] > 0:
+        clock.time(fn, calls)
+    spent = 0.0
+    while True:
+        block = clock.time(fn, calls)
+        sink.append(block / calls)
+        last_block[name] = block
+        spent += block
+        if not short or spent >= options.visit_s or len(sink) >= options.max_samples:
+            return spent

@@ -72,6 +72,7 @@ class Workload:
     param_bytes: int
     formula_macs: int | None
     compile_s: float | None
+    input: Tensor | None = None
     facts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -151,7 +152,10 @@ def _instantiate(config: Config) -> tuple[nn.Module, nn.Module, str]:
 
     try:
         if config.level == "model":
-            model = modules.build_model(config.arch, attn=config.name)
+            try:
+                model = modules.build_model(config.arch, attn=config.name)
+            except ValueError as exc:  # the entry has no place in this backbone: a deliberate outcome
+                raise StageError("refused", str(exc)) from exc
             reference = modules.build_model(config.arch, attn=None)
             return model, reference, f"{config.arch}(attn=None)"
         info = modules.get_info(config.name)
@@ -159,6 +163,8 @@ def _instantiate(config: Config) -> tuple[nn.Module, nn.Module, str]:
         if info.kind == "conv":
             kwargs = {"out_channels": config.channels, "kernel_size": 3, "stride": 1}
         module = modules.create(config.name, config.channels, **kwargs)
+    except StageError:
+        raise
     except Exception as exc:  # noqa: BLE001 - reported as a row
         raise StageError("build_error", f"{type(exc).__name__}: {exc}") from exc
     reference = nn.Conv2d(config.channels, config.channels, 3, padding=1, bias=False)
@@ -263,4 +269,5 @@ def build_workload(config: Config) -> Workload:
         param_bytes=param_bytes,
         formula_macs=formula_macs,
         compile_s=compile_s,
+        input=x,
     )

@@ -1,0 +1,154 @@
+"""Did a timing window get the CPU it asked for? CPU accounting around a measurement.
+
+A worker that asks for ``threads`` cores and is handed fewer (another process on the same
+cores, a hypervisor stealing the vCPU) reports times that are not the module's. Wall time
+alone cannot tell; the kernel's accounting can. Around each window the worker reads
+
+* its own CPU time (``time.process_time``: every thread of the process, exact to the
+  scheduler's accounting),
+* the machine's busy and steal time from ``/proc/stat`` (all CPUs, in clock ticks),
+* the wall clock,
+
+and :func:`assess` compares them with what the window should have seen:
+
+* ``cpu_share = own CPU / (wall x threads)``: below ``min_cpu_share`` (0.9) the process was
+  waiting for a core (a compute-bound window on an idle machine reads 0.97-1.0);
+* ``other_cores = (machine busy - own CPU) / wall``: cores' worth of work done by other
+  processes at the same time; above ``max_other_cores`` (0.5) something else ran beside the
+  measurement (with 1 thread on 2 cores it takes no CPU from the worker, but it shares the
+  caches and the memory bus);
+* ``steal_share = steal / (wall x CPUs)``: above ``max_steal_share`` (0.05) the hypervisor
+  took the vCPUs away.
+
+``/proc/stat`` counts in ticks (10 ms at ``USER_HZ`` = 100), so ``other_cores`` over a
+0.1 s window is known to about +-0.2 cores; the thresholds sit well above that. Where
+``/proc/stat`` is missing (not Linux) only ``cpu_share`` is checked. The readers are
+injectable so tests drive :class:`CpuProbe` with fake clocks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = [
+    "ContentionLimits",
+    "CpuProbe",
+    "CpuSnapshot",
+    "CpuUsage",
+    "assess",
+    "read_proc_stat",
+]
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """Clocks read at one instant (seconds); ``busy_s`` / ``steal_s`` are NaN without /proc/stat."""
+
+    wall_s: float
+    own_cpu_s: float
+    busy_s: float
+    steal_s: float
+
+
+def read_proc_stat(path: str = "/proc/stat") -> tuple[float, float]:
+    """Machine-wide ``(busy, steal)`` seconds since boot from the ``cpu`` line of /proc/stat.
+
+    Busy is user + nice + system + irq + softirq (idle, iowait and steal excluded; guest time
+    is already inside user). ``(nan, nan)`` when the file cannot be read.
+    """
+    try:
+        with open(path, encoding="ascii") as handle:
+            fields = handle.readline().split()
+    except OSError:
+        return math.nan, math.nan
+    if not fields or fields[0] != "cpu":
+        return math.nan, math.nan
+    ticks = [int(v) for v in fields[1:]] + [0] * 8
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks[:8]
+    hz = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+    return (user + nice + system + irq + softirq) / hz, steal / hz
+
+
+class CpuProbe:
+    """Takes :class:`CpuSnapshot` s; every clock is injectable for tests."""
+
+    def __init__(
+        self,
+        wall: Callable[[], float] = time.perf_counter,
+        own_cpu: Callable[[], float] = time.process_time,
+        machine: Callable[[], tuple[float, float]] = read_proc_stat,
+    ) -> None:
+        self._wall, self._own_cpu, self._machine = wall, own_cpu, machine
+
+    def snapshot(self) -> CpuSnapshot:
+        busy, steal = self._machine()
+        return CpuSnapshot(wall_s=self._wall(), own_cpu_s=self._own_cpu(), busy_s=busy, steal_s=steal)
+
+
+@dataclass(frozen=True)
+class CpuUsage:
+    """What happened between two snapshots, relative to what ``threads`` of ``cpus`` would get."""
+
+    wall_s: float
+    cpu_share: float
+    other_cores: float
+    steal_share: float
+
+    @classmethod
+    def between(cls, start: CpuSnapshot, end: CpuSnapshot, *, threads: int, cpus: int) -> CpuUsage:
+        wall = end.wall_s - start.wall_s
+        own = end.own_cpu_s - start.own_cpu_s
+        if wall <= 0:
+            return cls(wall_s=max(wall, 0.0), cpu_share=math.nan, other_cores=math.nan, steal_share=math.nan)
+        busy = end.busy_s - start.busy_s
+        steal = end.steal_s - start.steal_s
+        return cls(
+            wall_s=wall,
+            cpu_share=own / (wall * threads),
+            other_cores=max(0.0, busy - own) / wall if math.isfinite(busy) else math.nan,
+            steal_share=steal / (wall * cpus) if math.isfinite(steal) else math.nan,
+        )
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "cpu_share": round(self.cpu_share, 4),
+            "other_cores": round(self.other_cores, 4),
+            "steal_share": round(self.steal_share, 4),
+        }
+
+
+@dataclass(frozen=True)
+class ContentionLimits:
+    """When a window counts as contended (see the module docstring)."""
+
+    min_cpu_share: float = 0.9
+    max_other_cores: float = 0.5
+    max_steal_share: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.min_cpu_share < 0:
+            raise ValueError(f"min_cpu_share must be >= 0, got {self.min_cpu_share}")
+        if self.max_other_cores < 0 or self.max_steal_share < 0:
+            raise ValueError("max_other_cores and max_steal_share must be >= 0")
+
+
+def assess(usage: CpuUsage, limits: ContentionLimits) -> str:
+    """``""`` when the window got the CPU it asked for, else the reason it did not.
+
+    A quantity that could not be read (NaN) is not held against the window; a window of no
+    wall time is contended (nothing was measured).
+    """
+    if usage.wall_s <= 0 or math.isnan(usage.cpu_share):
+        return "no wall time elapsed"
+    reasons = []
+    if usage.cpu_share < limits.min_cpu_share:
+        reasons.append(f"got {usage.cpu_share:.2f} of the CPU time asked for (< {limits.min_cpu_share})")
+    if usage.other_cores > limits.max_other_cores:
+        reasons.append(f"other processes used {usage.other_cores:.2f} cores (> {limits.max_other_cores})")
+    if usage.steal_share > limits.max_steal_share:
+        reasons.append(f"hypervisor steal {usage.steal_share:.1%} (> {limits.max_steal_share:.0%})")
+    return "; ".join(reasons)

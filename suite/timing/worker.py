@@ -1,0 +1,247 @@
+"""The latency stage's worker: one round of configurations measured in a fresh process.
+
+A round visits every configuration it is given once, in order: build the workload
+(:func:`suite.timing.workloads.build_workload`), warm it until the allocator is steady, then
+sample the module, its compute reference (the 3x3 conv, or the backbone without attention)
+and, at module level, its memory reference (one copy of the input into a preallocated tensor:
+a read and a write pass) in alternation (:func:`suite.timing.timer.sample_round`). Around the
+sampling the process's CPU accounting is read (:mod:`suite.timing.contention`); a window
+that did not get the CPU it asked for is discarded and sampled again, up to ``retries``
+times, before the round is reported ``contended``.
+
+Processes. ``python -m suite.timing.worker --serve`` imports torch and the zoo once, prints
+``READY`` and then, for each job line on stdin, forks a child that runs the job and exits: every
+round is a fresh process (its own heap, page placement and thread pool) without paying the
+imports again. The server runs nothing itself, so the children start from the same clean
+state. ``--once`` runs one job in the process itself (the ``spawn`` isolation: a new
+interpreter per round). Results go to stdout as one ``ROUND`` line (JSON) per configuration.
+
+The measurement environment is set here, not inherited: the thread count
+(``torch.set_num_threads``), the flush-denormal mode, cuDNN autotuning and TF32 on CUDA; the
+allocator tunables arrive in the environment the parent starts the server with
+(:data:`ALLOCATOR_TUNABLES`). Each result records what was in force.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from dataclasses import asdict
+from typing import Any
+
+READY = "ATTNBENCH_READY"
+CHILD = "ATTNBENCH_CHILD "
+ROUND = "ATTNBENCH_ROUND "
+DONE = "ATTNBENCH_DONE "
+
+ALLOCATOR_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
+"""glibc malloc tunables of the ``steady`` allocator: every block comes from the heap and freed
+memory is kept, so a step's tensors reuse the same pages from the second call on instead of
+being mapped and faulted in afresh (which made the same module 1.3-3x slower in some processes
+than in others on the 2-core VM)."""
+
+__all__ = ["ALLOCATOR_TUNABLES", "CHILD", "DONE", "READY", "ROUND", "job_payload", "measure_round", "run_job", "main"]
+
+_PRELOAD = ("torch", "torchvision", "modules", "suite.timing.workloads", "suite.timing.timer")
+
+
+def _copy_step(x: Any) -> Any:
+    """The memory reference: one read and one write pass over a tensor of the input's size."""
+    import torch
+
+    buffer = torch.empty_like(x, requires_grad=False)
+
+    def copy() -> Any:
+        with torch.no_grad():
+            return buffer.copy_(x)
+
+    return copy
+
+
+def _facts(workload: Any) -> dict[str, Any]:
+    return {
+        "reference": workload.reference_name,
+        "params": workload.params,
+        "param_bytes": workload.param_bytes,
+        "formula_macs": workload.formula_macs,
+        "compile_s": workload.compile_s,
+        "input_shape": "x".join(map(str, workload.input_shape)),
+        "output_shape": "x".join(map(str, workload.output_shape)),
+        "input_element_size": workload.input_element_size,
+    }
+
+
+def _rss_for(device: str) -> Any:
+    """What "the allocator is steady" is read from: process RSS on CPU, reserved CUDA memory."""
+    import torch
+
+    from .timer import _resident_bytes
+
+    if device.startswith("cuda"):
+        return lambda: int(torch.cuda.memory_reserved(torch.device(device)))
+    return _resident_bytes
+
+
+def measure_round(config: Any, job: dict[str, Any], probe: Any = None) -> dict[str, Any]:
+    """Measure ``config`` once in this process; the result fields of its round record."""
+    import torch
+
+    from .contention import ContentionLimits, CpuProbe, CpuUsage, assess
+    from .timer import RoundOptions, clock_for, sample_round
+    from .workloads import StageError, build_workload, classify_error
+
+    options = RoundOptions(**job["options"])
+    limits = ContentionLimits(**job["limits"])
+    probe = probe or CpuProbe()
+    workload = build_workload(config)
+    fns = {"module": workload.step, "reference": workload.reference_step}
+    if config.level == "module":
+        fns["copy"] = _copy_step(workload.input)
+    clock = clock_for(config.device)
+    rss = _rss_for(config.device)
+    rejected: list[str] = []
+    cpus = os.cpu_count() or 1
+    for _attempt in range(int(job["retries"]) + 1):
+        start = probe.snapshot()
+        try:
+            taken = sample_round(fns, clock=clock, options=options, rss=rss)
+        except Exception as exc:  # noqa: BLE001 - the configuration's status, not the round's end
+            raise StageError(classify_error(exc), f"{type(exc).__name__}: {exc}") from exc
+        usage = CpuUsage.between(start, probe.snapshot(), threads=config.threads, cpus=cpus)
+        reason = assess(usage, limits) if config.device == "cpu" else ""
+        if not reason:
+            break
+        rejected.append(reason)
+    fields: dict[str, Any] = {
+        "status": "contended" if reason else "ok",
+        "message": f"every window of this round was contended: {reason}" if reason else "",
+        "attempts": len(rejected) + (0 if reason else 1),
+        "rejected": rejected,
+        **usage.as_dict(),
+        "warmup_steady": taken.warmup_steady,
+        "warmup_calls": taken.warmup_calls,
+        "calls_per_sample": taken.calls_per_sample,
+        "samples_s": {name: [float(f"{v:.5g}") for v in values] for name, values in taken.samples.items()},
+        **_facts(workload),
+    }
+    del workload, fns
+    if config.device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return fields
+
+
+def _settings_record() -> dict[str, Any]:
+    import torch
+
+    return {
+        "threads_set": torch.get_num_threads(),
+        "flush_denormal": _flush_denormal_state(),
+        "allocator_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "pid": os.getpid(),
+    }
+
+
+_FLUSH_DENORMAL: str = "not set"
+
+
+def _flush_denormal_state() -> str:
+    """``on`` / ``off`` as set for this process, or ``unsupported`` (no SSE3: torch refuses)."""
+    return _FLUSH_DENORMAL
+
+
+def _apply_settings(job: dict[str, Any]) -> Any:
+    """Set threads and flush-denormal for this process; return the CUDA settings context."""
+    import contextlib
+
+    import torch
+
+    from .timer import cuda_settings
+
+    global _FLUSH_DENORMAL
+    torch.set_num_threads(int(job["threads"]))
+    wanted = bool(job["flush_denormal"])
+    supported = torch.set_flush_denormal(wanted)
+    _FLUSH_DENORMAL = ("on" if wanted else "off") if supported or not wanted else "unsupported"
+    if str(job["device"]).startswith("cuda"):
+        return cuda_settings(cudnn_benchmark=bool(job["cudnn_benchmark"]), tf32=bool(job["tf32"]))
+    return contextlib.nullcontext({})
+
+
+def run_job(job: dict[str, Any], out: Any = None) -> None:
+    """Measure every configuration of ``job`` in this process, one ``ROUND`` line each."""
+    from .grid import Config
+    from .workloads import StageError, classify_error
+
+    out = out or sys.stdout
+    with _apply_settings(job) as cuda_record:
+        settings = {**_settings_record(), **cuda_record}
+        for raw in job["configs"]:
+            config = Config(**raw)
+            try:
+                fields = measure_round(config, job)
+            except StageError as exc:
+                fields = {"status": exc.status, "message": str(exc)[:2000],
+                          "traceback": traceback.format_exc()[-4000:]}
+            except Exception as exc:  # noqa: BLE001
+                fields = {"status": classify_error(exc), "message": f"{type(exc).__name__}: {exc}"[:2000],
+                          "traceback": traceback.format_exc()[-4000:]}
+            out.write(ROUND + json.dumps({"key": config.key(), **fields, **settings}) + "\n")
+            out.flush()
+
+
+def _serve() -> int:
+    """Fork a child per job line on stdin; report its pid and, when it ends, its exit status."""
+    import importlib
+
+    for name in _PRELOAD:
+        importlib.import_module(name)
+    print(READY, flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        job = json.loads(line)
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: a fresh process for this round
+            code = 0
+            try:
+                run_job(job)
+            except BaseException:  # noqa: BLE001 - reported through the exit code and stderr
+                traceback.print_exc()
+                code = 1
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        print(CHILD + str(pid), flush=True)
+        _, status = os.waitpid(pid, 0)
+        print(DONE + str(os.waitstatus_to_exitcode(status)), flush=True)
+    return 0
+
+
+def _once() -> int:
+    job = json.loads(sys.stdin.readline())
+    print(CHILD + str(os.getpid()), flush=True)
+    run_job(job)
+    print(DONE + "0", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--serve"]:
+        return _serve()
+    if argv == ["--once"]:
+        return _once()
+    print("usage: python -m suite.timing.worker --serve | --once  (a job as one JSON line on stdin)", file=sys.stderr)
+    return 2
+
+
+def job_payload(configs: list[Any], **settings: Any) -> dict[str, Any]:
+    """The JSON job for ``configs`` (dataclasses) with the round's settings."""
+    return {"configs": [asdict(c) for c in configs], **settings}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
