@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"round samples BUDGET_S / ROUNDS (default {BUDGET_DEFAULT_S['cpu']})")
     timing.add_argument("--rel-tol", type=float, default=0.05,
                         help="a row is 'converged' when the 95%% interval of its ratio is within +-REL_TOL (default: 0.05)")
-    timing.add_argument("--min-samples", type=int, default=3, help="samples of each callable per round, at least (default: 3)")
+    timing.add_argument("--min-samples", type=int, default=1, help="samples of each callable per round, at least (default: 1)")
     timing.add_argument("--max-samples", type=int, default=2000, help="samples of a callable per round, at most (default: 2000)")
     timing.add_argument("--warmup-s", type=float, default=0.02,
                         help="warm-up per callable and round, at least (and 3 calls, and until the process's memory "

@@ -342,10 +342,10 @@ class RoundOptions:
 
     sample_s: float = 0.12
     warmup_s: float = 0.02
-    warmup_calls: int = 3
+    warmup_calls: int = 2
     warmup_max_s: float = 1.0
-    steady_calls: int = 3
-    min_samples: int = 3
+    steady_calls: int = 2
+    min_samples: int = 1
     max_samples: int = 2000
     short_call_s: float = 2e-4
     target_sample_s: float = 2e-3
@@ -417,6 +417,7 @@ def sample_round(
     clock: Clock | None = None,
     options: RoundOptions | None = None,
     rss: Callable[[], int] = _resident_bytes,
+    calibrated: Mapping[str, int] | None = None,
 ) -> RoundSamples:
     """One round: warm every callable until steady, then sample them in alternation.
 
@@ -424,6 +425,8 @@ def sample_round(
     an untimed call and about ``visit_s`` of back-to-back samples per visit, a long one a
     single sample) until ``sample_s`` of sampling has passed and every callable has
     ``min_samples``. The garbage collector is off while sampling. An exception propagates.
+    A callable named in ``calibrated`` (name -> calls per sample) is already warm in this
+    process: its warm-up and calibration are skipped (``warmup_calls`` 0).
     """
     if not fns:
         raise ValueError("fns must name at least one callable")
@@ -434,7 +437,11 @@ def sample_round(
     warm_calls: dict[str, int] = {}
     calls: dict[str, int] = {}
     all_steady = True
+    calibrated = calibrated or {}
     for name in names:
+        if name in calibrated:
+            warm_calls[name], calls[name] = 0, calibrated[name]
+            continue
         warm_calls[name], steady, single = _warm_until_steady(fns[name], clock, options, rss)
         all_steady = all_steady and steady
         if single < options.short_call_s:  # one short call is too noisy to size the blocks

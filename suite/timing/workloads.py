@@ -139,15 +139,20 @@ covariance path measured 4.7 ms with one random initialisation and 7.7 ms with a
 the weights makes two processes time the same computation."""
 
 
-def instantiate(config: Config) -> tuple[nn.Module, nn.Module, str]:
-    """The module under test and its reference, on the CPU in fp32, with weights drawn from
-    :data:`WEIGHT_SEED` (the global RNG state is restored afterwards)."""
+def instantiate(config: Config, *, with_reference: bool = True) -> tuple[nn.Module, nn.Module | None, str]:
+    """The module under test and its reference (``None`` unless ``with_reference``), on the CPU
+    in fp32, with weights drawn from :data:`WEIGHT_SEED` (the global RNG state is restored)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(WEIGHT_SEED)
-        return _instantiate(config)
+        return _instantiate(config, with_reference)
 
 
-def _instantiate(config: Config) -> tuple[nn.Module, nn.Module, str]:
+def reference_key(config: Config) -> str:
+    """What the reference of ``config`` depends on: every axis but the attention type."""
+    return "|".join(config.key().split("|")[:3] + config.key().split("|")[4:])
+
+
+def _instantiate(config: Config, with_reference: bool) -> tuple[nn.Module, nn.Module | None, str]:
     import modules  # the zoo; imported late so --help stays fast
 
     try:
@@ -156,7 +161,7 @@ def _instantiate(config: Config) -> tuple[nn.Module, nn.Module, str]:
                 model = modules.build_model(config.arch, attn=config.name)
             except ValueError as exc:  # the entry has no place in this backbone: a deliberate outcome
                 raise StageError("refused", str(exc)) from exc
-            reference = modules.build_model(config.arch, attn=None)
+            reference = modules.build_model(config.arch, attn=None) if with_reference else None
             return model, reference, f"{config.arch}(attn=None)"
         info = modules.get_info(config.name)
         kwargs: dict[str, Any] = {}
@@ -167,7 +172,7 @@ def _instantiate(config: Config) -> tuple[nn.Module, nn.Module, str]:
         raise
     except Exception as exc:  # noqa: BLE001 - reported as a row
         raise StageError("build_error", f"{type(exc).__name__}: {exc}") from exc
-    reference = nn.Conv2d(config.channels, config.channels, 3, padding=1, bias=False)
+    reference = nn.Conv2d(config.channels, config.channels, 3, padding=1, bias=False) if with_reference else None
     return module, reference, f"conv3x3({config.channels}->{config.channels})"
 
 
@@ -211,23 +216,51 @@ def _first_call(
     return out.detach(), time.perf_counter() - start
 
 
-def build_workload(config: Config) -> Workload:
-    """Build the module, its reference, the input and both steps; raise StageError on failure."""
-    raw_module, raw_reference, reference_name = instantiate(config)
+def _output_grad(out: Tensor, config: Config, seed: int) -> Tensor | None:
+    """A fixed random gradient of the output's shape for a train step (``None`` for forward)."""
+    if config.mode != "train":
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    grad = torch.randn(out.shape, generator=generator).to(out.dtype).to(out.device)
+    if config.memory_format == "channels_last" and grad.dim() == 4:
+        grad = grad.contiguous(memory_format=torch.channels_last)
+    return grad
+
+
+def _reference_step(reference: nn.Module, x: Tensor, config: Config) -> Callable[[], Any]:
+    """The reference's step, after the eager first call that checks it runs."""
+    ref_out, _ = _first_call(reference, x, config, compiled=False)
+    return make_step(reference, x, config, _output_grad(ref_out, config, seed=2))
+
+
+def build_workload(config: Config, reference_cache: dict[str, tuple[Callable[[], Any], str]] | None = None) -> Workload:
+    """Build the module, its reference, the input and both steps; raise StageError on failure.
+
+    With ``reference_cache`` (eager configurations only), the reference step of an earlier
+    configuration with the same :func:`reference_key` is reused (already built, run and warm),
+    and a new one is stored there: a worker visiting many types of one shape builds and warms its
+    3x3 conv or plain backbone once.
+    """
+    cacheable = reference_cache is not None and config.compile == "eager"
+    cached = reference_cache.get(reference_key(config)) if cacheable and reference_cache is not None else None
+    raw_module, raw_reference, reference_name = instantiate(config, with_reference=cached is None)
     try:
         module = prepare(raw_module, config)
-        reference = prepare(raw_reference, config)
+        reference = prepare(raw_reference, config) if raw_reference is not None else None
         x = make_input(config)
     except Exception as exc:  # noqa: BLE001
         raise StageError(classify_error(exc), f"{type(exc).__name__}: {exc}") from exc
 
     # eager first call: checks the module runs at all in this setting
     out, _ = _first_call(module, x, config, compiled=False)
-    ref_out, _ = _first_call(reference, x, config, compiled=False)
-
     run_module: Callable[[Tensor], Tensor] = module
-    run_reference: Callable[[Tensor], Tensor] = reference
     compile_s = None
+    grad = _output_grad(out, config, seed=1)
+    if cached is not None:
+        reference_step = cached[0]
+    else:
+        assert reference is not None
+        reference_step = _reference_step(reference, x, config)
     if config.compile == "compile":
         # a fresh dynamo cache per configuration: the reference's nn.Conv2d.forward is one code
         # object for every config, and past the recompile limit dynamo silently runs eager
@@ -238,16 +271,10 @@ def build_workload(config: Config) -> Workload:
         except Exception as exc:  # noqa: BLE001
             raise StageError("compile_error", f"{type(exc).__name__}: {exc}") from exc
         _, compile_s = _first_call(run_module, x, config, compiled=True)
-        _first_call(run_reference, x, config, compiled=True)
-
-    grad = ref_grad = None
-    if config.mode == "train":
-        generator = torch.Generator().manual_seed(1)
-        grad = torch.randn(out.shape, generator=generator).to(out.dtype).to(out.device)
-        ref_grad = torch.randn(ref_out.shape, generator=generator).to(ref_out.dtype).to(ref_out.device)
-        if config.memory_format == "channels_last" and grad.dim() == 4:
-            grad = grad.contiguous(memory_format=torch.channels_last)
-            ref_grad = ref_grad.contiguous(memory_format=torch.channels_last)
+        ref_out, _ = _first_call(run_reference, x, config, compiled=True)
+        reference_step = make_step(run_reference, x, config, _output_grad(ref_out, config, seed=2))
+    if cacheable and cached is None and reference_cache is not None:
+        reference_cache[reference_key(config)] = (reference_step, reference_name)
 
     params = sum(p.numel() for p in module.parameters())
     param_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
@@ -259,7 +286,7 @@ def build_workload(config: Config) -> Workload:
             formula_macs = None
     return Workload(
         step=make_step(run_module, x, config, grad),
-        reference_step=make_step(run_reference, x, config, ref_grad),
+        reference_step=reference_step,
         reference_name=reference_name,
         module=module,
         input_shape=tuple(x.shape),
