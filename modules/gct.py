@@ -16,6 +16,14 @@ paper's l2 mode:
 Gradients still reach ``gamma`` and ``beta`` from the first step; ``alpha``'s gradient is exactly
 zero while ``gamma = 0`` (it only acts through ``gamma``), but it is a defined zero tensor.
 
+Placement (``build_model``'s default, ``placement="pre_conv"``): a GCT before every
+convolution -- the stem conv, each block's conv1, conv2, conv3 and its downsample conv -- as
+z-x-yang/GCT ``PyTorch/resnet.py`` does; its README calls this the paper's default setting (53
+modules in ResNet-50, 3 parameters per input channel of each conv). The official ResNet puts
+the stride in the first 1x1 conv; torchvision's (used here) puts it in the 3x3, which changes
+no parameter count. ``placement="block"`` gives the uniform one-per-block rule (the README's
+cheaper variant puts one before conv3 instead).
+
 Differences from the paper and its code: only the l2 embedding is offered (the paper's
 ablation also tries l1, and the official code has an ``l1`` mode). The sum of squares is
 computed as ``vector_norm(x)^2`` (one fused pass, no squared copy of ``x``; it differs from
@@ -87,5 +95,8 @@ register_attention(
     paper="Gated Channel Transformation for Visual Recognition",
     arxiv="1909.11519",
     kind="gate",
+    placement="pre_conv",
+    official_source="z-x-yang/GCT PyTorch/resnet.py (a GCT before the stem conv, conv1, conv2, "
+    "conv3 and the downsample conv)",
     description="alpha * l2 norm over HW -> gamma / rms over C -> 1 + tanh(. + beta) -> scale (3C params)",
 )

@@ -92,4 +92,4 @@ def test_bad_inputs():
 
 def test_registered_as_gate():
     info = modules.get_info("gct")
-    assert (info.kind, info.placement, info.family) == ("gate", "block", "gct")
+    assert (info.kind, info.placement, info.family) == ("gate", "pre_conv", "gct")

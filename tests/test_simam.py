@@ -74,4 +74,4 @@ def test_bad_inputs():
 
 def test_registered_as_gate():
     info = modules.get_info("simam")
-    assert (info.kind, info.placement, info.family) == ("gate", "block", "simam")
+    assert (info.kind, info.placement, info.family) == ("gate", "after_conv2", "simam")
