@@ -116,6 +116,7 @@ class AttentionInfo:
     blocks: BlockSelector = ALL_BLOCKS
     stage_kwargs: dict[int, dict[str, Any]] = field(default_factory=dict)
     official_source: str = ""
+    last_stage_stride: int | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -152,6 +153,7 @@ def register_attention(
     blocks: BlockSelector | None = None,
     stage_kwargs: dict[int, dict[str, Any]] | None = None,
     official_source: str = "",
+    last_stage_stride: int | None = None,
     **defaults: Any,
 ) -> AttentionInfo:
     """Register ``factory`` under ``name``; ``defaults`` are keyword arguments bound to it.
@@ -162,7 +164,9 @@ def register_attention(
     entry whose own trailing norm would duplicate the block's). ``placement`` and ``blocks`` are
     the official insertion (``official_source`` names the file it is read from);
     ``stage_kwargs`` maps a 1-based ResNet stage to keyword arguments used there (e.g. FcaNet's
-    per-stage DCT grid), applied to the ImageNet ResNets only. Raises ``ValueError`` on a duplicate name, an unknown kind or placement.
+    per-stage DCT grid), applied to the ImageNet ResNets only. ``last_stage_stride`` is a
+    backbone change of the official network (GSoP-Net1's stride-1 ``layer4``), applied with the
+    official placement in the ImageNet ResNets. Raises ``ValueError`` on a duplicate name, an unknown kind or placement.
     """
     if not name or not isinstance(name, str):
         raise ValueError(f"name must be a non-empty str, got {name!r}")
@@ -188,6 +192,7 @@ def register_attention(
         blocks=blocks if blocks is not None else ALL_BLOCKS,
         stage_kwargs={int(k): dict(v) for k, v in (stage_kwargs or {}).items()},
         official_source=official_source,
+        last_stage_stride=last_stage_stride,
         description=description,
     )
     _REGISTRY[name] = info

@@ -25,6 +25,10 @@ applies to every block (no block selection). Placements:
   of the 3x3 conv); ``conv2`` becomes ``nn.Sequential(conv2, attention)``.
 * ``after_block`` (non-local): a unit of its own after the selected blocks' output (after the
   add and the ReLU); the block becomes ``nn.Sequential(block, attention)``.
+  GSoP-Net1 (``gsop``) goes in the last block of each of the 4 stages, and ``build_model``
+  builds the official GSoP-Net1 network, not torchvision's ResNet: ``layer4`` has stride 1
+  (a 14 x 14 head at 224 px) and the stage-1 module reduces with stride 2. Ask for
+  ``placement=...`` to keep torchvision's strides.
 * ``stage``: one module appended to the end of each ResNet stage (after the last block's add).
 * ``transition`` (BAM): one block after every stage but the last, at the bottlenecks where the
   map is downsampled (BAM paper, Fig. 1).
@@ -130,6 +134,8 @@ def build_model(
         where, selector = placement, ALL_BLOCKS
     if arch == "resnet_small":
         stage_kwargs = {}
+    elif placement is None and info.last_stage_stride is not None and not isinstance(model, MobileNetV2):
+        _set_last_stage_stride(model, info.last_stage_stride)
     if isinstance(model, MobileNetV2):
         _insert_mobilenet(model, info, where, selector, kwargs)
     else:
@@ -225,6 +231,14 @@ def _insert_resnet(
             )
     else:  # pragma: no cover - the registry refuses other placements
         raise ValueError(f"unknown placement {where!r}")
+
+
+def _set_last_stage_stride(model: nn.Module, stride: int) -> None:
+    """Give the last stage's first block ``stride`` (its strided conv and its downsample conv)."""
+    first = _stages(model)[-1][0]
+    convs = [m for m in first.modules() if isinstance(m, nn.Conv2d) and m.stride != (1, 1)]
+    for conv in convs:
+        conv.stride = (stride, stride)
 
 
 def _stages(model: nn.Module) -> list[nn.Sequential]:

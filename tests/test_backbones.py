@@ -54,13 +54,35 @@ def test_gate_sits_after_last_bn_before_the_add() -> None:
     assert type(basic.bn2[1]).__name__ == "SqueezeExcite"
 
 
-def test_gsop_goes_once_at_the_end_of_each_stage() -> None:
-    model = build_model("resnet50", "gsop")
+def test_gsop_net1_is_the_official_network() -> None:
+    # ZilinGao/Global-Second-order-Pooling-Convolutional-Networks torchvision/models/resnet.py:
+    # chan_att after bn3 of the last Bottleneck of each stage, before the add; DR_stride 2 in
+    # stage 1; layer4 stride 1 (14 x 14 head at 224 px)
+    model = build_model("resnet50", "gsop").eval()
+    gates = [m for m in model.modules() if isinstance(m, modules.AttentionModule)]
+    assert len(gates) == 4
     for stage, channels in zip(
         (model.layer1, model.layer2, model.layer3, model.layer4), (256, 512, 1024, 2048), strict=True
     ):
-        assert stage[-1].channels == channels
-    assert sum(isinstance(m, modules.AttentionModule) for m in model.modules()) == 4
+        assert all(isinstance(b.bn3, nn.BatchNorm2d) for b in list(stage)[:-1])
+        last = stage[-1]
+        assert isinstance(last.bn3[0], nn.BatchNorm2d) and last.bn3[1].channels == channels
+    assert [g.dr_stride for g in gates] == [2, 1, 1, 1]
+    assert model.layer4[0].conv2.stride == (1, 1) and model.layer4[0].downsample[0].stride == (1, 1)
+    # the gate multiplies bn3's output (before the add), not the block's output
+    seen, bn_out = [], []
+    model.layer1[-1].bn3[1].register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    model.layer1[-1].bn3[0].register_forward_hook(lambda m, args, out: bn_out.append(out))
+    head = []
+    model.layer4.register_forward_hook(lambda m, args, out: head.append(out.shape))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 224, 224))
+    assert seen[0] is bn_out[0] and head == [(1, 2048, 14, 14)]
+    assert n_params(model) == 25_557_032 + sum(g.formula_params() for g in gates) == 28_285_224
+    # an explicit placement keeps torchvision's strides
+    uniform = build_model("resnet50", "gsop", placement="block")
+    assert uniform.layer4[0].conv2.stride == (2, 2)
+    assert sum(isinstance(m, modules.AttentionModule) for m in uniform.modules()) == 16
 
 
 def test_head_pooling_replaces_avgpool() -> None:
