@@ -12,7 +12,8 @@ paper's l2 mode:
 * gating adaptation: ``y = x * (1 + tanh(s_hat_c + beta_c))`` (``gamma`` folded into ``s_hat``).
 
 ``eps = 1e-5``. Initialisation as the paper recommends: ``alpha = 1``, ``gamma = 0``,
-``beta = 0``, so the module is the identity at initialisation (gate ``1 + tanh(0) = 1``).
+``beta = 0``, so the module is the identity at initialisation; all three are declared exempt
+from weight decay (:meth:`GatedChannelTransform.no_weight_decay`), as the official recipe does, (gate ``1 + tanh(0) = 1``).
 Gradients still reach ``gamma`` and ``beta`` from the first step; ``alpha``'s gradient is exactly
 zero while ``gamma = 0`` (it only acts through ``gamma``), but it is a defined zero tensor.
 
@@ -71,6 +72,11 @@ class GatedChannelTransform(AttentionModule):
 
     def formula_params(self) -> int:
         return 3 * self.channels
+
+    def no_weight_decay(self) -> set[str]:
+        """``alpha``, ``gamma`` and ``beta``: the official recipe decays none of them (its README
+        warns that decaying the gating bias ``beta`` lowers accuracy)."""
+        return {"alpha", "gamma", "beta"}
 
     def formula_macs(self, input_shape: Shape) -> int:
         n, c, _, _ = input_shape
