@@ -1,9 +1,11 @@
-"""Backbones with attention at its canonical place: ``build_model(arch, attn=None, ...)``.
+"""Backbones with attention at its official place: ``build_model(arch, attn=None, ...)``.
 
 The backbones are torchvision's ResNet-18/34/50/101 and MobileNetV2 (built without weights,
 so nothing is downloaded), plus ``resnet_small``, a narrow ResNet for low-resolution inputs
-(``modules.small_resnet``) that the accuracy runs use. ``build_model(arch)`` without attention
-returns exactly torchvision's model, so its parameter count and MACs are torchvision's.
+(``modules.small_resnet``) that the accuracy runs use, and ``dsan``, the small DSAN network of the
+user's seed 000 (``modules.dsan.DSANet``: four 3x3 convs, its channel attention, a dense head;
+it takes no ``attn``). ``build_model(arch)`` without attention returns exactly torchvision's
+model for the torchvision names, so its parameter count and MACs are torchvision's.
 
 Every registered entry goes in at its *official* place by default: the placement and block
 selection its family registers (``modules._registry``), read from the design's official code,
@@ -67,6 +69,12 @@ def _resnet_small(num_classes: int) -> nn.Module:
     return small_resnet(num_classes=num_classes)
 
 
+def _dsan(num_classes: int) -> nn.Module:
+    from .dsan import dsan_net
+
+    return dsan_net(num_classes)
+
+
 ARCHS: dict[str, Callable[[int], nn.Module]] = {
     "resnet18": lambda n: resnet18(weights=None, num_classes=n),
     "resnet34": lambda n: resnet34(weights=None, num_classes=n),
@@ -74,6 +82,7 @@ ARCHS: dict[str, Callable[[int], nn.Module]] = {
     "resnet101": lambda n: resnet101(weights=None, num_classes=n),
     "mobilenet_v2": lambda n: mobilenet_v2(weights=None, num_classes=n),
     "resnet_small": _resnet_small,
+    "dsan": _dsan,
 }
 """Architecture name -> builder taking ``num_classes``."""
 
@@ -116,6 +125,11 @@ def build_model(
     model = ARCHS[arch](num_classes)
     if attn is None:
         return model
+    if arch == "dsan":
+        raise ValueError(
+            f"'dsan' is a whole network with its own channel attention (modules.dsan.DSANet); "
+            f"it takes no attn, got {attn!r}"
+        )
     info = get_info(attn)
     kwargs = {**info.backbone_kwargs, **attn_kwargs}
     if info.placement == "none":
