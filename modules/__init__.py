@@ -31,6 +31,7 @@ from . import (  # noqa: F401  (imported to register their entries)
 from ._base import AttentionModule, Shape
 from ._registry import (
     AttentionInfo,
+    BlockSelector,
     create,
     get_info,
     list_attention,
@@ -43,6 +44,7 @@ __all__ = [
     "ARCHS",
     "AttentionInfo",
     "AttentionModule",
+    "BlockSelector",
     "Shape",
     "build_model",
     "create",

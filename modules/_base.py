@@ -146,3 +146,12 @@ class AttentionModule(nn.Module):
     def formula_macs(self, input_shape: Shape) -> int:
         """Forward MACs in eval mode for an input of ``input_shape``, by the convention above."""
         raise NotImplementedError
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of this module's own parameters (as in ``named_parameters(recurse=False)``)
+        that its official training recipe keeps out of weight decay; empty by default.
+
+        A training recipe reads this from every module of a model (timm's models expose a
+        ``no_weight_decay()`` the same way), so the module that owns a parameter declares it.
+        """
+        return set()

@@ -17,6 +17,7 @@ from torch import nn
 
 __all__ = [
     "AttentionInfo",
+    "BlockSelector",
     "Kind",
     "Placement",
     "register_attention",
@@ -30,14 +31,74 @@ Kind = Literal["gate", "pool", "conv"]
 """``gate``: output shape == input shape. ``pool``: changes channels or spatial size.
 ``conv``: replaces a convolution, ``in_channels -> out_channels``."""
 
-Placement = Literal["block", "stage", "transition", "head", "conv", "none"]
-"""Where :func:`modules.build_model` puts the entry: on every residual branch (``block``), once at
-the end of every stage (``stage``), once after every stage but the last (``transition``: BAM's
-bottlenecks), as the classifier's global pooling (``head``), in place of the
-block's 3x3 convolution (``conv``), or nowhere (``none``: refused, with ``placement_note``)."""
+Placement = Literal[
+    "block", "pre_conv", "after_conv2", "after_block", "stage", "transition", "head", "conv", "none"
+]
+"""Where :func:`modules.build_model` puts the entry: on the residual branch after the block's last
+BN, before the add (``block``), before every convolution (``pre_conv``: GCT), right after the
+block's 3x3 convolution (``after_conv2``: SimAM), after the block's output, as a unit of its own
+(``after_block``: non-local), once at the end of every stage (``stage``), once after every stage
+but the last (``transition``: BAM's bottlenecks), as the classifier's global pooling (``head``),
+in place of the block's 3x3 convolution (``conv``), or nowhere (``none``: refused, with
+``placement_note``). The blocks a placement applies to are chosen by a :class:`BlockSelector`."""
 
 KINDS: tuple[str, ...] = ("gate", "pool", "conv")
-PLACEMENTS: tuple[str, ...] = ("block", "stage", "transition", "head", "conv", "none")
+PLACEMENTS: tuple[str, ...] = (
+    "block", "pre_conv", "after_conv2", "after_block", "stage", "transition", "head", "conv", "none"
+)
+GATE_PLACEMENTS: tuple[str, ...] = (
+    "block", "pre_conv", "after_conv2", "after_block", "stage", "transition"
+)
+"""The placements a ``gate`` entry (output shape == input shape) can be moved to explicitly."""
+
+
+@dataclass(frozen=True)
+class BlockSelector:
+    """Which residual blocks a per-block placement applies to (every block by default).
+
+    Args:
+        stages: 1-based ResNet stages (``layer1`` is 1) that receive modules; ``None``: all.
+        every: keep block ``i`` (0-based within its stage) when ``i % every == every - 1``
+            (the non-local code's ``nonlocal_mod``: 2 gives the 2nd, 4th, ... block).
+        last_only: only the last block of each selected stage.
+        skip_unexpanded: in MobileNetV2, skip inverted residuals with expand ratio 1 (they have
+            no expansion conv), as the Coordinate Attention code does.
+    """
+
+    stages: tuple[int, ...] | None = None
+    every: int = 1
+    last_only: bool = False
+    skip_unexpanded: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
+            raise ValueError(f"every must be a positive int, got {self.every!r}")
+        if self.stages is not None and not all(isinstance(s, int) and s >= 1 for s in self.stages):
+            raise ValueError(f"stages must be None or 1-based ints, got {self.stages!r}")
+
+    def selects(self, stage: int, index: int, count: int) -> bool:
+        """Whether block ``index`` of the ``count`` blocks of ``stage`` (1-based) is selected."""
+        if self.stages is not None and stage not in self.stages:
+            return False
+        if self.last_only:
+            return index == count - 1
+        return index % self.every == self.every - 1
+
+    def describe(self) -> str:
+        """A short text for tables (``""`` when every block is selected)."""
+        parts = []
+        if self.stages is not None:
+            parts.append("stages " + ",".join(str(s) for s in self.stages))
+        if self.last_only:
+            parts.append("last block of each stage")
+        elif self.every > 1:
+            parts.append(f"every {self.every}th block")
+        if self.skip_unexpanded:
+            parts.append("MobileNetV2: expand ratio != 1")
+        return "; ".join(parts)
+
+
+ALL_BLOCKS = BlockSelector()
 
 
 @dataclass(frozen=True)
@@ -52,6 +113,10 @@ class AttentionInfo:
     kind: Kind
     placement: Placement = "block"
     placement_note: str = ""
+    blocks: BlockSelector = ALL_BLOCKS
+    stage_kwargs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    official_source: str = ""
+    last_stage_stride: int | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -63,6 +128,7 @@ class AttentionInfo:
             "family": self.family,
             "kind": self.kind,
             "placement": self.placement,
+            "blocks": self.blocks.describe(),
             "paper": self.paper,
             "arxiv": self.arxiv or "",
             "description": self.description,
@@ -84,6 +150,10 @@ def register_attention(
     placement_note: str = "",
     description: str = "",
     backbone_kwargs: dict[str, Any] | None = None,
+    blocks: BlockSelector | None = None,
+    stage_kwargs: dict[int, dict[str, Any]] | None = None,
+    official_source: str = "",
+    last_stage_stride: int | None = None,
     **defaults: Any,
 ) -> AttentionInfo:
     """Register ``factory`` under ``name``; ``defaults`` are keyword arguments bound to it.
@@ -91,7 +161,12 @@ def register_attention(
     ``factory(channels, **kwargs)`` must return a module; a ``conv`` entry also takes
     ``out_channels``. ``backbone_kwargs`` are extra keyword arguments :func:`modules.build_model`
     passes when it inserts the entry into a backbone (e.g. ``out_norm_layer=None`` for a conv
-    entry whose own trailing norm would duplicate the block's). Raises ``ValueError`` on a duplicate name, an unknown kind or placement.
+    entry whose own trailing norm would duplicate the block's). ``placement`` and ``blocks`` are
+    the official insertion (``official_source`` names the file it is read from);
+    ``stage_kwargs`` maps a 1-based ResNet stage to keyword arguments used there (e.g. FcaNet's
+    per-stage DCT grid), applied to the ImageNet ResNets only. ``last_stage_stride`` is a
+    backbone change of the official network (GSoP-Net1's stride-1 ``layer4``), applied with the
+    official placement in the ImageNet ResNets. Raises ``ValueError`` on a duplicate name, an unknown kind or placement.
     """
     if not name or not isinstance(name, str):
         raise ValueError(f"name must be a non-empty str, got {name!r}")
@@ -114,6 +189,10 @@ def register_attention(
         placement_note=placement_note,
         defaults=dict(defaults),
         backbone_kwargs=dict(backbone_kwargs or {}),
+        blocks=blocks if blocks is not None else ALL_BLOCKS,
+        stage_kwargs={int(k): dict(v) for k, v in (stage_kwargs or {}).items()},
+        official_source=official_source,
+        last_stage_stride=last_stage_stride,
         description=description,
     )
     _REGISTRY[name] = info

@@ -16,8 +16,9 @@ code (``Jongchan/attention-module``, ``MODELS/bam.py``).
 The residual ``y = x + x * M = (1 + M) * x`` IS the paper's form (its Eq. 1,
 ``F' = F + F (x) M(F)``), not an addition of ours: the module is meant to sit alone between
 stages, where no block shortcut surrounds it. The paper places one BAM at each bottleneck of the
-network, where the feature map is downsampled, i.e. at the end of a stage; it is registered with
-placement ``stage``.
+network, where the feature map is downsampled, i.e. after stages 1-3 of an ImageNet ResNet and
+none after the last; it is registered with placement ``transition`` (the official
+``MODELS/model_resnet.py`` adds ``bam1..bam3`` after ``layer1..layer3``).
 
 Deliberate differences:
 

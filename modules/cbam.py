@@ -45,9 +45,17 @@ Costs (``modules/_base.py``, ``h = C // r``). Channel gate: ``2 N C H W`` (avg +
 (sigmoid) + ``N C H W`` (scale). Spatial gate: ``2 N C H W`` (max and mean over C) +
 ``N H W * 2 * k * k`` (conv) + ``2 N H W`` (BN) + ``N H W`` (sigmoid) + ``N C H W`` (scale).
 The cost formulas assume the default affine ``BatchNorm2d`` for ``norm_layer``.
+
+Training details of the official code (Jongchan/attention-module ``MODELS/cbam.py`` and
+``MODELS/model_resnet.py``), followed here: the spatial gate's BN has ``momentum=0.01``
+(``BasicConv``), and its weight starts at zero (the official ResNet's ``init_weights`` sets
+every ``SpatialGate`` BN weight to 0), so the spatial gate starts at ``sigmoid(0) = 0.5``
+everywhere.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -55,7 +63,10 @@ from torch import Tensor, nn
 from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, numel
 from ._registry import register_attention
 
-__all__ = ["CbamChannelGate", "CbamSpatialGate", "Cbam"]
+__all__ = ["CbamChannelGate", "CbamSpatialGate", "Cbam", "cbam_batch_norm"]
+
+cbam_batch_norm: ModuleFactory = partial(nn.BatchNorm2d, momentum=0.01)
+"""The official spatial-gate BN: ``BatchNorm2d(eps=1e-5, momentum=0.01, affine=True)``."""
 
 
 def _check_reduction(reduction: float) -> float:
@@ -126,7 +137,8 @@ class CbamSpatialGate(AttentionModule):
     Args:
         channels: input (and output) channels (the gate's weights do not depend on it).
         kernel_size: odd size of the square conv (the paper's 7).
-        norm_layer: norm after the conv (one channel).
+        norm_layer: norm after the conv (one channel); the official BN (momentum 0.01) by
+            default. Its weight, if any, starts at zero as in the official ResNet.
         gate_layer: the gate's squashing function.
     """
 
@@ -135,7 +147,7 @@ class CbamSpatialGate(AttentionModule):
         channels: int,
         *,
         kernel_size: int = 7,
-        norm_layer: ModuleFactory = nn.BatchNorm2d,
+        norm_layer: ModuleFactory = cbam_batch_norm,
         gate_layer: ModuleFactory = nn.Sigmoid,
         device=None,
         dtype=None,
@@ -150,6 +162,12 @@ class CbamSpatialGate(AttentionModule):
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False, **factory)
         self.bn = norm_layer(1, **factory)
         self.gate = gate_layer()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official ResNet's init of this gate's norm: weight 0 (bias stays 0)."""
+        if getattr(self.bn, "weight", None) is not None:
+            nn.init.zeros_(self.bn.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
@@ -179,7 +197,7 @@ class Cbam(AttentionModule):
         min_channels: smallest hidden width of the channel MLP.
         kernel_size: the spatial gate's conv size.
         act_layer: activation inside the channel MLP.
-        norm_layer: norm after the spatial conv.
+        norm_layer: norm after the spatial conv (official BN, momentum 0.01, weight 0).
         gate_layer: squashing function of both gates.
     """
 
@@ -191,7 +209,7 @@ class Cbam(AttentionModule):
         min_channels: int = 1,
         kernel_size: int = 7,
         act_layer: ModuleFactory = nn.ReLU,
-        norm_layer: ModuleFactory = nn.BatchNorm2d,
+        norm_layer: ModuleFactory = cbam_batch_norm,
         gate_layer: ModuleFactory = nn.Sigmoid,
         device=None,
         dtype=None,

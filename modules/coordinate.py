@@ -11,7 +11,10 @@
 
   with ``mip = max(8, C // reduction)`` and ``reduction = 32``, as in the official code.
   ``h_swish`` is ``x * relu6(x + 3) / 6``, i.e. ``nn.Hardswish``. In MobileNetV2 the block
-  follows the depthwise 3x3 of each inverted residual (3.95M parameters in all, as published).
+  follows the depthwise 3x3 (with its BN and ReLU6) of each inverted residual with expand
+  ratio != 1, before the projection, as houqb/CoordAttention ``mbv2_ca.py`` does (16 modules;
+  3,950,648 parameters, the published 3.95M). ``placement="block"`` also puts one in the
+  t = 1 block (17 modules).
 
   Differences from timm's ``CoordAttn``: timm sizes the bottleneck as
   ``make_divisible(C / 16 * 2/3, 8)`` and builds its convolutions without bias; we follow the
@@ -54,7 +57,7 @@ import torch
 from torch import Tensor, nn
 
 from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, conv_macs, numel
-from ._registry import register_attention
+from ._registry import BlockSelector, register_attention
 
 __all__ = ["CoordAttention", "DyCAConv", "coordinate_mip"]
 
@@ -289,6 +292,9 @@ register_attention(
     paper="Coordinate Attention for Efficient Mobile Network Design",
     arxiv="2103.02907",
     kind="gate",
+    blocks=BlockSelector(skip_unexpanded=True),
+    official_source="houqb/CoordAttention mbv2_ca.py (after the depthwise conv of every inverted "
+    "residual with expand ratio != 1)",
     description="strip means over W and H -> shared 1x1 C->max(8,C/32) + BN + h_swish -> "
     "1x1 convs -> sigmoid gates a_h, a_w; y = x * a_w * a_h",
 )

@@ -1,4 +1,5 @@
-"""DSAN-style channel attention: a gate fed by both the global average and the global max.
+"""DSAN-style channel attention (a gate fed by the global average and the global max) and the
+seed's small DSAN network.
 
 Source: no paper. The user's seed 000 (a CSDN blog post on cross-channel pooling, see
 ``/work/shared/seeds/000_*``) ends with a Keras sketch of a "DSAN" model whose "channel
@@ -23,17 +24,48 @@ layer.
 
 Costs (``modules/_base.py``, ``h = C // r``): ``2 N C H W`` (average and max pool) +
 ``N 2C h`` (fc1) + ``N h`` (ReLU) + ``N h C`` (fc2) + ``N C`` (sigmoid) + ``N C H W`` (scale).
+
+The network (:class:`DSANet`, ``build_model("dsan")``). What the seed's Keras sketch builds::
+
+    x1 = Conv2D(64, 3x3, stride 1, "same", relu)(inputs)
+    x2, x3, x4 = Conv2D(64, 3x3, stride 2, "same", relu) three times   # /8 in space
+    a  = Dense(64, sigmoid)(Dense(64, relu)(concat[GAP(x4), GMP(x4)]))  # channel attention
+    x5 = x4 * a
+    logits = Dense(classes)(Dense(256, relu)(Flatten(x5)))              # softmax in the sketch
+
+(the sketch calls the four convolutions a "spatial attention module"; they compute no
+attention, so the network has none). Ours is that network, with these changes:
+
+* the channel attention is :class:`DsanChannelAttention` with ``reduction=1`` (hidden width 64
+  on the 64-channel map, as the sketch's ``Dense(64)``);
+* no final softmax: the network returns logits, as every ``build_model`` network does (the
+  loss applies the log-softmax);
+* Keras' ``padding="same"`` with stride 2 pads an even map by 0 before and 1 after; PyTorch's
+  ``padding=1`` pads 1 on each side. The map sizes agree (``ceil(s / 2)``), the sampling grid is
+  shifted by one pixel;
+* ``Flatten`` is sized for ``input_size`` (32 px by default: a 4 x 4 x 64 map, 1024 inputs to the
+  256-unit layer). At another input size the map is first average-pooled to that grid
+  (skipped at the design size, where the network is the sketch's), so the same network runs at
+  224 px for cost counts instead of failing; Keras flattens channels-last, we flatten NCHW (a
+  fixed permutation of the dense weights, the same function class);
+* PyTorch's default initialisation, not Keras' Glorot-uniform; the sketch's Adam(1e-3) and
+  categorical cross-entropy are training choices left to the recipe.
+
+At 32 px with 10 classes it has 389,962 parameters.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, numel
 from ._registry import register_attention
 
-__all__ = ["DsanChannelAttention"]
+__all__ = ["DsanChannelAttention", "DSANet", "dsan_net"]
 
 
 class DsanChannelAttention(AttentionModule):
@@ -104,3 +136,56 @@ register_attention(
     kind="gate",
     description="cat[GAP, GMP] (2C) -> FC C/r -> ReLU -> FC C -> sigmoid -> scale (r=16)",
 )
+
+
+class DSANet(nn.Module):
+    """The seed's small DSAN network (see the module docstring for what it changes).
+
+    Args:
+        num_classes: outputs of the last dense layer (logits).
+        in_channels: image channels.
+        width: channels of the four 3x3 convolutions (64 in the sketch).
+        hidden: units of the dense layer before the classifier (256 in the sketch).
+        input_size: the square input size the ``Flatten`` is sized for (32 px).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        *,
+        in_channels: int = 3,
+        width: int = 64,
+        hidden: int = 256,
+        input_size: int = 32,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("num_classes", num_classes), ("in_channels", in_channels), ("width", width),
+            ("hidden", hidden), ("input_size", input_size),
+        ):
+            check_positive_int(name, value)
+        factory = {"device": device, "dtype": dtype}
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for stride in (1, 2, 2, 2):
+            layers += [nn.Conv2d(channels, width, 3, stride=stride, padding=1, **factory), nn.ReLU()]
+            channels = width
+        self.features = nn.Sequential(*layers)
+        self.attention = DsanChannelAttention(width, reduction=1, **factory)
+        self.grid = math.ceil(math.ceil(math.ceil(input_size / 2) / 2) / 2)
+        self.fc1 = nn.Linear(width * self.grid * self.grid, hidden, **factory)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(hidden, num_classes, **factory)
+
+    def forward(self, x: Tensor) -> Tensor:
+        mapped = self.attention(self.features(x))
+        if mapped.shape[2:] != (self.grid, self.grid):
+            mapped = F.adaptive_avg_pool2d(mapped, (self.grid, self.grid))
+        return self.fc(self.act(self.fc1(mapped.flatten(1))))
+
+
+def dsan_net(num_classes: int = 10) -> DSANet:
+    """:class:`DSANet` at its design size (32 px), for :func:`modules.build_model`."""
+    return DSANet(num_classes)

@@ -11,7 +11,10 @@ parameters in all.
 Kernel size. The paper's adaptive rule is ``k = |(log2(C) + b) / gamma|_odd`` with
 ``gamma = 2``, ``b = 1``, the odd rounding being that of the official code:
 ``t = int(abs((log2(C) + b) / gamma))``, ``k = t if t is odd else t + 1``. ResNet-50's
-256/512/1024/2048 channels give 5/5/5/7. The entries:
+256/512/1024/2048 channels give 5/5/5/7. The released ECA-Net50 checkpoint
+(BangguWu/ECANet: ``sotabench.py`` builds ``eca_resnet50(k_size=[3, 5, 5, 7])`` for it) uses
+3/5/5/7, i.e. k = 3 in stage 1 where the formula gives 5; neither entry below reproduces that
+mix exactly (``eca`` differs in stage 1 only: 3 blocks x 2 weights). The entries:
 
 * ``eca``: the adaptive ``k`` above (the paper's design).
 * ``eca_k3``: fixed ``k = 3``, the default of the official code (``k_size=3``) everywhere.

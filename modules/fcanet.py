@@ -21,13 +21,18 @@ ablation (``top``), lowest-first (``low``) or worst-first (``bot``); ``freq_sel_
 by ``dct // 7`` (the official mapping: (2, 2) on 14x14 is (1, 1) on 7x7). ``channels`` must be
 divisible by the number of frequencies.
 
-Defaults: ``dct_h = dct_w = 7`` for every stage (the official ResNet code sizes the grid to each
-stage's map, 56/28/14/7; a 7x7 grid with pooling is what the official code does for other
-sizes, and keeps one registered entry for every placement).
+Grid size: the official ResNet (cfzd/FcaNet ``model/fcanet.py``, ``c2wh = {64: 56, 128: 28,
+256: 14, 512: 7}``) sizes the grid to each stage's map at 224 px, 56/28/14/7, so no pooling
+happens there; :func:`modules.build_model` passes those sizes per stage (the entry's
+``stage_kwargs``) in the ImageNet ResNets. The constructor default ``dct_h = dct_w = 7`` is the
+official model's choice only in stage 4; on a larger map it first average-pools to 7x7, which
+is a different gate (a different function of ``x``) from the official one in stages 1-3.
 
 The DCT basis is a non-persistent buffer: it is a fixed function of the constructor
-arguments, rebuilt on construction, so state dicts hold only the learned FC weights (a state
-dict from the official code loads with ``strict=False``, its ``dct_layer.weight`` ignored).
+arguments, rebuilt on construction, so state dicts hold only the learned FC weights. A state
+dict from the official code loads with ``strict=False`` (its ``dct_layer.weight`` ignored)
+into modules built with the same grid size as the official layer, i.e. the per-stage sizes
+above; with the 7x7 default it loads but computes a different gate in stages 1-3.
 """
 
 from __future__ import annotations
@@ -192,8 +197,16 @@ register_attention(
     paper="FcaNet: Frequency Channel Attention Networks",
     arxiv="2012.11879",
     kind="gate",
+    stage_kwargs={
+        1: {"dct_h": 56, "dct_w": 56},
+        2: {"dct_h": 28, "dct_w": 28},
+        3: {"dct_h": 14, "dct_w": 14},
+        4: {"dct_h": 7, "dct_w": 7},
+    },
+    official_source="cfzd/FcaNet model/fcanet.py (after bn3 of every block; DCT grid 56/28/14/7 "
+    "by stage)",
     description=(
-        "Multi-spectral channel attention: 16 DCT frequencies (top16) on a 7x7 grid (adaptive-avg-pooled "
-        "first) -> FC C/16 -> ReLU -> FC C (no bias) -> sigmoid -> scale"
+        "Multi-spectral channel attention: 16 DCT frequencies (top16) on the stage's map size "
+        "(56/28/14/7 in ImageNet ResNets; 7x7 grid, adaptive-avg-pooled first, elsewhere) -> FC C/16 -> ReLU -> FC C (no bias) -> sigmoid -> scale"
     ),
 )

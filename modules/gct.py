@@ -12,9 +12,18 @@ paper's l2 mode:
 * gating adaptation: ``y = x * (1 + tanh(s_hat_c + beta_c))`` (``gamma`` folded into ``s_hat``).
 
 ``eps = 1e-5``. Initialisation as the paper recommends: ``alpha = 1``, ``gamma = 0``,
-``beta = 0``, so the module is the identity at initialisation (gate ``1 + tanh(0) = 1``).
+``beta = 0``, so the module is the identity at initialisation; all three are declared exempt
+from weight decay (:meth:`GatedChannelTransform.no_weight_decay`), as the official recipe does, (gate ``1 + tanh(0) = 1``).
 Gradients still reach ``gamma`` and ``beta`` from the first step; ``alpha``'s gradient is exactly
 zero while ``gamma = 0`` (it only acts through ``gamma``), but it is a defined zero tensor.
+
+Placement (``build_model``'s default, ``placement="pre_conv"``): a GCT before every
+convolution -- the stem conv, each block's conv1, conv2, conv3 and its downsample conv -- as
+z-x-yang/GCT ``PyTorch/resnet.py`` does; its README calls this the paper's default setting (53
+modules in ResNet-50, 3 parameters per input channel of each conv). The official ResNet puts
+the stride in the first 1x1 conv; torchvision's (used here) puts it in the 3x3, which changes
+no parameter count. ``placement="block"`` gives the uniform one-per-block rule (the README's
+cheaper variant puts one before conv3 instead).
 
 Differences from the paper and its code: only the l2 embedding is offered (the paper's
 ablation also tries l1, and the official code has an ``l1`` mode). The sum of squares is
@@ -64,6 +73,11 @@ class GatedChannelTransform(AttentionModule):
     def formula_params(self) -> int:
         return 3 * self.channels
 
+    def no_weight_decay(self) -> set[str]:
+        """``alpha``, ``gamma`` and ``beta``: the official recipe decays none of them (its README
+        warns that decaying the gating bias ``beta`` lowers accuracy)."""
+        return {"alpha", "gamma", "beta"}
+
     def formula_macs(self, input_shape: Shape) -> int:
         n, c, _, _ = input_shape
         full = numel(input_shape)
@@ -87,5 +101,8 @@ register_attention(
     paper="Gated Channel Transformation for Visual Recognition",
     arxiv="1909.11519",
     kind="gate",
+    placement="pre_conv",
+    official_source="z-x-yang/GCT PyTorch/resnet.py (a GCT before the stem conv, conv1, conv2, "
+    "conv3 and the downsample conv)",
     description="alpha * l2 norm over HW -> gamma / rms over C -> 1 + tanh(. + beta) -> scale (3C params)",
 )

@@ -12,6 +12,11 @@ Beyond", arXiv:1904.11492. With ``W_k`` a 1x1 conv C -> 1 (bias)::
 
 with ``r = 16`` (the paper's ratio 1/16; hidden width ``C // 16``, at least 1).
 
+Placement (``build_model``'s default): after the last BN of every block of stages 2-4 only
+(c3-c5), the official ``stage_with_gcb=(False, True, True, True)`` of xvjiarui/GCNet's configs
+(``mmdet/models/backbones/resnet.py``); that is the network of the paper's 28.08M
+GC-ResNet-50 (r = 16). ``placement="block"`` adds stage 1 as well.
+
 Initialisation follows the official code: ``W_k`` Kaiming-normal (fan-in, biases zero) and the
 last conv of the transform zero (so ``gc_add`` starts as the identity and ``gc_scale`` as a
 0.5 gate).
@@ -33,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, conv_macs, numel
-from ._registry import register_attention
+from ._registry import BlockSelector, register_attention
 
 __all__ = ["GlobalContext", "ChannelLayerNorm"]
 
@@ -132,6 +137,12 @@ class GlobalContext(AttentionModule):
         return attn + context + transform + fuse
 
 
+_OFFICIAL_BLOCKS = BlockSelector(stages=(2, 3, 4))
+_OFFICIAL_SOURCE = (
+    "xvjiarui/GCNet configs (stage_with_gcb=(False, True, True, True): every block of c3-c5, "
+    "after the last BN)"
+)
+
 register_attention(
     "gc_add",
     GlobalContext,
@@ -139,6 +150,8 @@ register_attention(
     paper="GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond",
     arxiv="1904.11492",
     kind="gate",
+    blocks=_OFFICIAL_BLOCKS,
+    official_source=_OFFICIAL_SOURCE,
     description="softmax attention pooling -> 1x1 C->C/16 -> LN -> ReLU -> 1x1 -> C; y = x + t",
     fusion="add",
 )
@@ -149,6 +162,8 @@ register_attention(
     paper="GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond",
     arxiv="1904.11492",
     kind="gate",
+    blocks=_OFFICIAL_BLOCKS,
+    official_source=_OFFICIAL_SOURCE,
     description="softmax attention pooling -> 1x1 C->C/16 -> LN -> ReLU -> 1x1 -> C; "
     "y = x * sigmoid(t)",
     fusion="scale",

@@ -30,12 +30,20 @@ Other deliberate choices:
   channels 16 and 64 build a d = 16 / 64 block. The official code only meets C >= 256.
 * The official code gives the reducing conv stride 2 in ResNet-50's first stage (planes 64)
   to cut the covariance cost at 56x56; the module cannot know its stage, so ``dr_stride``
-  defaults to 1 and the caller may set 2.
+  defaults to 1 and :func:`modules.build_model` passes 2 in stage 1 (the entry's
+  ``stage_kwargs``).
 * The covariance is computed as centring + one ``bmm`` (the official ``I_hat`` matrix form
   does the same maths with an extra ``M x M`` product).
 
-Placement: GSoP-Net1 puts one block at the end of each ResNet stage (registered
-``placement="stage"``).
+Placement and network (``build_model``'s default): GSoP-Net1 of the official code
+(ZilinGao/Global-Second-order-Pooling-Convolutional-Networks ``torchvision/models/resnet.py``
+and ``main.py``): one block inside the last Bottleneck of each of the 4 stages, on the residual
+branch after ``bn3``, before the add (the gate multiplies ``bn3``'s output, not the block's
+output); the stage-1 block reduces with stride 2; ``layer4`` has stride 1, so the head is
+14 x 14 at 224 px (the official ``AvgPool2d(14)``; torchvision's adaptive pool computes the
+same there). That stride change is what makes GSoP-Net1 cost about 6.2 GMACs, against 4.1
+for ResNet-50. ``placement="block"`` puts one in every block of torchvision's unchanged
+ResNet.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, conv_macs, numel
-from ._registry import register_attention
+from ._registry import BlockSelector, register_attention
 
 __all__ = ["GSoP"]
 
@@ -140,8 +148,12 @@ register_attention(
     paper="Global Second-order Pooling Convolutional Networks",
     arxiv="1811.12006",
     kind="gate",
-    placement="stage",
-    placement_note="GSoP-Net1: one block at the end of each ResNet stage",
+    blocks=BlockSelector(last_only=True),
+    stage_kwargs={1: {"dr_stride": 2}},
+    last_stage_stride=1,
+    official_source="ZilinGao/Global-Second-order-Pooling-Convolutional-Networks "
+    "torchvision/models/resnet.py (chan_att after bn3 of the last block of each stage, before "
+    "the add; DR_stride 2 in stage 1; layer4 stride 1)",
     description="relu -> 1x1 C->128 + BN + ReLU -> covariance 128x128 -> BN -> row-wise "
     "conv 128->512 -> 1x1 512->C -> sigmoid -> scale the input",
 )

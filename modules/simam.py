@@ -9,6 +9,12 @@ Per channel, with ``mu`` the mean over the ``H * W`` positions and ``n = H * W -
 * ``e_inv = d / (4 * (v + lambda)) + 0.5`` (the inverse of the minimal energy);
 * ``y = x * sigmoid(e_inv)``, with ``lambda = 1e-4``.
 
+Placement (``build_model``'s default, ``placement="after_conv2"``): right after each block's
+3x3 conv, before its BN, on the 3x3 conv's width, as ZjjConan/SimAM
+``networks/imagenet/resnet.py`` does (``conv2 = Sequential(conv2, simam)``, for BasicBlock and
+Bottleneck); ``placement="block"`` puts it after the last BN instead (4x the width in a
+Bottleneck).
+
 No parameters. The denominator is formed on the ``(N, C, 1, 1)`` sums as
 ``sum_HW(d) * (4 / n) + 4 * lambda`` (equal to ``4 * (v + lambda)``). ``torch.var_mean`` would
 give ``mu`` and ``v`` in one call but measured slower on CPU than ``mean`` followed by a sum of
@@ -82,5 +88,7 @@ register_attention(
     paper="SimAM: A Simple, Parameter-Free Attention Module for Convolutional Neural Networks",
     arxiv=None,
     kind="gate",
+    placement="after_conv2",
+    official_source="ZjjConan/SimAM networks/imagenet/resnet.py (conv2 -> SimAM -> bn2)",
     description="Parameter-free energy gate: x * sigmoid((x-mu)^2 / (4 (var + 1e-4)) + 0.5), per channel",
 )

@@ -13,8 +13,9 @@ aligned with timm for weight copying.
 
 Reduced width: ``C // r`` floored at ``min_channels`` (default 1), as the paper does
 (``C / r``). timm's ``SEModule`` rounds the width to a multiple of 8 instead
-(``make_divisible(C / r, 8)``), which gives the same width for the ResNet channel counts
-(64..2048 with r = 16) but not in general; pass ``divisor=8`` to get timm's rounding.
+(``make_divisible(C / r, 8)``, never below 8), which gives the same width for the ResNet
+channel counts 128..2048 with r = 16 but not at ``C = 64`` (ours 4, timm's 8: ResNet-18/34's
+first stage) nor in general; pass ``divisor=8`` to get timm's rounding.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ ICCV 2019, arXiv:1903.10829.
 
 Parameters: ``cfc`` ``(C, 2)`` (zero-initialised, as the official code; the gate then starts at
 ``sigmoid(0) = 0.5``) and the BN's affine pair: ``4C`` in all. The names (``cfc``, ``bn``) match the
-official code, so its state dicts load.
+official code, so its state dicts load. ``cfc`` is declared exempt from weight decay
+(:meth:`SRM.no_weight_decay`), as the official training does.
 
 Implementation: ``torch.var`` over the spatial dims measured several times slower on CPU than
 a mean followed by ``vector_norm(x - mu)``; the latter is the exact two-pass variance
@@ -78,6 +79,11 @@ class SRM(AttentionModule):
 
     def formula_params(self) -> int:
         return 2 * self.channels + 2 * self.channels
+
+    def no_weight_decay(self) -> set[str]:
+        """``cfc``, the style-integration weights: the official recipe does not decay them
+        (its ``(C, 2)`` shape would otherwise put it with the decayed conv and linear weights)."""
+        return {"cfc"}
 
     def formula_macs(self, input_shape: Shape) -> int:
         n, c, _, _ = input_shape

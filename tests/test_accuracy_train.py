@@ -184,3 +184,22 @@ def test_bf16_autocast_on_the_cpu_only_with_native_support(smoke):
     train, val = smoke()
     result = train_run("resnet_small", "se", 0, recipe, train, val, DistInfo())
     assert result.status == "ok" and result.bf16 is True and math.isfinite(result.val_loss)
+
+
+@pytest.mark.parametrize(("attn", "exempt_names"), [("gct", {"alpha", "gamma", "beta"}), ("srm", {"cfc"})])
+def test_parameters_a_module_declares_exempt_are_not_decayed(attn: str, exempt_names: set) -> None:
+    import modules
+    from suite.accuracy.train import _param_groups
+
+    model = modules.build_model("resnet18", attn, num_classes=10)
+    decay, no_decay = (group["params"] for group in _param_groups(model, 1e-4))
+    decayed, kept = {id(p) for p in decay}, {id(p) for p in no_decay}
+    owners = [m for m in model.modules() if isinstance(m, modules.AttentionModule)]
+    assert owners
+    for module in owners:
+        assert module.no_weight_decay() == exempt_names
+        for name, param in module.named_parameters(recurse=False):
+            assert id(param) in (kept if name in exempt_names else decayed), name
+    conv_weight = model.conv1.weight if attn != "gct" else model.conv1[1].weight
+    assert id(conv_weight) in decayed
+    assert len(decay) + len(no_decay) == len(list(model.parameters()))

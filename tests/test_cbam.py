@@ -210,3 +210,13 @@ def test_light_cbam_closest_configuration():
         ours_relu.fc2.weight.copy_(theirs_relu.fc2.weight / 2)
         ours_relu.fc2.bias.copy_(theirs_relu.fc2.bias / 2)
     assert not torch.allclose(ours_relu(x), theirs_relu(x), rtol=1e-3, atol=1e-3)
+
+
+def test_official_training_details_bn_momentum_and_zero_spatial_weight():
+    # Jongchan/attention-module: BasicConv's BN momentum 0.01; init_weights zeroes every
+    # SpatialGate BN weight, so the spatial gate starts at sigmoid(0) = 0.5
+    for m in (modules.create("cbam", 64).spatial, modules.create("cbam_spatial", 64)):
+        assert m.bn.momentum == 0.01 and m.bn.eps == 1e-5 and m.bn.affine
+        assert torch.count_nonzero(m.bn.weight) == 0 and torch.count_nonzero(m.bn.bias) == 0
+        x = torch.randn(2, 64, 5, 6)
+        torch.testing.assert_close(m.eval()(x), x * 0.5)

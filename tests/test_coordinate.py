@@ -65,8 +65,11 @@ def test_mobilenet_v2_with_ca_has_the_published_size() -> None:
         if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
     ]
     assert len(depthwise) == 17
-    total = base + sum(CoordAttention(c).formula_params() for c in depthwise)
+    # mbv2_ca.py: no CoordAtt in the expand-ratio-1 block (the first depthwise conv, 32 wide)
+    assert depthwise[0] == 32
+    total = base + sum(CoordAttention(c).formula_params() for c in depthwise[1:])
     assert base == 3_504_872
+    assert total == 3_950_648
     assert round(total / 1e6, 2) == 3.95  # CA paper, Table: MobileNetV2 + CA
 
 
@@ -230,3 +233,27 @@ def test_dycaconv_refuses_wrong_input() -> None:
     m = DyCAConv(16, out_channels=32)
     with pytest.raises(ValueError, match="channels=16"):
         m(torch.randn(1, 32, 4, 4))
+
+
+def _official_ca(m: CoordAttention, x: torch.Tensor) -> torch.Tensor:
+    """houqb/CoordAttention CoordAtt.forward: strip means, concat along H, conv1 -> BN ->
+    h_swish, split, conv_h / conv_w -> sigmoid, identity * a_w * a_h."""
+    n, c, h, w = x.shape
+    x_h = x.mean(dim=3, keepdim=True)  # pool_h: (N, C, H, 1)
+    x_w = x.mean(dim=2, keepdim=True).permute(0, 1, 3, 2)  # pool_w, permuted: (N, C, W, 1)
+    y = F.conv2d(torch.cat([x_h, x_w], dim=2), m.conv1.weight, m.conv1.bias)
+    y = F.batch_norm(y, m.bn1.running_mean, m.bn1.running_var, m.bn1.weight, m.bn1.bias, False, 0.0, m.bn1.eps)
+    y = y * F.relu6(y + 3) / 6
+    y_h, y_w = torch.split(y, [h, w], dim=2)
+    a_h = torch.sigmoid(F.conv2d(y_h, m.conv_h.weight, m.conv_h.bias))
+    a_w = torch.sigmoid(F.conv2d(y_w.permute(0, 1, 3, 2), m.conv_w.weight, m.conv_w.bias))
+    return x * a_w * a_h
+
+
+@pytest.mark.parametrize(("channels", "size"), [(96, 112), (144, 56), (192, 28), (384, 14), (960, 7)])
+def test_ca_matches_the_official_module_at_mobilenet_v2_sizes(channels: int, size: int) -> None:
+    # the widths and maps the official placement sees in MobileNetV2 at 224 px
+    m = _randomize(CoordAttention(channels)).eval()
+    x = torch.randn(1, channels, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), _official_ca(m, x), rtol=1e-5, atol=1e-5)

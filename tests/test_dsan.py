@@ -83,3 +83,32 @@ def test_bad_arguments():
         DsanChannelAttention(16, min_channels=-2)
     with pytest.raises(ValueError, match="channels=16"):
         DsanChannelAttention(16)(torch.randn(1, 8, 2, 2))
+
+
+def test_dsan_network_is_the_seed_sketch() -> None:
+    from torch import nn
+
+    from modules.dsan import DSANet
+
+    model = modules.build_model("dsan", num_classes=10).eval()
+    assert isinstance(model, DSANet)
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    assert [c.stride for c in convs] == [(1, 1), (2, 2), (2, 2), (2, 2)]
+    assert all(c.out_channels == 64 and c.kernel_size == (3, 3) and c.bias is not None for c in convs)
+    assert isinstance(model.attention, DsanChannelAttention) and model.attention.hidden == 64
+    assert model.fc1.in_features == 4 * 4 * 64 and model.fc1.out_features == 256
+    # convs 1792 + 3 * 36928, attention 128*64+64 + 64*64+64, dense 1024*256+256, 256*10+10
+    assert sum(p.numel() for p in model.parameters()) == 389_962
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        out = model(x)
+        h = x
+        for layer in model.features:
+            h = layer(h)
+        a = _reference(model.attention, h)  # concat[avg, max] -> Dense relu -> Dense sigmoid
+        expected = model.fc(F.relu(model.fc1(a.flatten(1))))
+    torch.testing.assert_close(out, expected)
+    assert out.shape == (2, 10)
+    assert model(torch.randn(1, 3, 224, 224)).shape == (1, 10)  # pooled to the 4x4 grid
+    with pytest.raises(ValueError, match="takes no attn"):
+        modules.build_model("dsan", "se")

@@ -148,3 +148,37 @@ def test_meta_device_construction():
 def test_registered_as_gate():
     info = modules.get_info("fca")
     assert (info.kind, info.placement, info.family) == ("gate", "block", "fcanet")
+
+
+def _official_gate_at(m: FrequencyChannelAttention, x: torch.Tensor, size: int) -> torch.Tensor:
+    """The official layer built with ``dct_h = dct_w = size`` (its c2wh entry), given m's FCs."""
+    us, vs = frequency_indices(m.freq_sel_method)
+    us, vs = [u * (size // 7) for u in us], [v * (size // 7) for v in vs]
+    c = x.shape[1]
+    part = c // len(us)
+    rows = torch.tensor([[_basis_value(i, u, size) for i in range(size)] for u in us])
+    cols = torch.tensor([[_basis_value(j, v, size) for j in range(size)] for v in vs])
+    images = torch.einsum("ki,kj->kij", rows, cols).float().repeat_interleave(part, dim=0)
+    pooled = x if x.shape[2:] == (size, size) else F.adaptive_avg_pool2d(x, (size, size))
+    spectrum = (pooled * images).sum((2, 3))
+    gate = torch.sigmoid(m.fc2(torch.relu(m.fc1(spectrum))))
+    return x * gate[:, :, None, None]
+
+
+@pytest.mark.parametrize(("stage", "channels", "size"), [(1, 256, 56), (2, 512, 28), (3, 1024, 14), (4, 2048, 7)])
+def test_backbone_stage_setting_matches_the_official_layer_at_its_map_size(stage, channels, size):
+    # cfzd/FcaNet model/fcanet.py: c2wh = {64: 56, 128: 28, 256: 14, 512: 7} (by planes)
+    info = modules.get_info("fca")
+    m = modules.create("fca", channels, **info.stage_kwargs[stage])
+    assert (m.dct_h, m.dct_w) == (size, size)
+    torch.manual_seed(stage)
+    x = torch.randn(2, channels, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), _official_gate_at(m, x, size), rtol=1e-5, atol=1e-5)
+
+
+def test_the_7x7_default_is_a_different_gate_on_a_56x56_map():
+    m = FrequencyChannelAttention(256)
+    x = torch.randn(2, 256, 56, 56)
+    with torch.no_grad():
+        assert not torch.allclose(m(x), _official_gate_at(m, x, 56), atol=1e-5)

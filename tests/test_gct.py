@@ -92,4 +92,19 @@ def test_bad_inputs():
 
 def test_registered_as_gate():
     info = modules.get_info("gct")
-    assert (info.kind, info.placement, info.family) == ("gate", "block", "gct")
+    assert (info.kind, info.placement, info.family) == ("gate", "pre_conv", "gct")
+
+
+@pytest.mark.parametrize(
+    ("channels", "size"), [(3, 224), (64, 56), (256, 56), (128, 28), (512, 28), (1024, 14), (2048, 7)]
+)
+def test_matches_official_form_at_the_inputs_of_the_official_placement(channels, size):
+    # before every conv of ResNet-50: the stem's 3 x 224 x 224 image, then each stage's conv inputs
+    m = GatedChannelTransform(channels)
+    torch.manual_seed(channels)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_()
+    x = torch.randn(1, channels, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), _official_form(m, x), rtol=1e-5, atol=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import modules
@@ -118,3 +119,25 @@ def test_gc_formula_macs_hand_count() -> None:
 def test_gc_bad_arguments(kwargs: dict, word: str) -> None:
     with pytest.raises(ValueError, match=word):
         GlobalContext(32, **kwargs)
+
+
+def _official_gc(m: GlobalContext, x: torch.Tensor) -> torch.Tensor:
+    """xvjiarui/GCNet ContextBlock (pooling_type 'att'): softmax over HW of the 1x1 mask conv,
+    context = x weighted by it, then conv -> LayerNorm([C/r, 1, 1]) -> ReLU -> conv."""
+    n, c, h, w = x.shape
+    mask = F.conv2d(x, m.conv_attn.weight, m.conv_attn.bias).view(n, 1, h * w).softmax(dim=2)
+    context = torch.matmul(x.view(n, 1, c, h * w), mask.unsqueeze(-1)).view(n, c, 1, 1)
+    t = F.conv2d(context, m.fc1.weight, m.fc1.bias)
+    t = F.layer_norm(t, [m.hidden, 1, 1], m.norm.weight.view(-1, 1, 1), m.norm.bias.view(-1, 1, 1), 1e-5)
+    t = F.conv2d(F.relu(t), m.fc2.weight, m.fc2.bias)
+    return x + t if m.fusion == "add" else x * torch.sigmoid(t)
+
+
+@pytest.mark.parametrize("fusion", ["add", "scale"])
+@pytest.mark.parametrize(("channels", "size"), [(512, 28), (1024, 14), (2048, 7)])
+def test_gc_matches_the_official_block_at_the_official_stage_sizes(fusion: str, channels: int, size: int) -> None:
+    # the official placement: every block of stages 2-4 of ResNet-50 at 224 px
+    m = _randomize(GlobalContext(channels, fusion=fusion)).eval()
+    x = torch.randn(1, channels, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), _official_gc(m, x), rtol=1e-5, atol=1e-5)

@@ -87,7 +87,8 @@ def test_gsop_gate_scales_the_input_not_its_relu() -> None:
 
 def test_gsop_registration() -> None:
     info = modules.get_info("gsop")
-    assert info.kind == "gate" and info.placement == "stage" and info.arxiv == "1811.12006"
+    assert info.kind == "gate" and info.placement == "block" and info.arxiv == "1811.12006"
+    assert info.blocks.last_only and info.last_stage_stride == 1
 
 
 def test_gsop_formula_macs_hand_count() -> None:
@@ -131,3 +132,19 @@ def test_gsop_bad_arguments(kwargs: dict, word: str) -> None:
 def test_gsop_refuses_wrong_channel_count() -> None:
     with pytest.raises(ValueError, match="channels=256"):
         GSoP(256)(torch.randn(1, 128, 4, 4))
+
+
+@pytest.mark.parametrize(
+    ("stage", "channels", "size"), [(1, 256, 56), (2, 512, 28), (3, 1024, 14), (4, 2048, 14)]
+)
+def test_gsop_net1_modules_match_the_official_form_at_every_stage_size(
+    stage: int, channels: int, size: int
+) -> None:
+    # GSoP-Net1 at 224 px: maps of 56/28/14/14 (stride-1 layer4), DR stride 2 in stage 1
+    model = modules.build_model("resnet50", "gsop")
+    m = getattr(model, f"layer{stage}")[-1].bn3[1]
+    assert m.channels == channels and m.dr_stride == (2 if stage == 1 else 1)
+    _randomize(m, seed=stage).eval()
+    x = torch.randn(2, channels, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), _gsop_reference(m, x), rtol=1e-5, atol=1e-5)

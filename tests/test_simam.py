@@ -74,4 +74,12 @@ def test_bad_inputs():
 
 def test_registered_as_gate():
     info = modules.get_info("simam")
-    assert (info.kind, info.placement, info.family) == ("gate", "block", "simam")
+    assert (info.kind, info.placement, info.family) == ("gate", "after_conv2", "simam")
+
+
+@pytest.mark.parametrize(("channels", "size"), [(64, 56), (128, 28), (256, 14), (512, 7)])
+def test_matches_the_official_module_at_every_stage_size(channels, size):
+    # the official placement (after each block's 3x3 conv) sees these widths and map sizes
+    x = torch.randn(2, channels, size, size) * 3
+    with torch.no_grad():
+        torch.testing.assert_close(SimAM(channels)(x), _paper_form(x), rtol=1e-5, atol=1e-5)

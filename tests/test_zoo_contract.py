@@ -169,3 +169,13 @@ def test_register_and_unregister_a_plugin() -> None:
     finally:
         modules.unregister_attention("test_plugin_se")
     assert "test_plugin_se" not in modules.list_attention()
+
+
+@pytest.mark.parametrize("name", modules.list_attention())
+def test_no_weight_decay_names_own_parameters(name: str) -> None:
+    m = _build(name, 64)
+    assert m is not None
+    for module in m.modules():
+        if isinstance(module, modules.AttentionModule):
+            own = dict(module.named_parameters(recurse=False))
+            assert module.no_weight_decay() <= set(own), type(module).__name__

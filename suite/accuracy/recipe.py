@@ -9,8 +9,10 @@
 * ``gpu``: 224 px, ResNet-18 (``--arch resnet50`` for the bigger one), a real schedule and
   mixed precision (bf16 autocast), for one or many GPUs under ``torchrun``.
 
-All profiles: SGD with Nesterov momentum, no weight decay on BN parameters and biases, a
-linear warm-up then a cosine decay of the learning rate per step, label smoothing, and
+All profiles: SGD with Nesterov momentum, no weight decay on BN parameters, biases and the
+parameters a module declares exempt (``AttentionModule.no_weight_decay``: GCT's alpha, gamma,
+beta, SRM's style weights), a linear warm-up then a cosine decay of the learning rate per step,
+label smoothing, and
 training crops drawn from an explicit generator (see ``augment.py``). The learning rate is
 given for the global batch; it is not rescaled when ``--batch-size`` changes.
 """
@@ -41,7 +43,8 @@ class Recipe:
         batch_size: global batch (split evenly across DDP ranks).
         lr: peak learning rate (for ``batch_size``).
         momentum: SGD momentum (Nesterov).
-        weight_decay: on convolution and linear weights only.
+        weight_decay: on convolution and linear weights only (not on what a module's
+            ``no_weight_decay()`` names).
         warmup_epochs: linear warm-up length (fraction of an epoch allowed).
         label_smoothing: of the cross-entropy.
         augment: ``rrc`` (random-resized crop + flip), ``crop`` (pad-and-crop + flip), ``none``.

@@ -183,11 +183,32 @@ def _lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     return factor
 
 
+def _exempt_from_decay(model: nn.Module) -> set[int]:
+    """Ids of the parameters some module of ``model`` declares exempt (``no_weight_decay()``)."""
+    exempt: set[int] = set()
+    for module in model.modules():
+        declared = getattr(module, "no_weight_decay", None)
+        if not callable(declared):
+            continue
+        own = dict(module.named_parameters(recurse=False))
+        for name in declared():
+            if name not in own:
+                raise ValueError(
+                    f"{type(module).__name__}.no_weight_decay() names {name!r}, which is not one of "
+                    f"its own parameters ({', '.join(sorted(own)) or 'none'})"
+                )
+            exempt.add(id(own[name]))
+    return exempt
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay conv and linear weights (ndim > 1) except what a module declares exempt; BN
+    parameters and biases (ndim <= 1) are never decayed."""
+    exempt = _exempt_from_decay(model)
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
-            (decay if param.ndim > 1 else no_decay).append(param)
+            (decay if param.ndim > 1 and id(param) not in exempt else no_decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
