@@ -141,19 +141,23 @@ class StepClock:
 def test_sample_round_warms_until_memory_is_steady_then_alternates() -> None:
     rss_values = iter([100, 200, 300, 400, 500] + [500] * 10_000)  # grows for the first calls
     clock = StepClock({"a": 1e-3, "b": 2e-3})
-    options = RoundOptions(sample_s=0.05, warmup_s=0.0, warmup_calls=2, steady_calls=3, visit_s=0.004,
-                           min_samples=3)
+    options = RoundOptions(sample_s=0.05, warmup_s=0.0, warmup_calls=2, steady_calls=3, visit_s=0.008,
+                           rewarm_s=0.002, min_samples=3)
     taken = sample_round({"a": lambda: "a", "b": lambda: "b"}, clock=clock, options=options,
                          rss=lambda: next(rss_values))
     assert taken.warmup_steady
     assert taken.warmup_calls["a"] == 7  # 4 calls grow the RSS, then 3 steady ones
     assert taken.warmup_calls["b"] == 3
     assert taken.calls_per_sample == {"a": 1, "b": 1}  # both at or above short_call_s
-    assert set(taken.samples["a"]) == {1e-3} and set(taken.samples["b"]) == {2e-3}
-    sampled = sum(taken.samples["a"]) + sum(taken.samples["b"])
-    assert 0.05 <= sampled < 0.05 + 0.01
-    # alternation: after warm-up, the sampled calls switch between a and b
+    flat = {name: [v for visit in visits for v in visit] for name, visits in taken.samples.items()}
+    assert set(flat["a"]) == {1e-3} and set(flat["b"]) == {2e-3}
+    assert len(taken.samples["a"]) == len(taken.samples["b"]) >= 3  # one list per visit, in cycles
+    assert all(len(visit) == 8 for visit in taken.samples["a"])  # visit_s of 1 ms samples
+    sampled = sum(flat["a"]) + sum(flat["b"])
+    assert 0.05 <= sampled < 0.05 + 0.02
+    # each visit starts with rewarm_s of untimed calls: a, a, then 8 timed a's, then b's
     after_warmup = clock.calls[7 + 3:]
+    assert after_warmup[:10] == ["a"] * 10 and after_warmup[10] == "b"
     switches = sum(1 for x, y in zip(after_warmup, after_warmup[1:], strict=False) if x != y)
     assert switches >= 4
 
@@ -166,13 +170,22 @@ def test_sample_round_blocks_short_calls_and_caps_warm_up() -> None:
     assert not taken.warmup_steady  # memory kept growing: the warm-up gave up at warmup_max_s
     assert taken.warmup_calls["short"] == 100
     assert taken.calls_per_sample["short"] == 100  # 1 ms blocks of 10 us calls
-    assert len(taken.samples["short"]) >= options.min_samples
+    assert sum(map(len, taken.samples["short"])) >= options.min_samples
+
+
+def test_a_calibrated_callable_skips_its_warm_up() -> None:
+    clock = StepClock({"a": 1e-3, "ref": 5e-3})
+    options = RoundOptions(sample_s=0.02, warmup_s=0.0, visit_s=0.004, rewarm_s=0.0)
+    taken = sample_round({"a": lambda: "a", "ref": lambda: "ref"}, clock=clock, options=options,
+                         rss=lambda: 0, calibrated={"ref": 1})
+    assert taken.warmup_calls == {"a": 2, "ref": 0} and taken.calls_per_sample["ref"] == 1
 
 
 def _round(module: float, reference: float, copy: float | None = None, status: str = "ok", **extra) -> dict:
-    samples = {"module": [module] * 3, "reference": [reference] * 3}
+    """A round record with two cycles of visits."""
+    samples = {"module": [[module] * 2, [module]], "reference": [[reference], [reference] * 2]}
     if copy is not None:
-        samples["copy"] = [copy] * 3
+        samples["copy"] = [[copy] * 2, [copy]]
     return {"status": status, "samples_s": samples, "calls_per_sample": {"module": 1}, "cpu_share": 0.99,
             "other_cores": 0.01, "warmup_steady": True, "message": extra.pop("message", ""), **extra}
 
@@ -190,6 +203,16 @@ def test_rows_come_from_the_rounds() -> None:
     assert row["median_ms"] == pytest.approx(across_rounds([1.0, 1.2, 0.9]).center)
     assert row["n"] == 9 and row["min_ms"] == pytest.approx(0.9)
     assert row["converged"] is (expected.half_width <= 0.05)
+
+
+def test_the_ratio_pairs_adjacent_visits() -> None:
+    # the machine slows down 2x between the first and the second cycle: both callables feel it, and
+    # the paired ratio stays 0.5 where a ratio of whole-round medians would not
+    record = {"samples_s": {"module": [[1.0, 1.0, 1.0], [2.0]], "reference": [[2.0], [4.0, 4.0, 4.0]]}}
+    from suite.timing.rounds import _per_round
+
+    assert _per_round([record], "ratio") == [pytest.approx(0.5)]
+    assert _per_round([record], "module") == [pytest.approx(1.0)] and _per_round([record], "reference") == [4.0]
 
 
 def test_too_few_clean_rounds_is_contended_with_no_numbers_and_a_failure_keeps_its_status() -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "counter_agreement_figure",
     "latency_scaling_figure",
     "memory_figure",
+    "model_latency_figure",
     "COUNTERS",
 ]
 
@@ -195,11 +196,17 @@ def _shape_label(row: pd.Series) -> str:
     return f"b{int(row['batch'])} c{int(row['channels'])} {int(row['size'])}px"
 
 
-def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str) -> tuple[Path | None, str]:
-    """Latency ratio over the 3x3 conv, one row per type, one column per shape; a panel per mode."""
+def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str,
+                           contended: pd.DataFrame | None = None) -> tuple[Path | None, str]:
+    """Latency ratio over the 3x3 conv, one row per type, one column per shape; a panel per mode.
+    Cells of ``contended`` rows (no clean measurement) are marked as such, never given a number."""
     data = latency[(latency["status"] == "ok") & (latency["level"] == "module")].dropna(subset=["ratio_to_ref"])
     if data.empty:
         return None, NEEDS_LATENCY
+    busy = set()
+    if contended is not None and not contended.empty:
+        marked = contended[contended["level"] == "module"]
+        busy = {(r["attn"], r["mode"], _shape_label(r)) for _, r in marked.iterrows()}
     data = data.assign(shape=data.apply(_shape_label, axis=1))
     data = data.sort_values(["batch", "channels", "size"])
     modes = [m for m in MODES if m in set(data["mode"])]
@@ -222,6 +229,9 @@ def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str) -> t
         agg = sub.groupby(["attn", "shape"])["ratio_to_ref"].median().unstack("shape")
         agg = agg.reindex(index=order, columns=shapes[mode])
         labels = agg.apply(lambda col: col.map(lambda v: "" if pd.isna(v) else f"{v:.2g}")) if annotate else None
+        if labels is not None:
+            for attn, shape in ((a, sh) for a, m, sh in busy if m == mode and a in labels.index and sh in labels.columns):
+                labels.loc[attn, shape] = "busy"
         sns.heatmap(np.log2(agg.clip(lower=1e-3)), ax=ax, cmap="RdBu_r", norm=norm, cbar=k == len(modes) - 1,
                     annot=labels if annotate else None, fmt="", annot_kws={"fontsize": 7},
                     cbar_kws={"label": "log2(ratio to the conv); red = slower"},
@@ -235,7 +245,7 @@ def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str) -> t
             label.set_ha("right")
         ax.tick_params(axis="y", labelsize=8, rotation=0)
     _caption(fig, "Latency ratio to a 3x3 conv C->C on the same input (cell: ratio; 1 = as slow as the conv; "
-             "grey: not measured)", caption)
+             "grey: not measured; 'busy': contended, no clean measurement)", caption)
     fig.tight_layout()
     return _save(fig, path), ""
 
@@ -423,3 +433,40 @@ def memory_figure(memory: pd.DataFrame, cost: pd.DataFrame, path: Path, caption:
     _caption(fig, "Memory per attention type", caption)
     fig.tight_layout()
     return _save(fig, path), note
+
+
+# --------------------------------------------------------------------------- (f) model latency
+def model_latency_figure(latency: pd.DataFrame, path: Path, caption: str) -> tuple[Path | None, str]:
+    """Forward latency of each backbone with the attention type over the same backbone without it
+    (95% interval across rounds), one panel per backbone, types sorted by their ratio."""
+    if latency.empty or "level" not in latency:
+        return None, "needs model-level rows from the latency stage (level = model)"
+    model = latency[(latency["level"] == "model") & (latency["mode"] == "forward")]
+    ok = model[model["status"] == "ok"].dropna(subset=["ratio_to_ref"])
+    if ok.empty:
+        return None, "needs successful model-level forward rows from the latency stage"
+    archs = sorted(ok["arch"].unique())
+    height = 2.0 + 0.24 * max(ok.groupby("arch").size())
+    fig, axes = plt.subplots(1, len(archs), figsize=(4.6 * len(archs), height), squeeze=False)
+    for ax, arch in zip(axes[0], archs, strict=True):
+        sub = ok[ok["arch"] == arch].sort_values("ratio_to_ref")
+        y = np.arange(len(sub))
+        ratio = sub["ratio_to_ref"].to_numpy(float)
+        low = ratio - sub.get("ratio_ci_low", pd.Series(np.nan, index=sub.index)).to_numpy(float)
+        high = sub.get("ratio_ci_high", pd.Series(np.nan, index=sub.index)).to_numpy(float) - ratio
+        err = np.vstack([np.nan_to_num(low, nan=0.0), np.nan_to_num(high, nan=0.0)])
+        ax.errorbar(ratio, y, xerr=err, fmt="o", color="tab:blue", ecolor="0.5", capsize=2, ms=4)
+        ax.axvline(1.0, color="0.3", lw=0.8, ls="--")
+        ax.set_yticks(y, sub["attn"].tolist(), fontsize=8)
+        ax.set_xlabel(f"{arch} with attention / {arch} without (forward)")
+        others = model[(model["arch"] == arch) & (model["status"] != "ok")]
+        if len(others):
+            counts = ", ".join(f"{n} {s}" for s, n in others["status"].value_counts().items())
+            ax.set_title(f"{arch} (not shown: {counts})", fontsize=9)
+        else:
+            ax.set_title(arch, fontsize=9)
+        ax.grid(True, axis="x", alpha=0.3)
+    _caption(fig, "What a network pays: latency of the backbone with each attention type over the same "
+             "backbone without it (95% interval across rounds; dashed: no cost)", caption)
+    fig.tight_layout()
+    return _save(fig, path), ""

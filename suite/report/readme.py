@@ -27,10 +27,13 @@ FIGURE_TEXT: dict[str, tuple[str, str]] = {
         "Latency ratio across shapes",
         "One row per attention type, one column per input shape (batch, channels, resolution); the "
         "cell is the block's median latency divided by that of a 3x3 conv C->C on the same input, "
-        "timed interleaved in one process. Blue is cheaper than the conv, red slower (the colour is "
+        "timed in alternation in each of several fresh worker processes (rounds); `latency.csv` has the "
+        "95% interval of every ratio across the rounds (`ratio_ci_low`, `ratio_ci_high`) and `passes`, "
+        "the time over one copy of the input. Blue is cheaper than the conv, red slower (the colour is "
         "log2 of the ratio). Rows are sorted by the median forward ratio; a row whose colour changes "
-        "across columns scales differently from a convolution. A grey cell was not measured or failed "
-        "(see `latency.csv`'s `status` and `message`).",
+        "across columns scales differently from a convolution. A grey cell was not measured or failed; "
+        "'busy' marks a configuration that never got a clean measurement because something else used "
+        "the CPU (status `contended`; see `latency.csv`'s `status` and `message`).",
     ),
     "counter_agreement": (
         "Counter agreement",
@@ -46,6 +49,14 @@ FIGURE_TEXT: dict[str, tuple[str, str]] = {
         "their largest value; one coloured line per type, labelled at its right end, and the 3x3 conv "
         "reference as a black dashed line. A line parallel to the reference scales like a convolution; "
         "a flatter line is overhead-bound (fixed cost per call), a steeper one grows faster than the conv.",
+    ),
+    "model_latency": (
+        "What a network pays",
+        "Forward latency of a whole backbone (batch 1, 224 px) with the attention type inserted where "
+        "`build_model` puts it, divided by the same backbone without attention, timed in the same "
+        "worker processes; the bar is the 95% interval across rounds (fresh processes). 1.10 means the "
+        "network runs 10% slower. A type `build_model` refuses for a backbone is listed in the panel's "
+        "title, not drawn.",
     ),
     "memory": (
         "Memory",
@@ -78,6 +89,16 @@ CONVENTIONS = """\
 * **Units.** `*_ms` milliseconds, `*_bytes` bytes, `*_pct` percent, `*_pp` percentage points;
   `top1_pct` is top-1 accuracy in %; the accuracy delta is the mean over seeds of (attention -
   baseline) at the same seed, with a 95% interval from the t distribution (`n_seeds` pairs).
+* **Latency.** Every configuration is timed in several rounds, each in a fresh worker process
+  (1 intra-op thread on CPU unless stated, glibc's mmap and trim thresholds raised, warm-up until
+  the process's memory stops growing); a round whose process did not get the CPU it asked for is
+  discarded and measured again, and a configuration without enough clean rounds is `contended`,
+  with no numbers. `ratio_to_ref` is the geometric mean over rounds of each round's median of
+  adjacent module / reference visits, with a 95% t interval on the log scale (`ratio_ci_low`,
+  `ratio_ci_high`); `passes` is the same against one copy of the input (a read and a write
+  pass): memory-bound gates are best compared in passes. `model_latency_*` is the whole
+  backbone's latency with the attention over the backbone without it (`model_latency_fwd_by_arch`
+  per backbone with its interval; `model_latency_ratio_fwd` the median over the backbones).
 * **Summary aggregation.** `latency_ratio_fwd` / `latency_ratio_train`, `params_over_conv3x3`,
   `macs_over_conv3x3` and `act_saved_over_input` are medians over the shapes measured
   (`latency_ratio_fwd_min` / `_max` give the spread, `latency_config` the device, dtype, memory
@@ -110,7 +131,8 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     arch = summary["model_arch"].dropna()
     arch = arch.iloc[0] if len(arch) else "backbone"
     header = ["attention", "kind", "params / conv3x3", "MACs / conv3x3", f"extra params ({arch})",
-              f"extra MACs ({arch})", "latency fwd / conv3x3", "train / conv3x3", "saved for bwd / input",
+              f"extra MACs ({arch})", "latency fwd / conv3x3", "fwd passes", "train / conv3x3",
+              "network fwd / backbone", "saved for bwd / input",
               "top-1 delta, pp [95% CI]", "seeds", "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in summary.to_dict("records"):
@@ -128,7 +150,8 @@ def summary_markdown(summary: pd.DataFrame) -> str:
             status += f": {row['problems']}"
         cells = [f"`{row['attn']}`", _fmt(row.get("kind")), _fmt(row.get("params_over_conv3x3"), "x"),
                  _fmt(row.get("macs_over_conv3x3"), "x"), extra_p, extra_m,
-                 _fmt(row.get("latency_ratio_fwd"), "x"), _fmt(row.get("latency_ratio_train"), "x"),
+                 _fmt(row.get("latency_ratio_fwd"), "x"), _fmt(row.get("latency_passes_fwd")),
+                 _fmt(row.get("latency_ratio_train"), "x"), _fmt(row.get("model_latency_fwd_by_arch")),
                  _fmt(row.get("act_saved_over_input"), "x"), ci, _fmt(row.get("n_seeds"), "int"), status]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -102,10 +102,13 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
                               f"thop {envs['cost'].get('thop_version', '?')}, torch {envs['cost'].get('torch_version', '?')}"),
         "latency_scaling": _caption(profile, latency, envs["latency"]),
         "memory": _caption(profile, memory, envs["memory"] or envs["cost"]),
+        "model_latency": _caption(profile, latency[latency["level"] == "model"] if "level" in latency else latency,
+                                  envs["latency"]),
     }
     # the latency figures show one configuration (fp32, contiguous, eager when measured), as the
     # summary does, rather than a median over dtypes and compile modes
     primary, latency_config = primary_module_latency(latency)
+    contended_rows = latency[latency["status"] == "contended"] if "status" in latency else latency.iloc[0:0]
     if latency_config:
         for key in ("latency_heatmap", "latency_scaling"):
             captions[key] += f" | shown: {latency_config}"
@@ -114,10 +117,11 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
     notes: dict[str, str] = {}
     drawers = {
         "cost_benefit": lambda p, c: fig.cost_benefit_figure(summary, p, c),
-        "latency_heatmap": lambda p, c: fig.latency_heatmap_figure(primary, p, c),
+        "latency_heatmap": lambda p, c: fig.latency_heatmap_figure(primary, p, c, contended_rows),
         "counter_agreement": lambda p, c: fig.counter_agreement_figure(cost, p, c),
         "latency_scaling": lambda p, c: fig.latency_scaling_figure(primary, p, c),
         "memory": lambda p, c: fig.memory_figure(memory, cost, p, c),
+        "model_latency": lambda p, c: fig.model_latency_figure(latency, p, c),
     }
     for key, draw in drawers.items():
         try:

@@ -114,8 +114,11 @@ def cost_table(stage: StageData) -> pd.DataFrame:
 
 _LATENCY = _CONFIG + [
     "status", "message", "median_ms", "ci_low_ms", "ci_high_ms", "iqr_ms", "p90_ms", "p99_ms", "mean_ms",
-    "min_ms", "n", "calls_per_sample", "converged", "reference", "ref_median_ms", "ratio_to_ref", "params",
-    "macs_formula", "min_bytes", "bound", "roofline_fraction", "compile_s", "loadavg_1m",
+    "min_ms", "n", "calls_per_sample", "converged", "rounds", "rounds_contended", "reference", "ref_median_ms",
+    "ratio_to_ref", "ratio_ci_low", "ratio_ci_high", "ratio_ci_rel", "copy_median_ms", "passes",
+    "passes_ci_low", "passes_ci_high", "params", "macs_formula", "min_bytes", "bound", "roofline_fraction",
+    "compile_s", "threads_set", "flush_denormal", "allocator_tunables", "cpu_share_min", "other_cores_max",
+    "loadavg_1m",
 ]
 
 
@@ -194,8 +197,8 @@ SUMMARY_COLUMNS: list[str] = [
     "params_over_conv3x3", "macs_over_conv3x3", "module_channels", "params_module", "macs_module",
     "model_arch", "extra_params", "extra_params_pct", "extra_macs_fvcore", "extra_macs_pct",
     "latency_ratio_fwd", "latency_ratio_fwd_min", "latency_ratio_fwd_max", "latency_ratio_train",
-    "latency_shapes", "latency_config",
-    "model_latency_ratio_fwd", "model_latency_ratio_train",
+    "latency_passes_fwd", "latency_shapes", "latency_config", "latency_contended",
+    "model_latency_ratio_fwd", "model_latency_ratio_train", "model_latency_fwd_by_arch",
     "act_saved_over_input", "act_saved_bytes_max", "step_peak_bytes_max",
     "top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "n_seeds", "top1_significant",
 ]
@@ -307,8 +310,15 @@ def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFram
                 row["latency_ratio_fwd"] = forward.median()
                 row["latency_ratio_fwd_min"] = forward.min()
                 row["latency_ratio_fwd_max"] = forward.max()
+                if "passes" in group:
+                    row["latency_passes_fwd"] = group[group["mode"] == "forward"]["passes"].median()
             if len(train):
                 row["latency_ratio_train"] = train.median()
+        if "status" in latency:
+            contended = latency[latency["status"] == "contended"].groupby("attn").size()
+            for name, count in contended.items():
+                if name in rows:
+                    rows[name]["latency_contended"] = int(count)
         model, _ = primary_latency(ok[ok["level"] == "model"])
         for name, group in model.groupby("attn"):
             if name in rows:
@@ -316,6 +326,7 @@ def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFram
                     values = group[group["mode"] == mode]["ratio_to_ref"]
                     if len(values):
                         rows[name][field] = values.median()
+                rows[name]["model_latency_fwd_by_arch"] = _by_arch(group[group["mode"] == "forward"])
 
     if not memory.empty:
         ok = _ok(memory)
@@ -348,6 +359,17 @@ def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFram
     summary = pd.DataFrame(list(rows.values()), columns=SUMMARY_COLUMNS)
     order = summary["latency_ratio_fwd"].fillna(math.inf) if len(summary) else summary["attn"]
     return summary.assign(_order=order).sort_values(["_order", "attn"]).drop(columns="_order").reset_index(drop=True)
+
+
+def _by_arch(forward: pd.DataFrame) -> str:
+    """``arch ratio [low, high]`` per backbone, e.g. ``resnet50 1.08 [1.06, 1.10]; ...``."""
+    parts = []
+    for record in forward.sort_values("arch").to_dict("records"):
+        text = f"{record['arch']} {record['ratio_to_ref']:.3g}"
+        if not _missing(record.get("ratio_ci_low")) and not _missing(record.get("ratio_ci_high")):
+            text += f" [{record['ratio_ci_low']:.3g}, {record['ratio_ci_high']:.3g}]"
+        parts.append(text)
+    return "; ".join(parts)
 
 
 def _missing(value: Any) -> bool:

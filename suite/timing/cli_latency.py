@@ -1,16 +1,22 @@
 """``python -m suite latency``: forward and training-step latency of every attention type,
-each with its ratio over a reference measured in the same process and its roofline fraction.
+each with its ratio over a reference timed in the same processes and its roofline fraction.
+
+Every configuration is measured in rounds, each round in a fresh worker process, the rounds
+visiting the configurations in turn (:mod:`suite.timing.rounds`); the worker sets its own
+environment (1 thread on CPU by default, glibc's allocator thresholds, flush-denormal) and
+checks that it got the CPU it asked for (:mod:`suite.timing.contention`). Intervals come from
+the rounds, so the noise between processes is inside them.
 
 Writes into ``--out`` (default ``reports/latency``):
 
-* ``records.jsonl``: one raw record per configuration (and one per machine-peak measurement),
-  with the environment (versions, CPU model, GPU name and driver, threads, cuDNN/TF32 settings,
-  commit, date);
+* ``records.jsonl``: one raw ``latency_round`` record per configuration and round (every
+  sample, visit by visit, the CPU accounting, the settings in force), one ``latency`` record per
+  configuration (its row, with the environment), one ``machine`` record per peak measurement;
 * ``latency.csv``: the tidy table, one row per configuration; times in milliseconds;
 * ``machine.csv``: copy bandwidth and matmul rates measured at the start of each run.
 
-See :mod:`suite.timing.timer` for how a time is measured, :mod:`suite.timing.workloads` for
-what is run and :mod:`suite.timing.roofline` for the bound.
+See :mod:`suite.timing.timer` for how a round samples, :mod:`suite.timing.workloads` for what
+is run and :mod:`suite.timing.roofline` for the bound.
 """
 
 from __future__ import annotations

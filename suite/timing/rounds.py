@@ -9,12 +9,13 @@ the machine touches many configurations a little rather than one a lot. The inte
 every figure comes from the rounds (:func:`suite.timing.stats.across_rounds`: Student's t on the
 log of the per-round values), so between-process variation is inside it.
 
-Per round and configuration the worker keeps each callable's per-sample times, so any
-statistic can be recomputed from the raw ``latency_round`` records. Per round:
-``ratio = median(module) / median(reference)`` (the 3x3 conv, or the backbone without
-attention), ``passes = median(module) / median(copy)`` (a read + write pass over the input, at
-module level). The row of a configuration (record ``latency``) is written when its rounds are
-complete:
+Per round and configuration the worker keeps each callable's per-sample times, visit by
+visit, so any statistic can be recomputed from the raw ``latency_round`` records. Per round:
+``ratio`` is the median over the round's cycles of ``median(module visit) / median(reference
+visit)`` (the 3x3 conv, or the backbone without attention; adjacent visits, so the machine's
+slow drift cancels), ``passes`` the same against one copy of the input (a read and a write
+pass, module level only), and the times are the medians of all of the round's samples. The row
+of a configuration (record ``latency``) is written when its rounds are complete:
 
 * ``ok``: ``rounds`` clean rounds (more, up to ``max_rounds``, where the ratio's interval is
   still wider than ``+-rel_tol``; ``converged`` says whether it got there);
@@ -309,18 +310,33 @@ def _median(values: Sequence[float]) -> float:
     return percentile(sorted(values), 50) if values else math.nan
 
 
+def _flat(visits: Sequence[Sequence[float]]) -> list[float]:
+    return [v for visit in visits for v in visit]
+
+
+def _paired_ratio(numerator: Sequence[Sequence[float]], denominator: Sequence[Sequence[float]]) -> float:
+    """The median over cycles of median(numerator's visit) / median(denominator's visit).
+
+    Visit ``k`` of two callables are adjacent in time, so their ratio cancels the machine's slow
+    drift (on these VMs even a matmul's time wanders +-15% over a second, with a lag-1
+    autocorrelation of 0.6-0.85), which a ratio of whole-round medians would keep.
+    """
+    ratios = [_median(a) / _median(b) for a, b in zip(numerator, denominator, strict=False) if a and b]
+    return _median(ratios)
+
+
 def _per_round(rounds: Sequence[dict[str, Any]], quantity: str) -> list[float]:
-    """Per-round ``module`` / ``reference`` / ``copy`` medians (s), or ``ratio`` / ``passes``."""
+    """Per-round ``module`` / ``reference`` / ``copy`` medians (s), or the paired ``ratio``
+    (module / reference) and ``passes`` (module / copy) of :func:`_paired_ratio`."""
     values = []
     for record in rounds:
         samples = record.get("samples_s", {})
-        module = _median(samples.get("module", []))
         if quantity == "ratio":
-            values.append(module / _median(samples.get("reference", [])))
+            values.append(_paired_ratio(samples.get("module", []), samples.get("reference", [])))
         elif quantity == "passes":
-            values.append(module / _median(samples["copy"]) if samples.get("copy") else math.nan)
+            values.append(_paired_ratio(samples["module"], samples["copy"]) if samples.get("copy") else math.nan)
         else:
-            values.append(_median(samples.get(quantity, [])))
+            values.append(_median(_flat(samples.get(quantity, []))))
     return values
 
 
@@ -377,7 +393,7 @@ def _measured_fields(clean: list[dict[str, Any]], plan: RoundPlan) -> dict[str, 
     row.update(_interval_fields("median", _per_round(clean, "module"), confidence, 1e3, "_ms"))
     row["ci_low_ms"], row["ci_high_ms"], row["ci_rel"] = (
         row.pop("median_ci_low_ms"), row.pop("median_ci_high_ms"), row.pop("median_ci_rel"))
-    pooled = sorted(v for r in clean for v in r["samples_s"]["module"])
+    pooled = sorted(v for r in clean for v in _flat(r["samples_s"]["module"]))
     row.update({
         "iqr_ms": (percentile(pooled, 75) - percentile(pooled, 25)) * 1e3,
         "p90_ms": percentile(pooled, 90) * 1e3,

@@ -141,9 +141,14 @@ def _epilog(stage: str) -> str:
     )
     if stage == "latency":
         return common + (
-            "\nlatency.csv: median/IQR/p90/p99 (ms), 95% CI of the median, n, calls_per_sample,\n"
-            "converged; ref_median_ms and ratio = median / reference median (reference measured\n"
-            "interleaved in the same process: a 3x3 conv C->C, or the model without attention);\n"
+            "\nEach configuration is timed in --rounds rounds, each in a fresh worker process that visits\n"
+            "every configuration in turn; a round that did not get the CPU it asked for (CPU time vs\n"
+            "wall time x threads, other processes' CPU, steal) is discarded and measured again, and a\n"
+            "configuration without enough clean rounds gets status 'contended' and no numbers.\n"
+            "\nlatency.csv: median_ms (geometric mean of the rounds' medians) with its 95% interval\n"
+            "across rounds (ci_low_ms, ci_high_ms), IQR/p90/p99 of all samples, rounds; ratio = module /\n"
+            "reference (a 3x3 conv C->C, or the model without attention; adjacent visits in the same\n"
+            "process) with ratio_ci_low/high; passes = time / one copy of the input, with its interval;\n"
             "forward rows add min_bytes, formula_macs, bound and roofline_fraction against the\n"
             "bandwidth and matmul rate measured at the start of the run (machine.csv).\n"
         )

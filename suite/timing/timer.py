@@ -350,7 +350,8 @@ class RoundOptions:
     short_call_s: float = 2e-4
     target_sample_s: float = 2e-3
     max_calls_per_sample: int = 10_000
-    visit_s: float = 0.02
+    visit_s: float = 0.015
+    rewarm_s: float = 0.005
 
     def __post_init__(self) -> None:
         if self.sample_s <= 0:
@@ -371,9 +372,10 @@ class RoundOptions:
 
 @dataclass
 class RoundSamples:
-    """Per-call sample times (seconds, in the order taken) of each callable in one round."""
+    """Per-call sample times (seconds) of each callable in one round, one list per visit, in the
+    order taken: visit ``k`` of every callable belongs to the same cycle A, B, C (adjacent in time)."""
 
-    samples: dict[str, list[float]]
+    samples: dict[str, list[list[float]]]
     calls_per_sample: dict[str, int]
     warmup_calls: dict[str, int]
     warmup_steady: bool
@@ -421,10 +423,12 @@ def sample_round(
 ) -> RoundSamples:
     """One round: warm every callable until steady, then sample them in alternation.
 
-    Visits go A, B, C, A, B, C, ... (see step 4 of the module docstring: a short callable gets
-    an untimed call and about ``visit_s`` of back-to-back samples per visit, a long one a
-    single sample) until ``sample_s`` of sampling has passed and every callable has
-    ``min_samples``. The garbage collector is off while sampling. An exception propagates.
+    Visits go A, B, C, A, B, C, ... until ``sample_s`` of sampling has passed and every callable
+    has ``min_samples``. A short callable (a sample under ``visit_s / 4``) gets ``rewarm_s`` of
+    untimed calls, then about ``visit_s`` of back-to-back samples per visit; a long one a single
+    sample. The re-warm is longer than one call because one is not enough here: after a 3x3 conv
+    had the caches, a memory-bound gate's first samples of a visit were 1.5-3x its steady time
+    and fell over the next 5-10 samples (a victim L3 refills over several passes). The garbage collector is off while sampling. An exception propagates.
     A callable named in ``calibrated`` (name -> calls per sample) is already warm in this
     process: its warm-up and calibration are skipped (``warmup_calls`` 0).
     """
@@ -447,7 +451,7 @@ def sample_round(
         if single < options.short_call_s:  # one short call is too noisy to size the blocks
             single = clock.time(fns[name], 10) / 10
         calls[name] = _calls_for(single, calibration)
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    samples: dict[str, list[list[float]]] = {name: [] for name in names}
     last_block = dict.fromkeys(names, 0.0)
     gc_was_enabled = gc.isenabled()
     gc.collect()
@@ -456,9 +460,11 @@ def sample_round(
         spent = 0.0
         while True:
             for name in names:
-                spent += _round_visit(fns[name], calls[name], samples[name], last_block, name, clock, options)
-            enough = min(len(s) for s in samples.values()) >= options.min_samples
-            full = max(len(s) for s in samples.values()) >= options.max_samples
+                samples[name].append([])
+                spent += _round_visit(fns[name], calls[name], samples[name][-1], last_block, name, clock, options)
+            counts = [sum(map(len, visits)) for visits in samples.values()]
+            enough = min(counts) >= options.min_samples
+            full = max(counts) >= options.max_samples
             if (enough and spent >= options.sample_s) or full:
                 break
     finally:
@@ -479,8 +485,10 @@ def _round_visit(
     """One visit of :func:`sample_round`; appends per-call times to ``sink``, returns the time
     sampled."""
     short = last_block[name] < options.visit_s / 4
-    if short and last_block[name] > 0:
-        clock.time(fn, calls)
+    if short:  # the other callables evicted its data: re-warm for rewarm_s, untimed
+        warmed = 0.0
+        while warmed < options.rewarm_s:
+            warmed += clock.time(fn, calls)
     spent = 0.0
     while True:
         block = clock.time(fn, calls)

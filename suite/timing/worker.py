@@ -140,7 +140,8 @@ def measure_round(config: Any, job: dict[str, Any], probe: Any = None) -> dict[s
         "reference_reused": taken.warmup_calls.get("reference", 1) == 0,
         "build_s": round(built - started, 4),
         "round_s": round(time.perf_counter() - started, 4),
-        "samples_s": {name: [float(f"{v:.5g}") for v in values] for name, values in taken.samples.items()},
+        "samples_s": {name: [[float(f"{v:.5g}") for v in visit] for visit in visits]
+                      for name, visits in taken.samples.items()},
         **_facts(workload),
     }
     del workload, fns
