@@ -36,8 +36,8 @@ def test_stage_argv_spells_values_as_flags() -> None:
 def test_overrides_replace_values_per_stage_and_per_run() -> None:
     profile = load_profile("smoke")
     changed = apply_overrides(profile, ["latency.batch=16", "latency.1.size=7", "accuracy.seeds=2"], attn="se")
-    assert [run["batch"] for run in changed.stages["latency"]] == ["16", "16"]
-    assert [run["size"] for run in changed.stages["latency"]] == ["14", "7"]
+    assert [run["batch"] for run in changed.stages["latency"]] == ["16", "16", "16"]
+    assert [run["size"] for run in changed.stages["latency"]] == ["14", "7", "64"]
     assert changed.stages["accuracy"][0]["seeds"] == "2"
     assert changed.attn == "se"
     assert profile.stages["latency"][0]["batch"] == "2"  # the loaded profile is untouched
@@ -45,7 +45,7 @@ def test_overrides_replace_values_per_stage_and_per_run() -> None:
 
 @pytest.mark.parametrize(("bad", "message"), [
     ("latency", "STAGE.KEY=VALUE"), ("nostage.batch=1", "STAGE.KEY=VALUE"),
-    ("latency.9.batch=1", "runs 0..1"), ("latency.x.batch=1", "runs 0..1"),
+    ("latency.9.batch=1", "runs 0..2"), ("latency.x.batch=1", "runs 0..2"),
 ])
 def test_bad_override_is_refused_with_the_accepted_form(bad: str, message: str) -> None:
     with pytest.raises(ProfileError, match=message):

@@ -68,6 +68,18 @@ def _latency_rows() -> list[dict]:
                                  "median_ms": None if failed else ref * (0.1 + 0.3 * i),
                                  "ref_median_ms": ref, "ratio": None if failed else 0.1 + 0.3 * i,
                                  "reference": "conv3x3(64->64)", "loadavg_1m": 1.0, **env})
+        for arch in ("resnet18", "resnet50"):
+            ratio = 1.0 + 0.05 * i
+            rows.append({"record": "latency", "key": f"model|{arch}|{name}", "name": name, "level": "model",
+                         "arch": arch, "mode": "forward", "device": "cpu", "dtype": "fp32",
+                         "memory_format": "contiguous", "compile": "eager", "batch": 1, "channels": 3, "size": 224,
+                         "threads": 1, "status": "ok", "median_ms": 50 * ratio, "ref_median_ms": 50.0,
+                         "ratio": ratio, "ratio_ci_low": ratio * 0.98, "ratio_ci_high": ratio * 1.02,
+                         "reference": f"{arch}(attn=None)", "loadavg_1m": 1.0, **env})
+    rows.append({"record": "latency", "key": "contended", "name": TYPES[1], "level": "module", "mode": "forward",
+                 "device": "cpu", "dtype": "fp32", "memory_format": "contiguous", "compile": "eager", "batch": 32,
+                 "channels": 64, "size": 14, "threads": 1, "status": "contended", "median_ms": None, "ratio": None,
+                 "message": "2 of 8 rounds clean after 16 tries", "loadavg_1m": 2.5, **env})
     return rows
 
 
@@ -127,6 +139,10 @@ def test_render_full(profile_dir: Path) -> None:
     assert se["latency_ratio_fwd"] == pytest.approx(0.1)
     assert se["n_seeds"] == 3 and se["top1_delta_pp"] == pytest.approx(1.0)
     assert summary.set_index("attn").loc["gsop", "status"] == "partial"  # one timed-out configuration
+    contended = summary.set_index("attn").loc[TYPES[1]]
+    assert contended["latency_contended"] == 1 and "contended" in contended["problems"]
+    assert se["model_latency_ratio_fwd"] == pytest.approx(1.0)
+    assert se["model_latency_fwd_by_arch"] == "resnet18 1 [0.98, 1.02]; resnet50 1 [0.98, 1.02]"
 
     columns = {
         "cost.csv": ["level", "attn", "macs_fvcore", "macs_formula", "flops_torch", "conv3x3_macs",

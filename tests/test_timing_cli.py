@@ -253,3 +253,24 @@ def test_memory_worker_spawn_protocol(tmp_path: Path) -> None:
     assert line.startswith(MARKER)
     fields = json.loads(line[len(MARKER):])
     assert fields["act_saved_bytes"] >= 8 * 8 * 8 * 4 and fields["output_bytes"] == 8 * 8 * 8 * 4
+
+
+def test_model_level_takes_a_list_of_backbones_and_refuses_unknown_ones(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "lat"
+    assert _run(cli_latency, ["--level", "model", "--arch", "resnet18,resnet99", "--attn", "se", "--out", str(out),
+                              *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "resnet99" in err and "resnet50" in err and not out.exists()
+    assert _run(cli_latency, ["--level", "model", "--arch", "resnet18,mobilenet_v2", "--attn", "se,gsop",
+                              "--mode", "forward", "--dry-run", *FAST]) == 0
+    keys = capsys.readouterr().out.split()
+    assert len(keys) == 4 and {k.split("|")[2] for k in keys} == {"resnet18", "mobilenet_v2"}
+
+
+def test_a_model_level_refusal_is_refused_not_failed(tmp_path: Path) -> None:
+    out = tmp_path / "lat"
+    argv = ["--level", "model", "--arch", "resnet18", "--attn", "ccp_max", "--mode", "forward", *ROUNDS,
+            "--no-roofline", "--out", str(out), "--batch", "1", "--size", "32", "--no-progress"]
+    assert _run(cli_latency, argv) == 0
+    row = pd.read_csv(out / "latency.csv").iloc[0]
+    assert row["status"] == "refused" and "no place in a backbone" in row["message"]

@@ -264,3 +264,26 @@ def test_snapshot_fields() -> None:
     snap = CpuSnapshot(wall_s=1.0, own_cpu_s=0.5, busy_s=2.0, steal_s=0.0)
     usage = CpuUsage.between(snap, CpuSnapshot(2.0, 1.5, 3.5, 0.0), threads=1, cpus=2)
     assert usage.as_dict() == {"cpu_share": 1.0, "other_cores": 0.5, "steal_share": 0.0}
+
+
+def test_worker_environment_sets_threads_and_the_allocator() -> None:
+    from suite.timing.rounds import worker_environment
+    from suite.timing.worker import ALLOCATOR_TUNABLES
+
+    env = worker_environment(1, "steady", base={"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "PATH": "/bin"})
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1"
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1:" + ALLOCATOR_TUNABLES
+    assert env["PATH"] == "/bin" and env["PYTHONPATH"]
+    assert "GLIBC_TUNABLES" not in worker_environment(2, "inherited", base={})
+    with pytest.raises(ValueError, match="allocator must be one of steady, inherited"):
+        worker_environment(1, "jemalloc", base={})
+
+
+def test_the_cpu_profile_measures_every_type_in_three_backbones() -> None:
+    from suite.bench.profile import load_profile
+
+    latency = load_profile("cpu").stages["latency"]
+    model = [s for s in latency if s.get("level") == "model"]
+    assert len(model) == 1
+    assert model[0]["arch"] == "resnet18,resnet50,mobilenet_v2"
+    assert (model[0]["batch"], model[0]["size"], model[0]["mode"]) == ("1", "224", "forward")

@@ -137,7 +137,7 @@ def _one_step(module: nn.Module, x: Tensor, config: Config) -> Tensor:
 
 
 def _build(config: Config) -> tuple[nn.Module, Tensor]:
-    module, _, _ = instantiate(config)
+    module, _, _ = instantiate(config, with_reference=False)
     try:
         module = prepare(module, config)
         x = make_input(config)
