@@ -19,14 +19,13 @@ Writes ``OUT/clean/``, ``OUT/burner/`` (the stage's outputs), ``OUT/comparison.c
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .latency_reproducibility import KEY, STAGE_ARGS, compare
+from .latency_reproducibility import KEY, STAGE_ARGS, busy_cores, compare
 
 BURNER = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
 
@@ -55,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 
     walls: dict[str, float] = {}
     if not args.compare_only:
-        if os.getloadavg()[0] > 0.5:
-            print(f"error: load average {os.getloadavg()[0]:.2f} before the clean run: something else is running",
-                  file=sys.stderr)
+        busy = busy_cores()
+        if busy > 0.3:
+            print(f"error: {busy:.2f} cores busy before the clean run: something else is running", file=sys.stderr)
             return 2
         walls["clean"] = _stage(args.out / "clean", args.stage_args)
         burners = start_burners(args.burn_s, os.cpu_count() or 1)
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         text += ["", "Contended rows of the burner run:", ""]
         text += [f"- {r['name']} C={r['channels']}: {r['message'][:160]}" for _, r in contended.iterrows()]
     (args.out / "README.md").write_text("\n".join(text) + "\n", encoding="utf-8")
-    return 0 if not math.isnan(0.0) else 1
+    return 0
 
 
 def _has_tabulate() -> bool:

@@ -138,6 +138,7 @@ def measure_round(config: Any, job: dict[str, Any], probe: Any = None) -> dict[s
         "warmup_calls": taken.warmup_calls,
         "calls_per_sample": taken.calls_per_sample,
         "reference_reused": taken.warmup_calls.get("reference", 1) == 0,
+        "measured_at": round(time.time(), 3),
         "build_s": round(built - started, 4),
         "round_s": round(time.perf_counter() - started, 4),
         "samples_s": {name: [[float(f"{v:.5g}") for v in visit] for visit in visits]
