@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from .latency_reproducibility import KEY, STAGE_ARGS, busy_cores, compare
+from .latency_reproducibility import KEY, STAGE_ARGS, _keyed, busy_cores, compare
 
 BURNER = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
 
@@ -59,16 +59,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {busy:.2f} cores busy before the clean run: something else is running", file=sys.stderr)
             return 2
         walls["clean"] = _stage(args.out / "clean", args.stage_args)
+        burn_start = time.time()
         burners = start_burners(args.burn_s, os.cpu_count() or 1)
         try:
             walls["burner"] = _stage(args.out / "burner", args.stage_args)
         finally:
             for burner in burners:
                 burner.wait()
+        (args.out / "burner" / "burn_window.txt").write_text(f"{burn_start:.3f} {burn_start + args.burn_s:.3f}\n")
     clean = pd.read_csv(args.out / "clean" / "latency.csv")
     burner = pd.read_csv(args.out / "burner" / "latency.csv")
     frame = compare(clean, burner, "ratio")
-    clean_ok = clean[clean["status"] == "ok"].set_index(KEY)
+    clean_ok = _keyed(clean[clean["status"] == "ok"])
     outside = []
     for row in frame.itertuples():
         key = tuple(getattr(row, k) for k in KEY)
@@ -84,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         f"ok rows of the burner run outside the clean run's 95% interval: {int(frame['outside_clean_interval'].sum())} "
         f"of {len(frame)}; outside the combined interval: {int((~frame['agree']).sum())} of {len(frame)}",
     ]
+    window = args.out / "burner" / "burn_window.txt"
+    if window.is_file():
+        lines.append(_rounds_in_window(args.out / "burner" / "records.jsonl", *map(float, window.read_text().split())))
     if walls:
         lines.append(f"wall time: clean {walls['clean']:.0f} s, with burner {walls['burner']:.0f} s")
     if len(frame):
@@ -102,6 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         text += [f"- {r['name']} C={r['channels']}: {r['message'][:160]}" for _, r in contended.iterrows()]
     (args.out / "README.md").write_text("\n".join(text) + "\n", encoding="utf-8")
     return 0
+
+
+def _rounds_in_window(records: Path, start: float, end: float) -> str:
+    """How the rounds that ended while the burners ran were classified."""
+    from suite.records import RecordStore
+
+    rounds = [r for r in RecordStore(records).read() if r.get("record") == "latency_round" and "measured_at" in r]
+    during = [r for r in rounds if start <= r["measured_at"] <= end]
+    clean = sum(r["status"] == "ok" for r in during)
+    return (f"rounds that ended while the burners ran: {len(during)}, of them {len(during) - clean} contended and "
+            f"{clean} ok (a window is only taken as clean when the check passed for that window)")
 
 
 def _has_tabulate() -> bool:

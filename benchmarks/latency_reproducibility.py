@@ -32,7 +32,7 @@ from pathlib import Path
 
 ATTN = "se,eca,ca,gsop,cbam,dycaconv,ccp_max,gap_mean,simam,non_local,bam"
 STAGE_ARGS = ["--attn", ATTN, "--channels", "64,256", "--size", "28", "--batch", "8", "--mode", "forward"]
-KEY = ["name", "channels", "size", "batch", "mode"]
+KEY = ["level", "arch", "name", "channels", "size", "batch", "mode"]
 
 
 def busy_cores(seconds: float = 3.0) -> float:
@@ -55,8 +55,8 @@ def compare(run1, run2, quantity: str = "ratio"):
     """One row per configuration measured ok in both runs, with the agreement of ``quantity``."""
     import pandas as pd
 
-    ok1 = run1[run1["status"] == "ok"].set_index(KEY)
-    ok2 = run2[run2["status"] == "ok"].set_index(KEY)
+    ok1 = _keyed(run1[run1["status"] == "ok"])
+    ok2 = _keyed(run2[run2["status"] == "ok"])
     rows = []
     for key in ok1.index.intersection(ok2.index):
         a, b = ok1.loc[key], ok2.loc[key]
@@ -72,6 +72,15 @@ def compare(run1, run2, quantity: str = "ratio"):
     return pd.DataFrame(rows)
 
 
+def _keyed(frame):
+    """``frame`` indexed by :data:`KEY` (a module-level row has no backbone: ``-``)."""
+    frame = frame.copy()
+    if "level" not in frame:
+        frame["level"] = "module"
+    frame["arch"] = frame["arch"].fillna("-") if "arch" in frame else "-"
+    return frame.set_index(KEY)
+
+
 def summary_line(frame, quantity: str) -> str:
     if frame.empty:
         return f"{quantity}: no row measured ok in both runs"
@@ -82,11 +91,13 @@ def summary_line(frame, quantity: str) -> str:
 
 
 def _table(frame, quantity: str) -> str:
-    lines = [f"| name | C | {quantity} run 1 (95% CI) | {quantity} run 2 (95% CI) | change | combined | agree |",
+    lines = [f"| name | shape | {quantity} run 1 (95% CI) | {quantity} run 2 (95% CI) | change | combined | agree |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for _, r in frame.iterrows():
+        shape = (f"{r['arch']} b{r['batch']} {r['size']}px" if r["level"] == "model"
+                 else f"b{r['batch']} C{r['channels']} {r['size']}px {r['mode']}")
         lines.append(
-            f"| {r['name']} | {r['channels']} | {r[f'{quantity}_1']:.4g} (+-{r['half_width_1']:.1%}) | "
+            f"| {r['name']} | {shape} | {r[f'{quantity}_1']:.4g} (+-{r['half_width_1']:.1%}) | "
             f"{r[f'{quantity}_2']:.4g} (+-{r['half_width_2']:.1%}) | {r['change']:+.1%} | +-{r['combined']:.1%} | "
             f"{'yes' if r['agree'] else 'NO'} |")
     return "\n".join(lines)
@@ -107,11 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-busy", action="store_true",
                         help="start even when more than 0.3 cores are busy before the first run")
     parser.add_argument("--compare-only", action="store_true", help="compare OUT/run1 and OUT/run2 as they are")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("DIR1", "DIR2"), default=None,
+                        help="compare the latency.csv of two existing folders (e.g. a bench's raw/latency and a "
+                        "second run of the same invocations) and write the comparison into OUT")
     parser.add_argument("stage_args", nargs="*", help="extra flags for `python -m suite latency` (after --)")
     args = parser.parse_args(argv)
     import pandas as pd
 
     load = os.getloadavg()[0]
+    args.compare_only = args.compare_only or args.compare is not None
     busy = busy_cores() if not args.compare_only else 0.0
     if busy > 0.3 and not args.allow_busy:
         print(f"error: {busy:.2f} cores busy: something else is running; timings would not mean anything "
@@ -124,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             wall, command = _run_stage(args.out / f"run{index}", args.stage_args)
             walls.append(wall)
             commands.append(command)
-    runs = [pd.read_csv(args.out / f"run{i}" / "latency.csv") for i in (1, 2)]
+    folders = args.compare or [args.out / f"run{i}" for i in (1, 2)]
+    runs = [pd.read_csv(Path(folder) / "latency.csv") for folder in folders]
     ratio = compare(*runs, "ratio")
     passes = compare(*runs, "passes")
     lines = [summary_line(ratio, "ratio"), summary_line(passes, "passes")]
@@ -148,7 +164,7 @@ def _write_readme(out: Path, lines: list[str], ratio, passes, commands: list[lis
     text = "\n\n".join([
         "# Latency reproducibility: two independent invocations of the latency stage",
         "Written by `python -m benchmarks.latency_reproducibility`; each row is one configuration "
-        "(forward, fp32, batch 8, 28 x 28), measured in both runs. *agree*: the two ratios differ by "
+        "(fp32, 1 thread), measured ok in both runs. *agree*: the two ratios differ by "
         "less than their combined 95% interval on the log scale, sqrt(h1^2 + h2^2).",
         "\n".join(f"- {line}" for line in lines),
         "## Environment\n\n" + environment,
