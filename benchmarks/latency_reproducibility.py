@@ -8,8 +8,8 @@ log scale: ``|log r1 - log r2| <= sqrt(h1^2 + h2^2)`` with ``h`` each row's log 
 (``log(1 + ratio_ci_rel)``). Then the coverage (rows that agree), the median half-width and the
 median |change| of the ratio, and the same for ``passes`` (time / one copy of the input).
 
-Run from the project root on an otherwise idle machine (it refuses to start when the load
-average says something else is running, unless ``--allow-busy``)::
+Run from the project root on an otherwise idle machine (it refuses to start when more than 0.3
+cores are busy during the 3 s before it, unless ``--allow-busy``)::
 
     python -m benchmarks.latency_reproducibility --out reports/latency_reproducibility
     python -m benchmarks.latency_reproducibility --out /tmp/repro -- --rounds 12   # flags for the stage
@@ -151,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
                      f"load average {load:.2f}")
     print("\n".join(lines))
     print(_table(ratio, "ratio"))
-    ratio.merge(passes, on=KEY, suffixes=("", "_passes")).to_csv(args.out / "comparison.csv", index=False)
+    if len(ratio) and len(passes):
+        ratio.merge(passes, on=KEY, suffixes=("", "_passes")).to_csv(args.out / "comparison.csv", index=False)
+    else:
+        ratio.to_csv(args.out / "comparison.csv", index=False)
     _write_readme(args.out, lines, ratio, passes, commands, runs[0])
     return 0
 

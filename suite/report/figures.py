@@ -231,7 +231,8 @@ def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str,
         labels = agg.apply(lambda col: col.map(lambda v: "" if pd.isna(v) else f"{v:.2g}")) if annotate else None
         if labels is not None:
             for attn, shape in ((a, sh) for a, m, sh in busy if m == mode and a in labels.index and sh in labels.columns):
-                labels.loc[attn, shape] = "busy"
+                if pd.isna(agg.loc[attn, shape]):  # a measured cell keeps its number
+                    labels.loc[attn, shape] = "busy"
         sns.heatmap(np.log2(agg.clip(lower=1e-3)), ax=ax, cmap="RdBu_r", norm=norm, cbar=k == len(modes) - 1,
                     annot=labels if annotate else None, fmt="", annot_kws={"fontsize": 7},
                     cbar_kws={"label": "log2(ratio to the conv); red = slower"},
@@ -436,13 +437,16 @@ def memory_figure(memory: pd.DataFrame, cost: pd.DataFrame, path: Path, caption:
 
 
 # --------------------------------------------------------------------------- (f) model latency
-def model_latency_figure(latency: pd.DataFrame, path: Path, caption: str) -> tuple[Path | None, str]:
+def model_latency_figure(primary: pd.DataFrame, latency: pd.DataFrame, path: Path,
+                         caption: str) -> tuple[Path | None, str]:
     """Forward latency of each backbone with the attention type over the same backbone without it
-    (95% interval across rounds), one panel per backbone, types sorted by their ratio."""
-    if latency.empty or "level" not in latency:
-        return None, "needs model-level rows from the latency stage (level = model)"
+    (95% interval across rounds), one panel per backbone, types sorted by their ratio. ``primary``
+    holds the ok model-level rows of the one configuration shown; ``latency`` every row (the
+    panels name the types that were refused or not measured)."""
+    if primary.empty or latency.empty or "level" not in latency:
+        return None, "needs successful model-level rows from the latency stage (level = model)"
     model = latency[(latency["level"] == "model") & (latency["mode"] == "forward")]
-    ok = model[model["status"] == "ok"].dropna(subset=["ratio_to_ref"])
+    ok = primary[primary["mode"] == "forward"].dropna(subset=["ratio_to_ref"])
     if ok.empty:
         return None, "needs successful model-level forward rows from the latency stage"
     archs = sorted(ok["arch"].unique())

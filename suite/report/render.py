@@ -17,6 +17,7 @@ from .tables import (
     cost_table,
     latency_table,
     memory_table,
+    primary_contended,
     primary_module_latency,
     summary_table,
 )
@@ -108,7 +109,8 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
     # the latency figures show one configuration (fp32, contiguous, eager when measured), as the
     # summary does, rather than a median over dtypes and compile modes
     primary, latency_config = primary_module_latency(latency)
-    contended_rows = latency[latency["status"] == "contended"] if "status" in latency else latency.iloc[0:0]
+    contended_rows = primary_contended(latency)
+    primary_model, _ = primary_module_latency(latency, level="model")
     if latency_config:
         for key in ("latency_heatmap", "latency_scaling"):
             captions[key] += f" | shown: {latency_config}"
@@ -121,7 +123,7 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
         "counter_agreement": lambda p, c: fig.counter_agreement_figure(cost, p, c),
         "latency_scaling": lambda p, c: fig.latency_scaling_figure(primary, p, c),
         "memory": lambda p, c: fig.memory_figure(memory, cost, p, c),
-        "model_latency": lambda p, c: fig.model_latency_figure(latency, p, c),
+        "model_latency": lambda p, c: fig.model_latency_figure(primary_model, latency, p, c),
     }
     for key, draw in drawers.items():
         try:

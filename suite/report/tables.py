@@ -33,6 +33,7 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "primary_latency",
     "primary_module_latency",
+    "primary_contended",
 ]
 
 BASELINE = "none"
@@ -124,7 +125,8 @@ _LATENCY = _CONFIG + [
 
 def latency_table(stage: StageData) -> pd.DataFrame:
     """``latency.csv``: one row per attention type x configuration; ``ratio_to_ref`` is the
-    median over the reference's median, both measured interleaved in one process."""
+    module over its reference (timed in alternation in each round's process), with its 95%
+    interval across rounds (``ratio_ci_low`` / ``ratio_ci_high``)."""
     frame = stage.table("latency").copy()
     if frame.empty:
         return pd.DataFrame(columns=_LATENCY)
@@ -223,13 +225,25 @@ def primary_latency(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return chosen, " ".join(parts)
 
 
-def primary_module_latency(latency: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The successful module-level latency rows of the one configuration that the summary and
+def primary_module_latency(latency: pd.DataFrame, level: str = "module") -> tuple[pd.DataFrame, str]:
+    """The successful latency rows at ``level`` of the one configuration that the summary and
     the latency figures show (:func:`primary_latency`), and its label."""
     if latency.empty:
         return latency, ""
     ok = _ok(latency)
-    return primary_latency(ok[ok["level"] == "module"])
+    return primary_latency(ok[ok["level"] == level])
+
+
+def primary_contended(latency: pd.DataFrame) -> pd.DataFrame:
+    """The ``contended`` module-level rows of the configuration :func:`primary_module_latency` shows."""
+    if latency.empty or "status" not in latency:
+        return latency.iloc[0:0]
+    _, label = primary_module_latency(latency)
+    busy = latency[(latency["status"] == "contended") & (latency["level"] == "module")]
+    for column, value in zip(("device", "dtype", "memory_format", "compile"), label.split(), strict=False):
+        if column in busy:
+            busy = busy[busy[column].astype(str) == value]
+    return busy
 
 
 def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFrame,

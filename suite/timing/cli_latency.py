@@ -76,8 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     timing.add_argument("--min-samples", type=int, default=1, help="samples of each callable per round, at least (default: 1)")
     timing.add_argument("--max-samples", type=int, default=2000, help="samples of a callable per round, at most (default: 2000)")
     timing.add_argument("--warmup-s", type=float, default=0.02,
-                        help="warm-up per callable and round, at least (and 3 calls, and until the process's memory "
-                        "stopped growing for 3 calls, at most 1 s) (default: 0.02)")
+                        help="warm-up per callable and round, at least (and 2 calls, and until the process's memory "
+                        "stopped growing for 2 calls, at most 1 s) (default: 0.02)")
     timing.add_argument("--isolation", choices=ISOLATIONS, default="fork",
                         help="how each round gets a fresh process: forked from a server that imported torch and the zoo "
                         "and ran nothing (fast), or a new interpreter (about 6 s of imports per round) (default: fork)")
@@ -160,10 +160,10 @@ def add_roofline(config: Config, row: dict[str, Any], peaks: MachinePeaks | None
 def round_plan(args: argparse.Namespace, device_type: str) -> RoundPlan:
     """The rounds of each configuration from the flags (a ValueError names a bad value)."""
     kind = "cuda" if device_type == "cuda" else "cpu"
-    rounds = args.rounds or ROUNDS_DEFAULT[kind]
-    return RoundPlan(rounds=rounds, max_rounds=args.max_rounds or rounds,
-                     max_attempts=args.max_attempts or 2 * max(rounds, args.max_rounds or rounds),
-                     rel_tol=args.rel_tol)
+    rounds = ROUNDS_DEFAULT[kind] if args.rounds is None else args.rounds
+    max_rounds = rounds if args.max_rounds is None else args.max_rounds
+    max_attempts = 2 * max(rounds, max_rounds) if args.max_attempts is None else args.max_attempts
+    return RoundPlan(rounds=rounds, max_rounds=max_rounds, max_attempts=max_attempts, rel_tol=args.rel_tol)
 
 
 def round_settings(args: argparse.Namespace, plan: RoundPlan, device: str, threads: int, budget_s: float) -> dict[str, Any]:
@@ -191,7 +191,10 @@ def main(args: argparse.Namespace) -> int:
             print(config.key())
         return 0
     kind = "cuda" if torch_device.type == "cuda" else "cpu"
-    budget = args.budget_s or BUDGET_DEFAULT_S[kind]
+    budget = BUDGET_DEFAULT_S[kind] if args.budget_s is None else args.budget_s
+    if budget <= 0:
+        print(f"error: --budget-s must be > 0, got {budget}", file=sys.stderr)
+        return 2
     try:
         rounds = round_plan(args, torch_device.type)
         settings = round_settings(args, rounds, device, plan.threads, budget)

@@ -12,13 +12,16 @@ log of the per-round values), so between-process variation is inside it.
 Per round and configuration the worker keeps each callable's per-sample times, visit by
 visit, so any statistic can be recomputed from the raw ``latency_round`` records. Per round:
 ``ratio`` is the median over the round's cycles of ``median(module visit) / median(reference
-visit)`` (the 3x3 conv, or the backbone without attention; adjacent visits, so the machine's
-slow drift cancels), ``passes`` the same against one copy of the input (a read and a write
-pass, module level only), and the times are the medians of all of the round's samples. The row
+visit)`` (the 3x3 conv, or the backbone without attention): visits of one cycle follow each
+other (module, reference, copy), so the machine's slow drift cancels; ``passes`` is the same
+against the copy visit of the cycle, one copy of the input (a read and a write pass, module
+level only); the times are the medians of all of the round's samples. The row
 of a configuration (record ``latency``) is written when its rounds are complete:
 
 * ``ok``: ``rounds`` clean rounds (more, up to ``max_rounds``, where the ratio's interval is
-  still wider than ``+-rel_tol``; ``converged`` says whether it got there);
+  still wider than ``+-rel_tol``; ``converged`` says whether it got there). Adding rounds until
+  an interval is narrow enough is optional stopping: with ``max_rounds > rounds`` the final
+  intervals cover somewhat less than 95%, which is why the default adds none;
 * ``contended``: a round whose window did not get the CPU it asked for (see
   :mod:`suite.timing.contention`) is discarded and measured again; a configuration without
   ``rounds`` clean rounds after ``max_attempts`` tries gets status ``contended`` and no
@@ -26,7 +29,9 @@ of a configuration (record ``latency``) is written when its rounds are complete:
 * a failure (``build_error``, ``error``, ``oom``, ``timeout``, ``refused``...) ends the
   configuration at once with that status.
 
-Resume: round records carry the configuration's key, a ``generation`` and the round index. A
+Resume: round records carry the configuration's key, a ``generation`` and the round's number
+within it (``round``: 0, 1, ... across resumed runs; ``pass`` is the run's own pass over the
+configurations). A
 re-run continues the latest generation of every key without a row; ``--force`` (every key) and
 ``--retry-failed`` (keys whose row is not ``ok``) start a new generation.
 """
@@ -51,6 +56,8 @@ from typing import Any
 from ..records import RecordStore
 from .grid import Config
 from .stats import across_rounds, percentile
+from .sweep import STATUS_OK as _STATUS_OK
+from .sweep import loadavg as _loadavg
 from .worker import ALLOCATOR_TUNABLES, CHILD, DONE, READY, ROUND, job_payload
 
 __all__ = [
@@ -66,7 +73,6 @@ __all__ = [
 ISOLATIONS = ("fork", "spawn")
 ALLOCATORS = ("steady", "inherited")
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
-_STATUS_OK = "ok"
 _CONTENDED = "contended"
 
 
@@ -115,9 +121,19 @@ class _Process:
     reader: _LineReader
     stderr_path: Path
 
+    job_stderr_from: int = 0
+
+    def mark_stderr(self) -> None:
+        """What the server wrote to stderr so far belongs to earlier jobs."""
+        with contextlib.suppress(OSError):
+            self.job_stderr_from = self.stderr_path.stat().st_size
+
     def stderr_tail(self, chars: int = 1500) -> str:
+        """The end of what this job's processes wrote to stderr."""
         try:
-            return self.stderr_path.read_text(errors="replace")[-chars:]
+            with open(self.stderr_path, "rb") as handle:
+                handle.seek(self.job_stderr_from)
+                return handle.read().decode(errors="replace")[-chars:]
         except OSError:
             return ""
 
@@ -146,15 +162,19 @@ class RoundWorkers:
         self._tmp = tempfile.TemporaryDirectory(prefix="attnbench-workers-")
 
     def __enter__(self) -> RoundWorkers:
-        started = [self._start("--serve") for _ in range(self.servers_wanted)]
-        for server in started:
-            self._await_ready(server)
-        self._servers = started
+        try:
+            for _ in range(self.servers_wanted):  # started together, awaited in turn
+                self._servers.append(self._start("--serve"))
+            for server in self._servers:
+                self._await_ready(server)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         for server in self._servers:
-            self._stop(server)
+            self._stop(server, kill=exc_type is not None)
         self._servers = []
         self._tmp.cleanup()
 
@@ -175,16 +195,24 @@ class RoundWorkers:
             raise RuntimeError(f"the latency worker server did not start: {server.stderr_tail()}")
 
     @staticmethod
-    def _stop(process: _Process) -> None:
+    def _stop(process: _Process, kill: bool = False) -> None:
+        """Close the server's stdin and wait for it; on an interrupt (``kill``), or when it does not
+        end, kill its whole session, so a child still measuring dies with it."""
         with contextlib.suppress(OSError):
             if process.proc.stdin:
                 process.proc.stdin.close()
         try:
+            if kill:
+                raise subprocess.TimeoutExpired(process.proc.args, 0)
             process.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            process.proc.kill()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.proc.pid, signal.SIGKILL)
             process.proc.wait()
         process.reader.close()
+        with contextlib.suppress(OSError):
+            if process.proc.stdout:
+                process.proc.stdout.close()
 
     def _process_for_job(self) -> tuple[_Process, bool]:
         """A server (fork) or a new interpreter (spawn); a dead server is replaced."""
@@ -194,7 +222,7 @@ class RoundWorkers:
         self._next += 1
         server = self._servers[index]
         if server.proc.poll() is not None:
-            self._stop(server)
+            self._stop(server, kill=True)
             server = self._start("--serve")
             self._await_ready(server)
             self._servers[index] = server
@@ -217,6 +245,7 @@ class RoundWorkers:
         """Send one job; return the configurations still to measure after a crash or timeout."""
         by_key = {c.key(): c for c in configs}
         remaining = list(configs)
+        process.mark_stderr()
         assert process.proc.stdin is not None
         process.proc.stdin.write((json.dumps(job_payload(configs, **settings)) + "\n").encode())
         process.proc.stdin.flush()
@@ -225,6 +254,8 @@ class RoundWorkers:
             try:
                 line = process.reader.readline(self.timeout_s if child else 600.0)
             except EOFError:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.proc.wait(timeout=5)
                 line = DONE + "eof"
             if line is None:  # the child is stuck on remaining[0]
                 self._kill(child or process.proc.pid)
@@ -235,12 +266,21 @@ class RoundWorkers:
             if line.startswith(CHILD):
                 child = int(line[len(CHILD):])
             elif line.startswith(ROUND):
-                fields = json.loads(line[len(ROUND):])
-                config = by_key[fields.pop("key")]
+                try:
+                    fields = json.loads(line[len(ROUND):])
+                    config = by_key[fields.pop("key")]
+                except (ValueError, KeyError):  # a child killed while writing: it died on remaining[0]
+                    self._kill(child or process.proc.pid)
+                    self._drain_done(process)
+                    on_result(remaining[0], {"status": "error", "message": (
+                        f"worker wrote an unreadable result and died: {process.stderr_tail()}")})
+                    return remaining[1:]
                 remaining.remove(config)
                 on_result(config, fields)
-            elif line.startswith(DONE):
-                code = line[len(DONE):]
+            elif DONE in line:
+                code = line.split(DONE, 1)[1]
+                if code == "eof" and process.proc.poll() is not None:
+                    code = str(process.proc.returncode)
                 if remaining:
                     status = "oom" if code in ("-9", "137") else "error"
                     on_result(remaining[0], {"status": status, "message": (
@@ -257,7 +297,7 @@ class RoundWorkers:
     def _drain_done(process: _Process) -> None:
         """Read up to the server's DONE line after its child was killed."""
         with contextlib.suppress(EOFError):
-            while (line := process.reader.readline(30.0)) is not None and not line.startswith(DONE):
+            while (line := process.reader.readline(30.0)) is not None and DONE not in line:
                 pass
 
 
@@ -310,6 +350,11 @@ def _median(values: Sequence[float]) -> float:
     return percentile(sorted(values), 50) if values else math.nan
 
 
+def _finite(values: Any) -> list[float]:
+    """The finite numbers among ``values`` (records read back hold ``None`` for NaN)."""
+    return [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+
+
 def _flat(visits: Sequence[Sequence[float]]) -> list[float]:
     return [v for visit in visits for v in visit]
 
@@ -340,15 +385,17 @@ def _per_round(rounds: Sequence[dict[str, Any]], quantity: str) -> list[float]:
     return values
 
 
-def _interval_fields(prefix: str, values: list[float], confidence: float, unit: float = 1.0,
-                     suffix: str = "") -> dict[str, float]:
+def _interval_fields(values: list[float], confidence: float, names: tuple[str, str, str, str],
+                     unit: float = 1.0) -> dict[str, float]:
+    """``{centre, low, high, relative half-width}`` of :func:`across_rounds`, under ``names``."""
     interval = across_rounds(values, confidence)
-    return {
-        f"{prefix}{suffix}": interval.center * unit,
-        f"{prefix}_ci_low{suffix}": interval.low * unit,
-        f"{prefix}_ci_high{suffix}": interval.high * unit,
-        f"{prefix}_ci_rel": interval.half_width,
-    }
+    centre, low, high, rel = names
+    return {centre: interval.center * unit, low: interval.low * unit, high: interval.high * unit,
+            rel: interval.half_width}
+
+
+def _names(prefix: str, suffix: str = "") -> tuple[str, str, str, str]:
+    return f"{prefix}{suffix}", f"{prefix}_ci_low{suffix}", f"{prefix}_ci_high{suffix}", f"{prefix}_ci_rel"
 
 
 NUMERIC_COLUMNS = (
@@ -390,9 +437,8 @@ def aggregate_rounds(progress: _Progress, plan: RoundPlan) -> dict[str, Any]:
 def _measured_fields(clean: list[dict[str, Any]], plan: RoundPlan) -> dict[str, Any]:
     confidence = plan.confidence
     row: dict[str, Any] = {}
-    row.update(_interval_fields("median", _per_round(clean, "module"), confidence, 1e3, "_ms"))
-    row["ci_low_ms"], row["ci_high_ms"], row["ci_rel"] = (
-        row.pop("median_ci_low_ms"), row.pop("median_ci_high_ms"), row.pop("median_ci_rel"))
+    row.update(_interval_fields(_per_round(clean, "module"), confidence,
+                                ("median_ms", "ci_low_ms", "ci_high_ms", "ci_rel"), 1e3))
     pooled = sorted(v for r in clean for v in _flat(r["samples_s"]["module"]))
     row.update({
         "iqr_ms": (percentile(pooled, 75) - percentile(pooled, 25)) * 1e3,
@@ -402,16 +448,15 @@ def _measured_fields(clean: list[dict[str, Any]], plan: RoundPlan) -> dict[str, 
         "n": len(pooled),
         "calls_per_sample": int(_median([r["calls_per_sample"]["module"] for r in clean])),
     })
-    row.update(_interval_fields("ref_median", _per_round(clean, "reference"), confidence, 1e3, "_ms"))
-    row["ref_ci_low_ms"], row["ref_ci_high_ms"], row["ref_ci_rel"] = (
-        row.pop("ref_median_ci_low_ms"), row.pop("ref_median_ci_high_ms"), row.pop("ref_median_ci_rel"))
-    row.update(_interval_fields("ratio", _per_round(clean, "ratio"), confidence))
+    row.update(_interval_fields(_per_round(clean, "reference"), confidence,
+                                ("ref_median_ms", "ref_ci_low_ms", "ref_ci_high_ms", "ref_ci_rel"), 1e3))
+    row.update(_interval_fields(_per_round(clean, "ratio"), confidence, _names("ratio")))
     copies = _per_round(clean, "copy")
     row["copy_median_ms"] = across_rounds(copies, confidence).center * 1e3
-    row.update(_interval_fields("passes", _per_round(clean, "passes"), confidence))
+    row.update(_interval_fields(_per_round(clean, "passes"), confidence, _names("passes")))
     row["converged"] = bool(row["ratio_ci_rel"] <= plan.rel_tol)
-    row["cpu_share_min"] = min(r.get("cpu_share", math.nan) for r in clean)
-    row["other_cores_max"] = max(r.get("other_cores", math.nan) for r in clean)
+    row["cpu_share_min"] = min(_finite(r.get("cpu_share") for r in clean), default=math.nan)
+    row["other_cores_max"] = max(_finite(r.get("other_cores") for r in clean), default=math.nan)
     row["warmup_steady"] = all(r.get("warmup_steady", False) for r in clean)
     return row
 
@@ -507,7 +552,8 @@ def run_rounds(
         entry = state[config.key()]
         assert entry is not None
         record = {"record": "latency_round", "key": f"{config.key()}|g{entry.generation}|r{entry.attempts}",
-                  "config_key": config.key(), "generation": entry.generation, "round": round_index,
+                  "config_key": config.key(), "generation": entry.generation, "round": entry.attempts,
+                  "pass": round_index,
                   **config.as_row(), **fields, "loadavg_1m": _loadavg(),
                   "env_commit": environment.get("commit"), "env_date": environment.get("date")}
         store.append(record)
@@ -516,6 +562,8 @@ def run_rounds(
             bar.update(1)
 
     try:
+        # a run killed after a configuration's last round but before its row: write the row now
+        _write_finished_rows(active, state, store, plan, finish, env_fields, result)
         while True:
             todo = [c for c in active if (entry := state[c.key()]) is not None and entry.needs_round(plan)]
             if not todo:
@@ -554,25 +602,9 @@ def _write_finished_rows(todo: Sequence[Config], state: dict[str, _Progress | No
         state[config.key()] = None
 
 
-def _loadavg() -> float:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return math.nan
-
-
 def _progress_bar(enabled: bool, total: int) -> Any:
     if not enabled or total <= 0:
         return None
     from tqdm import tqdm
 
     return tqdm(total=total, desc="latency rounds", unit="cfg-round", file=sys.stderr, dynamic_ncols=True)
-
-
-def iter_rows(records: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """The ``latency`` rows among raw records (the latest per key)."""
-    latest: dict[str, dict[str, Any]] = {}
-    for record in records:
-        if record.get("record", "latency") == "latency":
-            latest[record["key"]] = record
-    yield from latest.values()

@@ -37,6 +37,7 @@ __all__ = [
     "records_to_frame",
     "failure_row",
     "busy_warning",
+    "loadavg",
 ]
 
 STATUS_OK = "ok"
@@ -204,7 +205,7 @@ def failure_row(config: Config, exc: BaseException, status: str) -> dict[str, An
     return {"status": status, "message": message[:2000]}
 
 
-def _loadavg() -> float:
+def loadavg() -> float:
     """The 1-minute load average when the configuration finished (how busy the machine was)."""
     try:
         return round(os.getloadavg()[0], 2)
@@ -214,7 +215,7 @@ def _loadavg() -> float:
 
 def busy_warning(threads: int) -> str | None:
     """A warning when the machine is already busy (load average above the free cores)."""
-    load = _loadavg()
+    load = loadavg()
     cores = os.cpu_count() or 1
     if math.isfinite(load) and load > max(0.5, cores - threads + 0.5):
         return (f"warning: load average {load:.2f} on {cores} cores before measuring with {threads} "
@@ -292,7 +293,7 @@ def run_sweep(
                 **config.as_row(),
                 **fields,
                 "wall_s": round(time.time() - started, 3),
-                "loadavg_1m": _loadavg(),
+                "loadavg_1m": loadavg(),
                 **{f"env_{k}": v for k, v in environment.items()},
             }
             store.append(record)

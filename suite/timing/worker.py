@@ -121,10 +121,10 @@ def measure_round(config: Any, job: dict[str, Any], probe: Any = None) -> dict[s
                                  calibrated={"reference": _CALLS[cache_key]} if cache_key in _CALLS else None)
         except Exception as exc:  # noqa: BLE001 - the configuration's status, not the round's end
             raise StageError(classify_error(exc), f"{type(exc).__name__}: {exc}") from exc
-        if cache_key in _REFERENCES:
-            _CALLS.setdefault(cache_key, taken.calls_per_sample["reference"])
         usage = CpuUsage.between(start, probe.snapshot(), threads=config.threads, cpus=cpus)
         reason = assess(usage, limits) if config.device == "cpu" else ""
+        if cache_key in _REFERENCES and not reason:  # calibrated in a clean window only
+            _CALLS.setdefault(cache_key, taken.calls_per_sample["reference"])
         if not reason:
             break
         rejected.append(reason)
@@ -156,18 +156,14 @@ def _settings_record() -> dict[str, Any]:
 
     return {
         "threads_set": torch.get_num_threads(),
-        "flush_denormal": _flush_denormal_state(),
+        "flush_denormal": _FLUSH_DENORMAL,
         "allocator_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "pid": os.getpid(),
     }
 
 
 _FLUSH_DENORMAL: str = "not set"
-
-
-def _flush_denormal_state() -> str:
-    """``on`` / ``off`` as set for this process, or ``unsupported`` (no SSE3: torch refuses)."""
-    return _FLUSH_DENORMAL
+"""``on`` / ``off`` as set for this process, or ``unsupported`` (no SSE3: torch refuses)."""
 
 
 def _apply_settings(job: dict[str, Any]) -> Any:
