@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         outside.append(not (low <= row.ratio_2 <= high))
     frame["outside_clean_interval"] = outside
     frame.to_csv(args.out / "comparison.csv", index=False)
-    statuses = dict(burner["status"].value_counts())
+    statuses = {k: int(v) for k, v in burner["status"].value_counts().items()}
     lines = [
         f"burner: {os.cpu_count()} processes x {args.burn_s:.0f} s, started with the second run",
         f"burner run statuses: {statuses}; rounds discarded as contended: {int(burner['rounds_contended'].sum())} "

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = compare(*runs, "ratio")
     passes = compare(*runs, "passes")
     lines = [summary_line(ratio, "ratio"), summary_line(passes, "passes")]
-    statuses = [dict(r["status"].value_counts()) for r in runs]
+    statuses = [{k: int(v) for k, v in r["status"].value_counts().items()} for r in runs]
     lines.append(f"statuses: run 1 {statuses[0]}, run 2 {statuses[1]}")
     if walls:
         lines.append(f"wall time: run 1 {walls[0]:.0f} s, run 2 {walls[1]:.0f} s; before: {busy:.2f} cores busy, "
