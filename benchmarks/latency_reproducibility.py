@@ -77,7 +77,7 @@ def _keyed(frame):
     frame = frame.copy()
     if "level" not in frame:
         frame["level"] = "module"
-    frame["arch"] = frame["arch"].fillna("-") if "arch" in frame else "-"
+    frame["arch"] = frame["arch"].astype(object).fillna("-") if "arch" in frame else "-"
     return frame.set_index(KEY)
 
 
@@ -155,11 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         ratio.merge(passes, on=KEY, suffixes=("", "_passes")).to_csv(args.out / "comparison.csv", index=False)
     else:
         ratio.to_csv(args.out / "comparison.csv", index=False)
-    _write_readme(args.out, lines, ratio, passes, commands, runs[0])
+    _write_readme(args.out, lines, ratio, passes, commands, runs[0], [str(f) for f in folders])
     return 0
 
 
-def _write_readme(out: Path, lines: list[str], ratio, passes, commands: list[list[str]], run) -> None:
+def _write_readme(out: Path, lines: list[str], ratio, passes, commands: list[list[str]], run,
+                  compared: list[str]) -> None:
     env = run.iloc[0] if len(run) else {}
     fields = ("env_commit", "env_date", "env_cpu", "env_cpu_count", "env_torch_version", "env_timer")
     environment = "\n".join(f"- {f[4:]}: {env[f]}" for f in fields if f in getattr(env, "index", []))
@@ -170,6 +171,7 @@ def _write_readme(out: Path, lines: list[str], ratio, passes, commands: list[lis
         "(fp32, 1 thread), measured ok in both runs. *agree*: the two ratios differ by "
         "less than their combined 95% interval on the log scale, sqrt(h1^2 + h2^2).",
         "\n".join(f"- {line}" for line in lines),
+        "## Compared\n\n" + "\n".join(f"    {folder}" for folder in compared) if compared else "",
         "## Environment\n\n" + environment,
         "## Commands\n\n" + "\n".join(f"    {c}" for c in shown) if shown else "",
         "## Ratio to the 3x3 conv\n\n" + _table(ratio, "ratio"),
