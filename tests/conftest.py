@@ -46,9 +46,10 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 def failing_entries(monkeypatch: pytest.MonkeyPatch):
     """The entries of ``tests/timing_plugins.py`` (failing on purpose), registered here and, through
     the plugin environment variable, in every worker process a stage starts."""
+    from timing_plugins import ENTRIES
+
     import modules
     from suite.plugins import PLUGINS_ENV
-    from timing_plugins import ENTRIES
 
     monkeypatch.setenv(PLUGINS_ENV, str(Path(__file__).resolve().parent / "timing_plugins.py"))
     for name, factory in ENTRIES.items():

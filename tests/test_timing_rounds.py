@@ -9,9 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from suite.timing.contention import ContentionLimits, CpuProbe, CpuSnapshot, CpuUsage, assess, read_proc_stat
+from suite.timing.contention import (
+    ContentionLimits,
+    CpuProbe,
+    CpuSnapshot,
+    CpuUsage,
+    assess,
+    read_proc_stat,
+)
 from suite.timing.grid import Config
-from suite.timing.rounds import RoundPlan, _progress_from_records, _Progress, aggregate_rounds
+from suite.timing.rounds import RoundPlan, _Progress, _progress_from_records, aggregate_rounds
 from suite.timing.stats import across_rounds
 from suite.timing.timer import RoundOptions, sample_round
 
