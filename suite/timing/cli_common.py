@@ -31,9 +31,10 @@ class SweepPlan:
     configs: list[Config]
 
 
-def plan_sweep(args: argparse.Namespace, stage: str) -> SweepPlan | int:
+def plan_sweep(args: argparse.Namespace, stage: str, cpu_threads: int | None = None) -> SweepPlan | int:
     """The plan for ``stage`` from the CLI arguments, or an exit code after printing the error
-    (a bad ``--device``, no CUDA, an unknown ``--attn`` pattern), before anything is measured."""
+    (a bad ``--device``, no CUDA, an unknown ``--attn`` pattern), before anything is measured.
+    Without ``--threads``: ``cpu_threads`` on the CPU when given, else the cores this process may use."""
     device = args.device or "cpu"
     try:
         torch_device = torch.device(device)
@@ -48,7 +49,8 @@ def plan_sweep(args: argparse.Namespace, stage: str) -> SweepPlan | int:
     except UnknownAttentionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    threads = args.threads or default_threads()
+    stage_default = cpu_threads if cpu_threads is not None and torch_device.type == "cpu" else None
+    threads = args.threads if args.threads is not None else (stage_default or default_threads())
     if threads < 1:
         print(f"error: --threads must be >= 1, got {threads}", file=sys.stderr)
         return 2

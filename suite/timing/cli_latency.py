@@ -180,9 +180,7 @@ def round_settings(args: argparse.Namespace, plan: RoundPlan, device: str, threa
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.threads is None and (args.device or "cpu") == "cpu":
-        args.threads = DEFAULT_THREADS["cpu"]
-    plan = plan_sweep(args, "latency")
+    plan = plan_sweep(args, "latency", cpu_threads=DEFAULT_THREADS["cpu"])
     if isinstance(plan, int):
         return plan
     device, torch_device, axes, configs = plan.device, plan.torch_device, plan.axes, plan.configs

@@ -57,6 +57,7 @@ from ..records import RecordStore
 from .grid import Config
 from .stats import across_rounds, percentile
 from .sweep import STATUS_OK as _STATUS_OK
+from .sweep import SweepResult, progress_bar
 from .sweep import loadavg as _loadavg
 from .worker import ALLOCATOR_TUNABLES, CHILD, DONE, READY, ROUND, job_payload
 
@@ -506,18 +507,6 @@ def _add_round(progress: _Progress, record: dict[str, Any]) -> None:
         progress.failed = record
 
 
-@dataclass
-class RoundsResult:
-    """Counts of a rounds run."""
-
-    measured: int = 0
-    failed: int = 0
-    contended: int = 0
-    skipped: int = 0
-    rounds_run: int = 0
-    interrupted: bool = False
-
-
 def run_rounds(
     configs: Sequence[Config],
     store: RecordStore,
@@ -531,21 +520,22 @@ def run_rounds(
     retry_failed: bool = False,
     limit: int | None = None,
     progress: bool = True,
-) -> RoundsResult:
+) -> SweepResult:
     """Measure every configuration in rounds until each is done (see the module docstring).
 
     Every round result is appended to ``store`` as it arrives (record ``latency_round``), and a
     configuration's row (record ``latency``, completed by ``finish`` -- the roofline, say) as
     soon as it needs no more rounds. ``KeyboardInterrupt`` stops the run; what was recorded stays.
     """
-    result = RoundsResult()
+    result = SweepResult()
     state = _progress_from_records(store.read(), configs, force=force, retry_failed=retry_failed)
     active = [c for c in configs if state[c.key()] is not None]
     result.skipped = len(configs) - len(active)
     if limit is not None:
         active = active[:limit]
     env_fields = {f"env_{k}": v for k, v in environment.items()}
-    bar = _progress_bar(progress, sum(max(0, plan.rounds - len(state[c.key()].clean)) for c in active))
+    total = sum(max(0, plan.rounds - len(state[c.key()].clean)) for c in active)  # type: ignore[union-attr]
+    bar = progress_bar(total, "latency rounds", unit="cfg-round") if progress and total > 0 else None
     round_index = 0
 
     def on_result(config: Config, fields: dict[str, Any]) -> None:
@@ -585,7 +575,7 @@ def run_rounds(
 
 def _write_finished_rows(todo: Sequence[Config], state: dict[str, _Progress | None], store: RecordStore,
                          plan: RoundPlan, finish: Callable[[Config, dict[str, Any]], dict[str, Any]],
-                         env_fields: dict[str, Any], result: RoundsResult) -> None:
+                         env_fields: dict[str, Any], result: SweepResult) -> None:
     for config in todo:
         entry = state[config.key()]
         if entry is None or entry.needs_round(plan):
@@ -600,11 +590,3 @@ def _write_finished_rows(todo: Sequence[Config], state: dict[str, _Progress | No
             result.failed += 1
         store.append({"key": config.key(), **config.as_row(), **row, "loadavg_1m": _loadavg(), **env_fields})
         state[config.key()] = None
-
-
-def _progress_bar(enabled: bool, total: int) -> Any:
-    if not enabled or total <= 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="latency rounds", unit="cfg-round", file=sys.stderr, dynamic_ncols=True)

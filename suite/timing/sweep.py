@@ -17,6 +17,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "failure_row",
     "busy_warning",
     "loadavg",
+    "progress_bar",
 ]
 
 STATUS_OK = "ok"
@@ -225,17 +227,23 @@ def busy_warning(threads: int) -> str | None:
     return None
 
 
+@dataclass
 class SweepResult:
-    """Counts of a sweep."""
+    """Counts of a sweep (``contended`` and ``rounds_run`` are the latency stage's rounds)."""
 
-    def __init__(self) -> None:
-        self.measured = 0
-        self.skipped = 0
-        self.failed = 0
-        self.interrupted = False
+    measured: int = 0
+    skipped: int = 0
+    failed: int = 0
+    contended: int = 0
+    rounds_run: int = 0
+    interrupted: bool = False
 
-    def __repr__(self) -> str:
-        return f"SweepResult(measured={self.measured}, failed={self.failed}, skipped={self.skipped}, interrupted={self.interrupted})"
+
+def progress_bar(total: int, desc: str, unit: str = "cfg") -> Any:
+    """A tqdm bar on stderr with an ETA (imported here so that ``--help`` stays fast)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
 
 def run_sweep(
@@ -271,9 +279,7 @@ def run_sweep(
         todo = todo[:limit]
     bar = None
     if progress and todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc=desc, unit="cfg", file=sys.stderr, dynamic_ncols=True)
+        bar = progress_bar(len(todo), desc)
     try:
         for config in todo:
             if bar is not None:

@@ -184,6 +184,11 @@ def _apply_settings(job: dict[str, Any]) -> Any:
     return contextlib.nullcontext({})
 
 
+def job_payload(configs: list[Any], **settings: Any) -> dict[str, Any]:
+    """The JSON job for ``configs`` (dataclasses) with the round's settings."""
+    return {"configs": [asdict(c) for c in configs], **settings}
+
+
 def run_job(job: dict[str, Any], out: Any = None) -> None:
     """Measure every configuration of ``job`` in this process, one ``ROUND`` line each."""
     from .grid import Config
@@ -262,11 +267,6 @@ def main(argv: list[str] | None = None) -> int:
         return _once()
     print("usage: python -m suite.timing.worker --serve | --once  (a job as one JSON line on stdin)", file=sys.stderr)
     return 2
-
-
-def job_payload(configs: list[Any], **settings: Any) -> dict[str, Any]:
-    """The JSON job for ``configs`` (dataclasses) with the round's settings."""
-    return {"configs": [asdict(c) for c in configs], **settings}
 
 
 if __name__ == "__main__":
