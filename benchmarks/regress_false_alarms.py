@@ -45,7 +45,7 @@ def one_run(index: int, out: Path, gate_args: list[str]) -> dict[str, Any]:
         if changes:
             row["worst_change"], row["worst_case"] = max(changes)
         # a first-run regression that the fresh-process confirmation judged
-        row["rechecked"] = [r["case"] for r in results if len(r["ratios"]) > 1]
+        row["rechecked"] = [r["case"] for r in results if len(r["values"]) > 1]
     if proc.returncode != 0:
         row["output"] = proc.stdout[-3000:] + proc.stderr[-1500:]
     return row

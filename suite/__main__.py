@@ -17,7 +17,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "accuracy": ("suite.accuracy.cli", "ImageNet-subset accuracy deltas with paired seeds"),
     "bench": ("suite.bench.cli", "every stage of a profile, then the report (what nox -s bench runs)"),
     "report": ("suite.report.cli", "tables, figures and README re-rendered from a profile's raw outputs"),
-    "regress": ("suite.regress.cli", "latency regression gate: same-process ratios against a committed baseline"),
+    "regress": ("suite.regress.cli", "regression gate: same-process latency ratios or instruction counts against a committed baseline"),
 }
 
 

@@ -97,8 +97,8 @@ def test_a_case_that_could_not_be_measured_is_an_error_row() -> None:
     results = {r.case: r for r in compare(baseline, {"eca|forward|s": [1.0]},
                                           errors={"se|forward|s": "build_error: ValueError: no"})}
     error = results["se|forward|s"]
-    assert error.verdict == "error" and error.ratio is None and error.change is None
-    assert error.baseline_ratio == 1.0 and error.message == "build_error: ValueError: no"
+    assert error.verdict == "error" and error.current is None and error.change is None
+    assert error.baseline_value == 1.0 and error.message == "build_error: ValueError: no"
     assert "error: build_error: ValueError: no" in format_table([error])
 
 
@@ -156,7 +156,7 @@ def test_gate_catches_a_planted_slowdown_and_passes_the_original(slowed_se: Path
     assert verdicts["se|forward|b2c64s28"]["verdict"] in ("ok", "faster")  # the unchanged original passes
     slowed = verdicts["se_twice|forward|b2c64s28"]
     assert slowed["verdict"] == "regression"
-    assert len(slowed["ratios"]) == 2  # confirmed in a fresh process
+    assert len(slowed["values"]) == 2  # confirmed in a fresh process
     assert slowed["change"] > 0.5  # about +100%: twice the work
 
 
@@ -214,5 +214,5 @@ def test_gate_reports_a_case_that_cannot_run_and_measures_the_rest(tmp_path: Pat
     verdicts = {r["case"]: r for r in json.loads((tmp_path / "o" / "verdict.json").read_text())["results"]}
     assert verdicts["broken_gate|forward|b1c8s8"]["verdict"] == "error"
     assert "this module is broken" in verdicts["broken_gate|forward|b1c8s8"]["message"]
-    assert verdicts["se|forward|b1c8s8"]["ratio"] > 0  # measured despite its neighbour
+    assert verdicts["se|forward|b1c8s8"]["current"] > 0  # measured despite its neighbour
     assert "could not be measured: broken_gate|forward|b1c8s8" in gated.stdout

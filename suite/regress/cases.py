@@ -40,7 +40,8 @@ DEFAULT_ATTN: tuple[str, ...] = ("se", "eca", "cbam", "ca")
 
 @dataclass(frozen=True)
 class RegressSettings:
-    """What the benchmark cases measure; written to JSON by the gate, read by ``tests/benchmarks``."""
+    """What the cases measure; written to JSON by the gate, read by ``tests/benchmarks`` (ratio
+    counter) and by :mod:`suite.regress.callgrind_worker` (instruction counter)."""
 
     attn: tuple[str, ...] = DEFAULT_ATTN
     modes: tuple[str, ...] = ("forward", "train")
@@ -48,13 +49,15 @@ class RegressSettings:
     channels: int = 64
     size: int = 28
     threads: int = 1
-    repeats: int = 3  # interleaved measurements per case, in one process; the ratio is their median
-    budget_s: float = 0.25  # timer budget of one repeat (module and reference together)
-    visit_s: float = 0.02  # time on one callable before switching to the other
+    repeats: int = 3  # measurements per case in one process; the case's value is their median
+    budget_s: float = 0.25  # ratio: timer budget of one repeat (module and reference together)
+    visit_s: float = 0.02  # ratio: time on one callable before switching to the other
+    calls: int = 4  # instructions: calls of the step per counted repetition
+    warmup: int = 3  # instructions: uninstrumented calls of each step before counting
     plugins: tuple[str, ...] = field(default_factory=tuple)  # suite.plugins specs: extra types to gate
 
     def __post_init__(self) -> None:
-        for axis in ("batch", "channels", "size", "threads", "repeats"):
+        for axis in ("batch", "channels", "size", "threads", "repeats", "calls", "warmup"):
             value = getattr(self, axis)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{axis} must be a positive int, got {value!r}")

@@ -1,16 +1,28 @@
-"""``python -m suite regress``: run the latency benchmarks and gate them against a baseline.
+"""``python -m suite regress``: measure the regression cases and gate them against a baseline.
 
-    python -m suite regress                                  # gate: exit 1 on a regression
-    python -m suite regress --update-baseline --repeats 5    # re-take the baseline (5 processes)
+    python -m suite regress                                  # ratio gate: exit 1 on a regression
+    python -m suite regress --counter instructions           # instruction gate (needs valgrind)
+    python -m suite regress --update-baseline --repeats 5    # re-take the ratio baseline (5 processes)
+    python -m suite regress --counter instructions --update-baseline   # (3 valgrind processes)
 
-The benchmarks (``tests/benchmarks``, pytest-benchmark) run in a pytest subprocess that writes
-``--out/benchmark.json``; the gate reads each case's ratio to its same-process reference from
-it and compares with ``--baseline`` (see :mod:`suite.regress.gate` for the tolerance rule).
+Two counters, one baseline format, table, verdict file and set of exit codes:
+
+* ``ratio`` (default): the benchmarks (``tests/benchmarks``, pytest-benchmark) run in a pytest
+  subprocess that writes ``--out/benchmark.json``; each case's ratio to its same-process
+  reference is compared (see :mod:`suite.regress.gate` for the tolerance rule). Needs a
+  baseline of the same machine class (CPU model, threads, torch major.minor).
+* ``instructions``: every case runs under Callgrind in one valgrind process
+  (:mod:`suite.regress.callgrind`); instructions per call are compared, simulated cache misses
+  are reported beside them; ``--out/instructions.json`` holds the counts. Deterministic to
+  about 0.1-0.3% between processes, so a 1% tolerance holds and a 5% change is caught, on any
+  runner whose torch, Python, ISA and BLAS dispatch match the baseline's. Says nothing about
+  GPU kernels or memory stalls.
+
 ``--out/verdict.json`` holds the verdicts with the environment.
 
 Exit status: 0 no regression; 1 regression; 2 the benchmarks failed to run, a case could not be
-measured (its row says why), or bad arguments; 3 the baseline is from another machine class and
-``--on-mismatch fail``.
+measured (its row says why), valgrind is missing (instructions), or bad arguments; 3 the
+baseline is from another machine class and ``--on-mismatch fail``.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +43,17 @@ from ..records import RecordStore, write_text_atomic
 from ..timing.grid import MODES
 from ..timing.sweep import choice_list, resolve_names
 from ..timing.timer import cpu_settings
+from . import callgrind
 from .cases import DEFAULT_ATTN, RegressSettings
 from .gate import (
+    COUNTERS,
     DEFAULT_FACTOR,
     DEFAULT_FLOOR,
+    DEFAULT_INSTRUCTION_FLOOR,
+    CaseResult,
     build_baseline,
     compare,
+    counter_of,
     format_table,
     load_baseline,
     machine_class,
@@ -43,9 +61,15 @@ from .gate import (
     ratios_from_benchmark_json,
 )
 
-__all__ = ["add_arguments", "main", "DEFAULT_BASELINE", "EXIT_REGRESSION", "EXIT_ERROR", "EXIT_MISMATCH"]
+__all__ = ["add_arguments", "main", "DEFAULT_BASELINES", "EXIT_REGRESSION", "EXIT_ERROR", "EXIT_MISMATCH"]
 
-DEFAULT_BASELINE = PROJECT_ROOT / "benchmarks" / "baseline" / "regress_cpu.json"
+DEFAULT_BASELINES: dict[str, Path] = {
+    "ratio": PROJECT_ROOT / "benchmarks" / "baseline" / "regress_cpu.json",
+    "instructions": PROJECT_ROOT / "benchmarks" / "baseline" / "regress_instructions.json",
+}
+DEFAULT_REPEATS = {"ratio": 5, "instructions": 3}
+"""Processes a baseline is taken from, per counter (``--repeats``)."""
+DEFAULT_FLOORS = {"ratio": DEFAULT_FLOOR, "instructions": DEFAULT_INSTRUCTION_FLOOR}
 BENCHMARKS_DIR = PROJECT_ROOT / "tests" / "benchmarks"
 EXIT_REGRESSION, EXIT_ERROR, EXIT_MISMATCH = 1, 2, 3
 
@@ -60,9 +84,18 @@ def _alias(text: str) -> tuple[str, str]:
     return name.strip(), base.strip()
 
 
+
+
+def _per_counter(counter_defaults: dict[str, object]) -> str:
+    return ", ".join(f"{counter} {value}" for counter, value in counter_defaults.items())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("\n\n", 1)[1] if __doc__ else None
+    parser.add_argument("--counter", choices=COUNTERS, default="ratio",
+                        help="what is compared: 'ratio' (time / same-process reference conv) or "
+                        "'instructions' (per call, under Callgrind; needs valgrind) (default: ratio)")
     what = parser.add_argument_group("what to measure")
     what.add_argument("--attn", default=",".join(DEFAULT_ATTN), metavar="PATTERN",
                       help=f"attention types, fnmatch patterns, comma-separated (default: {','.join(DEFAULT_ATTN)})")
@@ -75,35 +108,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--threads", type=int, default=DEFAULTS.threads,
                       help=f"torch intra-op threads (default: {DEFAULTS.threads}; part of the machine class)")
     what.add_argument("--visits", type=int, default=DEFAULTS.repeats,
-                      help="interleaved measurements per case in one process; the ratio is their median "
+                      help="measurements per case in one process (ratio: interleaved with the reference; "
+                      "instructions: counted repetitions); the case's value is their median "
                       f"(default: {DEFAULTS.repeats})")
     what.add_argument("--budget-s", type=float, default=DEFAULTS.budget_s,
-                      help=f"timer budget of one measurement (default: {DEFAULTS.budget_s})")
+                      help=f"ratio: timer budget of one measurement (default: {DEFAULTS.budget_s})")
+    what.add_argument("--calls", type=int, default=DEFAULTS.calls,
+                      help=f"instructions: calls of the step per counted repetition (default: {DEFAULTS.calls})")
     what.add_argument("--plugin", "--import", dest="plugins", action="append", default=[], metavar="SPEC",
                       help="bring your own module, as in `python -m suite bench --plugin`: 'pkg.mod:Class', "
                       "'name=pkg.mod:Class', or 'pkg.mod' / 'path/to/file.py' that registers its own types; "
                       "repeatable")
     gate = parser.add_argument_group("gate")
-    gate.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE,
-                      help=f"baseline JSON (default: {DEFAULT_BASELINE.relative_to(PROJECT_ROOT)})")
+    gate.add_argument("--baseline", type=Path, default=None,
+                      help="baseline JSON (default: "
+                      + _per_counter({c: p.relative_to(PROJECT_ROOT) for c, p in DEFAULT_BASELINES.items()}) + ")")
     gate.add_argument("--baseline-name", type=_alias, action="append", default=[], metavar="NAME=BASE",
                       help="hold NAME's cases to BASE's baseline (e.g. a patched copy of a module); repeatable")
     gate.add_argument("--confirm", type=int, default=1,
-                      help="re-measure a regressing case this many times in fresh processes; it fails only "
-                      "if every measurement regresses (default: 1)")
+                      help="ratio: re-measure a regressing case this many times in fresh processes; it fails "
+                      "only if every measurement regresses (default: 1; instruction counts are not re-measured)")
     gate.add_argument("--on-mismatch", choices=("fail", "warn"), default="fail",
-                      help="baseline from another machine class (CPU model, threads, device, torch major.minor): "
-                      "'fail' exits 3, 'warn' exits 0; cases are never compared across classes (default: fail)")
+                      help="baseline from another machine class (ratio: CPU model, threads, device, torch "
+                      "major.minor; instructions: torch, Python, ISA, BLAS, CPU vendor, threads): 'fail' exits 3, "
+                      "'warn' exits 0; cases are never judged across classes (default: fail)")
     update = parser.add_argument_group("baseline update")
     update.add_argument("--update-baseline", action="store_true",
                         help="measure in --repeats processes and rewrite --baseline (no gating)")
-    update.add_argument("--repeats", type=int, default=5, help="processes for --update-baseline (default: 5)")
-    update.add_argument("--floor", type=float, default=DEFAULT_FLOOR,
-                        help=f"smallest tolerance, log scale (default: {DEFAULT_FLOOR})")
+    update.add_argument("--repeats", type=int, default=None,
+                        help=f"processes for --update-baseline (default: {_per_counter(DEFAULT_REPEATS)})")
+    update.add_argument("--floor", type=float, default=None,
+                        help=f"smallest tolerance, log scale (default: {_per_counter(DEFAULT_FLOORS)})")
     update.add_argument("--factor", type=float, default=DEFAULT_FACTOR,
                         help=f"tolerance = max(floor, factor x cross-process spread) (default: {DEFAULT_FACTOR})")
     parser.add_argument("--out", type=Path, default=Path("reports") / "regress",
-                        help="pytest-benchmark JSONs and verdict.json (default: reports/regress)")
+                        help="the counter's measurements (benchmark.json or instructions.json) and verdict.json "
+                        "(default: reports/regress)")
+
+
+@dataclass
+class Measured:
+    """One process's measurements: per case its facts (the counter's value under its own name),
+    the cases that could not be measured, the environment and its machine class."""
+
+    cases: dict[str, dict[str, Any]]
+    errors: dict[str, str]
+    environment: dict[str, Any]
+    machine: dict[str, Any]
 
 
 def run_benchmarks(settings: RegressSettings, json_path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -134,13 +185,31 @@ def run_benchmarks(settings: RegressSettings, json_path: Path) -> tuple[dict[str
     return ratios_from_benchmark_json(json.loads(json_path.read_text())), errors
 
 
+def measure(counter: str, settings: RegressSettings, out: Path, label: str) -> Measured:
+    """Measure every case once with ``counter``; files go to ``out`` named after ``label``.
+    Raises ``RuntimeError`` when the measurement as a whole failed."""
+    if counter == "ratio":
+        with cpu_settings(settings.threads):  # the environment records the thread count measured with
+            environment = collect_environment()
+        cases, errors = run_benchmarks(settings, out / f"{label}.json")
+        return Measured(cases, errors, environment, machine_class(environment, threads=settings.threads))
+    counts = callgrind.collect(settings, out / "callgrind")
+    environment = {**collect_environment(), "valgrind_version": counts.valgrind,
+                   **{f"counted_{key}": value for key, value in counts.dispatch.items()}}
+    write_text_atomic(out / f"{label}.json", json.dumps(
+        {"environment": environment, "settings": settings.to_json(), "wall_s": counts.wall_s,
+         "cases": counts.cases, "errors": counts.errors}, indent=1) + "\n")
+    print(f"regress: counted {len(counts.cases)} case(s) under Callgrind in {counts.wall_s:.0f} s", file=sys.stderr)
+    return Measured(counts.cases, counts.errors, environment, callgrind.machine_class(counts.dispatch))
+
+
 def _settings(args: argparse.Namespace) -> RegressSettings:
     plugins = tuple(normalize_spec(spec) for spec in args.plugins)  # the benchmarks run from the project root
     load_plugins(plugins)
     names = tuple(resolve_names(args.attn))
     return RegressSettings(attn=names, modes=args.mode, batch=args.batch, channels=args.channels,
                            size=args.size, threads=args.threads, repeats=args.visits,
-                           budget_s=args.budget_s, plugins=plugins)
+                           budget_s=args.budget_s, calls=args.calls, plugins=plugins)
 
 
 def _print_mismatch(baseline: dict[str, Any], machine: dict[str, Any], mismatch: list[str]) -> None:
@@ -148,102 +217,58 @@ def _print_mismatch(baseline: dict[str, Any], machine: dict[str, Any], mismatch:
           f"differs in {'; '.join(mismatch)}. Take a baseline on this machine class with --update-baseline.")
 
 
-def main(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    try:
-        settings = _settings(args)
-    except ValueError as exc:  # bad --attn, or a PluginError
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    with cpu_settings(settings.threads):  # the environment records the thread count measured with
-        environment = collect_environment()
-    machine = machine_class(environment, threads=settings.threads)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+def _update_baseline(args: argparse.Namespace, settings: RegressSettings, started: float) -> int:
+    counter = args.counter
+    repeats = args.repeats or DEFAULT_REPEATS[counter]
+    runs, last = [], None
+    for i in range(repeats):
+        print(f"regress: baseline process {i + 1}/{repeats}", file=sys.stderr)
+        try:
+            last = measure(counter, settings, args.out, f"baseline-run-{i + 1}")
+        except (RuntimeError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        runs.append(last.cases)
+        for case, why in last.errors.items():
+            print(f"regress: {case} could not be measured and is left out of the baseline ({why})", file=sys.stderr)
+    assert last is not None
+    floor = DEFAULT_FLOORS[counter] if args.floor is None else args.floor
+    baseline = build_baseline(runs, environment=last.environment, machine=last.machine, settings=settings.to_json(),
+                              floor=floor, factor=args.factor, counter=counter)
+    write_text_atomic(args.baseline, json.dumps(baseline, indent=1, sort_keys=True) + "\n")
+    print(f"{'case':32s} {counter:>14s} {'spread':>7s} {'tolerance':>9s}")
+    for case, entry in baseline["cases"].items():
+        print(f"{case:32s} {entry[counter]:14,.4g} {entry['spread']:7.2%} {entry['tolerance']:9.2%}")
+    print(f"regress: baseline of {len(baseline['cases'])} cases from {repeats} processes written to "
+          f"{args.baseline} in {time.perf_counter() - started:.0f} s")
+    return 0
 
-    if args.update_baseline:
-        runs = []
-        for i in range(args.repeats):
-            print(f"regress: baseline process {i + 1}/{args.repeats}", file=sys.stderr)
-            try:
-                measured, errors = run_benchmarks(settings, out / f"baseline-run-{i + 1}.json")
-            except RuntimeError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return EXIT_ERROR
-            runs.append(measured)
-            for case, why in errors.items():
-                print(f"regress: {case} could not be measured and is left out of the baseline ({why})",
-                      file=sys.stderr)
-        baseline = build_baseline(runs, environment=environment, machine=machine, settings=settings.to_json(),
-                                  floor=args.floor, factor=args.factor)
-        write_text_atomic(args.baseline, json.dumps(baseline, indent=1, sort_keys=True) + "\n")
-        print(f"{'case':32s} {'ratio':>8s} {'spread':>7s} {'tolerance':>9s}")
-        for case, entry in baseline["cases"].items():
-            print(f"{case:32s} {entry['ratio']:8.4f} {entry['spread']:7.1%} {entry['tolerance']:9.1%}")
-        print(f"regress: baseline of {len(baseline['cases'])} cases from {args.repeats} processes written to "
-              f"{args.baseline} in {time.perf_counter() - started:.0f} s")
-        return 0
 
-    try:
-        baseline = load_baseline(args.baseline)
-    except (OSError, ValueError) as exc:
-        print(f"error: cannot read the baseline {args.baseline}: {exc} "
-              "(take one with --update-baseline)", file=sys.stderr)
-        return EXIT_ERROR
-    mismatch = machine_mismatch(baseline.get("machine_class", {}), machine)
-    if mismatch and args.on_mismatch == "fail":
-        _print_mismatch(baseline, machine, mismatch)
-        print("regress: nothing measured (--on-mismatch fail); --on-mismatch warn measures and shows the "
-              "numbers without judging them")
-        return EXIT_MISMATCH
-    try:
-        current, errors = run_benchmarks(settings, out / "benchmark.json")
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    ratios = {case: [info["ratio"]] for case, info in current.items()}
+def _confirm(args: argparse.Namespace, settings: RegressSettings, baseline: dict[str, Any],
+             values: dict[str, list[float]], results: list[CaseResult], errors: dict[str, str]) -> list[CaseResult]:
+    """Re-measure the regressing ratio cases in fresh processes (``--confirm`` times)."""
     aliases = dict(args.baseline_name)
-    results = compare(baseline, ratios, baseline_names=aliases, errors=errors)
-    for attempt in range(0 if mismatch else args.confirm):  # nothing is judged across machine classes
+    for attempt in range(args.confirm):
         suspects = {r.case.split("|")[0] for r in results if r.verdict == "regression"}
         if not suspects:
             break
         print(f"regress: confirming {len(suspects)} regressing type(s) in a fresh process "
               f"({attempt + 1}/{args.confirm}): {', '.join(sorted(suspects))}", file=sys.stderr)
         again = RegressSettings.from_json({**settings.to_json(), "attn": sorted(suspects)})
-        try:
-            confirmation, _ = run_benchmarks(again, out / f"benchmark-confirm-{attempt + 1}.json")
-        except RuntimeError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
+        confirmation = measure("ratio", again, args.out, f"benchmark-confirm-{attempt + 1}").cases
         for r in results:
             if r.verdict == "regression" and r.case in confirmation:
-                ratios[r.case].append(confirmation[r.case]["ratio"])
-        results = compare(baseline, ratios, baseline_names=aliases, errors=errors)
-    if mismatch:
-        for r in results:
-            if r.verdict != "error":
-                r.verdict = "incomparable"
-    print(format_table(results))
-    elapsed = time.perf_counter() - started
-    verdict = {
-        "baseline": str(args.baseline),
-        "machine_class": machine,
-        "baseline_machine_class": baseline.get("machine_class"),
-        "mismatch": mismatch,
-        "environment": environment,
-        "settings": settings.to_json(),
-        "results": [r.as_dict() for r in results],
-        "wall_s": elapsed,
-    }
-    write_text_atomic(out / "verdict.json", json.dumps(verdict, indent=1) + "\n")
+                values[r.case].append(confirmation[r.case]["ratio"])
+        results = compare(baseline, values, baseline_names=aliases, errors=errors)
+    return results
+
+
+def _verdict(results: list[CaseResult], mismatch: list[str], summary: str) -> int:
     failed = [r.case for r in results if r.verdict == "error"]
-    summary = f"regress: {len(results)} cases in {elapsed:.0f} s: "
     if failed:
         print(summary + f"ERROR, {len(failed)} case(s) could not be measured: {', '.join(failed)}")
         return EXIT_ERROR
     if mismatch:
-        _print_mismatch(baseline, machine, mismatch)
         return 0  # --on-mismatch warn
     regressions = [r.case for r in results if r.verdict == "regression"]
     faster = [r.case for r in results if r.verdict == "faster"]
@@ -253,3 +278,85 @@ def main(args: argparse.Namespace) -> int:
     extra = f" ({len(faster)} faster than the baseline: consider --update-baseline)" if faster else ""
     print(summary + "PASS" + extra)
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    counter = args.counter
+    args.baseline = args.baseline or DEFAULT_BASELINES[counter]
+    try:
+        settings = _settings(args)
+        if counter == "instructions":
+            callgrind.find_valgrind()  # before any work: a clear message when it is missing
+    except (ValueError, callgrind.CounterUnavailable) as exc:  # bad --attn, a PluginError, no valgrind
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    if args.update_baseline:
+        return _update_baseline(args, settings, started)
+
+    try:
+        baseline = load_baseline(args.baseline)
+        if counter_of(baseline) != counter:
+            raise ValueError(f"it holds {counter_of(baseline)} values, not {counter} (pass --counter "
+                             f"{counter_of(baseline)}, or a baseline taken with --counter {counter})")
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot use the baseline {args.baseline}: {exc} "
+              "(take one with --update-baseline)", file=sys.stderr)
+        return EXIT_ERROR
+    if counter == "ratio":  # the ratio class is known before measuring: nothing is measured in vain
+        expected = machine_class(collect_environment(), threads=settings.threads)
+        mismatch = machine_mismatch(baseline.get("machine_class", {}), expected)
+        if mismatch and args.on_mismatch == "fail":
+            _print_mismatch(baseline, expected, mismatch)
+            print("regress: nothing measured (--on-mismatch fail); --on-mismatch warn measures and shows the "
+                  "numbers without judging them")
+            return EXIT_MISMATCH
+    try:
+        current = measure(counter, settings, out, "benchmark" if counter == "ratio" else "instructions")
+    except (RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    mismatch = machine_mismatch(baseline.get("machine_class", {}), current.machine)
+    values = {case: [facts[counter]] for case, facts in current.cases.items()}
+    results = compare(baseline, values, baseline_names=dict(args.baseline_name), errors=current.errors)
+    if counter == "ratio" and not mismatch:  # nothing is judged across machine classes
+        try:
+            results = _confirm(args, settings, baseline, values, results, current.errors)
+        except (RuntimeError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+    if mismatch:
+        for r in results:
+            if r.verdict != "error":
+                r.verdict = "incomparable"
+    beside = {case: {key: facts[key] for key in ("d1_misses", "ll_misses")}
+              for case, facts in current.cases.items()} if counter == "instructions" else None
+    print(format_table(results, counter, beside))
+    elapsed = time.perf_counter() - started
+    verdict = {
+        "counter": counter,
+        "baseline": _shown_path(args.baseline),
+        "machine_class": current.machine,
+        "baseline_machine_class": baseline.get("machine_class"),
+        "mismatch": mismatch,
+        "environment": current.environment,
+        "settings": settings.to_json(),
+        "results": [r.as_dict() for r in results],
+        "wall_s": elapsed,
+    }
+    write_text_atomic(out / "verdict.json", json.dumps(verdict, indent=1) + "\n")
+    if mismatch:
+        _print_mismatch(baseline, current.machine, mismatch)
+        if args.on_mismatch == "fail":
+            return EXIT_MISMATCH
+    return _verdict(results, mismatch, f"regress: {len(results)} cases in {elapsed:.0f} s: ")
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the project when inside it (no absolute paths in outputs)."""
+    try:
+        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)

@@ -1,14 +1,17 @@
 """The gate's logic: baseline file, machine class, tolerance rule, comparison, verdicts.
 
-**Quantity.** Each case's ratio ``module time / reference time`` (reference: a 3x3 conv of the
-same input, measured interleaved in the same process; times are the fastest samples, the ratio
-the median over a few in-process repeats; see :mod:`suite.regress.cases` for why).
+**Quantity** (the baseline's ``counter``). ``ratio``: each case's ``module time / reference
+time`` (reference: a 3x3 conv of the same input, measured interleaved in the same process;
+times are the fastest samples, the ratio the median over a few in-process repeats; see
+:mod:`suite.regress.cases` for why). ``instructions``: instructions per call of the case's
+step, counted under Callgrind (:mod:`suite.regress.callgrind`).
 
-**Baseline.** ``--update-baseline --repeats k`` runs the benchmarks in ``k`` separate processes
-and stores, per case, the ``k`` ratios, their median (the baseline ratio) and their noise::
+**Baseline.** ``--update-baseline --repeats k`` measures in ``k`` separate processes and
+stores, per case, the ``k`` values, their median (the baseline value) and their noise::
 
-    spread    = max_i |ln(r_i / median(r))|          (cross-process noise, log scale)
-    tolerance = max(floor, factor * spread)          (defaults: floor 0.10, factor 3)
+    spread    = max_i |ln(v_i / median(v))|          (cross-process noise, log scale)
+    tolerance = max(floor, factor * spread)          (defaults: ratio floor 0.10, instructions
+                                                      floor 0.01; factor 3)
 
 so a case whose ratio wandered 8% across the baseline's processes gets +-24%, a calm one the
 floor. Tolerances are log-scale: a change is ``ln(current / baseline)``, printed as
@@ -16,14 +19,15 @@ floor. Tolerances are log-scale: a change is ``ln(current / baseline)``, printed
 (``exp(tolerance) - 1`` as a percentage) and is reported **faster** when below ``-tolerance``
 (not a failure; update the baseline to lock the gain in).
 
-**Confirmation.** A case that regresses is measured again in a fresh process (``confirm``
-times); it fails only if every measurement regresses, i.e. on the smallest of its ratios. A
-real slowdown is slow every time; a neighbour process that made one run slow rarely does it
-twice.
+**Confirmation** (ratio counter). A case that regresses is measured again in a fresh process
+(``confirm`` times); it fails only if every measurement regresses, i.e. on the smallest of its
+values. A real slowdown is slow every time; a neighbour process that made one run slow rarely
+does it twice. Instruction counts do not depend on neighbours, so they are not re-measured.
 
-**Machine class.** The baseline carries the environment it was taken on. A run whose CPU
-model, thread count, device or torch major.minor differs is *incomparable*: the verdict says
-so and the cases are not compared.
+**Machine class.** The baseline carries the environment it was taken on. For ratios, a run
+whose CPU model, thread count, device or torch major.minor differs is *incomparable*; for
+instructions, what the counts depend on (:func:`suite.regress.callgrind.machine_class`). The
+verdict says so and the cases are not judged.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ __all__ = [
     "CaseResult",
     "MACHINE_CLASS_KEYS",
     "build_baseline",
+    "COUNTERS",
     "compare",
+    "counter_of",
     "format_table",
     "machine_class",
     "machine_mismatch",
@@ -51,8 +57,15 @@ __all__ = [
 ]
 
 BASELINE_FORMAT = "attnbench-regress-baseline/1"
+COUNTERS: tuple[str, ...] = ("ratio", "instructions")
+REPORTED_BESIDE: dict[str, tuple[str, ...]] = {
+    "ratio": ("reference_ms", "module_ms"),
+    "instructions": ("i1_misses", "d1_misses", "ll_misses"),
+}
+"""Per counter, the facts a baseline keeps beside the gated value (medians over its processes)."""
 MACHINE_CLASS_KEYS: tuple[str, ...] = ("cpu", "threads", "device", "torch")
 DEFAULT_FLOOR = 0.10
+DEFAULT_INSTRUCTION_FLOOR = 0.01
 DEFAULT_FACTOR = 3.0
 
 
@@ -65,9 +78,11 @@ def machine_class(environment: Mapping[str, Any], *, threads: int) -> dict[str, 
 
 
 def machine_mismatch(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Human-readable differences between two machine classes (empty when comparable)."""
+    """Human-readable differences between two machine classes (empty when comparable); every
+    key either class has is compared, so a ratio baseline never matches an instruction run."""
+    keys = [*MACHINE_CLASS_KEYS, *sorted((set(baseline) | set(current)) - set(MACHINE_CLASS_KEYS))]
     return [f"{key}: baseline {baseline.get(key)!r}, this run {current.get(key)!r}"
-            for key in MACHINE_CLASS_KEYS if baseline.get(key) != current.get(key)]
+            for key in keys if baseline.get(key) != current.get(key)]
 
 
 def spread(ratios: Sequence[float]) -> float:
@@ -105,26 +120,31 @@ def build_baseline(
     settings: Mapping[str, Any],
     floor: float = DEFAULT_FLOOR,
     factor: float = DEFAULT_FACTOR,
+    counter: str = "ratio",
 ) -> dict[str, Any]:
-    """The baseline from ``k`` runs (``ratios_from_benchmark_json`` of each process)."""
+    """The baseline from ``k`` runs, each ``{case: facts}`` of one process (the facts hold the
+    counter's value under its own name, ``ratio`` or ``instructions``, and what is kept beside
+    it, :data:`REPORTED_BESIDE`)."""
     if not runs:
         raise ValueError("a baseline needs at least one run")
+    if counter not in COUNTERS:
+        raise ValueError(f"counter must be one of {', '.join(COUNTERS)}, got {counter!r}")
     cases: dict[str, Any] = {}
     for case in runs[0]:
-        ratios = [run[case]["ratio"] for run in runs if case in run]
-        if len(ratios) < len(runs):
+        values = [run[case][counter] for run in runs if case in run]
+        if len(values) < len(runs):
             continue  # failed in some process: not a case we can gate
         cases[case] = {
-            "ratio": statistics.median(ratios),
-            "samples": ratios,
-            "spread": spread(ratios),
-            "tolerance": tolerance_for(ratios, floor=floor, factor=factor),
-            "reference_ms": statistics.median(run[case]["reference_ms"] for run in runs),
-            "module_ms": statistics.median(run[case]["module_ms"] for run in runs),
+            counter: statistics.median(values),
+            "samples": values,
+            "spread": spread(values),
+            "tolerance": tolerance_for(values, floor=floor, factor=factor),
+            **{key: statistics.median(run[case][key] for run in runs) for key in REPORTED_BESIDE[counter]},
         }
     return {
         "format": BASELINE_FORMAT,
-        "rule": f"tolerance = max(floor={floor}, factor={factor} x spread), spread = max |ln(r_i / median r)| "
+        "counter": counter,
+        "rule": f"tolerance = max(floor={floor}, factor={factor} x spread), spread = max |ln(v_i / median v)| "
                 f"over {len(runs)} processes; change = ln(current / baseline)",
         "floor": floor,
         "factor": factor,
@@ -139,26 +159,35 @@ def build_baseline(
 @dataclass
 class CaseResult:
     case: str
-    baseline_ratio: float | None
-    ratios: list[float]  # this run's (plus confirmations); empty when the case could not be measured
+    baseline_value: float | None  # the baseline's ratio or instruction count
+    values: list[float]  # this run's (plus confirmations); empty when the case could not be measured
     tolerance: float | None
     verdict: str  # ok, regression, faster, new, incomparable, error
     message: str = ""  # why an ``error`` case could not be measured
 
     @property
-    def ratio(self) -> float | None:
-        return min(self.ratios) if self.ratios else None
+    def current(self) -> float | None:
+        """The judged value: the smallest of the run and its confirmations."""
+        return min(self.values) if self.values else None
 
     @property
     def change(self) -> float | None:
-        if self.baseline_ratio is None or self.ratio is None:
+        if self.baseline_value is None or self.current is None:
             return None
-        return self.ratio / self.baseline_ratio - 1
+        return self.current / self.baseline_value - 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"case": self.case, "baseline_ratio": self.baseline_ratio, "ratio": self.ratio,
-                "ratios": self.ratios, "change": self.change, "tolerance": self.tolerance,
+        return {"case": self.case, "baseline": self.baseline_value, "current": self.current,
+                "values": self.values, "change": self.change, "tolerance": self.tolerance,
                 "verdict": self.verdict, "message": self.message}
+
+
+def counter_of(baseline: Mapping[str, Any]) -> str:
+    """The quantity a baseline holds per case: ``ratio`` (the default) or ``instructions``."""
+    counter = baseline.get("counter", "ratio")
+    if counter not in COUNTERS:
+        raise ValueError(f"unknown counter {counter!r} in the baseline; expected one of {', '.join(COUNTERS)}")
+    return counter
 
 
 def compare(
@@ -168,45 +197,60 @@ def compare(
     baseline_names: Mapping[str, str] | None = None,
     errors: Mapping[str, str] | None = None,
 ) -> list[CaseResult]:
-    """Verdict per case. ``current``: case id -> its ratios (the run, then confirmations; the
-    smallest is judged). ``baseline_names`` maps an attention name to the name whose baseline
-    it is held to (``se_slowed -> se``). ``errors``: case id -> why it could not be measured
-    (verdict ``error``)."""
+    """Verdict per case. ``current``: case id -> its values of the baseline's counter (the run,
+    then confirmations; the smallest is judged). ``baseline_names`` maps an attention name to
+    the name whose baseline it is held to (``se_slowed -> se``). ``errors``: case id -> why it
+    could not be measured (verdict ``error``)."""
     baseline_names = dict(baseline_names or {})
+    key_of = counter_of(baseline)
     results = []
     for case, message in (errors or {}).items():
         name, rest = case.split("|", 1)
         entry = baseline.get("cases", {}).get(f"{baseline_names.get(name, name)}|{rest}")
-        results.append(CaseResult(case, None if entry is None else float(entry["ratio"]), [],
+        results.append(CaseResult(case, None if entry is None else float(entry[key_of]), [],
                                   None if entry is None else float(entry["tolerance"]), "error", message))
-    for case, ratios in current.items():
-        if not ratios:
-            raise ValueError(f"case {case!r} has no ratio")
+    for case, values in current.items():
+        if not values:
+            raise ValueError(f"case {case!r} has no value")
         name, rest = case.split("|", 1)
-        key = f"{baseline_names.get(name, name)}|{rest}"
-        entry = baseline.get("cases", {}).get(key)
+        entry = baseline.get("cases", {}).get(f"{baseline_names.get(name, name)}|{rest}")
         if entry is None:
-            results.append(CaseResult(case, None, list(ratios), None, "new"))
+            results.append(CaseResult(case, None, list(values), None, "new"))
             continue
         tol = float(entry["tolerance"])
-        change = math.log(min(ratios) / float(entry["ratio"]))
+        change = math.log(min(values) / float(entry[key_of]))
         verdict = "regression" if change > tol else "faster" if change < -tol else "ok"
-        results.append(CaseResult(case, float(entry["ratio"]), list(ratios), tol, verdict))
+        results.append(CaseResult(case, float(entry[key_of]), list(values), tol, verdict))
     return results
 
 
-def format_table(results: Sequence[CaseResult]) -> str:
-    """The verdict table (tolerance shown as the allowed slowdown, ``exp(tol) - 1``)."""
-    header = f"{'case':32s} {'baseline':>9s} {'current':>9s} {'change':>8s} {'tolerance':>9s}  verdict"
+def _format_value(value: float | None, counter: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if counter == "instructions" else f"{value:.4f}"
+
+
+def format_table(results: Sequence[CaseResult], counter: str = "ratio",
+                 extra: Mapping[str, Mapping[str, float]] | None = None) -> str:
+    """The verdict table (tolerance shown as the allowed slowdown, ``exp(tol) - 1``).
+
+    ``extra``: per case, columns reported beside the verdict and not judged (the instruction
+    counter's simulated cache misses per call)."""
+    extra = dict(extra or {})
+    extra_names = sorted({name for columns in extra.values() for name in columns})
+    width = 12 if counter == "instructions" else 9
+    header = (f"{'case':32s} {'baseline':>{width}s} {'current':>{width}s} {'change':>8s} {'tolerance':>9s}"
+              + "".join(f" {name:>10s}" for name in extra_names) + "  verdict")
     lines = [header, "-" * len(header)]
     for r in results:
-        base = f"{r.baseline_ratio:.4f}" if r.baseline_ratio is not None else "-"
-        current = f"{r.ratio:.4f}" if r.ratio is not None else "-"
         change = f"{r.change:+.1%}" if r.change is not None else "-"
         tol = f"+{math.exp(r.tolerance) - 1:.1%}" if r.tolerance is not None else "-"
-        runs = f" ({len(r.ratios)} runs)" if len(r.ratios) > 1 else ""
+        columns = "".join(f" {extra.get(r.case, {}).get(name, float('nan')):>10,.0f}" for name in extra_names)
+        runs = f" ({len(r.values)} runs)" if len(r.values) > 1 else ""
         why = f": {r.message}" if r.message else ""
-        lines.append(f"{r.case:32s} {base:>9s} {current:>9s} {change:>8s} {tol:>9s}  {r.verdict}{runs}{why}")
+        lines.append(f"{r.case:32s} {_format_value(r.baseline_value, counter):>{width}s} "
+                     f"{_format_value(r.current, counter):>{width}s} {change:>8s} {tol:>9s}{columns}  "
+                     f"{r.verdict}{runs}{why}")
     return "\n".join(lines)
 
 
