@@ -54,7 +54,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def regress(session: nox.Session) -> None:
-    """Latency regression gate: ``nox -s regress [-- GATE_ARGS]`` (``python -m suite regress --help``).
+    """Regression gate: ``nox -s regress [-- GATE_ARGS]`` (``python -m suite regress --help``);
+    ``-- --counter instructions`` counts instructions under Callgrind instead of timing ratios.
 
     Fails on a regression, a case that could not be measured, or a baseline from another machine
     class (unless ``--on-mismatch warn``); nox itself exits 1 for any of them, so run

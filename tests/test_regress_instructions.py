@@ -140,7 +140,7 @@ def stub_counts(monkeypatch: pytest.MonkeyPatch):
     values: list[float] = []
     dispatch = dict(DISPATCH)
 
-    def collect(settings: RegressSettings, work_dir: Path) -> callgrind.Counts:
+    def collect(settings: RegressSettings, work_dir: Path, *, rotate: int = 0) -> callgrind.Counts:
         value = values.pop(0)
         cases = {f"{n}|{m}|{settings.shape_label}": {"instructions": value, "i1_misses": 1.0, "d1_misses": 2.0,
                                                       "ll_misses": 3.0} for n, m in settings.cases()}
@@ -231,3 +231,37 @@ def test_callgrind_counts_se_and_sees_the_planted_five_percent(planted_se, tmp_p
         assert max(repeats) / min(repeats) < 1.005  # deterministic to well under the 1% floor
         assert 1.02 < planted["instructions"] / se["instructions"] < 1.10  # about +5%
         assert se["d1_misses"] > 0
+
+
+def test_without_a_compiler_the_worker_falls_back_to_torchs_requests(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    shim, why = callgrind.build_shim(tmp_path)
+    assert shim is None and "no C compiler" in why
+    command = callgrind.valgrind_command("valgrind", tmp_path, instrument_from_start=True)
+    assert "--instr-atstart=yes" in command and "--collect-atstart=no" in command
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
+def test_the_shim_compiles_and_is_a_no_op_outside_valgrind(tmp_path: Path) -> None:
+    from suite.regress.callgrind_worker import _ShimRequests
+
+    shim, why = callgrind.build_shim(tmp_path)
+    if shim is None and "headers" in why:
+        pytest.skip(why)
+    assert shim is not None, why
+    requests = _ShimRequests(str(shim))
+    assert requests.running_on_valgrind() is False
+    calls = []
+    requests.start_instrumentation()
+    requests.count(lambda: calls.append(1), 3, "attnbench:x:0")
+    assert calls == [1, 1, 1]
+
+
+def test_rotation_starts_the_cases_elsewhere() -> None:
+    from suite.regress.callgrind_worker import rotated
+
+    cases = [("se", "forward"), ("se", "train"), ("eca", "forward")]
+    assert rotated(cases, 0) == cases
+    assert rotated(cases, 4) == [("se", "train"), ("eca", "forward"), ("se", "forward")]
+    assert rotated([], 3) == []

@@ -17,6 +17,12 @@ fixed geometry (:data:`CACHE_GEOMETRY`, not the host's, so the counts of misses 
 across hosts): first-level data misses (``D1mr + D1mw``), instruction-cache misses (``I1mr``)
 and last-level misses (``ILmr + DLmr + DLmw``) per call are reported, not gated.
 
+**Noise.** A process that does the same things executes the same instructions: three
+processes counting the default set in the same order gave identical counts. What moves a count
+is context: which cases ran before it, which plugins were imported (the heap and Python's
+state differ), by 0.1-0.5% here. The baseline's processes therefore count the cases in rotated
+orders (``rotate``), so its spread, and the tolerance derived from it, include that shift.
+
 **What counts depend on** (the machine class of an instruction baseline): torch's version,
 Python's major.minor, the ISA ATen and oneDNN dispatch to, the BLAS and the CPU vendor it
 dispatches by, the thread count, all as seen inside valgrind (:func:`machine_class`). The CPU
@@ -209,9 +215,9 @@ def _run_streaming(command: list[str], env: dict[str, str]) -> tuple[int, str]:
     return returncode, "".join(tail)[-3000:]
 
 
-def collect(settings: RegressSettings, work_dir: Path) -> Counts:
-    """Count every case of ``settings`` in one valgrind process; dumps and the manifest are
-    kept in ``work_dir`` (emptied first). Raises :class:`CounterUnavailable` when valgrind is
+def collect(settings: RegressSettings, work_dir: Path, *, rotate: int = 0) -> Counts:
+    """Count every case of ``settings`` in one valgrind process, in their order rotated by
+    ``rotate``; dumps and the manifest are kept in ``work_dir`` (emptied first). Raises :class:`CounterUnavailable` when valgrind is
     missing or the process fails as a whole; a case that fails is in ``Counts.errors``."""
     valgrind = find_valgrind()
     started = time.perf_counter()
@@ -224,7 +230,8 @@ def collect(settings: RegressSettings, work_dir: Path) -> Counts:
     settings_path = work_dir / "settings.json"
     settings_path.write_text(json.dumps(settings.to_json()))
     command = [*valgrind_command(valgrind, work_dir, instrument_from_start=shim is None),
-               sys.executable, "-m", "suite.regress.callgrind_worker", str(settings_path), str(manifest)]
+               sys.executable, "-m", "suite.regress.callgrind_worker", str(settings_path), str(manifest),
+               "--rotate", str(rotate)]
     if shim is not None:
         command += ["--shim", str(shim)]
     env = worker_environment(settings.threads, "steady")

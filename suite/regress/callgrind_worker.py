@@ -5,6 +5,9 @@
 
 One process counts every case, so torch is imported under valgrind once. In order:
 
+Cases run in the settings' order, rotated by ``--rotate`` (the baseline's processes use
+different rotations, so that its spread includes how much a count depends on what ran before).
+
 1. import torch, set the thread count, load the plugins, and record what the counts depend on
    (:func:`dispatch_facts`: torch and Python versions, the ISA ATen and oneDNN dispatch to, the
    BLAS and the CPU vendor it dispatches by, the thread count) as they are *inside* valgrind,
@@ -159,14 +162,23 @@ def _append(manifest: Path, row: dict[str, Any]) -> None:
         fh.write(json.dumps(row) + "\n")
 
 
-def _build(settings: Any, manifest: Path) -> dict[str, Any]:
-    """Every case's workload, warmed up; failures become ``error`` rows."""
+def rotated(cases: list[tuple[str, str]], rotate: int) -> list[tuple[str, str]]:
+    """``cases`` starting at index ``rotate`` (modulo their number)."""
+    if not cases:
+        return cases
+    start = rotate % len(cases)
+    return cases[start:] + cases[:start]
+
+
+def _build(settings: Any, manifest: Path, rotate: int) -> dict[str, Any]:
+    """Every case's workload (in the order rotated by ``rotate``), warmed up; failures become
+    ``error`` rows."""
     from suite.regress.cases import case_id, config_for
     from suite.timing.sweep import failure_row
     from suite.timing.workloads import build_workload, classify_error
 
     workloads = {}
-    for name, mode in settings.cases():
+    for name, mode in rotated(settings.cases(), rotate):
         case = case_id(name, mode, settings)
         try:
             workload = build_workload(config_for(name, mode, settings))
@@ -212,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("settings", type=Path, help="RegressSettings as JSON")
     parser.add_argument("manifest", type=Path, help="JSON lines written here")
     parser.add_argument("--shim", default=None, help="the compiled callgrind_shim.c (default: torch's requests)")
+    parser.add_argument("--rotate", type=int, default=0, help="build and count the cases starting at this index")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     import torch
@@ -227,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                             "requests": "shim" if args.shim else "torch",
                             "running_on_valgrind": requests.running_on_valgrind()})
     imported = time.perf_counter()
-    workloads = _build(settings, args.manifest)
+    workloads = _build(settings, args.manifest, args.rotate)
     print(f"callgrind: torch imported in {imported - started:.0f} s; {len(workloads)} case(s) built and warmed "
           f"up in {time.perf_counter() - imported:.0f} s; counting", file=sys.stderr, flush=True)
     _count_all(settings, workloads, requests, args.manifest)

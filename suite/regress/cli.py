@@ -185,19 +185,20 @@ def run_benchmarks(settings: RegressSettings, json_path: Path) -> tuple[dict[str
     return ratios_from_benchmark_json(json.loads(json_path.read_text())), errors
 
 
-def measure(counter: str, settings: RegressSettings, out: Path, label: str) -> Measured:
+def measure(counter: str, settings: RegressSettings, out: Path, label: str, *, rotate: int = 0) -> Measured:
     """Measure every case once with ``counter``; files go to ``out`` named after ``label``.
-    Raises ``RuntimeError`` when the measurement as a whole failed."""
+    ``rotate``: the instruction counter counts the cases starting at this index. Raises
+    ``RuntimeError`` when the measurement as a whole failed."""
     if counter == "ratio":
         with cpu_settings(settings.threads):  # the environment records the thread count measured with
             environment = collect_environment()
         cases, errors = run_benchmarks(settings, out / f"{label}.json")
         return Measured(cases, errors, environment, machine_class(environment, threads=settings.threads))
-    counts = callgrind.collect(settings, out / "callgrind")
+    counts = callgrind.collect(settings, out / "callgrind", rotate=rotate)
     environment = {**collect_environment(), "valgrind_version": counts.valgrind,
                    **{f"counted_{key}": value for key, value in counts.dispatch.items()}}
     write_text_atomic(out / f"{label}.json", json.dumps(
-        {"environment": environment, "settings": settings.to_json(), "wall_s": counts.wall_s,
+        {"environment": environment, "settings": settings.to_json(), "rotate": rotate, "wall_s": counts.wall_s,
          "cases": counts.cases, "errors": counts.errors}, indent=1) + "\n")
     print(f"regress: counted {len(counts.cases)} case(s) under Callgrind in {counts.wall_s:.0f} s", file=sys.stderr)
     return Measured(counts.cases, counts.errors, environment, callgrind.machine_class(counts.dispatch))
@@ -221,10 +222,11 @@ def _update_baseline(args: argparse.Namespace, settings: RegressSettings, starte
     counter = args.counter
     repeats = args.repeats or DEFAULT_REPEATS[counter]
     runs, last = [], None
+    step = max(1, len(settings.cases()) // repeats)  # instructions: each process in another order
     for i in range(repeats):
         print(f"regress: baseline process {i + 1}/{repeats}", file=sys.stderr)
         try:
-            last = measure(counter, settings, args.out, f"baseline-run-{i + 1}")
+            last = measure(counter, settings, args.out, f"baseline-run-{i + 1}", rotate=i * step)
         except (RuntimeError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_ERROR
@@ -238,7 +240,8 @@ def _update_baseline(args: argparse.Namespace, settings: RegressSettings, starte
     write_text_atomic(args.baseline, json.dumps(baseline, indent=1, sort_keys=True) + "\n")
     print(f"{'case':32s} {counter:>14s} {'spread':>7s} {'tolerance':>9s}")
     for case, entry in baseline["cases"].items():
-        print(f"{case:32s} {entry[counter]:14,.4g} {entry['spread']:7.2%} {entry['tolerance']:9.2%}")
+        value = f"{entry[counter]:14,.0f}" if counter == "instructions" else f"{entry[counter]:14.4f}"
+        print(f"{case:32s} {value} {entry['spread']:7.2%} {entry['tolerance']:9.2%}")
     print(f"regress: baseline of {len(baseline['cases'])} cases from {repeats} processes written to "
           f"{args.baseline} in {time.perf_counter() - started:.0f} s")
     return 0
