@@ -1,7 +1,7 @@
 """The instruction counter: every case counted under Callgrind in one valgrind process.
 
 Wall time on a shared 2-core machine moves by 10% or more between runs; the number of
-instructions a step executes does not (0.1-0.3% between processes on this machine), so a
+instructions a step executes does not (under 1% between processes on this machine), so a
 5% change of CPU-side work is visible in it on any runner of the same ISA. PyTorch's CI
 counts instructions the same way (``benchmarks/instruction_counts``,
 ``torch.utils.benchmark.Timer.collect_callgrind``); unlike ``collect_callgrind``, which starts
@@ -20,7 +20,8 @@ and last-level misses (``ILmr + DLmr + DLmw``) per call are reported, not gated.
 **Noise.** A process that does the same things executes the same instructions: three
 processes counting the default set in the same order gave identical counts. What moves a count
 is context: which cases ran before it, which plugins were imported (the heap and Python's
-state differ), by 0.1-0.5% here. The baseline's processes therefore count the cases in rotated
+state differ, and so does the length of a path in ``argv``), by up to 0.9% for a case of 0.36M
+instructions here, less for larger ones. The baseline's processes therefore count the cases in rotated
 orders (``rotate``), so its spread, and the tolerance derived from it, include that shift.
 
 **What counts depend on** (the machine class of an instruction baseline): torch's version,

@@ -13,10 +13,11 @@ Two counters, one baseline format, table, verdict file and set of exit codes:
   baseline of the same machine class (CPU model, threads, torch major.minor).
 * ``instructions``: every case runs under Callgrind in one valgrind process
   (:mod:`suite.regress.callgrind`); instructions per call are compared, simulated cache misses
-  are reported beside them; ``--out/instructions.json`` holds the counts. Deterministic to
-  about 0.1-0.3% between processes, so a 1% tolerance holds and a 5% change is caught, on any
-  runner whose torch, Python, ISA and BLAS dispatch match the baseline's. Says nothing about
-  GPU kernels or memory stalls.
+  are reported beside them; ``--out/instructions.json`` holds the counts. Identical in
+  processes that do the same things, and up to 0.9% apart when the case order or the loaded
+  plugins differ, so a 1-2% tolerance holds and a 5% change is caught, on any runner whose
+  torch, Python, ISA and BLAS dispatch match the baseline's. Says nothing about GPU kernels or
+  memory stalls.
 
 ``--out/verdict.json`` holds the verdicts with the environment.
 
@@ -82,8 +83,6 @@ def _alias(text: str) -> tuple[str, str]:
     if not sep or not name or not base:
         raise argparse.ArgumentTypeError(f"expected NAME=BASELINE_NAME, got {text!r}")
     return name.strip(), base.strip()
-
-
 
 
 def _per_counter(counter_defaults: dict[str, object]) -> str:
@@ -220,7 +219,7 @@ def _print_mismatch(baseline: dict[str, Any], machine: dict[str, Any], mismatch:
 
 def _update_baseline(args: argparse.Namespace, settings: RegressSettings, started: float) -> int:
     counter = args.counter
-    repeats = args.repeats or DEFAULT_REPEATS[counter]
+    repeats = DEFAULT_REPEATS[counter] if args.repeats is None else args.repeats
     runs, last = [], None
     step = max(1, len(settings.cases()) // repeats)  # instructions: each process in another order
     for i in range(repeats):
@@ -288,6 +287,8 @@ def main(args: argparse.Namespace) -> int:
     counter = args.counter
     args.baseline = args.baseline or DEFAULT_BASELINES[counter]
     try:
+        if args.repeats is not None and args.repeats < 1:
+            raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
         settings = _settings(args)
         if counter == "instructions":
             callgrind.find_valgrind()  # before any work: a clear message when it is missing
