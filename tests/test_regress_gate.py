@@ -14,13 +14,16 @@ import pytest
 import torch
 
 import modules
+from suite.env import collect_environment
 from suite.plugins import load_plugins
 from suite.regress.gate import (
+    SOFT_KEYS,
     build_baseline,
     compare,
     format_table,
     machine_class,
     machine_mismatch,
+    machine_warnings,
     ratios_from_benchmark_json,
     spread,
     tolerance_for,
@@ -105,9 +108,14 @@ def test_a_case_that_could_not_be_measured_is_an_error_row() -> None:
 def test_machine_class_mismatch_is_named() -> None:
     a = machine_class({"cpu": "Xeon A", "torch_version": "2.5.1"}, threads=1)
     assert machine_mismatch(a, machine_class({"cpu": "Xeon A", "torch_version": "2.5.0+cpu"}, threads=1)) == []
-    diffs = machine_mismatch(a, machine_class({"cpu": "EPYC B", "torch_version": "2.6.0"}, threads=2))
+    b = machine_class({"cpu": "EPYC B", "torch_version": "2.6.0"}, threads=2)
+    diffs = machine_mismatch(a, b)
     assert len(diffs) == 3
     assert any("EPYC B" in d for d in diffs) and any("'2.6'" in d for d in diffs)
+    # for ratios another torch minor is a warning, not a mismatch
+    assert len(machine_mismatch(a, b, soft=SOFT_KEYS["ratio"])) == 2
+    assert machine_warnings(a, b, SOFT_KEYS["ratio"]) == ["torch: baseline '2.5', this run '2.6'"]
+    assert SOFT_KEYS["instructions"] == ()
 
 
 def test_ratios_from_benchmark_json_reads_the_extra_info() -> None:
@@ -177,6 +185,22 @@ def test_gate_refuses_a_baseline_from_another_machine_class(tmp_path: Path) -> N
     assert "INCOMPARABLE" in warned.stdout
     row = next(line for line in warned.stdout.splitlines() if line.startswith("se|forward|b1c8s8"))
     assert row.endswith("incomparable")
+
+
+def test_gate_judges_across_a_torch_minor_version_with_a_warning(tmp_path: Path) -> None:
+    """A baseline of this machine class but another torch minor: measured, judged, warned."""
+    baseline = _baseline({"se|forward|b1c8s8": [0.5, 0.5]})
+    baseline["machine_class"] = {**machine_class(collect_environment(), threads=1), "torch": "1.0"}
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(baseline))
+    gated = _gate("--attn", "se", "--mode", "forward", "--batch", "1", "--channels", "8", "--size", "8",
+                  "--visits", "1", "--budget-s", "0.05", "--confirm", "0", "--baseline", str(path),
+                  "--out", str(tmp_path / "o"))
+    assert gated.returncode in (0, 1), gated.stdout + gated.stderr  # judged on the measurement
+    assert "WARNING: judged across torch: baseline '1.0'" in gated.stdout
+    verdict = json.loads((tmp_path / "o" / "verdict.json").read_text())
+    assert verdict["mismatch"] == [] and verdict["warnings"]
+    assert verdict["results"][0]["verdict"] in ("ok", "regression", "faster")
 
 
 BROKEN = textwrap.dedent('''

@@ -10,7 +10,8 @@ Two counters, one baseline format, table, verdict file and set of exit codes:
 * ``ratio`` (default): the benchmarks (``tests/benchmarks``, pytest-benchmark) run in a pytest
   subprocess that writes ``--out/benchmark.json``; each case's ratio to its same-process
   reference is compared (see :mod:`suite.regress.gate` for the tolerance rule). Needs a
-  baseline of the same machine class (CPU model, threads, torch major.minor).
+  baseline of the same machine class (CPU model, threads, device); another torch major.minor
+  is judged with a warning.
 * ``instructions``: every case runs under Callgrind in one valgrind process
   (:mod:`suite.regress.callgrind`); instructions per call are compared, simulated cache misses
   are reported beside them; ``--out/instructions.json`` holds the counts. Identical in
@@ -51,6 +52,7 @@ from .gate import (
     DEFAULT_FACTOR,
     DEFAULT_FLOOR,
     DEFAULT_INSTRUCTION_FLOOR,
+    SOFT_KEYS,
     CaseResult,
     build_baseline,
     compare,
@@ -59,6 +61,7 @@ from .gate import (
     load_baseline,
     machine_class,
     machine_mismatch,
+    machine_warnings,
     ratios_from_benchmark_json,
 )
 
@@ -128,8 +131,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="ratio: re-measure a regressing case this many times in fresh processes; it fails "
                       "only if every measurement regresses (default: 1; instruction counts are not re-measured)")
     gate.add_argument("--on-mismatch", choices=("fail", "warn"), default="fail",
-                      help="baseline from another machine class (ratio: CPU model, threads, device, torch "
-                      "major.minor; instructions: torch, Python, ISA, BLAS, CPU vendor, threads): 'fail' exits 3, "
+                      help="baseline from another machine class (ratio: CPU model, threads, device; another "
+                      "torch major.minor is only a warning; instructions: torch, Python, ISA, BLAS, CPU vendor, threads): 'fail' exits 3, "
                       "'warn' exits 0; cases are never judged across classes (default: fail)")
     update = parser.add_argument_group("baseline update")
     update.add_argument("--update-baseline", action="store_true",
@@ -311,7 +314,7 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     if counter == "ratio":  # the ratio class is known before measuring: nothing is measured in vain
         expected = machine_class(collect_environment(), threads=settings.threads)
-        mismatch = machine_mismatch(baseline.get("machine_class", {}), expected)
+        mismatch = machine_mismatch(baseline.get("machine_class", {}), expected, soft=SOFT_KEYS[counter])
         if mismatch and args.on_mismatch == "fail":
             _print_mismatch(baseline, expected, mismatch)
             print("regress: nothing measured (--on-mismatch fail); --on-mismatch warn measures and shows the "
@@ -322,7 +325,8 @@ def main(args: argparse.Namespace) -> int:
     except (RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    mismatch = machine_mismatch(baseline.get("machine_class", {}), current.machine)
+    mismatch = machine_mismatch(baseline.get("machine_class", {}), current.machine, soft=SOFT_KEYS[counter])
+    warnings = machine_warnings(baseline.get("machine_class", {}), current.machine, SOFT_KEYS[counter])
     values = {case: [facts[counter]] for case, facts in current.cases.items()}
     results = compare(baseline, values, baseline_names=dict(args.baseline_name), errors=current.errors)
     if counter == "ratio" and not mismatch:  # nothing is judged across machine classes
@@ -338,6 +342,10 @@ def main(args: argparse.Namespace) -> int:
     beside = {case: {key: facts[key] for key in ("d1_misses", "ll_misses")}
               for case, facts in current.cases.items()} if counter == "instructions" else None
     print(format_table(results, counter, beside))
+    if warnings and not mismatch:
+        print(f"regress: WARNING: judged across {'; '.join(warnings)}: ratios to a same-process reference "
+              "are meant to survive this, but a changed kernel moves them too; re-take the baseline "
+              "(--update-baseline) once the change is understood")
     elapsed = time.perf_counter() - started
     verdict = {
         "counter": counter,
@@ -345,6 +353,7 @@ def main(args: argparse.Namespace) -> int:
         "machine_class": current.machine,
         "baseline_machine_class": baseline.get("machine_class"),
         "mismatch": mismatch,
+        "warnings": warnings,
         "environment": current.environment,
         "settings": settings.to_json(),
         "results": [r.as_dict() for r in results],

@@ -25,9 +25,10 @@ values. A real slowdown is slow every time; a neighbour process that made one ru
 does it twice. Instruction counts do not depend on neighbours, so they are not re-measured.
 
 **Machine class.** The baseline carries the environment it was taken on. For ratios, a run
-whose CPU model, thread count, device or torch major.minor differs is *incomparable*; for
-instructions, what the counts depend on (:func:`suite.regress.callgrind.machine_class`). The
-verdict says so and the cases are not judged.
+whose CPU model, thread count or device differs is *incomparable*, and one whose torch
+major.minor differs is judged with a warning (:data:`SOFT_KEYS`); for instructions, a run that
+differs in anything the counts depend on (:func:`suite.regress.callgrind.machine_class`) is
+incomparable. The verdict says so and incomparable cases are not judged.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ __all__ = [
     "format_table",
     "machine_class",
     "machine_mismatch",
+    "machine_warnings",
     "ratios_from_benchmark_json",
     "spread",
     "tolerance_for",
@@ -64,6 +66,11 @@ REPORTED_BESIDE: dict[str, tuple[str, ...]] = {
 }
 """Per counter, the facts a baseline keeps beside the gated value (medians over its processes)."""
 MACHINE_CLASS_KEYS: tuple[str, ...] = ("cpu", "threads", "device", "torch")
+SOFT_KEYS: dict[str, tuple[str, ...]] = {"ratio": ("torch",), "instructions": ()}
+"""Per counter, machine-class keys whose difference is a warning, not a mismatch. A ratio to a
+reference measured in the same process is meant to survive a torch update (both sides move
+with the library; what a kernel change moves is what the gate is for); an instruction count
+is not, so there the torch version is part of the class."""
 DEFAULT_FLOOR = 0.10
 DEFAULT_INSTRUCTION_FLOOR = 0.01
 DEFAULT_FACTOR = 3.0
@@ -77,12 +84,20 @@ def machine_class(environment: Mapping[str, Any], *, threads: int) -> dict[str, 
     return {"cpu": environment.get("cpu", ""), "threads": int(threads), "device": "cpu", "torch": major_minor}
 
 
-def machine_mismatch(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+def machine_mismatch(baseline: Mapping[str, Any], current: Mapping[str, Any], *,
+                     soft: Sequence[str] = ()) -> list[str]:
     """Human-readable differences between two machine classes (empty when comparable); every
-    key either class has is compared, so a ratio baseline never matches an instruction run."""
+    key either class has is compared, so a ratio baseline never matches an instruction run.
+    Keys in ``soft`` are left out (see :func:`machine_warnings`)."""
     keys = [*MACHINE_CLASS_KEYS, *sorted((set(baseline) | set(current)) - set(MACHINE_CLASS_KEYS))]
     return [f"{key}: baseline {baseline.get(key)!r}, this run {current.get(key)!r}"
-            for key in keys if baseline.get(key) != current.get(key)]
+            for key in keys if key not in soft and baseline.get(key) != current.get(key)]
+
+
+def machine_warnings(baseline: Mapping[str, Any], current: Mapping[str, Any], soft: Sequence[str]) -> list[str]:
+    """The differences in the ``soft`` keys: reported with a warning, the cases still judged."""
+    return [f"{key}: baseline {baseline.get(key)!r}, this run {current.get(key)!r}"
+            for key in soft if baseline.get(key) != current.get(key)]
 
 
 def spread(ratios: Sequence[float]) -> float:
