@@ -49,7 +49,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff over the project."""
     _install(session, "ruff>=0.5")
-    session.run("ruff", "check", "modules", "suite", "tests", "noxfile.py")
+    session.run("ruff", "check", "modules", "suite", "tests", "benchmarks", "noxfile.py")
 
 
 @nox.session

@@ -25,12 +25,11 @@ import modules
 
 def timm_factories() -> dict[str, Callable[[int], nn.Module]]:
     """Our registry name -> the timm module of the same design (paper defaults where timm's differ)."""
-    from timm.layers.cbam import ChannelAttn, CbamModule, SpatialAttn
+    from timm.layers.cbam import CbamModule, ChannelAttn, SpatialAttn
     from timm.layers.coord_attn import CoordAttn
     from timm.layers.eca import CecaModule, EcaModule
-    from timm.layers.non_local_attn import NonLocalAttn
-    from timm.layers.gather_excite import GatherExcite
     from timm.layers.global_context import GlobalContext
+    from timm.layers.non_local_attn import NonLocalAttn
     from timm.layers.selective_kernel import SelectiveKernel
     from timm.layers.split_attn import SplitAttn
     from timm.layers.squeeze_excite import EffectiveSEModule, SEModule
