@@ -18,7 +18,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
@@ -138,29 +138,46 @@ class FolderLockedError(RuntimeError):
     """Another process holds the lock of an output folder."""
 
 
-@contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
-    """Hold an exclusive lock on ``folder`` (``.lock`` inside it) or raise FolderLockedError."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    lock_path = folder / ".lock"
-    handle = lock_path.open("a+")
-    try:
+def _acquire(lock_path: Path, folder: Path) -> IO[str]:
+    """Open and lock ``lock_path``; retry when the file was removed by its previous holder
+    between our open and our lock (then we would hold a lock nobody else can see)."""
+    while True:
+        handle = lock_path.open("a+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
+            handle.close()
             raise FolderLockedError(
                 f"{folder} is being written by {holder}; wait for it to finish or choose "
                 f"another --out folder (two runs writing one folder would interleave their rows)"
             ) from None
+        try:
+            if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()  # the file we locked is gone: lock the one that is there now
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (``.lock`` inside it) or raise FolderLockedError.
+    The ``.lock`` file is removed when the lock is released."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_path = folder / ".lock"
+    handle = _acquire(lock_path, folder)
+    try:
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")
         handle.flush()
         yield folder
     finally:
+        with contextlib.suppress(OSError):
+            lock_path.unlink()  # while still locked, so nobody locks the file being removed
         with contextlib.suppress(OSError):
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         handle.close()
