@@ -1,10 +1,12 @@
-"""nox sessions: ``nox -s bench``, ``nox -s report``, ``nox -s tests``, ``nox -s lint``, ``nox -s regress``.
+"""nox sessions: ``bench``, ``report``, ``tests``, ``lint``, ``regress``, ``benchmarks`` (``nox -s NAME``).
 
 Every session also runs in an existing environment with ``nox --no-venv -s NAME`` (e.g. on a
 GPU machine without network, where torch is preinstalled): installs are then skipped.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
@@ -64,3 +66,16 @@ def regress(session: nox.Session) -> None:
     """
     _install(session, "-e", ".[test]")
     session.run("python", "-m", "suite", "regress", *session.posargs)
+
+
+@nox.session
+def benchmarks(session: nox.Session) -> None:
+    """Run one script of ``benchmarks/`` with what it needs (timm, scipy, pytest-benchmark):
+    ``nox -s benchmarks -- SCRIPT [ARGS]``, e.g. ``-- instruction_gate_check.py -n 20``."""
+    scripts = sorted(p.name for p in Path("benchmarks").glob("*.py") if "__main__" in p.read_text())
+    if not session.posargs or session.posargs[0] not in scripts:
+        got = session.posargs[0] if session.posargs else "nothing"
+        session.error(f"name a script of benchmarks/ first (got {got}); one of: {', '.join(scripts)}")
+    _install(session, "-e", ".[test]")
+    script, *args = session.posargs
+    session.run("python", str(Path("benchmarks") / script), *args)
