@@ -8,6 +8,7 @@ import argparse
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -265,3 +266,30 @@ def test_rotation_starts_the_cases_elsewhere() -> None:
     assert rotated(cases, 0) == cases
     assert rotated(cases, 4) == [("se", "train"), ("eca", "forward"), ("se", "forward")]
     assert rotated([], 3) == []
+
+
+class _Bar:
+    def __init__(self) -> None:
+        self.updates, self.lines, self.postfix = 0, [], ""
+
+    def update(self, n: int) -> None:
+        self.updates += n
+
+    def write(self, line: str) -> None:
+        self.lines.append(line)
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
+
+
+def test_the_workers_progress_lines_advance_the_bar_and_the_tail_is_kept() -> None:
+    script = ("import sys\n"
+              "print('callgrind: torch imported in 1 s; 2 case(s) built', file=sys.stderr)\n"
+              "print('callgrind: 1/2 se|forward|s counted in 1 s', file=sys.stderr)\n"
+              "print('callgrind: 2/2 ca|forward|s failed: error', file=sys.stderr)\n"
+              "print('valgrind says something')\n"
+              "sys.exit(3)\n")
+    bar = _Bar()
+    returncode, tail = callgrind._run_streaming([sys.executable, "-c", script], {}, bar)
+    assert returncode == 3 and "valgrind says something" in tail
+    assert bar.updates == 2 and bar.postfix == "counting" and bar.lines[0].startswith("callgrind: torch imported")

@@ -48,6 +48,7 @@ from typing import Any
 
 from ..records import RecordStore
 from ..timing.rounds import worker_environment
+from ..timing.sweep import progress_bar
 from .callgrind_worker import LABEL_PREFIX
 from .cases import RegressSettings
 
@@ -195,9 +196,9 @@ def _assemble(manifest: list[dict[str, Any]], dumps: list[tuple[str, dict[str, i
     return counts
 
 
-def _run_streaming(command: list[str], env: dict[str, str]) -> tuple[int, str]:
-    """Run ``command``, passing its progress lines to stderr; ``(exit code, its last lines)``.
-    Stopped after :data:`TIMEOUT_S`."""
+def _run_streaming(command: list[str], env: dict[str, str], progress: Any) -> tuple[int, str]:
+    """Run ``command``, advancing ``progress`` (a tqdm bar) on the worker's progress lines;
+    ``(exit code, its last lines)``. Stopped after :data:`TIMEOUT_S`."""
     tail: collections.deque[str] = collections.deque(maxlen=40)
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watchdog = threading.Timer(TIMEOUT_S, proc.kill)
@@ -206,8 +207,11 @@ def _run_streaming(command: list[str], env: dict[str, str]) -> tuple[int, str]:
         assert proc.stdout is not None
         for line in proc.stdout:
             tail.append(line)
-            if line.startswith("callgrind:"):
-                sys.stderr.write(line)
+            if line.startswith("callgrind: torch imported"):
+                progress.write(line.rstrip())
+                progress.set_postfix_str("counting")
+            elif line.startswith("callgrind: "):
+                progress.update(1)
         returncode = proc.wait()
     finally:
         watchdog.cancel()
@@ -218,26 +222,30 @@ def _run_streaming(command: list[str], env: dict[str, str]) -> tuple[int, str]:
 
 def collect(settings: RegressSettings, work_dir: Path, *, rotate: int = 0) -> Counts:
     """Count every case of ``settings`` in one valgrind process, in their order rotated by
-    ``rotate``; dumps and the manifest are kept in ``work_dir`` (emptied first). Raises :class:`CounterUnavailable` when valgrind is
-    missing or the process fails as a whole; a case that fails is in ``Counts.errors``."""
+    ``rotate``; dumps and the manifest are kept in ``work_dir`` (emptied first).
+
+    Raises :class:`CounterUnavailable` when valgrind is missing or the process fails as a
+    whole; a case that fails is in ``Counts.errors``. A progress bar on stderr counts the cases."""
     valgrind = find_valgrind()
     started = time.perf_counter()
     shutil.rmtree(work_dir, ignore_errors=True)
     work_dir.mkdir(parents=True)
-    shim, why = build_shim(work_dir)
-    if shim is None:
-        print(f"regress: {why}; valgrind instruments from the start instead (slower)", file=sys.stderr)
     manifest = work_dir / "manifest.jsonl"
     settings_path = work_dir / "settings.json"
     settings_path.write_text(json.dumps(settings.to_json()))
-    command = [*valgrind_command(valgrind, work_dir, instrument_from_start=shim is None),
-               sys.executable, "-m", "suite.regress.callgrind_worker", str(settings_path), str(manifest),
-               "--rotate", str(rotate)]
-    if shim is not None:
-        command += ["--shim", str(shim)]
-    env = worker_environment(settings.threads, "steady")
-    env["PYTHONHASHSEED"] = "0"
-    returncode, tail = _run_streaming(command, env)
+    with progress_bar(len(settings.cases()), "callgrind", unit="case") as progress:
+        shim, why = build_shim(work_dir)
+        if shim is None:
+            progress.write(f"callgrind: {why}; valgrind instruments from the start instead (slower)")
+        command = [*valgrind_command(valgrind, work_dir, instrument_from_start=shim is None),
+                   sys.executable, "-m", "suite.regress.callgrind_worker", str(settings_path), str(manifest),
+                   "--rotate", str(rotate)]
+        if shim is not None:
+            command += ["--shim", str(shim)]
+        env = worker_environment(settings.threads, "steady")
+        env["PYTHONHASHSEED"] = "0"
+        progress.set_postfix_str("importing torch, building the cases")
+        returncode, tail = _run_streaming(command, env, progress)
     if returncode != 0 or not manifest.exists():
         raise CounterUnavailable(f"the valgrind process failed (exit {returncode}): {tail}")
     counts = _assemble(list(RecordStore(manifest).read()), _dumps(work_dir))

@@ -21,7 +21,8 @@ different rotations, so that its spread includes how much a count depends on wha
 
 The manifest (JSON lines) gets a ``facts`` row, then per case a ``counted`` row with the labels
 of its dumps or an ``error`` row with the status and message of what failed; the other cases go
-on. Progress goes to stderr, one line per case.
+on. Progress goes to stderr, one line per case (``callgrind: ...``, read by the parent's
+progress bar).
 """
 
 from __future__ import annotations
@@ -187,6 +188,7 @@ def _build(settings: Any, manifest: Path, rotate: int) -> dict[str, Any]:
         except Exception as exc:  # noqa: BLE001 - becomes the case's status, the others go on
             failure = failure_row(config_for(name, mode, settings), exc, classify_error(exc))
             _append(manifest, {"kind": "error", "case": case, "attn": name, "mode": mode, **failure})
+            print(f"callgrind: {case} could not be built: {failure['status']}", file=sys.stderr, flush=True)
             continue
         workloads[case] = (name, mode, workload)
     return workloads
@@ -211,6 +213,8 @@ def _count_all(settings: Any, workloads: dict[str, Any], requests: Any, manifest
         except Exception as exc:  # noqa: BLE001 - becomes the case's status, the others go on
             failure = failure_row(config_for(name, mode, settings), exc, classify_error(exc))
             _append(manifest, {"kind": "error", "case": case, "attn": name, "mode": mode, **failure})
+            print(f"callgrind: {index}/{len(workloads)} {case} failed: {failure['status']}", file=sys.stderr,
+                  flush=True)
             continue
         _append(manifest, {"kind": "counted", "case": case, "attn": name, "mode": mode,
                            "shape": list(workload.input_shape), "params": workload.params,
