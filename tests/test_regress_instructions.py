@@ -198,8 +198,12 @@ def test_cli_says_when_valgrind_is_missing(tmp_path: Path, monkeypatch: pytest.M
 
 
 @pytest.fixture
-def planted_se():
-    load_plugins([str(PLANTED)])
+def planted_se(tmp_path: Path):
+    """``se_plus5`` registered here for the test (a copy of the plugin at a new path: a file
+    already imported is not imported again, so it would not register again)."""
+    copy = tmp_path / "planted_se.py"
+    shutil.copy(PLANTED, copy)
+    load_plugins([str(copy)])
     yield
     modules.unregister_attention("se_plus5")
 
