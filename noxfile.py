@@ -1,17 +1,55 @@
 """nox sessions: ``bench``, ``report``, ``tests``, ``lint``, ``regress``, ``benchmarks`` (``nox -s NAME``).
 
-Every session also runs in an existing environment with ``nox --no-venv -s NAME`` (e.g. on a
-GPU machine without network, where torch is preinstalled): installs are then skipped.
+Sessions create their environments with uv when it is installed (``pip install "nox[uv]"``):
+all of them share uv's package cache, so the first one downloads torch and the later ones link
+it in seconds. Without uv they fall back to virtualenv and pip. Every session also runs in an
+existing environment with ``nox --no-venv -s NAME`` (e.g. on a GPU machine without network,
+where torch is preinstalled): installs are then skipped.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import nox
 
 nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "uv|virtualenv"
+
+# uv does not read pip's configuration. Where pip is configured (a mirror, local wheels, a
+# constraints file), these uv variables say the same, so both backends install the same packages.
+_PIP_TO_UV = {
+    "index-url": "UV_INDEX_URL",
+    "extra-index-url": "UV_EXTRA_INDEX_URL",
+    "find-links": "UV_FIND_LINKS",
+    "constraint": "UV_CONSTRAINT",
+}
+
+
+def _pip_settings_for_uv() -> dict[str, str]:
+    """pip's configured index, extra indexes, find-links and constraints as uv variables
+    (``pip config list``: files and ``PIP_*`` variables); variables already set are kept."""
+    try:
+        listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
+                                text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    found: dict[str, list[str]] = {}
+    for line in listed.splitlines():
+        key, _, value = line.partition("=")
+        option = key.rsplit(".", 1)[-1]
+        if option in _PIP_TO_UV:
+            values = shlex.split(shlex.split(value)[0]) if value.strip() else []
+            found.setdefault(_PIP_TO_UV[option], [])
+            found[_PIP_TO_UV[option]] += [v for v in values if v not in found[_PIP_TO_UV[option]]]
+    separator = {"UV_FIND_LINKS": ","}
+    return {var: separator.get(var, " ").join(values) for var, values in found.items()
+            if values and var not in os.environ}
 
 
 def _install(session: nox.Session, *args: str) -> None:
@@ -19,7 +57,10 @@ def _install(session: nox.Session, *args: str) -> None:
     if session.venv_backend == "none":
         session.log("no virtualenv: using the current environment as it is")
         return
-    session.install(*args)
+    env = _pip_settings_for_uv() if session.venv_backend == "uv" else {}
+    if env:
+        session.log("uv: following pip's configuration: " + ", ".join(sorted(env)))
+    session.install(*args, env=env)
 
 
 @nox.session
