@@ -1,6 +1,6 @@
 """Time attnbench's cross-channel max pooling against the seed's transpose/max_pool2d form.
 
-The seed (``/work/shared/seeds/000_*``) pools groups of ``k`` consecutive channels by moving the
+The seed (``../shared/seeds/000_*``) pools groups of ``k`` consecutive channels by moving the
 channel axis last, running ``F.max_pool2d`` with kernel ``(1, k)`` and moving it back. Our
 ``ccp_max`` views the channel axis as ``(C / k, k)`` and reduces the ``k`` axis. This script
 checks that both give identical outputs and reports the median time of each, measured in one

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "n": args.n,
         "parallel": args.parallel,
         "gate_args": args.gate_args,
-        "baseline": "benchmarks/baseline/regress_instructions.json",
+        "baseline": "suite/regress/baselines/regress_instructions.json",
         "unchanged_passes": sum(r["unchanged_pass"] for r in runs),
         "planted_caught": sum(r["planted_caught"] for r in runs),
         "worst_unchanged_change": max(worst, default=float("nan")),

@@ -12,7 +12,7 @@ Run from the project root on an otherwise idle machine (it refuses to start when
 cores are busy during the 3 s before it, unless ``--allow-busy``)::
 
     python -m benchmarks.latency_reproducibility --out reports/latency_reproducibility
-    python -m benchmarks.latency_reproducibility --out /tmp/repro -- --rounds 12   # flags for the stage
+    python -m benchmarks.latency_reproducibility --out reports/latency_reproducibility_rounds12 -- --rounds 12   # flags for the stage
 
 Writes ``OUT/run1/``, ``OUT/run2/`` (the stage's outputs), ``OUT/comparison.csv`` and
 ``OUT/README.md`` (the printed table, the commands and the environment).

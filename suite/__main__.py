@@ -1,4 +1,4 @@
-"""``python -m suite STAGE [options]``: the harness's command line.
+"""``python -m suite STAGE [options]`` (or ``attnbench STAGE`` once installed): the harness's command line.
 
 Each stage lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``;
 they are imported only when chosen, so ``--help`` stays fast.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 STAGES: dict[str, tuple[str, str]] = {
     "cost": ("suite.cost.cli", "parameters, MACs and FLOPs from fvcore, thop, torch and the closed forms"),
@@ -24,7 +25,7 @@ STAGES: dict[str, tuple[str, str]] = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
-        prog="python -m suite",
+        prog="attnbench" if Path(sys.argv[0]).name == "attnbench" else "python -m suite",
         description="attnbench: measure what CNN attention blocks cost and buy.",
     )
     sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from suite.accuracy.data import DEFAULT_DATA, list_classes, load_split
+from suite.accuracy.data import default_data_root, list_classes, load_split
 
 
 @pytest.fixture(scope="session")
 def imagenette_root():
-    root = DEFAULT_DATA.resolve()
+    root = default_data_root()
     if not (root / "train").is_dir():
         pytest.skip(f"Imagenette not found at {root}")
     return root

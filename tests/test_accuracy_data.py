@@ -12,9 +12,10 @@ from PIL import Image
 
 from suite.accuracy import data as data_mod
 from suite.accuracy.data import (
-    DEFAULT_DATA,
+    DATA_ENV,
     DataNotFoundError,
     decode_image,
+    default_data_candidates,
     list_classes,
     list_files,
     load_split,
@@ -43,10 +44,10 @@ def _image_folder(root: Path) -> Path:
 
 
 def test_missing_default_and_missing_data_name_both(monkeypatch, tmp_path):
-    monkeypatch.setattr(data_mod, "DEFAULT_DATA", tmp_path / "nowhere")
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(DataNotFoundError) as error:
         resolve_data_root(None)
-    assert str(tmp_path / "nowhere") in str(error.value) and "--data" in str(error.value)
+    assert "nowhere" in str(error.value) and "--data" in str(error.value) and DATA_ENV in str(error.value)
     with pytest.raises(DataNotFoundError, match="does not exist"):
         resolve_data_root(tmp_path / "also-missing")
     (tmp_path / "half" / "train").mkdir(parents=True)
@@ -54,8 +55,14 @@ def test_missing_default_and_missing_data_name_both(monkeypatch, tmp_path):
         resolve_data_root(tmp_path / "half")
 
 
-def test_default_is_the_shared_imagenette_next_to_the_project():
-    assert DEFAULT_DATA.resolve().parts[-3:] == ("shared", "datasets", "imagenette")
+def test_default_is_the_shared_imagenette_next_to_the_project(monkeypatch, tmp_path):
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    checkout, here = default_data_candidates()
+    assert checkout == (data_mod.PROJECT_ROOT / ".." / "shared" / "datasets" / "imagenette").resolve()
+    assert here == (tmp_path / ".." / "shared" / "datasets" / "imagenette").resolve()
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "mine"))
+    assert default_data_candidates() == [(tmp_path / "mine").resolve()]
 
 
 def test_class_selection():

@@ -165,7 +165,7 @@ def test_gate_catches_a_planted_slowdown_and_passes_the_original(slowed_se: Path
     slowed = verdicts["se_twice|forward|b2c64s28"]
     assert slowed["verdict"] == "regression"
     assert len(slowed["values"]) == 2  # confirmed in a fresh process
-    assert slowed["change"] > 0.5  # about +100%: twice the work
+    assert slowed["change"] > 0.3  # twice the gate's work: +50-100% measured, beside the fixed overhead of a call
 
 
 def test_gate_refuses_a_baseline_from_another_machine_class(tmp_path: Path) -> None:

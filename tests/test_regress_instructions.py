@@ -183,7 +183,7 @@ def test_cli_takes_a_baseline_then_passes_fails_and_refuses_another_class(tmp_pa
 
 def test_cli_refuses_a_ratio_baseline_for_the_instruction_counter(tmp_path: Path, stub_counts,
                                                                   capsys: pytest.CaptureFixture) -> None:
-    (tmp_path / "baseline.json").write_text((ROOT / "benchmarks" / "baseline" / "regress_cpu.json").read_text())
+    (tmp_path / "baseline.json").write_text((ROOT / "suite" / "regress" / "baselines" / "regress_cpu.json").read_text())
     assert cli.main(_args(tmp_path)) == cli.EXIT_ERROR
     assert "holds ratio values, not instructions" in capsys.readouterr().err
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from suite.env import PROJECT_ROOT, collect_environment
+from suite.env import collect_environment
+from suite.portable import shown_path
 from suite.records import RecordStore, folder_lock, write_csv_atomic, write_text_atomic
 
 from .data import DataNotFoundError, list_classes, load_split, resolve_data_root, select_classes
@@ -57,10 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="number of seeds (paired across attention types); default: 1 for smoke, 3 otherwise")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+seeds-1 (default: 0)")
     parser.add_argument("--data", default=None,
-                        help="ImageFolder root with train/ and val/ (default: ../shared/datasets/imagenette "
-                             "relative to the project root)")
+                        help="ImageFolder root with train/ and val/ (default: $ATTNBENCH_DATA, else "
+                             "../shared/datasets/imagenette beside the checkout, else beside the current folder)")
     parser.add_argument("--out", default=None,
-                        help="output folder (default: runs/accuracy/PROFILE in the project)")
+                        help="output folder (default: runs/accuracy/PROFILE under the current folder)")
     parser.add_argument("--cache-dir", default=None,
                         help="decoded-image cache (default: $ATTNBENCH_CACHE or ~/.cache/attnbench)")
     parser.add_argument("--workers", type=int, default=None, help="processes decoding images (default: CPU count, max 8)")
@@ -149,7 +150,7 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if info.device.type == "cpu":
         torch.set_flush_denormal(True)  # denormal weights late in training can slow CPU kernels many-fold
-    out = Path(args.out) if args.out else PROJECT_ROOT / "runs" / "accuracy" / args.profile
+    out = Path(args.out) if args.out else Path("runs") / "accuracy" / args.profile
     seeds = list(range(args.first_seed, args.first_seed + (args.seeds or DEFAULT_SEEDS[args.profile])))
     finished = False
     try:
@@ -249,7 +250,7 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
                 inner.close()
         if info.is_main:
             record: dict[str, Any] = {"key": key, "attn": attn, "seed": seed, "profile": recipe.profile,
-                                      "arch": recipe.arch, "data": str(root), "world_size": info.world_size,
+                                      "arch": recipe.arch, "data": shown_path(root), "world_size": info.world_size,
                                       "recipe": fingerprint, **result, "started": started,
                                       "recipe_config": recipe.as_dict()}
             record.update(env)

@@ -1,7 +1,8 @@
 """Images for the accuracy stage: an ImageFolder root decoded once into a uint8 cache.
 
 Any folder with ``train/<class>/*`` and ``val/<class>/*`` works (ImageNet, ImageNet-100,
-Imagenette). The default is ``../shared/datasets/imagenette`` relative to the project root.
+Imagenette). The default is ``$ATTNBENCH_DATA``, else ``../shared/datasets/imagenette`` beside
+the checkout the package runs from, else beside the current folder (:func:`default_data_root`).
 
 Each split is decoded, converted to RGB (grayscale, palette and CMYK images included),
 resized so its shorter side is ``size`` (antialiased) and centre-cropped to ``size x size``,
@@ -33,10 +34,13 @@ import numpy as np
 import torch
 
 from suite.env import PROJECT_ROOT
+from suite.portable import shown_path
 
 __all__ = [
     "IMAGE_EXTENSIONS",
-    "DEFAULT_DATA",
+    "DATA_ENV",
+    "default_data_candidates",
+    "default_data_root",
     "SplitData",
     "DataNotFoundError",
     "resolve_data_root",
@@ -49,7 +53,9 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
-DEFAULT_DATA = PROJECT_ROOT / ".." / "shared" / "datasets" / "imagenette"
+DATA_ENV = "ATTNBENCH_DATA"
+"""Environment variable naming the default dataset root."""
+_SHARED_IMAGENETTE = Path("..") / "shared" / "datasets" / "imagenette"
 _CACHE_VERSION = 1
 
 
@@ -81,22 +87,40 @@ class SplitData:
         return int(self.labels.numel())
 
 
-def resolve_data_root(path: str | os.PathLike[str] | None) -> Path:
-    """The dataset root: ``path`` if given, else the default Imagenette copy.
+def default_data_candidates() -> list[Path]:
+    """Where the default dataset is looked for, in order: ``$ATTNBENCH_DATA`` when set (then
+    only there); ``../shared/datasets/imagenette`` beside the source checkout the package runs
+    from (when it runs from one); the same beside the current folder."""
+    if os.environ.get(DATA_ENV):
+        return [Path(os.environ[DATA_ENV]).expanduser().resolve()]
+    candidates = [Path.cwd() / _SHARED_IMAGENETTE]
+    if (PROJECT_ROOT / "pyproject.toml").is_file():
+        candidates.insert(0, PROJECT_ROOT / _SHARED_IMAGENETTE)
+    return list(dict.fromkeys(c.resolve() for c in candidates))
 
-    Raises DataNotFoundError naming the default location and the ``--data`` option when
+
+def default_data_root() -> Path:
+    """The first of :func:`default_data_candidates` that exists, else the first of them."""
+    candidates = default_data_candidates()
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+def resolve_data_root(path: str | os.PathLike[str] | None) -> Path:
+    """The dataset root: ``path`` if given, else :func:`default_data_root`.
+
+    Raises DataNotFoundError naming the default locations and the ``--data`` option when
     neither exists, or when the chosen root lacks ``train/`` or ``val/``.
     """
-    root = Path(path).expanduser() if path is not None else DEFAULT_DATA.resolve()
+    root = Path(path).expanduser() if path is not None else default_data_root()
     if path is None and not root.is_dir():
+        looked = ", ".join(shown_path(c) for c in default_data_candidates())
         raise DataNotFoundError(
-            f"no dataset found: the default {DEFAULT_DATA.resolve()} does not exist and no "
-            f"--data PATH was given; pass --data pointing to an ImageFolder root with train/ and val/"
+            f"no dataset found: looked for the default Imagenette copy at {looked} and no --data "
+            f"PATH was given; pass --data pointing to an ImageFolder root with train/ and val/, "
+            f"or set {DATA_ENV} (README, 'Data')"
         )
     if not root.is_dir():
-        raise DataNotFoundError(
-            f"--data {root} does not exist (the default would be {DEFAULT_DATA.resolve()})"
-        )
+        raise DataNotFoundError(f"--data {root} does not exist")
     missing = [s for s in ("train", "val") if not (root / s).is_dir()]
     if missing:
         raise DataNotFoundError(

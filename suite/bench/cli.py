@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-from ..env import PROJECT_ROOT
 from ..records import FolderLockedError
 from ..timing.sweep import choice_list
 from .profile import STAGE_ORDER, ProfileError, apply_overrides, list_profiles, load_profile
@@ -38,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"a shipped profile ({', '.join(list_profiles())}) or a path to a .toml "
                              "profile file (default: cpu); see suite/profiles/")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: reports/PROFILE in the project)")
+                        help="output folder (default: reports/PROFILE under the current folder)")
     parser.add_argument("--attn", default=None,
                         help="attention types for every stage: fnmatch pattern(s), comma-separated "
                              "(default: the profile's)")
@@ -72,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
     except (ProfileError, PluginError, BenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = args.out or PROJECT_ROOT / "reports" / profile.name
+    out = args.out or Path("reports") / profile.name
     if args.dry_run:
         for run in runs:
             print(f"python -m suite {run.stage} {' '.join(run.argv)} --out {out / 'raw' / run.stage}")

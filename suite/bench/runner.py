@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..env import collect_environment
+from ..portable import portable_text, shown_path
 from ..records import folder_lock, write_text_atomic
 from .profile import STAGE_ORDER, Profile, stage_argv
 
@@ -154,7 +155,7 @@ def _call(suite_main: Callable[[list[str]], int], argv: list[str]) -> tuple[str,
     except SystemExit as exc:  # argparse errors
         code = exc.code if isinstance(exc.code, int) else 2
     except Exception as exc:  # noqa: BLE001 - a failing stage becomes a status, the bench goes on
-        return "error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+        return "error", f"{type(exc).__name__}: {exc}\n{portable_text(traceback.format_exc(limit=5))}"
     if code == 0:
         return "ok", ""
     return ("interrupted" if code == 130 else "error"), f"exit code {code}"
@@ -178,7 +179,7 @@ def run_bench(
         runs = plan_runs(profile, list(stages or STAGE_ORDER), plugin_names or [], progress)
     current = fingerprint()
     started = time.perf_counter()
-    summary: dict[str, Any] = {"profile": profile.name, "profile_file": str(profile.path),
+    summary: dict[str, Any] = {"profile": profile.name, "profile_file": shown_path(profile.path),
                                "fingerprint": current, "plugins": plugin_names or [], "runs": []}
     with folder_lock(out):
         states: dict[str, dict[str, Any]] = {}

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ..portable import shown_path
 from .counters import analyze
 
 __all__ = [
@@ -141,7 +142,7 @@ def run_job(job: Job) -> dict[str, Any]:
         record["message"] = f"{type(error).__name__}: {error}"
         frames = traceback.extract_tb(error.__traceback__)
         if frames:
-            record["where"] = f"{frames[-1].filename}:{frames[-1].lineno}"
+            record["where"] = f"{shown_path(frames[-1].filename)}:{frames[-1].lineno}"
     record["wall_seconds"] = round(time.perf_counter() - start, 4)
     return record
 

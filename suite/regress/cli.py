@@ -7,7 +7,7 @@
 
 Two counters, one baseline format, table, verdict file and set of exit codes:
 
-* ``ratio`` (default): the benchmarks (``tests/benchmarks``, pytest-benchmark) run in a pytest
+* ``ratio`` (default): the benchmarks (``suite/regress/pytest_cases``, pytest-benchmark) run in a pytest
   subprocess that writes ``--out/benchmark.json``; each case's ratio to its same-process
   reference is compared (see :mod:`suite.regress.gate` for the tolerance rule). Needs a
   baseline of the same machine class (CPU model, threads, device); another torch major.minor
@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..env import PROJECT_ROOT, collect_environment
+from ..env import collect_environment
 from ..plugins import load_plugins, normalize_spec
+from ..portable import shown_path
 from ..records import RecordStore, write_text_atomic
 from ..timing.grid import MODES
 from ..timing.sweep import choice_list, resolve_names
@@ -67,14 +68,17 @@ from .gate import (
 
 __all__ = ["add_arguments", "main", "DEFAULT_BASELINES", "EXIT_REGRESSION", "EXIT_ERROR", "EXIT_MISMATCH"]
 
+BASELINE_DIR = Path(__file__).resolve().parent / "baselines"
+"""The committed baselines, shipped inside the package."""
 DEFAULT_BASELINES: dict[str, Path] = {
-    "ratio": PROJECT_ROOT / "benchmarks" / "baseline" / "regress_cpu.json",
-    "instructions": PROJECT_ROOT / "benchmarks" / "baseline" / "regress_instructions.json",
+    "ratio": BASELINE_DIR / "regress_cpu.json",
+    "instructions": BASELINE_DIR / "regress_instructions.json",
 }
 DEFAULT_REPEATS = {"ratio": 5, "instructions": 3}
 """Processes a baseline is taken from, per counter (``--repeats``)."""
 DEFAULT_FLOORS = {"ratio": DEFAULT_FLOOR, "instructions": DEFAULT_INSTRUCTION_FLOOR}
-BENCHMARKS_DIR = PROJECT_ROOT / "tests" / "benchmarks"
+CASES_DIR = Path(__file__).resolve().parent / "pytest_cases"
+"""The pytest-benchmark cases of the ratio counter, shipped inside the package."""
 EXIT_REGRESSION, EXIT_ERROR, EXIT_MISMATCH = 1, 2, 3
 
 
@@ -124,7 +128,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gate = parser.add_argument_group("gate")
     gate.add_argument("--baseline", type=Path, default=None,
                       help="baseline JSON (default: "
-                      + _per_counter({c: p.relative_to(PROJECT_ROOT) for c, p in DEFAULT_BASELINES.items()}) + ")")
+                      + _per_counter({c: f"suite/regress/baselines/{p.name}" for c, p in DEFAULT_BASELINES.items()})
+                      + ", inside the package)")
     gate.add_argument("--baseline-name", type=_alias, action="append", default=[], metavar="NAME=BASE",
                       help="hold NAME's cases to BASE's baseline (e.g. a patched copy of a module); repeatable")
     gate.add_argument("--confirm", type=int, default=1,
@@ -160,7 +165,7 @@ class Measured:
 
 
 def run_benchmarks(settings: RegressSettings, json_path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Run ``tests/benchmarks`` in a fresh pytest process.
+    """Run the cases of ``suite/regress/pytest_cases`` in a fresh pytest process.
 
     Returns ``{case: extra_info}`` of the measured cases and ``{case: "status: message"}`` of
     those that could not be measured (written next to the JSON as ``*.errors.jsonl``)."""
@@ -171,13 +176,14 @@ def run_benchmarks(settings: RegressSettings, json_path: Path) -> tuple[dict[str
         json.dump(settings.to_json(), fh)
         settings_path = fh.name
     command = [
-        sys.executable, "-m", "pytest", str(BENCHMARKS_DIR), "--run-benchmarks",
+        sys.executable, "-m", "pytest", "-c", str(CASES_DIR / "pytest.ini"), "--rootdir", str(CASES_DIR),
+        str(CASES_DIR),
         "--regress-settings", settings_path, "--regress-errors", str(errors_path.resolve()),
         "--benchmark-json", str(json_path.resolve()),
-        "-q", "-p", "no:cacheprovider", "--benchmark-columns=median,iqr,rounds,iterations",
+        "-q", "--benchmark-columns=median,iqr,rounds,iterations",
     ]
     try:
-        proc = subprocess.run(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     finally:
         Path(settings_path).unlink(missing_ok=True)
     if proc.returncode != 0 or not json_path.exists():
@@ -349,7 +355,7 @@ def main(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     verdict = {
         "counter": counter,
-        "baseline": _shown_path(args.baseline),
+        "baseline": shown_path(args.baseline),
         "machine_class": current.machine,
         "baseline_machine_class": baseline.get("machine_class"),
         "mismatch": mismatch,
@@ -367,9 +373,3 @@ def main(args: argparse.Namespace) -> int:
     return _verdict(results, mismatch, f"regress: {len(results)} cases in {elapsed:.0f} s: ")
 
 
-def _shown_path(path: Path) -> str:
-    """``path`` relative to the project when inside it (no absolute paths in outputs)."""
-    try:
-        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
-    except ValueError:
-        return str(path)

@@ -20,11 +20,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--profile", default=None, metavar="NAME",
                         help="profile name for titles and captions (default: the folder's name)")
+    parser.add_argument("--portable", action="store_true",
+                        help="first rewrite the absolute paths in DIR's raw records and files as results "
+                        "now store them (relative to the current folder, code relative to the package), "
+                        "for folders written before they were stored so; nothing measured changes")
 
 
 def main(args: argparse.Namespace) -> int:
     from .render import render_report
 
+    if args.portable:
+        from ..portable import make_portable
+
+        changed = make_portable(args.dir)
+        print(f"report: rewrote {sum(changed.values())} absolute paths in {len(changed)} files"
+              + (f" ({', '.join(f'{name} {n}' for name, n in changed.items())})" if changed else ""))
     try:
         result = render_report(args.dir, args.profile)
     except FileNotFoundError as exc:

@@ -15,7 +15,6 @@ import math
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..portable import format_traceback
 from ..records import RecordStore, write_csv_atomic
 from .grid import COMPILE_MODES, DTYPES, MEMORY_FORMATS, MODES, Axes, Config, profile_axes
 from .timer import default_threads
@@ -293,7 +293,7 @@ def run_sweep(
                 raise
             except Exception as exc:  # noqa: BLE001 - a failing config is a row, not the end
                 fields = failure_row(config, exc, classify(exc))
-                fields["traceback"] = "".join(traceback.format_exception(exc))[-4000:]
+                fields["traceback"] = format_traceback(exc)
             record = {
                 "key": config.key(),
                 **config.as_row(),

@@ -32,6 +32,8 @@ import traceback
 from dataclasses import asdict
 from typing import Any
 
+from ..portable import format_traceback
+
 READY = "ATTNBENCH_READY"
 CHILD = "ATTNBENCH_CHILD "
 ROUND = "ATTNBENCH_ROUND "
@@ -202,11 +204,10 @@ def run_job(job: dict[str, Any], out: Any = None) -> None:
             try:
                 fields = measure_round(config, job)
             except StageError as exc:
-                fields = {"status": exc.status, "message": str(exc)[:2000],
-                          "traceback": traceback.format_exc()[-4000:]}
+                fields = {"status": exc.status, "message": str(exc)[:2000], "traceback": format_traceback(exc)}
             except Exception as exc:  # noqa: BLE001
                 fields = {"status": classify_error(exc), "message": f"{type(exc).__name__}: {exc}"[:2000],
-                          "traceback": traceback.format_exc()[-4000:]}
+                          "traceback": format_traceback(exc)}
             out.write(ROUND + json.dumps({"key": config.key(), **fields, **settings}) + "\n")
             out.flush()
 

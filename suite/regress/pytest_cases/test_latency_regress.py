@@ -1,4 +1,4 @@
-"""pytest-benchmark cases of the latency regression gate (collected only with --run-benchmarks).
+"""pytest-benchmark cases of the latency regression gate (run by `python -m suite regress`).
 
 One case per attention type and mode at the gate's small shape. Each case measures the
 module's ratio to the same-process reference conv (:func:`suite.regress.cases.measure_case`,
