@@ -246,3 +246,39 @@ def test_every_stage_rebuilt_from_records_matches_its_csvs(tmp_path: Path) -> No
             pd.testing.assert_frame_equal(as_csv, table, check_dtype=False, obj=f"{stage}/{name}")
     model = load_stage(raw, "cost").table("model")
     assert model.loc[model["attn"] == "se", "delta_params_total"].notna().all()
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def test_scaling_figure_draws_only_axes_with_two_values(tmp_path: Path) -> None:
+    """forward varies the batch, train has one shape: one panel, and the note names what has none."""
+    from suite.report.figures import latency_scaling_figure
+
+    rows = [{"attn": name, "mode": "forward", "level": "module", "status": "ok", "batch": batch, "size": 28,
+             "channels": 64, "median_ms": 0.1 * batch * (i + 1), "ref_median_ms": batch}
+            for i, name in enumerate(TYPES) for batch in (2, 8)]
+    rows += [{**row, "mode": "train", "batch": 2} for row in rows if row["batch"] == 2]
+    one_mode = tmp_path / "one.png"
+    path, note = latency_scaling_figure(pd.DataFrame(rows), one_mode, "caption")
+    assert path == one_mode and "no panel where one value was measured: train vs batch (only 2)" in note
+    both = tmp_path / "both.png"
+    rows += [{**row, "mode": "train", "batch": 8} for row in rows if row["mode"] == "train"]
+    assert "no panel" not in latency_scaling_figure(pd.DataFrame(rows), both, "caption")[1]
+    assert _png_size(both)[0] > 1.5 * _png_size(one_mode)[0]  # two panels side by side against one
+
+
+def test_memory_figure_draws_the_step_peak_only_where_cuda_measured_it(tmp_path: Path) -> None:
+    from suite.report.figures import memory_figure
+
+    rows = [{"attn": name, "mode": mode, "status": "ok", "device": "cpu", "batch": 2, "channels": 64, "size": 14,
+             "act_saved_bytes": 2**20 * (i + 1), "step_peak_bytes": 2**23}
+            for i, name in enumerate(TYPES) for mode in ("forward", "train")]
+    cpu = tmp_path / "cpu.png"
+    path, note = memory_figure(pd.DataFrame(rows), pd.DataFrame(), cpu, "caption")
+    assert path == cpu and "RSS growth is in memory.csv, not drawn" in note
+    cuda = tmp_path / "cuda.png"
+    path, note = memory_figure(pd.DataFrame([{**r, "device": "cuda:0"} for r in rows]), pd.DataFrame(), cuda, "c")
+    assert "not drawn" not in note and _png_size(cuda)[0] > 1.5 * _png_size(cpu)[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,7 +72,10 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def _caption(fig: plt.Figure, title: str, caption: str) -> None:
-    fig.suptitle(f"{title}\n{caption}", fontsize=11)
+    """The title and the run's caption above the panels, each wrapped to the figure's width."""
+    chars = max(40, int(fig.get_figwidth() * 11.5))  # about 11.5 characters per inch at 11 pt
+    lines = textwrap.wrap(title, chars) + textwrap.wrap(caption, chars)
+    fig.suptitle("\n".join(lines), fontsize=11)
 
 
 def pareto_front(x: Sequence[float], y: Sequence[float]) -> np.ndarray:
@@ -175,13 +179,15 @@ def cost_benefit_figure(summary: pd.DataFrame, path: Path, caption: str) -> tupl
         ax.set_xscale("log")
         _plain_log(ax, "x")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("top-1 delta over the baseline, percentage points (95% CI)")
+        with_interval = bool(np.isfinite(data["top1_ci_low_pp"].to_numpy(float)).any())
+        ax.set_ylabel("top-1 delta over the baseline, percentage points" + (" (95% CI)" if with_interval else ""))
         ax.grid(True, which="both", alpha=0.3)
         span = max(np.nanmax(y + err[1]) - np.nanmin(y - err[0]), 1e-6)
         ax.set_ylim(np.nanmin(y - err[0]) - 0.08 * span, np.nanmax(y + err[1]) + 0.08 * span)
         xmin, xmax = x.min(), x.max()
         ax.set_xlim(xmin / 1.6, xmax * 1.6)
-        ax.text(0.01, 0.01, "dashed: baseline (no attention); single-seed points have no interval",
+        ax.text(0.01, 0.01, "dashed: baseline (no attention)"
+                + ("; single-seed points have no interval" if (err.sum(axis=0) == 0).any() else ""),
                 transform=ax.transAxes, fontsize=7, color="0.35")
         ax.legend(loc="best", fontsize=8)
         fig.canvas.draw()
@@ -214,7 +220,7 @@ def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str,
     shapes = {mode: list(dict.fromkeys(data.loc[data["mode"] == mode, "shape"])) for mode in modes}
     order = _type_order(data[data["mode"] == modes[0]], "ratio_to_ref")
     order += [n for n in sorted(set(data["attn"])) if n not in order]
-    height = 2.2 + 0.28 * len(order)
+    height = 3.2 + 0.28 * len(order)
     columns = sum(len(v) for v in shapes.values())
     width = 3.5 + 1.2 * len(modes) + 0.75 * columns
     fig, axes = plt.subplots(1, len(modes), figsize=(width, height), squeeze=False, sharey=True,
@@ -240,13 +246,14 @@ def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str,
         ax.set_facecolor("0.88")  # cells not measured: grey, not the white of a ratio near 1
         ax.set_title(f"{mode} ({'eval, no_grad' if mode == 'forward' else 'forward + backward'})")
         ax.set_xlabel("input shape (batch, channels, H=W)")
-        ax.set_ylabel("attention type (sorted by median forward ratio)" if k == 0 else "")
+        ax.set_ylabel("attention type" if k == 0 else "")
         ax.tick_params(axis="x", rotation=45)
         for label in ax.get_xticklabels():
             label.set_ha("right")
         ax.tick_params(axis="y", labelsize=8, rotation=0)
     _caption(fig, "Latency ratio to a 3x3 conv C->C on the same input (cell: ratio; 1 = as slow as the conv; "
-             "grey: not measured; 'busy': contended, no clean measurement)", caption)
+             "grey: not measured; 'busy': contended, no clean measurement; rows sorted by the median forward "
+             "ratio)", caption)
     fig.tight_layout()
     return _save(fig, path), ""
 
@@ -276,20 +283,20 @@ def counter_agreement_figure(cost: pd.DataFrame, path: Path, caption: str) -> tu
     order = (data[data["counter"] == COUNTERS["macs_fvcore_shipped"]].set_index("attn")["shown"]
              .sort_values(kind="stable").index.tolist()) or sorted(set(data["attn"]))
     order += [n for n in sorted(set(data["attn"])) if n not in order]
-    fig, ax = plt.subplots(figsize=(9.5, 2.4 + 0.3 * len(order)))
+    fig, ax = plt.subplots(figsize=(11, 3.2 + 0.3 * len(order)))
     sns.stripplot(data=data, x="shown", y="attn", hue="counter", order=order, hue_order=[COUNTERS[c] for c in columns],
                   dodge=True, jitter=False, size=6, alpha=0.85, ax=ax, palette="tab10")
     ax.set_xscale("log")
     ax.axvline(1.0, color="0.2", lw=1)
     ax.axvline(floor, color="0.6", lw=0.8, ls=":")
     ax.set_xlabel(f"counted MACs / closed-form MACs (log; 1 = agrees; at {floor:g} = counted 0 or less)")
-    ax.set_ylabel("attention type (sorted by fvcore-as-shipped ratio)")
+    ax.set_ylabel("attention type")
     ax.grid(True, axis="x", which="both", alpha=0.3)
     for y in range(len(order)):
         ax.axhline(y + 0.5, color="0.9", lw=0.5)
     ax.legend(title="counter", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    _caption(fig, "Counter agreement: each counter's MACs over the closed form (module level, median over shapes)",
-             caption)
+    _caption(fig, "Counter agreement: each counter's MACs over the closed form (module level, median over shapes; "
+             "rows sorted by fvcore's ratio as shipped)", caption)
     fig.tight_layout()
     return _save(fig, path), ""
 
@@ -297,8 +304,9 @@ def counter_agreement_figure(cost: pd.DataFrame, path: Path, caption: str) -> tu
 # --------------------------------------------------------------------------- (d) latency scaling
 def latency_scaling_figure(latency: pd.DataFrame, path: Path, caption: str) -> tuple[Path | None, str]:
     """Median latency against every axis the sweep varied (batch, resolution, channels), the other
-    axes held at their largest value; one line per type, the 3x3-conv reference in black. Returns
-    the path and a sentence saying which axes the data had."""
+    axes held at their largest value; one panel per mode and axis with two or more values, one
+    line per type, the 3x3-conv reference in black. Returns the path and a sentence saying which
+    axes the data had."""
     data = latency[(latency["status"] == "ok") & (latency["level"] == "module")].dropna(subset=["median_ms"])
     if data.empty:
         return None, "no successful module-level latency rows"
@@ -306,60 +314,84 @@ def latency_scaling_figure(latency: pd.DataFrame, path: Path, caption: str) -> t
     varied = [a for a in axes_names if data[a].nunique() > 1]
     modes = [m for m in MODES if m in set(data["mode"])]
     if not varied:
-        note = ("only one batch size, resolution and channel count was measured "
-                f"(batch {int(data['batch'].iloc[0])}, {int(data['size'].iloc[0])} px, C={int(data['channels'].iloc[0])}), "
-                "so the figure shows the latency per type at that shape")
-        order = _type_order(data, "median_ms")
-        fig, ax = plt.subplots(figsize=(8, 2.2 + 0.28 * len(order)))
-        sns.barplot(data=data, x="median_ms", y="attn", hue="mode", order=order, ax=ax, orient="h")
-        ax.set_xscale("log")
-        ax.set_xlabel("median latency, ms (log)")
-        ax.set_ylabel("attention type")
-        _caption(fig, "Latency per type (a single shape was measured)", caption)
-        fig.tight_layout()
-        return _save(fig, path), note
+        return _single_shape_figure(
+            data, path, caption, "only one batch size, resolution and channel count was measured "
+            f"(batch {int(data['batch'].iloc[0])}, {int(data['size'].iloc[0])} px, C={int(data['channels'].iloc[0])})")
+    panels = {(mode, axis): _scaling_slice(data[data["mode"] == mode], axis, list(axes_names))
+              for mode in modes for axis in varied}
+    # a one-point "scaling" line says nothing: only (mode, axis) pairs with two values get a panel
+    drawn = [key for key, (rows, _) in panels.items() if rows[key[1]].nunique() > 1]
+    if not drawn:
+        return _single_shape_figure(data, path, caption, "no axis has two values in any mode")
     names = sorted(set(data["attn"]))
     palette = dict(zip(names, sns.color_palette("husl", len(names)), strict=True))
-    fig, axes = plt.subplots(len(modes), len(varied), figsize=(6.2 * len(varied) + 1.5, 5.2 * len(modes)),
-                             squeeze=False)
-    for r, mode in enumerate(modes):
-        for c, axis in enumerate(varied):
-            ax = axes[r][c]
-            sub = data[data["mode"] == mode]
-            for other in varied + [a for a in axes_names if a not in varied]:
-                if other != axis:
-                    sub = sub[sub[other] == sub[other].max()]
-            fixed = ", ".join(f"{o} {int(sub[o].iloc[0])}" for o in axes_names if o != axis and len(sub))
-            ticks = sorted(sub[axis].unique())
-            if len(ticks) < 2:  # a one-point "scaling" line says nothing: say what was measured instead
-                ax.axis("off")
-                measured = f"{axes_names[axis].split(' (')[0]} {int(ticks[0])}" if ticks else "no rows"
-                ax.text(0.5, 0.5, f"{mode}: only {measured} measured\n({fixed})\nno scaling to show",
-                        ha="center", va="center", fontsize=10, color="0.35", transform=ax.transAxes)
-                continue
-            line = sub.groupby(["attn", axis])["median_ms"].median().reset_index()
-            ref = sub.groupby(axis)["ref_median_ms"].median()
-            for name, group in line.groupby("attn"):
-                ax.plot(group[axis], group["median_ms"], marker="o", ms=3, lw=1, color=palette[name], alpha=0.85)
-            ax.plot(ref.index, ref.values, color="black", lw=2.2, ls="--", marker="s", label="3x3 conv reference")
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            _plain_log(ax, "y")
-            ends = line.sort_values(axis).groupby("attn").tail(1)
-            _end_labels(ax, ends[axis].to_numpy(float), ends["median_ms"].to_numpy(float), ends["attn"].tolist(),
-                        [palette[n] for n in ends["attn"]])
-            ax.set_xticks(ticks, [str(int(t)) for t in ticks])
-            ax.set_xlabel(axes_names[axis])
-            ax.set_ylabel("median latency, ms (log)")
-            ax.set_title(f"{mode}: vs {axes_names[axis].split(' (')[0]} ({fixed})", fontsize=10)
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(loc="upper left", fontsize=8)
-    fixed_axes = [axes_names[a] for a in axes_names if a not in varied]
-    note = ("axes varied: " + ", ".join(axes_names[a] for a in varied)
-            + (f"; fixed: {', '.join(f'{a} {int(data[k].iloc[0])}' for a, k in zip(fixed_axes, [k for k in axes_names if k not in varied], strict=True))}" if fixed_axes else ""))
-    _caption(fig, "Latency scaling with the measured axes (other axes at their largest value)", caption)
+    columns = min(len(drawn), 3)
+    rows_n = math.ceil(len(drawn) / columns)
+    row_height = max(5.2, 1.5 + 0.16 * len(names))  # room for one end label per type
+    fig, axes = plt.subplots(rows_n, columns, figsize=(6.2 * columns + 1.5, row_height * rows_n), squeeze=False)
+    for ax in axes.flat[len(drawn):]:
+        ax.axis("off")
+    for ax, (mode, axis) in zip(axes.flat, drawn, strict=False):
+        sub, fixed = panels[mode, axis]
+        _scaling_panel(ax, sub, axis, axes_names[axis], palette)
+        ax.set_title(f"{mode}: vs {axes_names[axis].split(' (')[0]} ({fixed})", fontsize=10)
+    fixed_axes = [a for a in axes_names if a not in varied]
+    note = "axes varied: " + ", ".join(axes_names[a] for a in varied)
+    if fixed_axes:
+        note += "; fixed: " + ", ".join(f"{axes_names[a]} {int(data[a].iloc[0])}" for a in fixed_axes)
+    left_out = [f"{mode} vs {axis} ({'only ' + str(int(rows[axis].iloc[0])) if len(rows) else 'no rows'})"
+                for (mode, axis), (rows, _) in panels.items() if (mode, axis) not in drawn]
+    title = "Latency scaling with the measured axes (other axes at their largest value)"
+    if left_out:
+        note += "; no panel where one value was measured: " + ", ".join(left_out)
+        title += "; no panel where one value was measured: " + ", ".join(left_out)
+    _caption(fig, title, caption)
     fig.tight_layout()
     return _save(fig, path), note
+
+
+def _scaling_panel(ax: plt.Axes, sub: pd.DataFrame, axis: str, label: str, palette: dict) -> None:
+    """One panel of the scaling figure: a line per type and the reference conv along ``axis``."""
+    ticks = sorted(sub[axis].unique())
+    line = sub.groupby(["attn", axis])["median_ms"].median().reset_index()
+    ref = sub.groupby(axis)["ref_median_ms"].median()
+    for name, group in line.groupby("attn"):
+        ax.plot(group[axis], group["median_ms"], marker="o", ms=3, lw=1, color=palette[name], alpha=0.85)
+    ax.plot(ref.index, ref.values, color="black", lw=2.2, ls="--", marker="s", label="3x3 conv reference")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    _plain_log(ax, "y")
+    ends = line.sort_values(axis).groupby("attn").tail(1)
+    _end_labels(ax, ends[axis].to_numpy(float), ends["median_ms"].to_numpy(float), ends["attn"].tolist(),
+                [palette[n] for n in ends["attn"]])
+    ax.set_xticks(ticks, [str(int(t)) for t in ticks])
+    ax.set_xlabel(label)
+    ax.set_ylabel("median latency, ms (log)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+
+
+def _scaling_slice(rows: pd.DataFrame, axis: str, all_axes: list[str]) -> tuple[pd.DataFrame, str]:
+    """The rows of one scaling panel: every axis but ``axis`` held at its largest value, and a
+    phrase naming those values."""
+    for other in all_axes:
+        if other != axis:
+            rows = rows[rows[other] == rows[other].max()]
+    fixed = ", ".join(f"{o} {int(rows[o].iloc[0])}" for o in all_axes if o != axis and len(rows))
+    return rows, fixed
+
+
+def _single_shape_figure(data: pd.DataFrame, path: Path, caption: str, why: str) -> tuple[Path, str]:
+    """Latency per type as bars, for data without an axis to scale along."""
+    order = _type_order(data, "median_ms")
+    fig, ax = plt.subplots(figsize=(8, 3.0 + 0.28 * len(order)))
+    sns.barplot(data=data, x="median_ms", y="attn", hue="mode", order=order, ax=ax, orient="h")
+    ax.set_xscale("log")
+    ax.set_xlabel("median latency, ms (log)")
+    ax.set_ylabel("attention type")
+    _caption(fig, f"Latency per type ({why})", caption)
+    fig.tight_layout()
+    return _save(fig, path), f"{why}, so the figure shows the latency per type at the shapes measured"
 
 
 def _end_labels(ax: plt.Axes, xs: np.ndarray, ys: np.ndarray, labels: list[str], colors: list) -> None:
@@ -396,16 +428,20 @@ def memory_figure(memory: pd.DataFrame, cost: pd.DataFrame, path: Path, caption:
     panels: list[tuple[pd.DataFrame, str, str]] = []
     note = ""
     if not ok.empty:
-        for column, label in (("act_saved_bytes", "saved for backward (train step), MiB"),
-                              ("step_peak_bytes", "memory added by one step, MiB (CUDA peak allocated or RSS growth)")):
-            sub = ok.dropna(subset=[column])
+        # the step's peak is drawn where the CUDA allocator measured it; on the CPU it is RSS growth,
+        # page-granular and dominated by the allocator's arenas (kept in memory.csv, not drawn)
+        cuda = ok[ok["device"].astype(str).str.startswith("cuda")] if "device" in ok else ok.iloc[:0]
+        for rows, column, label in ((ok, "act_saved_bytes", "saved for backward (train step), MiB"),
+                                    (cuda, "step_peak_bytes", "CUDA memory allocated at the step's peak, MiB")):
+            sub = rows.dropna(subset=[column])
             if sub.empty:
                 continue
             sub = sub.assign(volume=sub["batch"] * sub["channels"] * sub["size"] ** 2)
             sub = sub[sub["volume"] == sub["volume"].max()]
             shape = f"batch {int(sub['batch'].iloc[0])}, C={int(sub['channels'].iloc[0])}, {int(sub['size'].iloc[0])} px"
             panels.append((sub.assign(mib=sub[column] / 2**20), label, shape))
-        note = "from the memory stage, at the largest input measured"
+        note = "from the memory stage, at the largest input measured" + (
+            "" if len(cuda) else "; the CPU step's RSS growth is in memory.csv, not drawn (page-granular)")
     elif not cost.empty and "act_saved_bytes" in cost:
         sub = cost[(cost["level"] == "module") & (cost["status"] == "ok")].dropna(subset=["act_saved_bytes"])
         if not sub.empty:
@@ -419,19 +455,21 @@ def memory_figure(memory: pd.DataFrame, cost: pd.DataFrame, path: Path, caption:
         return None, "no memory data"
     order = _type_order(panels[0][0], "mib")
     order += [n for n in sorted(set().union(*[set(p[0]["attn"]) for p in panels])) if n not in order]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels) + 1, 2.2 + 0.28 * len(order)),
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels) + 2, 3.0 + 0.28 * len(order)),
                              squeeze=False, sharey=True)
     for ax, (sub, label, shape) in zip(axes[0], panels, strict=True):
         hue = "mode" if sub["mode"].nunique() > 1 else None
         style = {"hue": hue, "palette": "Set2"} if hue else {"color": "tab:purple"}
         sns.barplot(data=sub, x="mib", y="attn", order=order, ax=ax, orient="h", errorbar=None, **style)
         ax.set_xlabel(label)
-        ax.set_ylabel("attention type (sorted by saved bytes)")
+        ax.set_ylabel("attention type")
         ax.set_title(shape, fontsize=10)
+        if hue:
+            ax.legend(title="mode", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         for container in ax.containers:
             ax.bar_label(container, fmt=lambda v: f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}", fontsize=7, padding=2)
         ax.grid(True, axis="x", alpha=0.3)
-    _caption(fig, "Memory per attention type", caption)
+    _caption(fig, "Memory per attention type (rows sorted by saved bytes)", caption)
     fig.tight_layout()
     return _save(fig, path), note
 
@@ -450,8 +488,8 @@ def model_latency_figure(primary: pd.DataFrame, latency: pd.DataFrame, path: Pat
     if ok.empty:
         return None, "needs successful model-level forward rows from the latency stage"
     archs = sorted(ok["arch"].unique())
-    height = 2.0 + 0.24 * max(ok.groupby("arch").size())
-    fig, axes = plt.subplots(1, len(archs), figsize=(4.6 * len(archs), height), squeeze=False)
+    height = 3.0 + 0.24 * max(ok.groupby("arch").size())
+    fig, axes = plt.subplots(1, len(archs), figsize=(max(4.6 * len(archs), 8.0), height), squeeze=False)
     for ax, arch in zip(axes[0], archs, strict=True):
         sub = ok[ok["arch"] == arch].sort_values("ratio_to_ref")
         y = np.arange(len(sub))
