@@ -48,8 +48,13 @@ def _pip_settings_for_uv() -> dict[str, str]:
             found.setdefault(_PIP_TO_UV[option], [])
             found[_PIP_TO_UV[option]] += [v for v in values if v not in found[_PIP_TO_UV[option]]]
     separator = {"UV_FIND_LINKS": ","}
-    return {var: separator.get(var, " ").join(values) for var, values in found.items()
-            if values and var not in os.environ}
+    settings = {var: separator.get(var, " ").join(values) for var, values in found.items()
+                if values and var not in os.environ}
+    if "UV_EXTRA_INDEX_URL" in settings or "UV_INDEX_URL" in settings:
+        # pip takes the newest version from any index; uv by default stops at the first index
+        # that has the package, which can pick older releases from a partial mirror
+        settings.setdefault("UV_INDEX_STRATEGY", os.environ.get("UV_INDEX_STRATEGY", "unsafe-best-match"))
+    return settings
 
 
 def _install(session: nox.Session, *args: str) -> None:
