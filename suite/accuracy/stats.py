@@ -7,8 +7,24 @@ pairs, mean ``d``, sample standard deviation ``sd``:
 
     CI95 = d +- t_{0.975, n-1} * sd / sqrt(n)
 
-and the delta is called significant when the interval excludes 0. With one pair there is no
-interval (reported as NaN, not significant).
+with the two-sided p-value of the paired t-test, ``t = d / (sd / sqrt(n))``. Fewer than
+``MIN_PAIRS`` (3) pairs, or pairs whose differences are all equal (``sd = 0``: the t statistic
+is undefined and the interval would have zero width), give no interval, no p-value and no
+verdict (NaN, ``significant`` False, ``reason`` saying which).
+
+Multiplicity. A sweep asks one question per design, so :func:`delta_table` adjusts the p-values
+over the designs of the table by Holm's step-down method (:func:`holm`): sorted ascending,
+``p_(i)`` is multiplied by ``m - i + 1`` (``i`` from 1, ``m`` the number of designs with a
+p-value), made monotone and capped at 1. A delta is called significant when its Holm-adjusted
+p-value is below ``1 - confidence``, which controls the family-wise error rate.
+
+Means are taken on the paired seeds (the seeds both the design and the baseline have), so a
+design's mean minus the baseline's mean over the same seeds is exactly its delta. A diverged
+run counts against its side: it is scored at chance level (``1 / classes`` for top-1,
+``min(1, 5 / classes)`` for top-5, the score of a network that learned nothing; 0 when the
+record does not say how many classes there were) and paired like any other run, and the
+count of diverged runs is reported beside the delta. Runs that failed for other reasons (an
+exception) have no score and are left out.
 
 The t quantile is computed here (regularised incomplete beta by continued fraction, inverted
 by bisection), so the suite does not need scipy; tests check it against scipy when installed.
@@ -20,7 +36,11 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["t_cdf", "t_quantile", "paired_delta", "delta_table"]
+__all__ = ["t_cdf", "t_quantile", "paired_delta", "holm", "chance_score", "delta_table", "per_class_table",
+           "image_sampling_se", "MIN_PAIRS"]
+
+MIN_PAIRS = 3
+"""The fewest paired seeds an interval, a p-value or a verdict is given for."""
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -93,23 +113,56 @@ def t_quantile(p: float, df: float) -> float:
 
 
 def paired_delta(values: Sequence[float], baseline: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
-    """Mean paired difference ``values - baseline``, its t interval and a significance flag."""
+    """Mean paired difference ``values - baseline``, its t interval, the paired t-test's
+    two-sided p-value and a significance flag (unadjusted: ``p < 1 - confidence``). Without an
+    interval (see the module docstring) ``reason`` says why."""
     if len(values) != len(baseline):
         raise ValueError(f"paired samples must have equal lengths, got {len(values)} and {len(baseline)}")
     diffs = [float(v) - float(b) for v, b in zip(values, baseline, strict=True)]
     n = len(diffs)
-    if n == 0:
-        return {"n": 0, "delta": math.nan, "sd": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-                "half_width": math.nan, "significant": False}
-    mean = sum(diffs) / n
-    if n == 1:
-        return {"n": 1, "delta": mean, "sd": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-                "half_width": math.nan, "significant": False}
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-    half = t_quantile(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n)
-    low, high = mean - half, mean + half
-    return {"n": n, "delta": mean, "sd": sd, "ci_low": low, "ci_high": high, "half_width": half,
-            "significant": bool(low > 0.0 or high < 0.0)}
+    mean = sum(diffs) / n if n else math.nan
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n > 1 else math.nan
+    empty = {"n": n, "delta": mean, "sd": sd, "ci_low": math.nan, "ci_high": math.nan, "half_width": math.nan,
+             "p": math.nan, "significant": False}
+    if n < MIN_PAIRS:
+        return {**empty, "reason": f"{n} paired seed(s), an interval needs {MIN_PAIRS}"}
+    if sd <= 1e-12 * max(1.0, abs(mean)):
+        return {**empty, "sd": 0.0, "reason": f"the {n} paired differences are all equal (sd = 0)"}
+    standard_error = sd / math.sqrt(n)
+    half = t_quantile(0.5 + confidence / 2.0, n - 1) * standard_error
+    p = min(1.0, 2.0 * t_cdf(-abs(mean) / standard_error, n - 1))
+    return {"n": n, "delta": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "half_width": half,
+            "p": p, "significant": bool(p < 1.0 - confidence), "reason": ""}
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given; NaN entries stay NaN and do not
+    count towards the number of hypotheses."""
+    indexed = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    m = len(indexed)
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(indexed):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def chance_score(metric: str, classes: int | None) -> float:
+    """What a network that learned nothing scores: ``1 / classes`` (top-1), ``min(1, 5 / classes)``
+    (top-5), ``ln(classes)`` for a loss (a uniform prediction); 0 accuracy and an infinite loss
+    when the number of classes is not known."""
+    if metric.endswith("loss"):
+        return math.log(classes) if classes else math.inf
+    if not classes:
+        return 0.0
+    k = 5 if metric == "top5" else 1
+    return min(1.0, k / classes)
+
+
+def _score(row: Mapping[str, Any], metric: str) -> float:
+    value = row.get(metric)
+    return math.nan if value is None else float(value)
 
 
 def delta_table(
@@ -119,31 +172,96 @@ def delta_table(
     metrics: Sequence[str] = ("top1", "top5"),
     confidence: float = 0.95,
 ) -> list[dict[str, Any]]:
-    """Per attention type: mean of each metric and its paired delta over ``baseline``.
+    """Per attention type: mean of each metric and its paired delta over ``baseline``, with the
+    p-value, its Holm adjustment over the designs of the table, and the verdict on it.
 
-    ``rows`` are per-run records with ``attn``, ``seed``, ``status`` and the metrics; only
-    rows with status ``ok`` count, and a delta uses only the seeds both sides finished.
+    ``rows`` are per-run records with ``attn``, ``seed``, ``status`` and the metrics (and
+    ``num_classes`` where known). Runs with status ``ok`` count with their score, ``diverged``
+    ones at :func:`chance_score`; a delta uses the seeds both sides have, and so does the mean.
     """
-    ok: dict[str, dict[int, Mapping[str, Any]]] = {}
+    scored: dict[str, dict[int, dict[str, float]]] = {}
+    diverged: dict[str, int] = {}
     for row in rows:
-        if row.get("status") == "ok":
-            ok.setdefault(row["attn"], {})[int(row["seed"])] = row
-    base = ok.get(baseline, {})
+        status = row.get("status")
+        if status not in ("ok", "diverged"):
+            continue
+        classes = row.get("num_classes")
+        score = {m: _score(row, m) if status == "ok" else chance_score(m, classes) for m in metrics}
+        scored.setdefault(row["attn"], {})[int(row["seed"])] = score
+        diverged[row["attn"]] = diverged.get(row["attn"], 0) + (status == "diverged")
+    base = scored.get(baseline, {})
     table = []
-    for attn in sorted(ok, key=lambda a: (a != baseline, a)):
-        runs = ok[attn]
-        entry: dict[str, Any] = {"attn": attn, "runs": len(runs)}
+    for attn in sorted(scored, key=lambda a: (a != baseline, a)):
+        runs = scored[attn]
+        entry: dict[str, Any] = {"attn": attn, "runs": len(runs), "diverged": diverged.get(attn, 0)}
+        seeds = sorted(runs) if attn == baseline else sorted(set(runs) & set(base))
         for metric in metrics:
-            values = [float(r[metric]) for r in runs.values()]
-            entry[f"{metric}_mean"] = sum(values) / len(values)
+            values = [runs[s][metric] for s in seeds]
+            entry[f"{metric}_mean"] = sum(values) / len(values) if values else math.nan
             if attn == baseline:
                 continue
-            seeds = sorted(set(runs) & set(base))
-            result = paired_delta([runs[s][metric] for s in seeds], [base[s][metric] for s in seeds], confidence)
+            result = paired_delta(values, [base[s][metric] for s in seeds], confidence)
             entry[f"{metric}_pairs"] = result["n"]
-            entry[f"{metric}_delta"] = result["delta"]
-            entry[f"{metric}_ci_low"] = result["ci_low"]
-            entry[f"{metric}_ci_high"] = result["ci_high"]
-            entry[f"{metric}_significant"] = result["significant"]
+            for field in ("delta", "sd", "ci_low", "ci_high", "p"):
+                entry[f"{metric}_{field}"] = result[field]
+            entry[f"{metric}_reason"] = result["reason"]
         table.append(entry)
+    designs = [e for e in table if e["attn"] != baseline]
+    for metric in metrics:
+        for entry, adjusted in zip(designs, holm([e[f"{metric}_p"] for e in designs]), strict=True):
+            entry[f"{metric}_p_holm"] = adjusted
+            entry[f"{metric}_significant"] = bool(adjusted < 1.0 - confidence)
     return table
+
+
+def _paired_seeds(correct: Mapping[str, Mapping[int, Sequence[bool]]], attn: str, baseline: str) -> list[int]:
+    return sorted(set(correct.get(attn, {})) & set(correct.get(baseline, {})))
+
+
+def per_class_table(
+    correct: Mapping[str, Mapping[int, Sequence[bool]]],
+    labels: Sequence[int],
+    classes: Sequence[str],
+    baseline: str,
+    confidence: float = 0.95,
+) -> list[dict[str, Any]]:
+    """Per design and class: the paired top-1 delta over ``baseline`` on that class's val images
+    (each seed's class accuracy, paired over the seeds both have, as :func:`paired_delta`).
+
+    ``correct[attn][seed]`` lists, per val image in the order of ``labels``, whether top-1 was
+    right. Diverged runs have no per-image results and are not in it. Per-class intervals are
+    for looking, not for verdicts: they are not adjusted for the number of classes."""
+    members = {c: [i for i, label in enumerate(labels) if label == c] for c in range(len(classes))}
+    rows = []
+    for attn in sorted(a for a in correct if a != baseline):
+        seeds = _paired_seeds(correct, attn, baseline)
+        for c, name in enumerate(classes):
+            images = members[c]
+            if not images:
+                continue
+            design = [sum(correct[attn][s][i] for i in images) / len(images) for s in seeds]
+            base = [sum(correct[baseline][s][i] for i in images) / len(images) for s in seeds]
+            result = paired_delta(design, base, confidence)
+            rows.append({"attn": attn, "class": name, "images": len(images), "pairs": result["n"],
+                         "top1_delta": result["delta"], "top1_ci_low": result["ci_low"],
+                         "top1_ci_high": result["ci_high"], "reason": result["reason"]})
+    return rows
+
+
+def image_sampling_se(correct: Mapping[str, Mapping[int, Sequence[bool]]], baseline: str) -> dict[str, float]:
+    """Per design, the standard error of its top-1 delta that comes from which images the val
+    set happens to hold: with ``D_i`` the per-image difference (design right minus baseline
+    right) averaged over the paired seeds, ``sd(D_i) / sqrt(N)``. For claims about the image
+    population (not about this val set) it adds to the seed term: ``sqrt(se_seeds^2 + se^2)``."""
+    out = {}
+    for attn in (a for a in correct if a != baseline):
+        seeds = _paired_seeds(correct, attn, baseline)
+        if not seeds:
+            continue
+        n = len(correct[baseline][seeds[0]])
+        per_image = [sum(correct[attn][s][i] - correct[baseline][s][i] for s in seeds) / len(seeds) for i in range(n)]
+        if n < 2:
+            continue
+        mean = sum(per_image) / n
+        out[attn] = math.sqrt(sum((d - mean) ** 2 for d in per_image) / (n - 1) / n)
+    return out
