@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,3 +148,75 @@ def test_the_cli_runs_unchanged_under_torchrun(imagenette_root, cache_dir, tmp_p
     assert sorted(r["attn"] for r in records) == ["none", "se"]
     assert all(r["status"] == "ok" and r["world_size"] == 2 for r in records)
     assert len(pd.read_csv(out / "runs.csv")) == 2  # written once, by rank 0
+
+
+def _image_folder(root: Path, classes: int, train: int = 12, val: int = 4) -> Path:
+    """A small decodable ImageFolder: ``classes`` classes of random 24 x 24 PNGs."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(classes)
+    for split, count in (("train", train), ("val", val)):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = (rng.random((24, 24, 3)) * 80 + 60 * c).clip(0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def _smoke(data: Path, out: Path, cache: Path, *extra: str) -> int:
+    return suite_main(["accuracy", "--profile", "smoke", "--attn", "se", "--seeds", "1", "--data", str(data),
+                       "--out", str(out), "--cache-dir", str(cache), "--threads", "1", "--no-progress", *extra])
+
+
+def test_a_dataset_changed_under_the_same_name_is_never_paired_with_old_records(tmp_path, one_thread):
+    """The bug first: the old run key named the data by its folder name only, so a 3-class
+    dataset in the place of a 2-class one of the same name resumed (and was paired with) the old
+    runs. Now the key and the records carry the data's identity, and deltas pair within it."""
+    data, out, cache = tmp_path / "mini", tmp_path / "out", tmp_path / "cache"
+    _image_folder(data, classes=2)
+    assert _smoke(data, out, cache) == 0
+    first = _records(out)
+    legacy = {f"{r['attn']}|seed={r['seed']}|{r['arch']}|{data.name}|{r['recipe']}" for r in first}
+    shutil.rmtree(data)
+    _image_folder(data, classes=3)
+    assert _smoke(data, out, cache) == 0
+    second = _records(out)[len(first):]
+    # what the old key did: the new runs' keys would have been the old ones, so nothing was trained
+    assert {f"{r['attn']}|seed={r['seed']}|{r['arch']}|{data.name}|{r['recipe']}" for r in second} == legacy
+    assert [(r["attn"], r["status"], r["num_classes"]) for r in second] == [("none", "ok", 3), ("se", "ok", 3)]
+    assert {r["data_id"] for r in first}.isdisjoint({r["data_id"] for r in second})
+    assert {r["key"] for r in first}.isdisjoint({r["key"] for r in second})
+    deltas = pd.read_csv(out / "deltas.csv").set_index("attn")
+    by_attn = {r["attn"]: r for r in second}
+    assert deltas.loc["se", "top1_delta"] == pytest.approx(by_attn["se"]["top1"] - by_attn["none"]["top1"])
+    assert deltas.loc["none", "runs"] == 1  # the 2-class runs are not in this comparison
+
+
+def test_every_run_keeps_its_per_image_results(tmp_path, one_thread):
+    data, out, cache = tmp_path / "mini", tmp_path / "out", tmp_path / "cache"
+    _image_folder(data, classes=2)
+    assert _smoke(data, out, cache) == 0
+    runs = {r["key"]: r for r in _records(out)}
+    lines = RecordStore(out / "per_image.jsonl").read()
+    assert {line["key"] for line in lines} == set(runs)
+    (manifest,) = out.glob("val_images-*.json")
+    listed = json.loads(manifest.read_text())
+    assert listed["files"] == sorted(listed["files"]) and len(listed["files"]) == 8
+    for line in lines:
+        run = runs[line["key"]]
+        assert len(line["correct"]) == len(line["loss"]) == len(listed["files"])
+        assert line["correct"].count("1") / len(line["correct"]) == pytest.approx(run["top1"])
+        assert sum(line["loss"]) / len(line["loss"]) == pytest.approx(run["val_loss"], abs=1e-4)
+    per_class = pd.read_csv(out / "per_class.csv")
+    assert set(per_class["class"]) == {"class0", "class1"} and set(per_class["attn"]) == {"se"}
+    assert "top1_se_images" in pd.read_csv(out / "deltas.csv")
+
+
+def test_no_finished_run_is_a_nonzero_exit(tmp_path, one_thread, capsys):
+    data = _image_folder(tmp_path / "mini", classes=2)
+    code = _smoke(data, tmp_path / "out", tmp_path / "cache", "--batch-size", "64")  # larger than 24 images
+    assert code == 1
+    assert "none of the 2 runs finished" in capsys.readouterr().err

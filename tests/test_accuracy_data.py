@@ -14,6 +14,7 @@ from suite.accuracy import data as data_mod
 from suite.accuracy.data import (
     DATA_ENV,
     DataNotFoundError,
+    data_identity,
     decode_image,
     default_data_candidates,
     list_classes,
@@ -141,3 +142,123 @@ def test_real_imagenette_subset(imagenette_root, cache_dir):
     assert val.images.shape == (20, 24, 24, 3) and val.skipped == []
     assert val.labels.tolist() == [i // 2 for i in range(20)]
     assert val.images.float().std() > 20  # real pictures, not blank
+
+
+def _png(path: Path, value: int = 128, mode: str = "RGB") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "I;16":
+        Image.fromarray(np.full((20, 24), value, dtype=np.uint16)).save(path)
+    else:
+        Image.new(mode, (24, 20), (value,) * 3 if mode == "RGB" else value).save(path)
+
+
+def _layout(root: Path, train: dict[str, int], val: dict[str, int]) -> Path:
+    for split, counts in (("train", train), ("val", val)):
+        for name, n in counts.items():
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                _png(root / split / name / f"{i}.png", 40 + 10 * i)
+    return root
+
+
+def test_an_empty_class_folder_is_an_error_naming_it(tmp_path):
+    root = _layout(tmp_path / "d", {"a": 2, "b": 0}, {"a": 1, "b": 1})
+    with pytest.raises(DataNotFoundError, match=r"train/b holds no image \(accepted: \.jpg"):
+        list_files(root, "train", list_classes(root))
+
+
+def test_an_empty_val_class_is_an_error_naming_it(tmp_path):
+    root = _layout(tmp_path / "d", {"a": 2, "b": 2}, {"a": 1, "b": 0})
+    with pytest.raises(DataNotFoundError, match=r"val/b holds no image"):
+        list_files(root, "val", list_classes(root))
+
+
+def test_classes_only_in_val_are_an_error_naming_them(tmp_path):
+    root = _layout(tmp_path / "d", {"a": 2}, {"a": 1, "zebra": 1})
+    with pytest.raises(DataNotFoundError, match="class folders that train/ lacks: zebra"):
+        list_classes(root)
+
+
+def test_images_in_nested_folders_belong_to_their_class(tmp_path):
+    """As torchvision's ImageFolder: every image below a class folder has that class's label
+    (hidden folders, which ImageFolder reads too, are left out)."""
+    from torchvision.datasets import ImageFolder
+
+    root = _layout(tmp_path / "d", {"a": 1, "b": 1}, {"a": 1, "b": 1})
+    _png(root / "train" / "b" / "deeper" / "still" / "x.png")
+    _png(root / "train" / "b" / ".hidden" / "y.png")
+    items = list_files(root, "train", list_classes(root))
+    assert items == [("train/a/0.png", 0), ("train/b/0.png", 1), ("train/b/deeper/still/x.png", 1)]
+    reference = ImageFolder(str(root / "train"))
+    listed = sorted((Path(p).relative_to(root).as_posix(), y) for p, y in reference.samples)
+    assert [item for item in listed if "/." not in item[0]] == items
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
+    """A 16-bit grayscale PNG at half scale (32768) decodes to mid grey, not near-white."""
+    path = tmp_path / "gray16.png"
+    _png(path, 32768, mode="I;16")
+    assert Image.open(path).mode in ("I;16", "I")
+    array = decode_image(path, 16)
+    assert array.shape == (16, 16, 3)
+    assert abs(int(array.mean()) - 128) <= 1
+
+
+def test_data_identity_follows_the_files_not_the_folder_name(tmp_path):
+    two = _layout(tmp_path / "one" / "mini", {"a": 2, "b": 2}, {"a": 1, "b": 1})
+    same = _layout(tmp_path / "two" / "mini", {"a": 2, "b": 2}, {"a": 1, "b": 1})
+    first = data_identity(two, list_files(two, "train", list_classes(two)))
+    assert data_identity(same, list_files(same, "train", list_classes(same))) == first  # same files elsewhere
+    _layout(two, {"c": 2}, {"c": 1})  # a third class under the same folder name
+    assert data_identity(two, list_files(two, "train", list_classes(two))) != first
+
+
+def test_imagenette_is_downloaded_into_the_cache_once(tmp_path, monkeypatch):
+    """--data imagenette with a stubbed downloader (no network in tests): called once with the
+    cache folder, the layout it leaves is the root; a second call does not download again."""
+    calls = []
+
+    def fake_download(target: Path) -> None:
+        calls.append(target)
+        _layout(target / "imagenette2-320", {"n01440764": 1}, {"n01440764": 1})
+
+    monkeypatch.chdir(tmp_path)
+    root = resolve_data_root("imagenette", tmp_path / "cache", downloader=fake_download)
+    assert root == tmp_path / "cache" / "imagenette" / "imagenette2-320"
+    assert calls == [tmp_path / "cache" / "imagenette"]
+    assert resolve_data_root("imagenette", tmp_path / "cache", downloader=fake_download) == root
+    assert len(calls) == 1
+
+
+def test_the_default_downloads_when_no_copy_is_found(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    monkeypatch.setattr(data_mod, "default_data_candidates", lambda: [tmp_path / "absent"])
+    fake = lambda target: _layout(target / "imagenette2-320", {"a": 1}, {"a": 1})  # noqa: E731
+    assert resolve_data_root(None, tmp_path / "cache", downloader=fake).parent.name == "imagenette"
+
+
+def test_no_network_is_an_error_naming_where_the_files_go(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    def offline(target: Path) -> None:
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataNotFoundError) as error:
+        resolve_data_root("imagenette", tmp_path / "cache", downloader=offline)
+    text = str(error.value)
+    assert str(tmp_path / "cache" / "imagenette") in text and "URLError" in text and "--data" in text
+
+
+def test_holdout_is_a_fixed_disjoint_part_of_train(tmp_path):
+    root = _layout(tmp_path / "d", {"a": 10, "b": 7}, {"a": 1, "b": 1})
+    classes = list_classes(root)
+    everything = list_files(root, "train", classes)
+    held = list_files(root, "train", classes, holdout=0.2, part="holdout")
+    fit = list_files(root, "train", classes, holdout=0.2, part="fit")
+    assert sorted(held + fit) == sorted(everything) and not set(held) & set(fit)
+    assert [label for _, label in held].count(0) == 2 and [label for _, label in held].count(1) == 2  # ceil
+    assert list_files(root, "train", classes, holdout=0.2, part="holdout") == held  # fixed
+    assert all(path.startswith("train/") for path, _ in held)
+    with pytest.raises(ValueError, match="holdout must be in"):
+        list_files(root, "train", classes, holdout=0.0, part="holdout")

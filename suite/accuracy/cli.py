@@ -14,6 +14,7 @@ Many processes: ``torchrun --nproc_per_node N -m suite accuracy --profile gpu ..
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -27,13 +28,22 @@ from suite.portable import shown_path
 from suite.records import RecordStore, folder_lock, write_csv_atomic, write_text_atomic
 
 from .data import DataNotFoundError, list_classes, load_split, resolve_data_root, select_classes
+from .identity import (
+    IDENTITY_FIELDS,
+    per_image_line,
+    run_identity,
+    same_comparison,
+    val_manifest_name,
+)
 from .recipe import AUGMENTS, DEFAULT_SEEDS, PROFILES, make_recipe
-from .stats import delta_table
+from .stats import delta_table, image_sampling_se, per_class_table
 from .train import (
     BASELINE,
     DistInfo,
+    amp_active,
     broadcast_object,
     close_distributed,
+    gate_scale_at_init,
     init_distributed,
     train_run,
 )
@@ -58,8 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="number of seeds (paired across attention types); default: 1 for smoke, 3 otherwise")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+seeds-1 (default: 0)")
     parser.add_argument("--data", default=None,
-                        help="ImageFolder root with train/ and val/ (default: $ATTNBENCH_DATA, else "
-                             "../shared/datasets/imagenette beside the checkout, else beside the current folder)")
+                        help="ImageFolder root with train/ and val/, or 'imagenette' for the copy in the cache folder "
+                             "(downloaded by torchvision when absent) (default: $ATTNBENCH_DATA, else "
+                             "../shared/datasets/imagenette beside the checkout or the current folder, else "
+                             "'imagenette')")
     parser.add_argument("--out", default=None,
                         help="output folder (default: runs/accuracy/PROFILE under the current folder)")
     parser.add_argument("--cache-dir", default=None,
@@ -86,6 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--classes", default=None, help="comma-separated class folder names to use")
     group.add_argument("--train-per-class", type=int, default=None, help="training images per class")
     group.add_argument("--val-per-class", type=int, default=None, help="validation images per class")
+    group.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION",
+                       help="for recipe choices: evaluate on a fixed FRACTION of each train/ class (the files "
+                       "whose SHA-1 of the path sorts first) and train on the rest; val/ is not read "
+                       "(default: 0, train on train/ and evaluate on val/)")
     group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                        help="bf16 autocast on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX)")
 
@@ -137,8 +153,10 @@ def main(args: argparse.Namespace) -> int:
     """Run the sweep; 0 on success, 2 on a usage or data error."""
     try:
         recipe = _recipe_from_args(args)
+        if not 0.0 <= args.holdout < 1.0:
+            raise ValueError(f"--holdout must be a fraction in [0, 1), got {args.holdout}")
         attns = resolve_attention(args.attn)
-        root = resolve_data_root(args.data)
+        root = resolve_data_root(args.data, Path(args.cache_dir) if args.cache_dir else None)
     except (ValueError, DataNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -173,12 +191,15 @@ def _load_data(args, recipe, root: Path, info: DistInfo):
     except ValueError as error:
         raise DataNotFoundError(str(error)) from None
     splits = {}
-    for split, per_class in (("train", recipe.train_per_class), ("val", recipe.val_per_class)):
+    holdout = args.holdout
+    parts = ((("train", "train", recipe.train_per_class, "all"), ("val", "val", recipe.val_per_class, "all"))
+             if not holdout else (("train", "train", recipe.train_per_class, "fit"), ("val", "train", None, "holdout")))
+    for role, split, per_class, part in parts:
         kwargs = {"per_class": per_class, "cache_dir": Path(args.cache_dir) if args.cache_dir else None,
-                  "workers": args.workers}
+                  "workers": args.workers, "holdout": holdout, "part": part}
         if info.distributed and not info.is_main:
             dist.barrier()  # rank 0 builds the cache first
-        bar = _bar(info, args, None, f"decode {split}", "img")
+        bar = _bar(info, args, None, f"decode {split}" + (f" ({part})" if part != "all" else ""), "img")
         data = load_split(root, split, classes, recipe.cache_size, progress=bar.update if bar is not None else None, **kwargs)
         if bar is not None:
             bar.close()
@@ -187,7 +208,7 @@ def _load_data(args, recipe, root: Path, info: DistInfo):
         if data.skipped:
             _say(info, f"{split}: skipped {len(data.skipped)} unreadable file(s): "
                        f"{', '.join(data.skipped[:5])}{' ...' if len(data.skipped) > 5 else ''}")
-        splits[split] = data
+        splits[role] = data
     return splits["train"], splits["val"]
 
 
@@ -210,13 +231,24 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
         _say(info, f"skipping {name}: {reason}")
     if attns is None:
         return 2
+    import torch
+
     store = RecordStore(out / "runs.jsonl")
+    images_store = RecordStore(out / "per_image.jsonl")
     env = collect_environment() if info.is_main else {}
     fingerprint = recipe.fingerprint()
+    identity = run_identity(fingerprint, train.identity, val.identity, amp_active(recipe, info.device),
+                            torch.get_num_threads())
     plan = [(attn, seed) for seed in seeds for attn in [BASELINE, *attns]]
+    if info.is_main:
+        _write_val_manifest(out, val)
+        scales = [{"attn": a, "gate_scale_at_init": gate_scale_at_init(a)} for a in attns]
+        write_csv_atomic(out / "gate_scale.csv", pd.DataFrame(scales, columns=["attn", "gate_scale_at_init"]))
 
     def key_of(attn: str, seed: int) -> str:
-        return f"{attn}|seed={seed}|{recipe.arch}|{root.name}|{fingerprint}"
+        # everything that must match for two runs to be paired (suite.accuracy.identity)
+        return (f"{attn}|seed={seed}|{recipe.arch}|{root.name}|{fingerprint}|data={identity['data_id']}|"
+                f"{identity['precision']}|threads={identity['threads']}|code={identity['code_version']}")
 
     done = store.done_keys(SKIP_STATUSES) if info.is_main else set()
     todo = [(a, s) for a, s in plan if key_of(a, s) not in done]
@@ -248,21 +280,42 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
         finally:
             if inner is not None:
                 inner.close()
+        per_image = result.pop("per_image", None)
         if info.is_main:
             record: dict[str, Any] = {"key": key, "attn": attn, "seed": seed, "profile": recipe.profile,
-                                      "arch": recipe.arch, "data": shown_path(root), "world_size": info.world_size,
+                                      "arch": recipe.arch, "data": shown_path(root), "holdout": args.holdout,
+                                      "num_classes": len(train.classes),
+                                      "world_size": info.world_size,
                                       "recipe": fingerprint, **result, "started": started,
                                       "recipe_config": recipe.as_dict()}
             record.update(env)
+            record.update(identity)
             store.append(record)
+            if per_image is not None:
+                images_store.append(per_image_line(key, attn, seed, per_image, val.identity))
             if result["status"] != "failed":
                 checkpoint.unlink(missing_ok=True)
             _say(info, _run_line(record))
     if outer is not None:
         outer.close()
-    if info.is_main:
-        _say(info, write_tables(store, out, fingerprint))
+    if not info.is_main:
+        return 0
+    _say(info, write_tables(store, out, identity))
+    latest = {r["key"]: r for r in store.latest_by_key()}
+    if not any(latest.get(key_of(attn, seed), {}).get("status") == "ok" for attn, seed in plan):
+        print(f"error: none of the {len(plan)} runs finished (see the statuses above and {out / 'runs.jsonl'})",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def _write_val_manifest(out: Path, val) -> None:
+    """The val images the per-image records refer to, once per data identity."""
+    path = out / val_manifest_name(val.identity)
+    if not path.exists():
+        manifest = {"val_id": val.identity, "classes": val.classes, "files": val.files,
+                    "labels": val.labels.tolist()}
+        write_text_atomic(path, json.dumps(manifest) + "\n")
 
 
 def _placeable(attns: list[str], arch: str, num_classes: int, spec: str) -> tuple[list[str] | None, dict[str, str]]:
@@ -292,44 +345,82 @@ def _run_line(r: dict[str, Any]) -> str:
     return f"{r['attn']:>14s} seed {r['seed']}: {r['status']} ({r.get('note', '')})"
 
 
+METRICS = ("top1", "top5", "train_loss", "val_loss")
+"""What is compared between a design and the baseline, each paired over seeds."""
+
 RUN_COLUMNS = ["attn", "seed", "status", "top1", "top5", "val_loss", "train_loss", "epochs", "wall_s",
                "epoch_s", "params", "shared_entries", "resumed_from", "bf16", "world_size", "profile", "arch",
                "recipe", "note"]
 
 
 def build_tables(
-    records: list[dict[str, Any]], fingerprint: str | None = None
+    records: list[dict[str, Any]], identity: dict[str, Any] | None = None
 ) -> tuple[list[dict[str, Any]], pd.DataFrame, list[dict[str, Any]]]:
-    """From per-run records (one per key): the records of recipe ``fingerprint`` (all when
-    ``None``), the runs table (baseline first, then by attention type and seed) and the paired
-    delta table. Runs of different recipes are never compared with each other."""
-    records = [r for r in records if fingerprint is None or r.get("recipe") == fingerprint]
+    """From per-run records (one per key): the records of one comparison (``identity``'s, by
+    default the last record's; :func:`suite.accuracy.identity.same_comparison`), the runs
+    table (baseline first, then by attention type and seed) and the paired delta table. Runs
+    of different recipes, data, precision, thread counts or code are never compared."""
+    if records:
+        identity = identity or {k: records[-1].get(k) for k in IDENTITY_FIELDS}
+        records = same_comparison(records, identity)
     runs = pd.DataFrame(records)
     if runs.empty:
         return records, runs, []
     ordered = [c for c in RUN_COLUMNS if c in runs.columns]
     ordered += [c for c in runs.columns if c not in RUN_COLUMNS and c != "recipe_config"]
     runs = runs.assign(_baseline_last=runs["attn"] != BASELINE).sort_values(["_baseline_last", "attn", "seed"])
-    return records, runs[ordered], delta_table(records, baseline=BASELINE)
+    return records, runs[ordered].reset_index(drop=True), delta_table(records, baseline=BASELINE, metrics=METRICS)
 
 
-def write_tables(store: RecordStore, out: Path, fingerprint: str | None = None) -> str:
-    """Rewrite ``runs.csv``, ``deltas.csv`` and ``summary.md`` from the records (those of
-    recipe ``fingerprint`` only, when given); returns the summary's text."""
-    records, runs, table = build_tables(store.latest_by_key(), fingerprint)
+def write_tables(store: RecordStore, out: Path, identity: dict[str, Any] | None = None) -> str:
+    """Rewrite ``runs.csv``, ``deltas.csv``, ``per_class.csv`` and ``summary.md`` from the
+    records of one comparison (``identity``'s, by default the last record's); returns the
+    summary's text."""
+    records, runs, table = build_tables(store.latest_by_key(), identity)
     if runs.empty:
         return "no finished runs"
     write_csv_atomic(out / "runs.csv", runs)
+    correct, manifest = per_image_results(out, records)
+    if manifest is not None:
+        sampling = image_sampling_se(correct, BASELINE)
+        for entry in table:
+            entry["top1_se_images"] = sampling.get(entry["attn"], math.nan)
+        per_class = per_class_table(correct, manifest["labels"], manifest["classes"], BASELINE)
+        write_csv_atomic(out / "per_class.csv", pd.DataFrame(per_class))
     write_csv_atomic(out / "deltas.csv", pd.DataFrame(table))
     text = summary_markdown(records, table)
     write_text_atomic(out / "summary.md", text)
     return text
 
 
+def per_image_results(out: Path, records: list[dict[str, Any]]) -> tuple[dict[str, dict[int, list[bool]]], dict | None]:
+    """Top-1 right or wrong per val image, ``{attn: {seed: [bool, ...]}}``, for the finished runs
+    among ``records``, and the manifest of their val images (None without per-image records)."""
+    path = out / "per_image.jsonl"
+    finished = {r["key"] for r in records if r.get("status") == "ok"}
+    if not path.exists() or not finished:
+        return {}, None
+    lines = [line for line in RecordStore(path).latest_by_key() if line.get("key") in finished]
+    val_ids = {line["val_id"] for line in lines}
+    if len(val_ids) != 1 or not (out / val_manifest_name(next(iter(val_ids)))).exists():
+        return {}, None
+    manifest = json.loads((out / val_manifest_name(val_ids.pop())).read_text())
+    correct: dict[str, dict[int, list[bool]]] = {}
+    for line in lines:
+        correct.setdefault(line["attn"], {})[int(line["seed"])] = [c == "1" for c in line["correct"]]
+    return correct, manifest
+
+
 def _pct(value: Any, signed: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
+
+
+def _p(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
 
 
 def summary_markdown(records: list[dict[str, Any]], table: list[dict[str, Any]]) -> str:
@@ -340,26 +431,30 @@ def summary_markdown(records: list[dict[str, Any]], table: list[dict[str, Any]])
         f"# Accuracy: {first.get('profile')} profile, {first.get('arch')} on {Path(str(first.get('data'))).name}",
         "",
         f"{len(records)} runs, {wall / 60:.1f} min of training and evaluation in all; top-1/top-5 in %; "
-        "delta = mean over seeds of (attention - baseline) at the same seed, 95% CI from the t distribution.",
+        "delta = mean over seeds of (attention - baseline) at the same seed, 95% CI from the t distribution; "
+        "p: paired t-test, Holm-adjusted over the designs (the verdict uses it); means over the paired seeds; "
+        "a diverged run is scored at chance level.",
         "",
-        "| attention | runs | top-1 | top-5 | top-1 delta | 95% CI | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| attention | runs | top-1 | top-5 | top-1 delta | 95% CI | p | p (Holm) | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in table:
         if row["attn"] == BASELINE:
             lines.append(f"| {BASELINE} (baseline) | {row['runs']} | {_pct(row['top1_mean'])} | "
-                         f"{_pct(row['top5_mean'])} | | | |")
+                         f"{_pct(row['top5_mean'])} | | | | | |")
             continue
-        pairs = row.get("top1_pairs", 0)
-        if pairs < 2:
-            verdict = "too few paired seeds for an interval"
+        if row.get("top1_reason"):
+            verdict = f"no verdict: {row['top1_reason']}"
         elif row["top1_significant"]:
             verdict = "significant " + ("gain" if row["top1_delta"] > 0 else "loss")
         else:
             verdict = "not significant"
+        if row.get("diverged"):
+            verdict += f" ({row['diverged']} diverged, scored at chance)"
         ci = f"[{_pct(row['top1_ci_low'], True)}, {_pct(row['top1_ci_high'], True)}]"
         lines.append(f"| {row['attn']} | {row['runs']} | {_pct(row['top1_mean'])} | {_pct(row['top5_mean'])} | "
-                     f"{_pct(row['top1_delta'], True)} | {ci} | {verdict} |")
+                     f"{_pct(row['top1_delta'], True)} | {ci} | {_p(row.get('top1_p'))} | "
+                     f"{_p(row.get('top1_p_holm'))} | {verdict} |")
     bad = [r for r in records if r.get("status") != "ok"]
     if bad:
         lines += ["", "Runs that did not finish: " + ", ".join(f"{r['attn']} seed {r['seed']} ({r['status']})" for r in bad)]

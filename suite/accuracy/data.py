@@ -24,6 +24,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -44,9 +45,13 @@ __all__ = [
     "SplitData",
     "DataNotFoundError",
     "resolve_data_root",
+    "download_imagenette",
+    "imagenette_cache_root",
+    "IMAGENETTE",
     "list_classes",
     "select_classes",
     "list_files",
+    "data_identity",
     "decode_image",
     "default_cache_dir",
     "load_split",
@@ -56,7 +61,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".
 DATA_ENV = "ATTNBENCH_DATA"
 """Environment variable naming the default dataset root."""
 _SHARED_IMAGENETTE = Path("..") / "shared" / "datasets" / "imagenette"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -74,6 +79,9 @@ class SplitData:
         skipped: files that could not be decoded (relative to the root).
         cache_file: the cache file the split was read from or written to.
         from_cache: whether it was read from an existing cache (no decoding).
+        files: the decoded files (relative to the root), in the order of ``images``.
+        identity: a hash of the split's file list with labels and file sizes (see
+            :func:`data_identity`), the same on every machine holding the same files.
     """
 
     images: torch.Tensor
@@ -82,6 +90,8 @@ class SplitData:
     skipped: list[str] = field(default_factory=list)
     cache_file: Path | None = None
     from_cache: bool = False
+    files: list[str] = field(default_factory=list)
+    identity: str = ""
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -105,14 +115,60 @@ def default_data_root() -> Path:
     return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
-def resolve_data_root(path: str | os.PathLike[str] | None) -> Path:
-    """The dataset root: ``path`` if given, else :func:`default_data_root`.
+IMAGENETTE = "imagenette"
+"""``--data imagenette``: the Imagenette copy in the cache folder, downloaded when absent."""
+IMAGENETTE_SIZE = "320px"
 
-    Raises DataNotFoundError naming the default locations and the ``--data`` option when
-    neither exists, or when the chosen root lacks ``train/`` or ``val/``.
+
+def imagenette_cache_root(cache_dir: Path | None = None) -> Path:
+    """Where ``--data imagenette`` keeps its download: ``<cache>/imagenette/imagenette2-320``."""
+    return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / IMAGENETTE / "imagenette2-320"
+
+
+def _torchvision_imagenette(target: Path) -> None:
+    """Download and extract Imagenette into ``target`` with torchvision's own dataset class
+    (its progress bar shows the download)."""
+    from torchvision.datasets import Imagenette
+
+    Imagenette(str(target), size=IMAGENETTE_SIZE, download=True)
+
+
+def download_imagenette(cache_dir: Path | None = None, downloader=_torchvision_imagenette) -> Path:
+    """The Imagenette root in the cache folder, downloaded first when it is not there.
+
+    Raises DataNotFoundError naming the folder the files go to when the download fails (no
+    network, for instance)."""
+    root = imagenette_cache_root(cache_dir)
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        downloader(root.parent)
+    except (OSError, RuntimeError, ValueError) as error:  # urllib's URLError is an OSError
+        raise DataNotFoundError(
+            f"could not download Imagenette into {root.parent} ({type(error).__name__}: {error}); without "
+            f"network, copy an ImageFolder tree with train/ and val/ to {root}, or pass --data PATH"
+        ) from None
+    if not ((root / "train").is_dir() and (root / "val").is_dir()):
+        raise DataNotFoundError(f"the Imagenette download did not produce {root}/train and {root}/val")
+    return root
+
+
+def resolve_data_root(path: str | os.PathLike[str] | None, cache_dir: Path | None = None,
+                      downloader=_torchvision_imagenette) -> Path:
+    """The dataset root: ``path`` if given (``"imagenette"``: :func:`download_imagenette`,
+    unless a folder of that name exists here), else :func:`default_data_root`, else (no
+    ``$ATTNBENCH_DATA`` and no shared copy) the downloaded Imagenette.
+
+    Raises DataNotFoundError naming the locations and the ``--data`` option when nothing is
+    found or downloaded, or when the chosen root lacks ``train/`` or ``val/``.
     """
+    if path is not None and str(path) == IMAGENETTE and not Path(IMAGENETTE).is_dir():
+        return download_imagenette(cache_dir, downloader)
     root = Path(path).expanduser() if path is not None else default_data_root()
     if path is None and not root.is_dir():
+        if not os.environ.get(DATA_ENV):
+            return download_imagenette(cache_dir, downloader)
         looked = ", ".join(shown_path(c) for c in default_data_candidates())
         raise DataNotFoundError(
             f"no dataset found: looked for the default Imagenette copy at {looked} and no --data "
@@ -130,9 +186,24 @@ def resolve_data_root(path: str | os.PathLike[str] | None) -> Path:
     return root
 
 
+def _class_folders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def list_classes(root: Path) -> list[str]:
-    """Sorted class folder names under ``root/train``."""
-    return sorted(p.name for p in (root / "train").iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Sorted class folder names under ``root/train``.
+
+    Raises DataNotFoundError when ``val/`` has class folders that ``train/`` lacks (a model
+    trained on ``train/`` cannot predict them), or when ``train/`` has no class folder."""
+    classes = _class_folders(root / "train")
+    if not classes:
+        raise DataNotFoundError(f"{root / 'train'} has no class folders (expected train/<class>/<image>)")
+    only_val = sorted(set(_class_folders(root / "val")) - set(classes))
+    if only_val:
+        raise DataNotFoundError(
+            f"{root / 'val'} has class folders that train/ lacks: {', '.join(only_val[:10])}"
+            f"{' ...' if len(only_val) > 10 else ''} (every val/ class needs a train/ folder of the same name)")
+    return classes
 
 
 def select_classes(
@@ -162,26 +233,57 @@ def _sample_key(name: str) -> str:
     return hashlib.sha1(name.encode("utf-8")).hexdigest()
 
 
-def list_files(
-    root: Path, split: str, classes: Sequence[str], per_class: int | None = None
-) -> list[tuple[str, int]]:
-    """``(path relative to root, label)`` for the images of ``split``, sorted by class then name.
+HOLDOUT_PARTS = ("all", "fit", "holdout")
 
-    With ``per_class``, the ``per_class`` files of each class whose SHA-1 of the file name
-    sorts first (a deterministic pseudo-random sample).
+
+def list_files(
+    root: Path, split: str, classes: Sequence[str], per_class: int | None = None,
+    holdout: float = 0.0, part: str = "all",
+) -> list[tuple[str, int]]:
+    """``(path relative to root, label)`` for the images of ``split``, sorted by class then path.
+
+    Images in folders nested inside a class folder belong to that class (as in torchvision's
+    ``ImageFolder``). With ``per_class``, the ``per_class`` files of each class whose SHA-1 of
+    the path sorts first (a deterministic pseudo-random sample). With ``holdout`` (a fraction,
+    e.g. 0.1), each class's files are split the same way into a fixed held-out part (the first
+    ``ceil(holdout * n)`` by that order) and the rest: ``part`` picks ``"holdout"``, ``"fit"``
+    (the rest, then sampled by ``per_class``) or ``"all"``. Raises DataNotFoundError naming a
+    class folder that is missing or holds no image.
     """
     if per_class is not None and per_class < 1:
         raise ValueError(f"per_class must be a positive int or None, got {per_class}")
+    if part not in HOLDOUT_PARTS or not 0.0 <= holdout < 1.0 or (part != "all" and holdout == 0.0):
+        raise ValueError(f"holdout must be in [0, 1) and > 0 for part 'fit' or 'holdout' "
+                         f"(part one of {', '.join(HOLDOUT_PARTS)}); got holdout={holdout}, part={part!r}")
     items: list[tuple[str, int]] = []
     for label, name in enumerate(classes):
         folder = root / split / name
         if not folder.is_dir():
             raise DataNotFoundError(f"{folder} does not exist (class {name!r} has no {split}/ folder)")
-        files = [p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
-        if per_class is not None:
+        files = [p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                 if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                 and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+        if not files:
+            raise DataNotFoundError(
+                f"{folder} holds no image (accepted: {', '.join(IMAGE_EXTENSIONS)}, in the folder or below it)")
+        if part != "all":
+            ordered = sorted(files, key=_sample_key)
+            held = math.ceil(holdout * len(ordered))
+            files = ordered[:held] if part == "holdout" else ordered[held:]
+        if per_class is not None and part != "holdout":
             files = sorted(files, key=_sample_key)[:per_class]
         items.extend((f"{split}/{name}/{f}", label) for f in sorted(files))
     return items
+
+
+def data_identity(root: Path, items: Sequence[tuple[str, int]]) -> str:
+    """A hash of a split's file list: each path relative to the root, its label and its size
+    in bytes. Two folders holding the same files give the same identity on any machine; a
+    folder whose files, classes or labels changed gives another, whatever its name."""
+    digest = hashlib.sha256()
+    for rel, label in items:
+        digest.update(f"{rel}\0{label}\0{(root / rel).stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def decode_image(path: str | os.PathLike[str], size: int) -> np.ndarray | None:
@@ -192,7 +294,7 @@ def decode_image(path: str | os.PathLike[str], size: int) -> np.ndarray | None:
     try:
         with Image.open(path) as img:
             img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale that is still >= size
-            img = img.convert("RGB")
+            img = _to_rgb(img)
             w, h = img.size
             scale = size / min(w, h)
             new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
@@ -202,6 +304,20 @@ def decode_image(path: str | os.PathLike[str], size: int) -> np.ndarray | None:
             return np.asarray(img, dtype=np.uint8).copy()
     except (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError):
         return None
+
+
+def _to_rgb(img):
+    """RGB of a PIL image. 16-bit and 32-bit integer grayscale (16-bit PNGs open as ``I;16`` or
+    ``I``) is scaled to 8 bits by its bit depth first: PIL's own conversion clips it at 255,
+    which turns almost every pixel white."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        values = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or values.max(initial=0) <= 65535 else float(values.max())
+        gray = np.clip(np.round(values * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    return img.convert("RGB")
 
 
 def default_cache_dir() -> Path:
@@ -232,6 +348,8 @@ def load_split(
     size: int,
     *,
     per_class: int | None = None,
+    holdout: float = 0.0,
+    part: str = "all",
     cache_dir: Path | None = None,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
@@ -244,23 +362,25 @@ def load_split(
         classes: class folder names; label ``i`` is ``classes[i]``.
         size: side of the square cached images.
         per_class: images per class (deterministic sample), or None for all.
+        holdout, part: a fixed held-out part of the split (see :func:`list_files`).
         cache_dir: where cache files live (default :func:`default_cache_dir`).
         workers: decoding processes (default: the CPU count, at most 8).
         progress: called with the number of images decoded since the last call.
     """
     if size < 8:
         raise ValueError(f"size must be >= 8, got {size}")
-    items = list_files(root, split, classes, per_class)
+    items = list_files(root, split, classes, per_class, holdout, part)
     if not items:
         raise DataNotFoundError(f"no images under {root / split} for the chosen classes")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cache_file = cache_dir / f"{root.name}-{split}-{size}px-{len(items)}-{_cache_key(root, items, classes, size)}.pt"
+    name = split if part == "all" else f"{split}-{part}"
+    cache_file = cache_dir / f"{root.name}-{name}-{size}px-{len(items)}-{_cache_key(root, items, classes, size)}.pt"
     if cache_file.exists():
         try:
             blob = torch.load(cache_file, mmap=True, weights_only=True)
             return SplitData(
                 blob["images"], blob["labels"], list(blob["classes"]), list(blob["skipped"]),
-                cache_file, True,
+                cache_file, True, list(blob["files"]), data_identity(root, items),
             )
         except (OSError, RuntimeError, KeyError, EOFError):
             pass  # a damaged cache is rebuilt below
@@ -278,11 +398,14 @@ def load_split(
         _collect(map(_decode_job, jobs), images, keep, progress)
     skipped = [rel for (rel, _), ok in zip(items, keep, strict=True) if not ok]
     labels = torch.tensor([label for (_, label), ok in zip(items, keep, strict=True) if ok], dtype=torch.int64)
-    data = SplitData(torch.from_numpy(images[keep]), labels, list(classes), skipped, cache_file, False)
+    files = [rel for (rel, _), ok in zip(items, keep, strict=True) if ok]
+    data = SplitData(torch.from_numpy(images[keep]), labels, list(classes), skipped, cache_file, False,
+                     files, data_identity(root, items))
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
     torch.save(
-        {"images": data.images, "labels": data.labels, "classes": data.classes, "skipped": skipped},
+        {"images": data.images, "labels": data.labels, "classes": data.classes, "skipped": skipped,
+         "files": files},
         tmp,
     )
     os.replace(tmp, cache_file)

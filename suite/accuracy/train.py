@@ -169,6 +169,23 @@ def paired_model(arch: str, attn: str | None, num_classes: int, seed: int) -> tu
     return model, copied
 
 
+def gate_scale_at_init(attn: str, channels: int = 64, size: int = 16, seed: int = 0) -> float:
+    """RMS(out) / RMS(in) of a freshly initialised ``attn`` module (eval mode) on a standard
+    normal input ``(8, channels, size, size)``, what the branch it sits on sees after its last
+    BN at initialisation: a sigmoid gate near 0.5 halves the branch it multiplies. NaN for
+    modules that change the shape (pooling, convolutions)."""
+    import modules
+
+    torch.manual_seed(seed)
+    module = modules.create(attn, channels).eval()
+    x = torch.randn(8, channels, size, size)
+    with torch.no_grad():
+        y = module(x)
+    if y.shape != x.shape:
+        return math.nan
+    return float(y.pow(2).mean().sqrt() / x.pow(2).mean().sqrt())
+
+
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
@@ -275,29 +292,49 @@ def _autocast(recipe: Recipe, device: torch.device):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: SplitData, recipe: Recipe, info: DistInfo) -> dict[str, float]:
-    """Top-1, top-5 (fractions) and mean cross-entropy on ``data`` (centre crop), over all ranks."""
+def evaluate(model: nn.Module, data: SplitData, recipe: Recipe, info: DistInfo) -> dict[str, Any]:
+    """Top-1, top-5 (fractions) and mean cross-entropy on ``data`` (centre crop), over all ranks,
+    and per image (in ``data``'s order) whether top-1 was right and its loss.
+
+    Evaluation runs in fp32 whatever the training precision: bf16 logits tie on a few images per
+    run, which would make top-1 depend on the tie-break."""
     was_training = model.training
     model.eval()
     indices = torch.arange(info.rank, len(data), info.world_size)
-    correct1 = correct5 = loss_sum = 0.0
     k = min(5, len(data.classes))
-    for start in range(0, len(indices), recipe.eval_batch_size):
-        idx = indices[start:start + recipe.eval_batch_size]
-        images = center_crop(data.images[idx], recipe.image_size)
-        x = to_float(images, info.device, recipe.channels_last)
-        y = data.labels[idx].to(info.device)
-        with _autocast(recipe, info.device):
-            logits = model(x)
-        logits = logits.float()
-        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        top = logits.topk(k, dim=1).indices
-        hits = top.eq(y[:, None])
-        correct1 += hits[:, 0].sum().item()
-        correct5 += hits.any(dim=1).sum().item()
-    correct1, correct5, loss_sum, count = _all_reduce_sum([correct1, correct5, loss_sum, float(len(indices))], info)
+    hits1, hits5, losses = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(indices), recipe.eval_batch_size):
+            idx = indices[start:start + recipe.eval_batch_size]
+            images = center_crop(data.images[idx], recipe.image_size)
+            x = to_float(images, info.device, recipe.channels_last)
+            y = data.labels[idx].to(info.device)
+            logits = model(x).float()
+            losses.append(nn.functional.cross_entropy(logits, y, reduction="none").cpu())
+            hits = logits.topk(k, dim=1).indices.eq(y[:, None])
+            hits1.append(hits[:, 0].cpu())
+            hits5.append(hits.any(dim=1).cpu())
+    mine = {"index": indices.tolist(), "correct": torch.cat(hits1).tolist() if hits1 else [],
+            "top5": torch.cat(hits5).tolist() if hits5 else [], "loss": torch.cat(losses).tolist() if losses else []}
+    per_image = _gather_per_image(mine, len(data), info)
     model.train(was_training)
-    return {"top1": correct1 / count, "top5": correct5 / count, "val_loss": loss_sum / count}
+    count = len(data)
+    return {"top1": sum(per_image["correct"]) / count, "top5": sum(per_image["top5"]) / count,
+            "val_loss": sum(per_image["loss"]) / count, "per_image": per_image}
+
+
+def _gather_per_image(mine: dict[str, list], total: int, info: DistInfo) -> dict[str, list]:
+    """Every rank's per-image results, put back into the split's order."""
+    parts = [mine]
+    if info.distributed:
+        parts = [None] * info.world_size
+        dist.all_gather_object(parts, mine)
+    merged: dict[str, list] = {"correct": [False] * total, "top5": [False] * total, "loss": [math.nan] * total}
+    for part in parts:
+        for field in merged:
+            for i, value in zip(part["index"], part[field], strict=True):
+                merged[field][i] = value
+    return merged
 
 
 @dataclass
@@ -316,6 +353,7 @@ class RunResult:
     shared_entries: int
     resumed_from: int
     bf16: bool = False
+    per_image: dict[str, list] | None = None
     note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -456,12 +494,13 @@ def train_run(
         metrics = evaluate(model, val, recipe, info)
         elapsed += time.perf_counter() - started
     else:
-        metrics = {"top1": math.nan, "top5": math.nan, "val_loss": math.nan}
+        metrics = {"top1": math.nan, "top5": math.nan, "val_loss": math.nan, "per_image": None}
     return RunResult(
         status=status,
         top1=metrics["top1"],
         top5=metrics["top5"],
         val_loss=metrics["val_loss"],
+        per_image=metrics["per_image"],
         train_loss=epoch_losses[-1] if epoch_losses else math.nan,
         epochs=epochs_done,
         wall_s=elapsed,

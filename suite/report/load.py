@@ -25,7 +25,8 @@ STAGE_FILES: dict[str, dict[str, str]] = {
     "cost": {"module": "cost_module.csv", "model": "cost_model.csv", "records": "cost_records.jsonl"},
     "latency": {"latency": "latency.csv", "machine": "machine.csv", "records": "records.jsonl"},
     "memory": {"memory": "memory.csv", "records": "records.jsonl"},
-    "accuracy": {"runs": "runs.csv", "deltas": "deltas.csv", "records": "runs.jsonl"},
+    "accuracy": {"runs": "runs.csv", "deltas": "deltas.csv", "per_class": "per_class.csv",
+                 "gate_scale": "gate_scale.csv", "records": "runs.jsonl"},
 }
 """The files each stage writes into its folder (table name -> file name)."""
 
@@ -75,7 +76,12 @@ def _latest_records(path: Path) -> list[dict[str, Any]]:
     return RecordStore(path).latest_by_key() if path.is_file() else []
 
 
-def _from_records(stage: str, records: list[dict[str, Any]]) -> dict[str, pd.DataFrame]:
+PREFER_RECORDS: tuple[str, ...] = ("accuracy",)
+"""Stages whose tables are always rebuilt from their raw records when these exist (the
+statistics then follow the current code, not the CSVs of the run that wrote them)."""
+
+
+def _from_records(stage: str, records: list[dict[str, Any]], folder: Path) -> dict[str, pd.DataFrame]:
     """Tables rebuilt from raw records (one per key) when the stage's CSVs are missing, by the
     stage's own table builders (imported here: they pull in torch)."""
     if not records:
@@ -97,11 +103,19 @@ def _from_records(stage: str, records: list[dict[str, Any]]) -> dict[str, pd.Dat
             tables["machine"] = pd.DataFrame(machine)
         return tables
     if stage == "accuracy":
-        from ..accuracy.cli import build_tables
+        from ..accuracy.cli import BASELINE, build_tables, per_image_results
+        from ..accuracy.stats import image_sampling_se, per_class_table
 
-        # a folder normally holds one recipe; if not, the recipe of the last run written
-        _, runs, deltas = build_tables(records, records[-1].get("recipe"))
-        return {"runs": runs, "deltas": pd.DataFrame(deltas)}
+        # one comparison: the last run's recipe, data, precision, threads and code
+        paired, runs, deltas = build_tables(records)
+        correct, manifest = per_image_results(folder, paired)
+        tables = {"runs": runs, "deltas": pd.DataFrame(deltas)}
+        if manifest is not None:
+            sampling = image_sampling_se(correct, BASELINE)
+            tables["deltas"]["top1_se_images"] = tables["deltas"]["attn"].map(sampling)
+            tables["per_class"] = pd.DataFrame(per_class_table(correct, manifest["labels"], manifest["classes"],
+                                                               BASELINE))
+        return tables
     return {}
 
 
@@ -114,15 +128,19 @@ def load_stage(raw_dir: Path, stage: str) -> StageData:
         return data
     files = STAGE_FILES[stage]
     rebuilt: dict[str, pd.DataFrame] | None = None
+    if stage in PREFER_RECORDS and (folder / files["records"]).is_file():
+        rebuilt = _from_records(stage, _latest_records(folder / files["records"]), folder)
+        data.notes.append(f"tables rebuilt from {files['records']} (the raw records decide this stage's statistics)")
     for name, filename in files.items():
         if name == "records":
             continue
-        frame = _read_csv(folder / filename)
+        preferred = stage in PREFER_RECORDS and rebuilt is not None and name in rebuilt
+        frame = None if preferred else _read_csv(folder / filename)
         if frame is None:
             if rebuilt is None:
-                rebuilt = _from_records(stage, _latest_records(folder / files["records"]))
+                rebuilt = _from_records(stage, _latest_records(folder / files["records"]), folder)
             frame = rebuilt.get(name)
-            if frame is not None and not frame.empty:
+            if frame is not None and not frame.empty and stage not in PREFER_RECORDS:
                 data.notes.append(f"{filename} missing or unreadable: rebuilt from {files['records']}")
         if frame is not None and not frame.empty:
             data.tables[name] = frame

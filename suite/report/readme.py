@@ -88,7 +88,10 @@ CONVENTIONS = """\
   (`backbone_*`); `extra_*` is what the attention adds, `*_pct` relative to the backbone.
 * **Units.** `*_ms` milliseconds, `*_bytes` bytes, `*_pct` percent, `*_pp` percentage points;
   `top1_pct` is top-1 accuracy in %; the accuracy delta is the mean over seeds of (attention -
-  baseline) at the same seed, with a 95% interval from the t distribution (`n_seeds` pairs).
+  baseline) at the same seed, with a 95% interval from the t distribution (`n_seeds` pairs);
+  `top1_p_holm` is the paired t-test's p-value Holm-adjusted over the designs of the sweep, and
+  `top1_significant` means it is below 0.05. Fewer than 3 pairs, or differences that are all
+  equal, give no interval and no verdict; a diverged run is scored at chance level.
 * **Latency.** Every configuration is timed in several rounds, each in a fresh worker process
   (1 intra-op thread on CPU unless stated, glibc's mmap and trim thresholds raised, warm-up until
   the process's memory stops growing); a round whose process did not get the CPU it asked for is
@@ -133,7 +136,7 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     header = ["attention", "kind", "params / conv3x3", "MACs / conv3x3", f"extra params ({arch})",
               f"extra MACs ({arch})", "latency fwd / conv3x3", "fwd passes", "train / conv3x3",
               "network fwd / backbone", "saved for bwd / input",
-              "top-1 delta, pp [95% CI]", "seeds", "status"]
+              "top-1 delta, pp [95% CI]", "seeds", "p (Holm)", "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in summary.to_dict("records"):
         ci = ""
@@ -152,7 +155,8 @@ def summary_markdown(summary: pd.DataFrame) -> str:
                  _fmt(row.get("macs_over_conv3x3"), "x"), extra_p, extra_m,
                  _fmt(row.get("latency_ratio_fwd"), "x"), _fmt(row.get("latency_passes_fwd")),
                  _fmt(row.get("latency_ratio_train"), "x"), _fmt(row.get("model_latency_fwd_by_arch")),
-                 _fmt(row.get("act_saved_over_input"), "x"), ci, _fmt(row.get("n_seeds"), "int"), status]
+                 _fmt(row.get("act_saved_over_input"), "x"), ci, _fmt(row.get("n_seeds"), "int"),
+                 _fmt(row.get("top1_p_holm")), status]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -188,10 +192,72 @@ def stages_markdown(stages: dict[str, StageData]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pp_interval(row: dict[str, Any], delta: str, low: str, high: str, scale: float = 1.0) -> str:
+    if not _fmt(row.get(delta)):
+        return ""
+    text = f"{scale * float(row[delta]):+.2f}"
+    if _fmt(row.get(low)):
+        text += f" [{scale * float(row[low]):+.2f}, {scale * float(row[high]):+.2f}]"
+    return text
+
+
+def accuracy_markdown(accuracy: pd.DataFrame, per_class: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """The accuracy section: what the recipe measures, the paired deltas with their p-values
+    (raw and Holm-adjusted) and loss deltas, and the per-class top-1 deltas."""
+    if accuracy.empty:
+        return "_No accuracy results._\n"
+    epochs = sorted(set(pd.to_numeric(runs.get("epochs", pd.Series(dtype=float)), errors="coerce").dropna()))
+    schedule = f"{int(max(epochs))} epochs" if epochs else "its epochs"
+    lines = [
+        f"The recipe trains each network for {schedule}: on a schedule this short the deltas measure how "
+        "fast a design trains (short-schedule trainability), not the accuracy it would converge to, "
+        "which is why the training-loss delta stands beside the top-1 delta.",
+        "",
+        "| attention | seeds | top-1 delta, pp [95% CI] | p | p (Holm) | verdict | image term, pp | "
+        "train loss delta [95% CI] | val loss delta [95% CI] | gate scale at init |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in accuracy.to_dict("records"):
+        if row["attn"] == "none":
+            continue
+        if row.get("top1_reason"):
+            verdict = f"none: {row['top1_reason']}"
+        else:
+            significant = str(row.get("top1_significant")).lower() == "true"
+            verdict = ("significant " + ("gain" if float(row["top1_delta_pp"]) > 0 else "loss")) if significant \
+                else "not significant"
+        if _fmt(row.get("diverged")) and float(row["diverged"]) > 0:
+            verdict += f" ({int(row['diverged'])} diverged, scored at chance)"
+        lines.append("| " + " | ".join([
+            f"`{row['attn']}`", _fmt(row.get("n_seeds"), "int"),
+            _pp_interval(row, "top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp"),
+            _fmt(row.get("top1_p")), _fmt(row.get("top1_p_holm")), verdict,
+            _fmt(row.get("top1_se_images_pp")),
+            _pp_interval(row, "train_loss_delta", "train_loss_ci_low", "train_loss_ci_high"),
+            _pp_interval(row, "val_loss_delta", "val_loss_ci_low", "val_loss_ci_high"),
+            _fmt(row.get("gate_scale_at_init")),
+        ]) + " |")
+    lines += ["", "Gate scale at init: RMS(out) / RMS(in) of the freshly initialised module on a standard normal "
+              "input, what its branch sees after the last BN (a sigmoid gate near 0.5 halves the branch).",
+              "", "The image term is the standard error (pp) the choice of val images adds to the delta; for a "
+              "claim about the image population rather than this val set, combine it with the seed interval "
+              "(sqrt(se_seeds^2 + se_images^2)).", ""]
+    if not per_class.empty:
+        matrix = per_class.pivot_table(index="attn", columns="class", values="top1_delta_pp", aggfunc="first")
+        lines += ["Per-class top-1 deltas, pp (paired over seeds; unadjusted, for looking rather than for verdicts; "
+                  "`accuracy_per_class.csv` has their intervals):", "",
+                  "| attention | " + " | ".join(f"`{c}`" for c in matrix.columns) + " |",
+                  "|---|" + "---|" * len(matrix.columns)]
+        for attn, values in matrix.iterrows():
+            lines.append(f"| `{attn}` | " + " | ".join(f"{v:+.1f}" if pd.notna(v) else "" for v in values) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
 def render_readme(profile: str, summary: pd.DataFrame, figures: dict[str, str | None],
                   figure_notes: dict[str, str], envs: dict[str, dict[str, Any]],
                   extra_env: dict[str, dict[str, str]], stages: dict[str, StageData],
-                  captions: dict[str, str], outputs: list[str]) -> str:
+                  captions: dict[str, str], outputs: list[str], accuracy_text: str = "") -> str:
     """The whole README text."""
     missing = [n for n, d in stages.items() if d.state == "missing"]
     empty = [n for n, d in stages.items() if d.state == "empty"]
@@ -223,6 +289,10 @@ def render_readme(profile: str, summary: pd.DataFrame, figures: dict[str, str | 
         "Every column, and more, is in [`summary.csv`](summary.csv).",
         "",
         summary_markdown(summary),
+    ]
+    if accuracy_text:
+        out += ["## Accuracy", "", accuracy_text]
+    out += [
         "## Figures",
         "",
     ]

@@ -11,12 +11,13 @@ import pandas as pd
 from ..records import write_csv_atomic, write_text_atomic
 from . import figures as fig
 from .load import StageData, environment_of, load_all
-from .readme import render_readme
+from .readme import accuracy_markdown, render_readme
 from .tables import (
     accuracy_table,
     cost_table,
     latency_table,
     memory_table,
+    per_class_table,
     primary_contended,
     primary_module_latency,
     summary_table,
@@ -77,9 +78,12 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
     latency = latency_table(stages["latency"])
     memory = memory_table(stages["memory"])
     accuracy = accuracy_table(stages["accuracy"])
+    per_class = per_class_table(stages["accuracy"])
     summary = summary_table(cost, latency, memory, accuracy)
     tables = {"summary.csv": summary, "cost.csv": cost, "latency.csv": latency, "memory.csv": memory,
               "accuracy.csv": accuracy}
+    if not per_class.empty:
+        tables["accuracy_per_class.csv"] = per_class
     for name, frame in tables.items():
         write_csv_atomic(profile_dir / name, frame)
 
@@ -134,7 +138,9 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
         if paths[key] is None and stale.exists():
             stale.unlink()  # a figure from an older render would contradict this README
     relative = {k: (f"figures/{p.name}" if p else None) for k, p in paths.items()}
-    readme = render_readme(profile, summary, relative, notes, envs, extra_env, stages, captions, list(tables))
+    accuracy_text = accuracy_markdown(accuracy, per_class, stages["accuracy"].table("runs")) if not accuracy.empty else ""
+    readme = render_readme(profile, summary, relative, notes, envs, extra_env, stages, captions, list(tables),
+                           accuracy_text)
     write_text_atomic(profile_dir / "README.md", readme)
     return {
         "profile": profile,

@@ -159,14 +159,19 @@ def memory_table(stage: StageData) -> pd.DataFrame:
 
 _ACCURACY = [
     "attn", "profile", "arch", "recipe", "runs", "n_seeds", "status",
-    "top1_pct", "top5_pct", "top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "top1_significant",
-    "top5_delta_pp", "top5_ci_low_pp", "top5_ci_high_pp", "top5_significant", "runs_not_ok",
+    "top1_pct", "top5_pct", "top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "top1_p", "top1_p_holm",
+    "top1_significant", "top5_delta_pp", "top5_ci_low_pp", "top5_ci_high_pp", "top5_p", "top5_p_holm",
+    "top5_significant", "top1_se_images_pp", "train_loss_delta", "train_loss_ci_low", "train_loss_ci_high",
+    "val_loss_delta", "val_loss_ci_low", "val_loss_ci_high", "gate_scale_at_init", "top1_reason", "diverged",
+    "runs_not_ok",
 ]
 
 
 def accuracy_table(stage: StageData) -> pd.DataFrame:
     """``accuracy.csv``: per attention type (the baseline ``none`` first), top-1/top-5 in %, the
-    paired delta over the baseline in percentage points with its 95% t interval."""
+    paired delta over the baseline in percentage points with its 95% t interval, the paired
+    t-test's p-value and its Holm adjustment over the designs (``*_significant`` uses the
+    adjusted one; :mod:`suite.accuracy.stats`)."""
     deltas = stage.table("deltas").copy()
     if deltas.empty:
         return pd.DataFrame(columns=_ACCURACY)
@@ -189,9 +194,35 @@ def accuracy_table(stage: StageData) -> pd.DataFrame:
         out[f"{metric}_pct"] = 100 * _num(deltas, f"{metric}_mean")
         for src, dst in (("delta", "delta_pp"), ("ci_low", "ci_low_pp"), ("ci_high", "ci_high_pp")):
             out[f"{metric}_{dst}"] = 100 * _num(deltas, f"{metric}_{src}")
+        for field in ("p", "p_holm"):
+            if f"{metric}_{field}" in deltas:
+                out[f"{metric}_{field}"] = _num(deltas, f"{metric}_{field}")
         if f"{metric}_significant" in deltas:
             out[f"{metric}_significant"] = deltas[f"{metric}_significant"]
+    if "top1_se_images" in deltas:
+        out["top1_se_images_pp"] = 100 * _num(deltas, "top1_se_images")
+    for metric in ("train_loss", "val_loss"):
+        for field in ("delta", "ci_low", "ci_high"):
+            if f"{metric}_{field}" in deltas:
+                out[f"{metric}_{field}"] = _num(deltas, f"{metric}_{field}")
+    for field in ("top1_reason", "diverged"):
+        if field in deltas:
+            out[field] = deltas[field]
+    scales = stage.table("gate_scale")
+    if not scales.empty:
+        out["gate_scale_at_init"] = out["attn"].map(scales.set_index("attn")["gate_scale_at_init"])
     return _keep(out, _ACCURACY).reset_index(drop=True)
+
+
+def per_class_table(stage: StageData) -> pd.DataFrame:
+    """``accuracy_per_class.csv``: per design and class, the paired top-1 delta in percentage
+    points with its 95% interval over seeds (from the per-image records)."""
+    frame = stage.table("per_class").copy()
+    if frame.empty:
+        return frame
+    for field in ("top1_delta", "top1_ci_low", "top1_ci_high"):
+        frame[f"{field}_pp"] = 100 * _num(frame, field)
+    return frame.drop(columns=["top1_delta", "top1_ci_low", "top1_ci_high"])
 
 
 SUMMARY_COLUMNS: list[str] = [
@@ -202,7 +233,7 @@ SUMMARY_COLUMNS: list[str] = [
     "latency_passes_fwd", "latency_shapes", "latency_config", "latency_contended",
     "model_latency_ratio_fwd", "model_latency_ratio_train", "model_latency_fwd_by_arch",
     "act_saved_over_input", "act_saved_bytes_max", "step_peak_bytes_max",
-    "top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "n_seeds", "top1_significant",
+    "top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "n_seeds", "top1_p_holm", "top1_significant",
 ]
 """The columns of ``summary.csv``; the ``*_over_conv3x3`` and latency ratios are medians over
 the shapes measured, the memory and model-level columns are stated per column."""
@@ -360,7 +391,8 @@ def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFram
         for record in accuracy.to_dict("records"):
             name = record["attn"]
             if name in rows:
-                for field in ("top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "n_seeds", "top1_significant"):
+                for field in ("top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "n_seeds", "top1_p_holm",
+                              "top1_significant"):
                     rows[name][field] = record.get(field)
 
     for name, row in rows.items():

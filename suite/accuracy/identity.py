@@ -1,0 +1,70 @@
+"""What makes two accuracy runs comparable, and the per-image results kept beside each run.
+
+Two runs are paired only when everything that decides their scores, other than the design
+and the seed, is the same: the recipe (its fingerprint), the data (:func:`data_identity` of
+both splits: file lists, labels, sizes), the effective precision (bf16 autocast or fp32), the
+intra-op thread count and the version of the code that trains and builds the networks
+(:func:`code_version`). All of it is in the run key and in the record
+(:data:`IDENTITY_FIELDS`), and :func:`same_comparison` selects the records of one comparison.
+
+Per-image results: for every finished run, one line of ``per_image.jsonl`` with, in the order
+of the val split's files (listed once per data identity in ``val_images-<id>.json``), whether
+top-1 and top-5 were right and the image's loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["IDENTITY_FIELDS", "code_version", "run_identity", "same_comparison", "per_image_line",
+           "val_manifest_name"]
+
+IDENTITY_FIELDS = ("recipe", "data_id", "precision", "threads", "code_version")
+"""Record fields that must be equal for two runs to be paired."""
+
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+_TRAINING_CODE = ("modules", "suite/accuracy")
+_NOT_TRAINING = ("cli.py", "stats.py", "identity.py")  # reporting code: does not change a score
+
+
+def code_version() -> str:
+    """A hash of the source that trains and builds the networks: every ``.py`` file of
+    ``modules/`` and of ``suite/accuracy/`` except its reporting code."""
+    digest = hashlib.sha256()
+    for folder in _TRAINING_CODE:
+        for path in sorted((_PACKAGE_PARENT / folder).rglob("*.py")):
+            if folder == "suite/accuracy" and path.name in _NOT_TRAINING:
+                continue
+            digest.update(path.relative_to(_PACKAGE_PARENT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def run_identity(recipe_fingerprint: str, train_identity: str, val_identity: str, bf16: bool,
+                 threads: int) -> dict[str, Any]:
+    """The :data:`IDENTITY_FIELDS` of the runs of one sweep."""
+    return {"recipe": recipe_fingerprint, "data_id": f"{train_identity}-{val_identity}",
+            "precision": "bf16" if bf16 else "fp32", "threads": int(threads), "code_version": code_version()}
+
+
+def same_comparison(records: Iterable[Mapping[str, Any]], identity: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The records whose identity fields equal ``identity``'s (a field a record lacks counts as
+    ``None``, so records written before a field existed pair only with each other)."""
+    wanted = {k: identity.get(k) for k in IDENTITY_FIELDS}
+    return [dict(r) for r in records if all(r.get(k) == v for k, v in wanted.items())]
+
+
+def per_image_line(key: str, attn: str, seed: int, per_image: Mapping[str, list], val_identity: str) -> dict[str, Any]:
+    """One run's per-image results as a compact record: ``correct`` and ``top5`` as strings of
+    0/1 (one character per val image), ``loss`` rounded to 5 decimals."""
+    return {"key": key, "attn": attn, "seed": seed, "val_id": val_identity,
+            "correct": "".join("1" if c else "0" for c in per_image["correct"]),
+            "top5": "".join("1" if c else "0" for c in per_image["top5"]),
+            "loss": [round(float(v), 5) for v in per_image["loss"]]}
+
+
+def val_manifest_name(val_identity: str) -> str:
+    """The file, beside the records, listing the val images a per-image line refers to."""
+    return f"val_images-{val_identity}.json"
