@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from suite.accuracy.stats import delta_table, holm, paired_delta, t_cdf, t_quantile
+from suite.accuracy.stats import (
+    delta_table,
+    holm,
+    paired_delta,
+    seeds_for_half_width,
+    t_cdf,
+    t_quantile,
+)
 
 # two-sided 95% critical values from a printed t table
 TABLE = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 9: 2.262, 30: 2.042, 120: 1.980}
@@ -146,3 +153,14 @@ def test_verdicts_use_the_holm_adjusted_p_value():
     alone = {row["attn"]: row for row in delta_table([r for r in rows if r["attn"] in ("none", "d0")],
                                                      baseline="none")}["d0"]
     assert alone["top1_p_holm"] == pytest.approx(alone["top1_p"]) and alone["top1_significant"] is True
+
+
+def test_seeds_for_half_width_is_the_smallest_n_that_reaches_it():
+    for sd, target in ((0.0072, 0.01), (0.0093, 0.01), (0.005, 0.01), (0.02, 0.005)):
+        n = int(seeds_for_half_width(sd, target))
+        assert n >= 3
+        assert t_quantile(0.975, n - 1) * sd / math.sqrt(n) <= target
+        if n > 3:
+            assert t_quantile(0.975, n - 2) * sd / math.sqrt(n - 1) > target
+    assert seeds_for_half_width(0.0072) == 5 and seeds_for_half_width(0.0093) == 6
+    assert math.isnan(seeds_for_half_width(math.nan)) and seeds_for_half_width(1.0, at_most=10) == math.inf

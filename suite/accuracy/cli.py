@@ -65,7 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated attention names or fnmatch patterns (e.g. 'se,eca*'); "
                              "the baseline 'none' is always run too (default: the source designs %(default)s)")
     parser.add_argument("--seeds", type=int, default=None,
-                        help="number of seeds (paired across attention types); default: 1 for smoke, 3 otherwise")
+                        help="number of seeds (paired across attention types); default per profile: "
+                        + ", ".join(f"{k} {v}" for k, v in DEFAULT_SEEDS.items())
+                        + " (chosen from measured noise for a 95%% half-width of at most 1 pp; see recipe.py)")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+seeds-1 (default: 0)")
     parser.add_argument("--data", default=None,
                         help="ImageFolder root with train/ and val/, or 'imagenette' for the copy in the cache folder "

@@ -37,7 +37,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["t_cdf", "t_quantile", "paired_delta", "holm", "chance_score", "delta_table", "per_class_table",
-           "image_sampling_se", "MIN_PAIRS"]
+           "image_sampling_se", "seeds_for_half_width", "TARGET_HALF_WIDTH", "MIN_PAIRS"]
+
+TARGET_HALF_WIDTH = 0.01
+"""The half-width (1.0 pp of top-1) a design's interval should reach; the seeds it needs at its
+measured spread are reported beside every delta (:func:`seeds_for_half_width`)."""
 
 MIN_PAIRS = 3
 """The fewest paired seeds an interval, a p-value or a verdict is given for."""
@@ -135,6 +139,21 @@ def paired_delta(values: Sequence[float], baseline: Sequence[float], confidence:
             "p": p, "significant": bool(p < 1.0 - confidence), "reason": ""}
 
 
+def seeds_for_half_width(sd: float, target: float = TARGET_HALF_WIDTH, confidence: float = 0.95,
+                         at_most: int = 200) -> float:
+    """The fewest paired seeds ``n`` (at least :data:`MIN_PAIRS`) whose interval half-width
+    ``t_{n-1} sd / sqrt(n)`` is at most ``target``, for a spread ``sd`` of the paired differences
+    measured beforehand. Choosing ``n`` from an earlier sweep's spread and then running exactly
+    ``n`` seeds keeps the t interval honest; stopping a sweep when its own interval looks narrow
+    enough would not. NaN without a spread; ``inf`` beyond ``at_most``."""
+    if not math.isfinite(sd) or sd < 0 or target <= 0:
+        return math.nan
+    for n in range(MIN_PAIRS, at_most + 1):
+        if t_quantile(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n) <= target:
+            return float(n)
+    return math.inf
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values, in the order given; NaN entries stay NaN and do not
     count towards the number of hypotheses."""
@@ -205,6 +224,8 @@ def delta_table(
             for field in ("delta", "sd", "ci_low", "ci_high", "p"):
                 entry[f"{metric}_{field}"] = result[field]
             entry[f"{metric}_reason"] = result["reason"]
+            if metric == "top1":
+                entry["top1_seeds_for_target"] = seeds_for_half_width(result["sd"], confidence=confidence)
         table.append(entry)
     designs = [e for e in table if e["attn"] != baseline]
     for metric in metrics:

@@ -114,6 +114,8 @@ CONVENTIONS = """\
 def _fmt(value: Any, kind: str = "g") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return ""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
     if kind == "int":
         return f"{int(value):,}"
     if kind == "x":
@@ -214,8 +216,8 @@ def accuracy_markdown(accuracy: pd.DataFrame, per_class: pd.DataFrame, runs: pd.
         "which is why the training-loss delta stands beside the top-1 delta.",
         "",
         "| attention | seeds | top-1 delta, pp [95% CI] | p | p (Holm) | verdict | image term, pp | "
-        "train loss delta [95% CI] | val loss delta [95% CI] | gate scale at init |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "train loss delta [95% CI] | val loss delta [95% CI] | gate scale at init | seeds for +-1 pp |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in accuracy.to_dict("records"):
         if row["attn"] == "none":
@@ -235,9 +237,11 @@ def accuracy_markdown(accuracy: pd.DataFrame, per_class: pd.DataFrame, runs: pd.
             _fmt(row.get("top1_se_images_pp")),
             _pp_interval(row, "train_loss_delta", "train_loss_ci_low", "train_loss_ci_high"),
             _pp_interval(row, "val_loss_delta", "val_loss_ci_low", "val_loss_ci_high"),
-            _fmt(row.get("gate_scale_at_init")),
+            _fmt(row.get("gate_scale_at_init")), _fmt(row.get("top1_seeds_for_target"), "int"),
         ]) + " |")
-    lines += ["", "Gate scale at init: RMS(out) / RMS(in) of the freshly initialised module on a standard normal "
+    lines += ["", "Seeds for +-1 pp: the paired seeds a 95% interval of at most 1.0 pp needs at the spread "
+              "measured here (to be chosen before a new sweep, which keeps its interval honest).",
+              "", "Gate scale at init: RMS(out) / RMS(in) of the freshly initialised module on a standard normal "
               "input, what its branch sees after the last BN (a sigmoid gate near 0.5 halves the branch).",
               "", "The image term is the standard error (pp) the choice of val images adds to the delta; for a "
               "claim about the image population rather than this val set, combine it with the seed interval "

@@ -162,7 +162,8 @@ _ACCURACY = [
     "top1_pct", "top5_pct", "top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "top1_p", "top1_p_holm",
     "top1_significant", "top5_delta_pp", "top5_ci_low_pp", "top5_ci_high_pp", "top5_p", "top5_p_holm",
     "top5_significant", "top1_se_images_pp", "train_loss_delta", "train_loss_ci_low", "train_loss_ci_high",
-    "val_loss_delta", "val_loss_ci_low", "val_loss_ci_high", "gate_scale_at_init", "top1_reason", "diverged",
+    "val_loss_delta", "val_loss_ci_low", "val_loss_ci_high", "gate_scale_at_init", "top1_seeds_for_target",
+    "top1_reason", "diverged",
     "runs_not_ok",
 ]
 
@@ -205,7 +206,7 @@ def accuracy_table(stage: StageData) -> pd.DataFrame:
         for field in ("delta", "ci_low", "ci_high"):
             if f"{metric}_{field}" in deltas:
                 out[f"{metric}_{field}"] = _num(deltas, f"{metric}_{field}")
-    for field in ("top1_reason", "diverged"):
+    for field in ("top1_reason", "diverged", "top1_seeds_for_target"):
         if field in deltas:
             out[field] = deltas[field]
     scales = stage.table("gate_scale")
