@@ -111,19 +111,9 @@ class GSoP(AttentionModule):
         flat = reduced.flatten(2)  # (N, d, M)
         centred = flat - flat.mean(2, keepdim=True)
         cov = torch.bmm(centred, centred.transpose(1, 2)) / flat.shape[2]  # (N, d, d)
-        rows = self._row_wise(self.row_bn(cov.unsqueeze(3)).squeeze(3))  # (N, 4d, 1, 1)
+        rows = self.row_conv(self.row_bn(cov.unsqueeze(3)))  # (N, 4d, 1, 1)
         gate = self.gate(self.fc(rows))  # (N, C, 1, 1)
         return x * gate
-
-    def _row_wise(self, cov: Tensor) -> Tensor:
-        """The official row-wise conv (``Conv2d(d, 4d, (d, 1), groups=d)`` on the ``(N, d, d, 1)``
-        covariance) as the batched matrix product it is: output ``4i + k`` is row ``i`` of the
-        covariance dotted with filter ``4i + k``. The same parameters and the same sums as the
-        grouped conv (tests compare the two), without the grouped conv's slow CPU kernel."""
-        n, d, _ = cov.shape
-        weight = self.row_conv.weight.view(d, self.row_expansion, d)  # (group i, k, column j)
-        rows = torch.einsum("nij,ikj->nik", cov, weight).reshape(n, d * self.row_expansion)
-        return (rows + self.row_conv.bias).view(n, -1, 1, 1)
 
     def _reduced_hw(self, h: int, w: int) -> tuple[int, int]:
         s = self.dr_stride

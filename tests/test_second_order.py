@@ -148,19 +148,3 @@ def test_gsop_net1_modules_match_the_official_form_at_every_stage_size(
     x = torch.randn(2, channels, size, size)
     with torch.no_grad():
         torch.testing.assert_close(m(x), _gsop_reference(m, x), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("dim", [16, 128])
-def test_gsop_row_wise_product_is_the_grouped_conv_with_its_gradients(dim: int) -> None:
-    """The row-wise conv computed as a batched product: same outputs and same gradients (for
-    the covariance and the filters) as ``Conv2d(d, 4d, (d, 1), groups=d)``."""
-    m = GSoP(dim, dim=dim)
-    cov = torch.randn(3, dim, dim, dtype=torch.float64, requires_grad=True)
-    m = m.double()
-    ours = m._row_wise(cov)
-    grads_ours = torch.autograd.grad(ours.square().sum(), [cov, m.row_conv.weight, m.row_conv.bias])
-    conv = F.conv2d(cov.unsqueeze(3), m.row_conv.weight, m.row_conv.bias, groups=dim)
-    grads_conv = torch.autograd.grad(conv.square().sum(), [cov, m.row_conv.weight, m.row_conv.bias])
-    torch.testing.assert_close(ours, conv)
-    for a, b in zip(grads_ours, grads_conv, strict=True):
-        torch.testing.assert_close(a, b)
