@@ -9,8 +9,8 @@ where torch is preinstalled): installs are then skipped.
 
 from __future__ import annotations
 
+import ast
 import os
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -22,34 +22,56 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "uv|virtualenv"
 
 # uv does not read pip's configuration. Where pip is configured (a mirror, local wheels, a
-# constraints file), these uv variables say the same, so both backends install the same packages.
+# constraints file, no index at all), these uv variables say the same, so both backends install
+# the same packages.
 _PIP_TO_UV = {
     "index-url": "UV_INDEX_URL",
     "extra-index-url": "UV_EXTRA_INDEX_URL",
     "find-links": "UV_FIND_LINKS",
     "constraint": "UV_CONSTRAINT",
+    "no-index": "UV_NO_INDEX",
 }
+_PIP_SECTIONS = ("global", "install", ":env:")
+"""The sections of ``pip config list`` that apply to ``pip install``, least specific first."""
 
 
-def _pip_settings_for_uv() -> dict[str, str]:
-    """pip's configured index, extra indexes, find-links and constraints as uv variables
-    (``pip config list``: files and ``PIP_*`` variables); variables already set are kept."""
+def _pip_options() -> dict[str, list[str]]:
+    """``{option: values}`` as ``pip install`` sees them: a more specific section (install over
+    global, the environment over both) replaces a less specific one's value."""
     try:
         listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
                                 text=True, timeout=60, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
-    found: dict[str, list[str]] = {}
+    chosen: dict[str, tuple[int, list[str]]] = {}
     for line in listed.splitlines():
-        key, _, value = line.partition("=")
-        option = key.rsplit(".", 1)[-1]
-        if option in _PIP_TO_UV:
-            values = shlex.split(shlex.split(value)[0]) if value.strip() else []
-            found.setdefault(_PIP_TO_UV[option], [])
-            found[_PIP_TO_UV[option]] += [v for v in values if v not in found[_PIP_TO_UV[option]]]
-    separator = {"UV_FIND_LINKS": ","}
-    settings = {var: separator.get(var, " ").join(values) for var, values in found.items()
-                if values and var not in os.environ}
+        key, sep, raw = line.partition("=")
+        section, _, option = key.rpartition(".")
+        if not sep or option not in _PIP_TO_UV or section not in _PIP_SECTIONS:
+            continue
+        try:
+            value = ast.literal_eval(raw.strip())  # pip prints each value with repr()
+        except (ValueError, SyntaxError):
+            continue
+        rank = _PIP_SECTIONS.index(section)
+        if option not in chosen or rank >= chosen[option][0]:
+            chosen[option] = (rank, str(value).split())
+    return {option: values for option, (_, values) in chosen.items()}
+
+
+def _pip_settings_for_uv() -> dict[str, str]:
+    """pip's index, extra indexes, find-links, constraints and no-index as uv variables;
+    variables already set are kept."""
+    settings: dict[str, str] = {}
+    for option, values in _pip_options().items():
+        var = _PIP_TO_UV[option]
+        if var in os.environ or not values:
+            continue
+        if option == "no-index":
+            if values[0].lower() in ("1", "true", "yes", "on"):
+                settings[var] = "1"
+            continue
+        settings[var] = ("," if var == "UV_FIND_LINKS" else " ").join(dict.fromkeys(values))
     if "UV_EXTRA_INDEX_URL" in settings or "UV_INDEX_URL" in settings:
         # pip takes the newest version from any index; uv by default stops at the first index
         # that has the package, which can pick older releases from a partial mirror

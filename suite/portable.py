@@ -62,10 +62,11 @@ def shown_path(path: str | os.PathLike[str]) -> str:
     otherwise ``.../<name>``."""
     resolved = Path(path).expanduser().resolve()
     for package in ("suite", "modules"):
-        if PACKAGE_PARENT / package in resolved.parents:
+        if resolved == PACKAGE_PARENT / package or PACKAGE_PARENT / package in resolved.parents:
             return resolved.relative_to(PACKAGE_PARENT).as_posix()
     here = Path.cwd().resolve()
-    for base in (here, here.parent):
+    # the parent only when it is not the root: "../home/bob" would still name the machine's layout
+    for base in (here, here.parent) if len(here.parent.parts) > 1 else (here,):
         if resolved == base or base in resolved.parents:
             return os.path.relpath(resolved, here)
     home = Path.home().resolve()

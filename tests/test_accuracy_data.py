@@ -262,3 +262,22 @@ def test_holdout_is_a_fixed_disjoint_part_of_train(tmp_path):
     assert all(path.startswith("train/") for path, _ in held)
     with pytest.raises(ValueError, match="holdout must be in"):
         list_files(root, "train", classes, holdout=0.0, part="holdout")
+
+
+def test_an_incomplete_download_is_an_error_and_other_ranks_wait_for_the_first(tmp_path):
+    from suite.accuracy.data import (
+        DOWNLOAD_DONE,
+        download_imagenette,
+        imagenette_cache_root,
+        wait_for_download,
+    )
+
+    root = imagenette_cache_root(tmp_path)
+    (root / "train").mkdir(parents=True)  # extraction stopped before val/
+    with pytest.raises(DataNotFoundError, match="incomplete download"):
+        download_imagenette(tmp_path, downloader=lambda target: None)
+    with pytest.raises(TimeoutError, match="no completed Imagenette download"):
+        wait_for_download(root.parent, timeout_s=0.05, poll_s=0.01)
+    (root / "val").mkdir()
+    (root.parent / DOWNLOAD_DONE).touch()
+    assert download_imagenette(tmp_path, downloader=wait_for_download) == root

@@ -164,3 +164,15 @@ def test_seeds_for_half_width_is_the_smallest_n_that_reaches_it():
             assert t_quantile(0.975, n - 2) * sd / math.sqrt(n - 1) > target
     assert seeds_for_half_width(0.0072) == 5 and seeds_for_half_width(0.0093) == 6
     assert math.isnan(seeds_for_half_width(math.nan)) and seeds_for_half_width(1.0, at_most=10) == math.inf
+
+
+def test_a_missing_or_infinite_score_gives_no_p_value_and_does_not_count_for_holm():
+    result = paired_delta([0.7, 0.8, math.nan], [0.6, 0.7, 0.7])
+    assert math.isnan(result["p"]) and result["significant"] is False and "missing or infinite" in result["reason"]
+    rows = [{"attn": "none", "seed": s, "status": "ok", "top1": 0.7 + 0.01 * s, "top5": 0.9} for s in range(3)]
+    rows += [{"attn": "se", "seed": s, "status": "ok", "top1": 0.72 + 0.01 * s + 0.001 * (s == 1), "top5": 0.9}
+             for s in range(3)]
+    rows += [{"attn": "bad", "seed": s, "status": "ok", "top1": None if s == 0 else 0.7, "top5": 0.9} for s in range(3)]
+    table = {row["attn"]: row for row in delta_table(rows, baseline="none")}
+    assert math.isnan(table["bad"]["top1_p_holm"])
+    assert table["se"]["top1_p_holm"] == pytest.approx(table["se"]["top1_p"])  # one hypothesis, not two

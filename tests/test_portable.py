@@ -100,3 +100,11 @@ def test_make_portable_rewrites_paths_and_nothing_else(monkeypatch: pytest.Monke
         "data": "../shared/imagenette", "top1": 0.8125, "traceback": 'File "suite/env.py", line 3'}
     assert (raw / "table.csv").read_text() == "attn,data,top1\nse,../shared/imagenette,0.8125\n"
     assert portable.make_portable(project / "reports") == {}
+
+
+def test_a_folder_under_the_root_is_not_shown_relative_to_the_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From /tmp, /home/bob/data must not become ../home/bob/data (the layout again)."""
+    monkeypatch.chdir("/tmp")
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: Path("/nonexistent-home")))
+    assert shown_path("/nonexistent-root-folder/bob/data") == ".../data"
+    assert shown_path(Path(portable.__file__).parent) == "suite"

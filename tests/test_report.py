@@ -288,5 +288,6 @@ def test_memory_figure_draws_the_step_peak_only_where_cuda_measured_it(tmp_path:
     path, note = memory_figure(pd.DataFrame(rows), pd.DataFrame(), cpu, "caption")
     assert path == cpu and "RSS growth is in memory.csv, not drawn" in note
     cuda = tmp_path / "cuda.png"
-    path, note = memory_figure(pd.DataFrame([{**r, "device": "cuda:0"} for r in rows]), pd.DataFrame(), cuda, "c")
+    on_gpu = [{**r, "device": "cuda:0", "cuda_step_peak_bytes": 2**21} for r in rows]
+    path, note = memory_figure(pd.DataFrame(on_gpu), pd.DataFrame(), cuda, "c")
     assert "not drawn" not in note and _png_size(cuda)[0] > 1.5 * _png_size(cpu)[0]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,9 +28,18 @@ from suite.env import collect_environment
 from suite.portable import shown_path
 from suite.records import RecordStore, folder_lock, write_csv_atomic, write_text_atomic
 
-from .data import DataNotFoundError, list_classes, load_split, resolve_data_root, select_classes
+from .data import (
+    DataNotFoundError,
+    list_classes,
+    load_split,
+    resolve_data_root,
+    select_classes,
+    torchvision_imagenette,
+    wait_for_download,
+)
 from .identity import (
     IDENTITY_FIELDS,
+    design_code_version,
     per_image_line,
     run_identity,
     same_comparison,
@@ -158,7 +168,10 @@ def main(args: argparse.Namespace) -> int:
         if not 0.0 <= args.holdout < 1.0:
             raise ValueError(f"--holdout must be a fraction in [0, 1), got {args.holdout}")
         attns = resolve_attention(args.attn)
-        root = resolve_data_root(args.data, Path(args.cache_dir) if args.cache_dir else None)
+        # under torchrun only the first process of each machine downloads; the others wait for it
+        first = os.environ.get("LOCAL_RANK", "0") == "0"
+        root = resolve_data_root(args.data, Path(args.cache_dir) if args.cache_dir else None,
+                                 downloader=torchvision_imagenette if first else wait_for_download)
     except (ValueError, DataNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -244,13 +257,14 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
     plan = [(attn, seed) for seed in seeds for attn in [BASELINE, *attns]]
     if info.is_main:
         _write_val_manifest(out, val)
-        scales = [{"attn": a, "gate_scale_at_init": gate_scale_at_init(a)} for a in attns]
+        scales = [{"attn": a, "gate_scale_at_init": _gate_scale(a)} for a in attns]
         write_csv_atomic(out / "gate_scale.csv", pd.DataFrame(scales, columns=["attn", "gate_scale_at_init"]))
 
     def key_of(attn: str, seed: int) -> str:
         # everything that must match for two runs to be paired (suite.accuracy.identity)
         return (f"{attn}|seed={seed}|{recipe.arch}|{root.name}|{fingerprint}|data={identity['data_id']}|"
-                f"{identity['precision']}|threads={identity['threads']}|code={identity['code_version']}")
+                f"{identity['precision']}|threads={identity['threads']}|code={identity['code_version']}|"
+                f"design={design_code_version(attn)}")
 
     done = store.done_keys(SKIP_STATUSES) if info.is_main else set()
     todo = [(a, s) for a, s in plan if key_of(a, s) not in done]
@@ -309,6 +323,14 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
               file=sys.stderr)
         return 1
     return 0
+
+
+def _gate_scale(attn: str) -> float:
+    """:func:`gate_scale_at_init`, NaN for a module that cannot run at its probe shape."""
+    try:
+        return gate_scale_at_init(attn)
+    except Exception:  # noqa: BLE001 - a plugin refusing the probe must not stop the sweep
+        return math.nan
 
 
 def _write_val_manifest(out: Path, val) -> None:

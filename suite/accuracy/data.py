@@ -48,6 +48,8 @@ __all__ = [
     "download_imagenette",
     "imagenette_cache_root",
     "IMAGENETTE",
+    "wait_for_download",
+    "torchvision_imagenette",
     "list_classes",
     "select_classes",
     "list_files",
@@ -80,8 +82,9 @@ class SplitData:
         cache_file: the cache file the split was read from or written to.
         from_cache: whether it was read from an existing cache (no decoding).
         files: the decoded files (relative to the root), in the order of ``images``.
-        identity: a hash of the split's file list with labels and file sizes (see
-            :func:`data_identity`), the same on every machine holding the same files.
+        identity: a hash of the decoded files with their labels and sizes (see
+            :func:`data_identity`), the same on every machine holding the same files; the
+            per-image results of a run follow the order of ``files``.
     """
 
     images: torch.Tensor
@@ -125,7 +128,7 @@ def imagenette_cache_root(cache_dir: Path | None = None) -> Path:
     return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / IMAGENETTE / "imagenette2-320"
 
 
-def _torchvision_imagenette(target: Path) -> None:
+def torchvision_imagenette(target: Path) -> None:
     """Download and extract Imagenette into ``target`` with torchvision's own dataset class
     (its progress bar shows the download)."""
     from torchvision.datasets import Imagenette
@@ -133,14 +136,19 @@ def _torchvision_imagenette(target: Path) -> None:
     Imagenette(str(target), size=IMAGENETTE_SIZE, download=True)
 
 
-def download_imagenette(cache_dir: Path | None = None, downloader=_torchvision_imagenette) -> Path:
+def download_imagenette(cache_dir: Path | None = None, downloader=torchvision_imagenette) -> Path:
     """The Imagenette root in the cache folder, downloaded first when it is not there.
 
     Raises DataNotFoundError naming the folder the files go to when the download fails (no
     network, for instance)."""
     root = imagenette_cache_root(cache_dir)
-    if (root / "train").is_dir() and (root / "val").is_dir():
+    done = root.parent / DOWNLOAD_DONE
+    waiting = downloader is wait_for_download
+    if (root / "train").is_dir() and (root / "val").is_dir() and (done.exists() or not waiting):
+        done.touch()  # a copy put there by hand counts as complete
         return root
+    if root.exists() and not waiting:
+        raise DataNotFoundError(f"{root} holds an incomplete download (no train/ or val/); remove it and run again")
     root.parent.mkdir(parents=True, exist_ok=True)
     try:
         downloader(root.parent)
@@ -151,11 +159,28 @@ def download_imagenette(cache_dir: Path | None = None, downloader=_torchvision_i
         ) from None
     if not ((root / "train").is_dir() and (root / "val").is_dir()):
         raise DataNotFoundError(f"the Imagenette download did not produce {root}/train and {root}/val")
+    done.touch()
     return root
 
 
+DOWNLOAD_DONE = ".download-complete"
+"""Written beside the Imagenette folder once its download and extraction finished."""
+
+
+def wait_for_download(target: Path, timeout_s: float = 7200.0, poll_s: float = 5.0) -> None:
+    """For the other processes of a distributed run: wait until the first one has downloaded
+    Imagenette into ``target`` (its completion marker appears)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not (target / DOWNLOAD_DONE).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no completed Imagenette download appeared in {target} within {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
 def resolve_data_root(path: str | os.PathLike[str] | None, cache_dir: Path | None = None,
-                      downloader=_torchvision_imagenette) -> Path:
+                      downloader=torchvision_imagenette) -> Path:
     """The dataset root: ``path`` if given (``"imagenette"``: :func:`download_imagenette`,
     unless a folder of that name exists here), else :func:`default_data_root`, else (no
     ``$ATTNBENCH_DATA`` and no shared copy) the downloaded Imagenette.
@@ -380,7 +405,8 @@ def load_split(
             blob = torch.load(cache_file, mmap=True, weights_only=True)
             return SplitData(
                 blob["images"], blob["labels"], list(blob["classes"]), list(blob["skipped"]),
-                cache_file, True, list(blob["files"]), data_identity(root, items),
+                cache_file, True, list(blob["files"]),
+                data_identity(root, list(zip(blob["files"], blob["labels"].tolist(), strict=True))),
             )
         except (OSError, RuntimeError, KeyError, EOFError):
             pass  # a damaged cache is rebuilt below
@@ -400,7 +426,7 @@ def load_split(
     labels = torch.tensor([label for (_, label), ok in zip(items, keep, strict=True) if ok], dtype=torch.int64)
     files = [rel for (rel, _), ok in zip(items, keep, strict=True) if ok]
     data = SplitData(torch.from_numpy(images[keep]), labels, list(classes), skipped, cache_file, False,
-                     files, data_identity(root, items))
+                     files, data_identity(root, list(zip(files, labels.tolist(), strict=True))))
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
     torch.save(

@@ -4,7 +4,8 @@ Two runs are paired only when everything that decides their scores, other than t
 and the seed, is the same: the recipe (its fingerprint), the data (:func:`data_identity` of
 both splits: file lists, labels, sizes), the effective precision (bf16 autocast or fp32), the
 intra-op thread count and the version of the code that trains and builds the networks
-(:func:`code_version`). All of it is in the run key and in the record
+(:func:`code_version`), and the design's own source (:func:`design_code_version`, in the key
+only: a design changed since is trained again). All of it is in the run key and in the record
 (:data:`IDENTITY_FIELDS`), and :func:`same_comparison` selects the records of one comparison.
 
 Per-image results: for every finished run, one line of ``per_image.jsonl`` with, in the order
@@ -14,32 +15,61 @@ top-1 and top-5 were right and the image's loss.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IDENTITY_FIELDS", "code_version", "run_identity", "same_comparison", "per_image_line",
+__all__ = ["IDENTITY_FIELDS", "code_version", "design_code_version", "run_identity", "same_comparison", "per_image_line",
            "val_manifest_name"]
 
 IDENTITY_FIELDS = ("recipe", "data_id", "precision", "threads", "code_version")
 """Record fields that must be equal for two runs to be paired."""
 
 _PACKAGE_PARENT = Path(__file__).resolve().parents[2]
-_TRAINING_CODE = ("modules", "suite/accuracy")
-_NOT_TRAINING = ("cli.py", "stats.py", "identity.py")  # reporting code: does not change a score
+SHARED_CODE = ("suite/accuracy/train.py", "suite/accuracy/augment.py", "suite/accuracy/data.py",
+               "modules/_base.py", "modules/_registry.py", "modules/backbones.py", "modules/small_resnet.py")
+"""The code every run of a comparison shares: training, augmentation, decoding, the backbones
+and the zoo's contract (recipe values are in the recipe fingerprint)."""
+
+
+def _code_hash(source: str) -> str:
+    """A hash of Python source without its docstrings and comments (its AST), so editing prose
+    does not re-key the runs."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
 
 
 def code_version() -> str:
-    """A hash of the source that trains and builds the networks: every ``.py`` file of
-    ``modules/`` and of ``suite/accuracy/`` except its reporting code."""
+    """A hash of :data:`SHARED_CODE` (docstrings and comments left out): runs are paired only
+    when it is equal."""
     digest = hashlib.sha256()
-    for folder in _TRAINING_CODE:
-        for path in sorted((_PACKAGE_PARENT / folder).rglob("*.py")):
-            if folder == "suite/accuracy" and path.name in _NOT_TRAINING:
-                continue
-            digest.update(path.relative_to(_PACKAGE_PARENT).as_posix().encode() + b"\0" + path.read_bytes())
+    for name in SHARED_CODE:
+        path = _PACKAGE_PARENT / name
+        digest.update(name.encode() + b"\0" + (_code_hash(path.read_text()) if path.is_file() else "-").encode())
     return digest.hexdigest()[:12]
+
+
+def design_code_version(attn: str) -> str:
+    """A hash of the source file that defines ``attn``'s module (a plugin's file too), kept in
+    the run's key: a changed design is trained again, its baseline is not."""
+    import inspect
+
+    import modules
+
+    if attn == "none":
+        return "-"
+    try:
+        path = inspect.getsourcefile(modules.get_info(attn).factory)
+        return _code_hash(Path(path).read_text())[:12] if path else "-"
+    except (TypeError, OSError, ValueError, SyntaxError):
+        return "-"
 
 
 def run_identity(recipe_fingerprint: str, train_identity: str, val_identity: str, bf16: bool,

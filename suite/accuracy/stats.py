@@ -130,6 +130,8 @@ def paired_delta(values: Sequence[float], baseline: Sequence[float], confidence:
              "p": math.nan, "significant": False}
     if n < MIN_PAIRS:
         return {**empty, "reason": f"{n} paired seed(s), an interval needs {MIN_PAIRS}"}
+    if not (math.isfinite(mean) and math.isfinite(sd)):
+        return {**empty, "reason": "a score is missing or infinite (a diverged run of unknown class count)"}
     if sd <= 1e-12 * max(1.0, abs(mean)):
         return {**empty, "sd": 0.0, "reason": f"the {n} paired differences are all equal (sd = 0)"}
     standard_error = sd / math.sqrt(n)

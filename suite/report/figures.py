@@ -187,7 +187,7 @@ def cost_benefit_figure(summary: pd.DataFrame, path: Path, caption: str) -> tupl
         xmin, xmax = x.min(), x.max()
         ax.set_xlim(xmin / 1.6, xmax * 1.6)
         ax.text(0.01, 0.01, "dashed: baseline (no attention)"
-                + ("; single-seed points have no interval" if (err.sum(axis=0) == 0).any() else ""),
+                + ("; points without a bar have fewer than 3 paired seeds" if (err.sum(axis=0) == 0).any() else ""),
                 transform=ax.transAxes, fontsize=7, color="0.35")
         ax.legend(loc="best", fontsize=8)
         fig.canvas.draw()
@@ -432,7 +432,9 @@ def memory_figure(memory: pd.DataFrame, cost: pd.DataFrame, path: Path, caption:
         # page-granular and dominated by the allocator's arenas (kept in memory.csv, not drawn)
         cuda = ok[ok["device"].astype(str).str.startswith("cuda")] if "device" in ok else ok.iloc[:0]
         for rows, column, label in ((ok, "act_saved_bytes", "saved for backward (train step), MiB"),
-                                    (cuda, "step_peak_bytes", "CUDA memory allocated at the step's peak, MiB")):
+                                    (cuda, "cuda_step_peak_bytes", "CUDA memory allocated at the step's peak, MiB")):
+            if column not in rows:
+                continue
             sub = rows.dropna(subset=[column])
             if sub.empty:
                 continue

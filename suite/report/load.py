@@ -76,9 +76,10 @@ def _latest_records(path: Path) -> list[dict[str, Any]]:
     return RecordStore(path).latest_by_key() if path.is_file() else []
 
 
-PREFER_RECORDS: tuple[str, ...] = ("accuracy",)
-"""Stages whose tables are always rebuilt from their raw records when these exist (the
-statistics then follow the current code, not the CSVs of the run that wrote them)."""
+PREFER_RECORDS: dict[str, tuple[str, ...]] = {"accuracy": ("runs", "deltas", "per_class")}
+"""Stages whose tables (those named) are always rebuilt from their raw records when these
+exist, never read from the stage's CSVs: the statistics then follow the current code and the
+records, not the CSVs of the run that wrote them."""
 
 
 def _from_records(stage: str, records: list[dict[str, Any]], folder: Path) -> dict[str, pd.DataFrame]:
@@ -134,8 +135,8 @@ def load_stage(raw_dir: Path, stage: str) -> StageData:
     for name, filename in files.items():
         if name == "records":
             continue
-        preferred = stage in PREFER_RECORDS and rebuilt is not None and name in rebuilt
-        frame = None if preferred else _read_csv(folder / filename)
+        from_records = rebuilt is not None and name in PREFER_RECORDS.get(stage, ())
+        frame = rebuilt.get(name) if from_records else _read_csv(folder / filename)
         if frame is None:
             if rebuilt is None:
                 rebuilt = _from_records(stage, _latest_records(folder / files["records"]), folder)

@@ -222,8 +222,9 @@ def accuracy_markdown(accuracy: pd.DataFrame, per_class: pd.DataFrame, runs: pd.
     for row in accuracy.to_dict("records"):
         if row["attn"] == "none":
             continue
-        if row.get("top1_reason"):
-            verdict = f"none: {row['top1_reason']}"
+        reason = row.get("top1_reason")
+        if isinstance(reason, str) and reason:
+            verdict = f"none: {reason}"
         else:
             significant = str(row.get("top1_significant")).lower() == "true"
             verdict = ("significant " + ("gain" if float(row["top1_delta_pp"]) > 0 else "loss")) if significant \
