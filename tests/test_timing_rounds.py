@@ -184,8 +184,24 @@ def test_a_calibrated_callable_skips_its_warm_up() -> None:
     clock = StepClock({"a": 1e-3, "ref": 5e-3})
     options = RoundOptions(sample_s=0.02, warmup_s=0.0, visit_s=0.004, rewarm_s=0.0)
     taken = sample_round({"a": lambda: "a", "ref": lambda: "ref"}, clock=clock, options=options,
-                         rss=lambda: 0, calibrated={"ref": 1})
+                         rss=lambda: 0, calibrated={"ref": (1, 5e-3)})
     assert taken.warmup_calls == {"a": 2, "ref": 0} and taken.calls_per_sample["ref"] == 1
+
+
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_a_long_callable_is_never_called_untimed_while_sampling(calibrated: bool) -> None:
+    # a 3x3 conv of 0.2 s beside a 1 ms gate: the conv's visits are one timed call each, from the
+    # first visit on (no re-warm call that doubles a round's time); the gate is re-warmed
+    clock = StepClock({"gate": 1e-3, "conv": 0.2})
+    options = RoundOptions(sample_s=0.5, warmup_s=0.0, warmup_calls=2, steady_calls=1, visit_s=0.008,
+                           rewarm_s=0.002)
+    taken = sample_round({"gate": lambda: "gate", "conv": lambda: "conv"}, clock=clock, options=options,
+                         rss=lambda: 0, calibrated={"conv": (1, 0.2)} if calibrated else None)
+    sampled_conv = sum(map(len, taken.samples["conv"]))
+    assert clock.calls.count("conv") == taken.warmup_calls["conv"] + sampled_conv
+    assert all(len(visit) == 1 for visit in taken.samples["conv"])
+    assert taken.block_s["conv"] == pytest.approx(0.2)
+    assert clock.calls.count("gate") > taken.warmup_calls["gate"] + sum(map(len, taken.samples["gate"]))
 
 
 def _round(module: float, reference: float, copy: float | None = None, status: str = "ok", **extra) -> dict:

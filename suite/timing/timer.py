@@ -379,6 +379,9 @@ class RoundSamples:
     calls_per_sample: dict[str, int]
     warmup_calls: dict[str, int]
     warmup_steady: bool
+    block_s: dict[str, float]
+    """Seconds of one sample block of each callable as calibrated before sampling (warm-up's
+    fastest recent call times calls per sample)."""
 
 
 def _resident_bytes() -> int:
@@ -419,7 +422,7 @@ def sample_round(
     clock: Clock | None = None,
     options: RoundOptions | None = None,
     rss: Callable[[], int] = _resident_bytes,
-    calibrated: Mapping[str, int] | None = None,
+    calibrated: Mapping[str, tuple[int, float]] | None = None,
 ) -> RoundSamples:
     """One round: warm every callable until steady, then sample them in alternation.
 
@@ -429,8 +432,11 @@ def sample_round(
     sample. The re-warm is longer than one call because one is not enough here: after a 3x3 conv
     had the caches, a memory-bound gate's first samples of a visit were 1.5-3x its steady time
     and fell over the next 5-10 samples (a victim L3 refills over several passes). The garbage collector is off while sampling. An exception propagates.
-    A callable named in ``calibrated`` (name -> calls per sample) is already warm in this
-    process: its warm-up and calibration are skipped (``warmup_calls`` 0).
+    A callable named in ``calibrated`` (name -> calls per sample and seconds per sample, as
+    :attr:`RoundSamples.block_s` gave them) is already warm in this process: its warm-up and
+    calibration are skipped (``warmup_calls`` 0). Whether a callable is short is known from its
+    calibration before its first visit, so a long one (a 3x3 conv of 0.1-0.3 s) is never called
+    untimed between visits.
     """
     if not fns:
         raise ValueError("fns must name at least one callable")
@@ -440,19 +446,22 @@ def sample_round(
     names = list(fns)
     warm_calls: dict[str, int] = {}
     calls: dict[str, int] = {}
+    last_block: dict[str, float] = {}  # seconds of the latest sample block, to size the visits
     all_steady = True
     calibrated = calibrated or {}
     for name in names:
         if name in calibrated:
-            warm_calls[name], calls[name] = 0, calibrated[name]
+            warm_calls[name] = 0
+            calls[name], last_block[name] = calibrated[name]
             continue
         warm_calls[name], steady, single = _warm_until_steady(fns[name], clock, options, rss)
         all_steady = all_steady and steady
         if single < options.short_call_s:  # one short call is too noisy to size the blocks
             single = clock.time(fns[name], 10) / 10
         calls[name] = _calls_for(single, calibration)
+        last_block[name] = single * calls[name]
+    block_s = dict(last_block)
     samples: dict[str, list[list[float]]] = {name: [] for name in names}
-    last_block = dict.fromkeys(names, 0.0)
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
@@ -470,7 +479,8 @@ def sample_round(
     finally:
         if gc_was_enabled:
             gc.enable()
-    return RoundSamples(samples=samples, calls_per_sample=calls, warmup_calls=warm_calls, warmup_steady=all_steady)
+    return RoundSamples(samples=samples, calls_per_sample=calls, warmup_calls=warm_calls, warmup_steady=all_steady,
+                        block_s=block_s)
 
 
 def _round_visit(

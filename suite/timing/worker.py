@@ -90,8 +90,9 @@ def _rss_for(device: str) -> Any:
 _REFERENCES: dict[str, Any] = {}
 """Reference steps built in this process, by :func:`suite.timing.workloads.reference_key`: the
 3x3 conv (or plain backbone) of a shape is built and warmed once per round, not per type."""
-_CALLS: dict[str, int] = {}
-"""Calls per sample of each cached reference, calibrated on its first round in this process."""
+_CALLS: dict[str, tuple[int, float]] = {}
+"""Calls per sample and seconds per sample of each cached reference, calibrated on its first
+round in this process."""
 
 
 def measure_round(config: Any, job: dict[str, Any], probe: Any = None) -> dict[str, Any]:
@@ -126,7 +127,7 @@ def measure_round(config: Any, job: dict[str, Any], probe: Any = None) -> dict[s
         usage = CpuUsage.between(start, probe.snapshot(), threads=config.threads, cpus=cpus)
         reason = assess(usage, limits) if config.device == "cpu" else ""
         if cache_key in _REFERENCES and not reason:  # calibrated in a clean window only
-            _CALLS.setdefault(cache_key, taken.calls_per_sample["reference"])
+            _CALLS.setdefault(cache_key, (taken.calls_per_sample["reference"], taken.block_s["reference"]))
         if not reason:
             break
         rejected.append(reason)
