@@ -26,8 +26,8 @@ ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~<>-])/(?:home|root|work|tmp|Users|opt|us
 ``/work/...``); the check behind the committed-results test."""
 
 
-_PATH_TOKEN = re.compile(ABSOLUTE_PATH.pattern[:-len(r"[\w.+-]")] + r"""[^\s"'\\,;:)\]]*""")
-"""A whole absolute path in a text, up to a quote, an escape, a separator or a space."""
+_PATH_END = r"""[^\s"'\\,;:)\]]*"""
+"""The rest of a path in a text: up to a quote, an escape, a separator or a space."""
 _TEXT_SUFFIXES = (".jsonl", ".json", ".csv", ".md", ".txt")
 
 
@@ -92,6 +92,15 @@ def _portable_path(path: str) -> str:
     return code if code != path and not ABSOLUTE_PATH.search(code) else shown_path(path)
 
 
+def _path_token() -> re.Pattern[str]:
+    """A whole absolute path in a text: one under a folder :data:`ABSOLUTE_PATH` names, or under
+    one of this machine's own prefixes (the package's folder, the environment, the home folder),
+    wherever those are (a checkout in ``/check/...`` is still this machine's layout)."""
+    roots = ABSOLUTE_PATH.pattern[:-len(r"[\w.+-]")]
+    own = [re.escape(prefix + os.sep) for prefix, _ in _prefixes() if prefix not in ("", "/")]
+    return re.compile(rf"(?:{roots}|(?<![\w.:/~<>-])(?:{'|'.join(own)})){_PATH_END}")
+
+
 def make_portable(folder: str | os.PathLike[str]) -> dict[str, int]:
     """Rewrite the absolute paths in the text files of a results folder (records, tables, the
     README) as results now store them (code paths as in :func:`portable_text`, any other path as
@@ -100,12 +109,13 @@ def make_portable(folder: str | os.PathLike[str]) -> dict[str, int]:
     from .records import write_text_atomic
 
     root = Path(folder)
+    token = _path_token()
     changed: dict[str, int] = {}
     for path in sorted(root.rglob("*")):
         if not path.is_file() or path.suffix not in _TEXT_SUFFIXES:
             continue
         text = path.read_text()
-        new, count = _PATH_TOKEN.subn(lambda match: _portable_path(match.group(0)), text)
+        new, count = token.subn(lambda match: _portable_path(match.group(0)), text)
         if count:
             write_text_atomic(path, new)
             changed[path.relative_to(root).as_posix()] = count
