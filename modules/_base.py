@@ -43,6 +43,13 @@ __all__ = [
     "linear_macs",
     "numel",
     "make_divisible",
+    "check_reduction",
+    "reduced_channels",
+    "make_activation",
+    "ExciteMLP",
+    "check_odd_kernel",
+    "padded_output_size",
+    "weighted_sum",
 ]
 
 Shape = tuple[int, int, int, int]
@@ -102,6 +109,107 @@ def check_divisible(name: str, value: int, divisor: int, divisor_name: str) -> N
             f"{name}={value} must be divisible by {divisor_name}={divisor}; "
             f"accepted values are multiples of {divisor}"
         )
+
+
+def check_reduction(reduction: object) -> float:
+    """Return ``reduction`` if it is a number > 0 (a bottleneck ratio ``r``); ``ValueError`` otherwise."""
+    if isinstance(reduction, bool) or not isinstance(reduction, (int, float)) or not reduction > 0:
+        raise ValueError(f"reduction must be a number > 0, got {reduction!r}")
+    return reduction
+
+
+def reduced_channels(channels: int, reduction: float, min_channels: int = 1, divisor: int = 1,
+                     *, nearest: bool = False) -> int:
+    """Width of a bottleneck of ratio ``reduction``, never below ``min_channels``.
+
+    ``divisor=1``: ``channels // reduction``, floored, as the SE paper and most official code
+    write ``C / r``. ``divisor > 1``: rounded to a multiple of ``divisor`` as MobileNetV2 and
+    timm's ``make_divisible`` do (never below 90% of ``C / r``). ``nearest``: to the nearest
+    multiple, halves up, with no 90% rule (timm's ``round_limit=0``, which its Gather-Excite uses).
+    """
+    check_positive_int("channels", channels)
+    check_reduction(reduction)
+    check_positive_int("min_channels", min_channels)
+    check_positive_int("divisor", divisor)
+    value = channels / reduction
+    if nearest:
+        return max(min_channels, int(value + divisor / 2) // divisor * divisor)
+    if divisor > 1:
+        return make_divisible(value, divisor, min_value=min_channels)
+    return max(min_channels, int(channels // reduction))
+
+
+def make_activation(act_layer: ModuleFactory) -> nn.Module:
+    """``act_layer(inplace=True)`` where the activation accepts it (as timm builds its layers),
+    else ``act_layer()``."""
+    try:
+        return act_layer(inplace=True)
+    except TypeError:
+        return act_layer()
+
+
+def check_odd_kernel(kernel_size: object, why: str = "padding is kernel_size // 2") -> int:
+    """Return ``kernel_size`` if it is an odd positive int; ``ValueError`` saying ``why`` otherwise."""
+    check_positive_int("kernel_size", kernel_size)
+    if kernel_size % 2 == 0:  # type: ignore[operator]
+        raise ValueError(f"kernel_size must be odd ({why}), got {kernel_size}")
+    return kernel_size  # type: ignore[return-value]
+
+
+def padded_output_size(size: int, kernel_size: int, stride: int = 1) -> int:
+    """Output length of a convolution with padding ``kernel_size // 2`` along one axis."""
+    pad = kernel_size // 2
+    return (size + 2 * pad - kernel_size) // stride + 1
+
+
+def weighted_sum(features: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``sum_i features[i] * weights[i]``, accumulated in place into the first product (the
+    paths of Selective Kernel and the splits of ResNeSt's split attention)."""
+    out = features[0] * weights[0]
+    for feature, weight in zip(features[1:], weights[1:], strict=True):
+        out = out.addcmul_(feature, weight)
+    return out
+
+
+class ExciteMLP:
+    """The squeeze-excite bottleneck, shared by the gates that have it (SE, CBAM's channel gate,
+    Gather-Excite, FcaNet, DSAN): ``fc2(act(fc1(v)))`` on a pooled ``(N, C_in, 1, 1)`` map,
+    with ``fc1: C_in -> hidden`` and ``fc2: hidden -> C_out`` 1x1 convolutions with bias (the
+    maths of ``nn.Linear``; the attribute names ``fc1``, ``act``, ``fc2`` are timm's, so its
+    weights copy over), and its closed forms.
+
+    A mixin: :meth:`build_excite` adds the layers to the module itself, so parameter names stay
+    ``fc1.weight`` and not ``mlp.fc1.weight``.
+    """
+
+    fc1: nn.Conv2d
+    act: nn.Module
+    fc2: nn.Conv2d
+
+    def build_excite(self, in_channels: int, hidden: int, out_channels: int, act_layer: ModuleFactory,
+                     *, bias: bool = True, device: torch.device | str | None = None,
+                     dtype: torch.dtype | None = None) -> None:
+        """Add ``fc1``, ``act`` and ``fc2`` to this module."""
+        factory = {"device": device, "dtype": dtype}
+        self.fc1 = nn.Conv2d(in_channels, hidden, 1, bias=bias, **factory)
+        self.act = act_layer()
+        self.fc2 = nn.Conv2d(hidden, out_channels, 1, bias=bias, **factory)
+
+    def excite(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The gate's logits: ``fc2(act(fc1(pooled)))``."""
+        return self.fc2(self.act(self.fc1(pooled)))
+
+    def excite_params(self) -> int:
+        """Weights and biases of ``fc1`` and ``fc2``, in closed form."""
+        c_in, hidden, c_out = self.fc1.in_channels, self.fc1.out_channels, self.fc2.out_channels
+        biases = hidden + c_out if self.fc1.bias is not None else 0
+        return c_in * hidden + hidden * c_out + biases
+
+    def excite_macs(self, vectors: int) -> int:
+        """MACs of :meth:`excite` on ``vectors`` pooled vectors: both FCs (bias not counted) and
+        the activation (1 per hidden element)."""
+        c_in, hidden, c_out = self.fc1.in_channels, self.fc1.out_channels, self.fc2.out_channels
+        return vectors * (c_in * hidden + hidden * c_out + hidden)
 
 
 class AttentionModule(nn.Module):

@@ -2,8 +2,8 @@
 
 The backbones are torchvision's ResNet-18/34/50/101 and MobileNetV2 (built without weights,
 so nothing is downloaded), plus ``resnet_small``, a narrow ResNet for low-resolution inputs
-(``modules.small_resnet``) that the accuracy runs use, and ``dsan``, the small DSAN network of the
-user's seed 000 (``modules.dsan.DSANet``: four 3x3 convs, its channel attention, a dense head;
+(``modules.small_resnet``) that the accuracy runs use, and ``dsan``, the small DSAN network of a
+Keras sketch in a blog post (no paper; ``modules.dsan.DSANet``: four 3x3 convs, its channel attention, a dense head;
 it takes no ``attn``). ``build_model(arch)`` without attention returns exactly torchvision's
 model for the torchvision names, so its parameter count and MACs are torchvision's.
 

@@ -52,7 +52,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, numel
+from ._base import (
+    AttentionModule,
+    ModuleFactory,
+    Shape,
+    check_positive_int,
+    numel,
+    reduced_channels,
+)
 from ._registry import register_attention
 
 __all__ = ["Bam"]
@@ -88,15 +95,8 @@ class Bam(AttentionModule):
     ) -> None:
         super().__init__()
         self.channels = check_positive_int("channels", channels)
-        if (
-            isinstance(reduction, bool)
-            or not isinstance(reduction, (int, float))
-            or not reduction > 0
-        ):
-            raise ValueError(f"reduction must be a number > 0, got {reduction!r}")
         self.dilation = check_positive_int("dilation", dilation)
-        check_positive_int("min_channels", min_channels)
-        self.hidden = h = max(min_channels, int(channels // reduction))
+        self.hidden = h = reduced_channels(channels, reduction, min_channels)
         self.output_norm = bool(output_norm)
         factory = {"device": device, "dtype": dtype}
 

@@ -60,7 +60,16 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, numel
+from ._base import (
+    AttentionModule,
+    ExciteMLP,
+    ModuleFactory,
+    Shape,
+    check_odd_kernel,
+    check_positive_int,
+    numel,
+    reduced_channels,
+)
 from ._registry import register_attention
 
 __all__ = ["CbamChannelGate", "CbamSpatialGate", "Cbam", "cbam_batch_norm"]
@@ -69,13 +78,7 @@ cbam_batch_norm: ModuleFactory = partial(nn.BatchNorm2d, momentum=0.01)
 """The official spatial-gate BN: ``BatchNorm2d(eps=1e-5, momentum=0.01, affine=True)``."""
 
 
-def _check_reduction(reduction: float) -> float:
-    if isinstance(reduction, bool) or not isinstance(reduction, (int, float)) or not reduction > 0:
-        raise ValueError(f"reduction must be a number > 0, got {reduction!r}")
-    return reduction
-
-
-class CbamChannelGate(AttentionModule):
+class CbamChannelGate(ExciteMLP, AttentionModule):
     """CBAM's channel gate: ``x * sigmoid(MLP(avg(x)) + MLP(max(x)))``, one shared MLP.
 
     Args:
@@ -99,36 +102,29 @@ class CbamChannelGate(AttentionModule):
     ) -> None:
         super().__init__()
         self.channels = check_positive_int("channels", channels)
-        _check_reduction(reduction)
-        check_positive_int("min_channels", min_channels)
-        self.hidden = max(min_channels, int(channels // reduction))
-        factory = {"device": device, "dtype": dtype}
-        self.fc1 = nn.Conv2d(channels, self.hidden, 1, bias=True, **factory)
-        self.act = act_layer()
-        self.fc2 = nn.Conv2d(self.hidden, channels, 1, bias=True, **factory)
+        self.hidden = reduced_channels(channels, reduction, min_channels)
+        self.build_excite(channels, self.hidden, channels, act_layer, device=device, dtype=dtype)
         self.gate = gate_layer()
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         # the shared MLP is called once per pooled vector: measured faster on the CPU than one
         # call on the two concatenated along the batch (the cat and the slices cost more)
-        avg_logits = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
-        max_logits = self.fc2(self.act(self.fc1(x.amax((2, 3), keepdim=True))))
+        avg_logits = self.excite(x.mean((2, 3), keepdim=True))
+        max_logits = self.excite(x.amax((2, 3), keepdim=True))
         return x * self.gate(avg_logits + max_logits)
 
     def formula_params(self) -> int:
-        c, h = self.channels, self.hidden
-        return c * h + h + h * c + c
+        return self.excite_params()
 
     def formula_macs(self, input_shape: Shape) -> int:
         n, c, _, _ = input_shape
         pools = 2 * numel(input_shape)
-        mlp = 2 * (n * c * self.hidden * 2)
-        act = 2 * n * self.hidden
+        mlp = self.excite_macs(2 * n)
         add = n * c
         gate = n * c
         scale = numel(input_shape)
-        return pools + mlp + act + add + gate + scale
+        return pools + mlp + add + gate + scale
 
 
 class CbamSpatialGate(AttentionModule):
@@ -154,10 +150,7 @@ class CbamSpatialGate(AttentionModule):
     ) -> None:
         super().__init__()
         self.channels = check_positive_int("channels", channels)
-        check_positive_int("kernel_size", kernel_size)
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd (keeps the map size), got {kernel_size}")
-        self.kernel_size = kernel_size
+        self.kernel_size = check_odd_kernel(kernel_size, "keeps the map size")
         factory = {"device": device, "dtype": dtype}
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False, **factory)
         self.bn = norm_layer(1, **factory)

@@ -22,23 +22,23 @@
   MobileNetV2 + CA parameter count needs. ``CoordAttn(C, rd_channels=mip, bias=True)`` is the
   same module as ours (the tests check it).
 
-* DyCAConv (the user's seed 003; no paper): CA's two gates mixed by input-dependent weights,
+* DyCAConv (no paper; a Q&A page explaining a dynamic-weight coordinate-attention snippet): CA's two gates mixed by input-dependent weights,
   then a convolution::
 
       (w0, w1) = softmax(FC(mean_HW(x)))              # FC C -> 2 (bias)
       y        = SiLU(BN(Conv_kxk,s(x * (w0 * a_w + w1 * a_h))))
 
-  The seed writes ReLU in its formula where its code uses h_swish; we use h_swish
-  (``nn.Hardswish``), as CA does. The seed builds a pooling module inside ``forward`` and
+  The page writes ReLU in its formula where its code uses h_swish; we use h_swish
+  (``nn.Hardswish``), as CA does. The snippet builds a pooling module inside ``forward`` and
   prints; we do neither. The global mean fed to the FC is taken from the H strip that CA
   already computed (``mean_H(mean_W(x)) == mean_HW(x)``), which reads ``N*C*H`` values instead
-  of the whole input. The seed's convolution has a bias followed by BN; ours has no bias by
+  of the whole input. The snippet's convolution has a bias followed by BN; ours has no bias by
   default (a bias before a BN is a redundant parameter; in a backbone the block's BN follows
   the convolution, see ``backbone_kwargs`` below). ``conv_bias=True`` restores it.
 
-* DyCAConv with max strips (``add_maxpool=True``, the variant the user asked for): beside the
+* DyCAConv with max strips (``add_maxpool=True``): beside the
   average strips, adaptive *max* pooling over W and over H (``x.amax(3)``, ``x.amax(2)``; the
-  seed's ``nn.MaxPool2d((1, None))`` is not valid PyTorch). The max strips are concatenated with
+  snippet's ``nn.MaxPool2d((1, None))`` is not valid PyTorch). The max strips are concatenated with
   the average strips **along the channel axis**, so the shared conv W1 takes ``2C`` inputs::
 
       f = h_swish(BN(W1 [[z_h ; z_w^T] ; [m_h ; m_w^T]]))     # W1: 2C -> mip
@@ -48,7 +48,7 @@
   ``H + W`` positions, and the BN, h_swish, W_h, W_w and sigmoids run once, as in CA. Running
   each strip kind through the shared W1/BN separately and summing the gates (CBAM style) would
   double that part of the work and make one BN track two differently scaled distributions.
-  The mixing weights still come from the global *average*, as in the seed.
+  The mixing weights still come from the global *average*, as in the snippet.
 """
 
 from __future__ import annotations
@@ -56,7 +56,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, conv_macs, numel
+from ._base import (
+    AttentionModule,
+    ModuleFactory,
+    Shape,
+    check_odd_kernel,
+    check_positive_int,
+    conv_macs,
+    numel,
+    padded_output_size,
+    reduced_channels,
+)
 from ._registry import BlockSelector, register_attention
 
 __all__ = ["CoordAttention", "DyCAConv", "coordinate_mip"]
@@ -64,7 +74,7 @@ __all__ = ["CoordAttention", "DyCAConv", "coordinate_mip"]
 
 def coordinate_mip(channels: int, reduction: int = 32, min_channels: int = 8) -> int:
     """CA's bottleneck width: ``max(min_channels, channels // reduction)`` (official code)."""
-    return max(min_channels, channels // reduction)
+    return reduced_channels(channels, reduction, min_channels)
 
 
 class CoordAttention(AttentionModule):
@@ -158,7 +168,7 @@ class CoordAttention(AttentionModule):
 
 
 class DyCAConv(AttentionModule):
-    """Dynamic coordinate-attention convolution (seed 003), ``channels -> out_channels``.
+    """Dynamic coordinate-attention convolution (no paper; see the module docstring), ``channels -> out_channels``.
 
     ``y = out_act(out_norm(conv(x * (w0 * a_w + w1 * a_h))))`` with CA's gates ``a_h, a_w`` and
     ``(w0, w1) = softmax(FC(mean_HW(x)))``. The convolution has padding ``kernel_size // 2``.
@@ -171,7 +181,7 @@ class DyCAConv(AttentionModule):
         reduction: CA's ``mip = max(min_channels, channels // reduction)``.
         min_channels: smallest CA bottleneck width.
         add_maxpool: add max-pooled strips to CA's (the ``dycaconv_max`` variant).
-        conv_bias: give the convolution a bias (the seed does, before its BN).
+        conv_bias: give the convolution a bias (the snippet does, before its BN).
         act_layer: CA's bottleneck activation (h_swish).
         norm_layer: CA's bottleneck norm; ``None`` for none.
         gate_layer: CA's gate function.
@@ -203,11 +213,7 @@ class DyCAConv(AttentionModule):
         self._out_channels = check_positive_int(
             "out_channels", channels if out_channels is None else out_channels
         )
-        self.kernel_size = check_positive_int("kernel_size", kernel_size)
-        if kernel_size % 2 == 0:
-            raise ValueError(
-                f"kernel_size must be odd (padding is kernel_size // 2), got {kernel_size}"
-            )
+        self.kernel_size = check_odd_kernel(kernel_size)
         self.stride = check_positive_int("stride", stride)
         self.conv_bias = bool(conv_bias)
         self.has_out_norm = out_norm_layer is not None
@@ -249,8 +255,7 @@ class DyCAConv(AttentionModule):
         return (n, self._out_channels, self._out_size(h), self._out_size(w))
 
     def _out_size(self, size: int) -> int:
-        pad = self.kernel_size // 2
-        return (size + 2 * pad - self.kernel_size) // self.stride + 1
+        return padded_output_size(size, self.kernel_size, self.stride)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
@@ -302,7 +307,7 @@ register_attention(
     "dycaconv",
     DyCAConv,
     family="coordinate",
-    paper="Dynamic coordinate attention convolution (user seed 003; builds on CA)",
+    paper="Dynamic coordinate attention convolution (a Q&A snippet, no paper; builds on CA)",
     arxiv=None,
     kind="conv",
     backbone_kwargs={"out_norm_layer": None, "out_act_layer": None},
@@ -312,7 +317,7 @@ register_attention(
     "dycaconv_max",
     DyCAConv,
     family="coordinate",
-    paper="Dynamic coordinate attention convolution with max strips (user seed 003)",
+    paper="Dynamic coordinate attention convolution with max strips (a Q&A snippet, no paper; builds on CA)",
     arxiv=None,
     kind="conv",
     backbone_kwargs={"out_norm_layer": None, "out_act_layer": None},

@@ -1,8 +1,8 @@
 """DSAN-style channel attention (a gate fed by the global average and the global max) and the
-seed's small DSAN network.
+small DSAN network of the same source.
 
-Source: no paper. The user's seed 000 (a CSDN blog post on cross-channel pooling, see
-``/work/shared/seeds/000_*``) ends with a Keras sketch of a "DSAN" model whose "channel
+Source: no paper. A CSDN blog post on cross-channel pooling ("cross channel pooling 的原理与代码实现")
+ends with a Keras sketch of a "DSAN" model whose "channel
 attention module" concatenates ``GlobalAveragePooling2D`` and ``GlobalMaxPooling2D`` of a
 64-channel map, applies ``Dense(64, relu)`` then ``Dense(64, sigmoid)`` and multiplies the map by
 the result. The sketch names no paper and gives no reduction ratio; it is registered with
@@ -25,7 +25,7 @@ layer.
 Costs (``modules/_base.py``, ``h = C // r``): ``2 N C H W`` (average and max pool) +
 ``N 2C h`` (fc1) + ``N h`` (ReLU) + ``N h C`` (fc2) + ``N C`` (sigmoid) + ``N C H W`` (scale).
 
-The network (:class:`DSANet`, ``build_model("dsan")``). What the seed's Keras sketch builds::
+The network (:class:`DSANet`, ``build_model("dsan")``). What the Keras sketch builds::
 
     x1 = Conv2D(64, 3x3, stride 1, "same", relu)(inputs)
     x2, x3, x4 = Conv2D(64, 3x3, stride 2, "same", relu) three times   # /8 in space
@@ -62,13 +62,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, numel
+from ._base import (
+    AttentionModule,
+    ExciteMLP,
+    ModuleFactory,
+    Shape,
+    check_positive_int,
+    numel,
+    reduced_channels,
+)
 from ._registry import register_attention
 
 __all__ = ["DsanChannelAttention", "DSANet", "dsan_net"]
 
 
-class DsanChannelAttention(AttentionModule):
+class DsanChannelAttention(ExciteMLP, AttentionModule):
     """``x * sigmoid(FC(ReLU(FC([GAP(x); GMP(x)]))))`` with FCs ``2C -> C/r -> C`` (bias).
 
     Args:
@@ -92,46 +100,29 @@ class DsanChannelAttention(AttentionModule):
     ) -> None:
         super().__init__()
         self.channels = check_positive_int("channels", channels)
-        if (
-            isinstance(reduction, bool)
-            or not isinstance(reduction, (int, float))
-            or not reduction > 0
-        ):
-            raise ValueError(f"reduction must be a number > 0, got {reduction!r}")
-        check_positive_int("min_channels", min_channels)
-        self.hidden = max(min_channels, int(channels // reduction))
-        factory = {"device": device, "dtype": dtype}
-        self.fc1 = nn.Conv2d(2 * channels, self.hidden, 1, bias=True, **factory)
-        self.act = act_layer()
-        self.fc2 = nn.Conv2d(self.hidden, channels, 1, bias=True, **factory)
+        self.hidden = reduced_channels(channels, reduction, min_channels)
+        self.build_excite(2 * channels, self.hidden, channels, act_layer, device=device, dtype=dtype)
         self.gate = gate_layer()
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         pooled = torch.cat([x.mean((2, 3), keepdim=True), x.amax((2, 3), keepdim=True)], dim=1)
-        gate = self.gate(self.fc2(self.act(self.fc1(pooled))))
-        return x * gate
+        return x * self.gate(self.excite(pooled))
 
     def formula_params(self) -> int:
-        c, h = self.channels, self.hidden
-        return 2 * c * h + h + h * c + c
+        return self.excite_params()
 
     def formula_macs(self, input_shape: Shape) -> int:
         n, c, _, _ = input_shape
-        h = self.hidden
-        pools = 2 * numel(input_shape)
-        fcs = n * 2 * c * h + n * h * c
-        act = n * h
-        gate = n * c
-        scale = numel(input_shape)
-        return pools + fcs + act + gate + scale
+        pools, gate, scale = 2 * numel(input_shape), n * c, numel(input_shape)
+        return pools + self.excite_macs(n) + gate + scale
 
 
 register_attention(
     "dsan_channel",
     DsanChannelAttention,
     family="dsan",
-    paper="DSAN channel attention (Keras sketch in a CSDN blog post, user's seed 000; no paper)",
+    paper="DSAN channel attention (Keras sketch in a CSDN blog post on cross-channel pooling; no paper)",
     arxiv=None,
     kind="gate",
     description="cat[GAP, GMP] (2C) -> FC C/r -> ReLU -> FC C -> sigmoid -> scale (r=16)",
@@ -139,7 +130,7 @@ register_attention(
 
 
 class DSANet(nn.Module):
-    """The seed's small DSAN network (see the module docstring for what it changes).
+    """The small DSAN network of the Keras sketch (see the module docstring for what it changes).
 
     Args:
         num_classes: outputs of the last dense layer (logits).

@@ -41,7 +41,14 @@ import math
 
 from torch import Tensor, nn
 
-from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, numel
+from ._base import (
+    AttentionModule,
+    ModuleFactory,
+    Shape,
+    check_odd_kernel,
+    check_positive_int,
+    numel,
+)
 from ._registry import register_attention
 
 __all__ = ["EfficientChannelAttention", "adaptive_kernel_size"]
@@ -85,11 +92,7 @@ class EfficientChannelAttention(AttentionModule):
             if not gamma > 0:
                 raise ValueError(f"gamma must be > 0, got {gamma!r}")
             kernel_size = adaptive_kernel_size(channels, gamma, beta)
-        check_positive_int("kernel_size", kernel_size)
-        if kernel_size % 2 == 0:
-            raise ValueError(
-                f"kernel_size must be odd (or None for the adaptive size), got {kernel_size}"
-            )
+        check_odd_kernel(kernel_size, "or None for the adaptive size")
         padding = (kernel_size - 1) // 2
         if circular and padding > channels:
             raise ValueError(

@@ -43,19 +43,18 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, conv_macs, numel
+from ._base import (
+    AttentionModule,
+    ExciteMLP,
+    ModuleFactory,
+    Shape,
+    check_positive_int,
+    numel,
+    reduced_channels,
+)
 from ._registry import register_attention
 
-__all__ = ["GatherExcite", "ge_hidden_channels"]
-
-
-def ge_hidden_channels(
-    channels: int, reduction: float = 16, min_channels: int = 1, divisor: int = 1
-) -> int:
-    """timm's ``make_divisible(channels / reduction, divisor, round_limit=0)``: round to the
-    nearest multiple of ``divisor`` (halves up), never below ``min_channels``."""
-    value = channels / reduction
-    return max(min_channels, int(value + divisor / 2) // divisor * divisor)
+__all__ = ["GatherExcite"]
 
 
 def _window_reads(size: int, kernel: int, stride: int, pad: int) -> tuple[int, int]:
@@ -68,7 +67,7 @@ def _window_reads(size: int, kernel: int, stride: int, pad: int) -> tuple[int, i
     return out, reads
 
 
-class GatherExcite(AttentionModule):
+class GatherExcite(ExciteMLP, AttentionModule):
     """Gather-Excite (arXiv:1810.12348): parameter-free gather, optional MLP, sigmoid gate.
 
     Args:
@@ -101,24 +100,16 @@ class GatherExcite(AttentionModule):
         self.channels = check_positive_int("channels", channels)
         if isinstance(extent, bool) or not isinstance(extent, int) or extent < 0 or extent % 2:
             raise ValueError(f"extent must be 0 (global) or an even int >= 2, got {extent!r}")
-        if not reduction > 0:
-            raise ValueError(f"reduction must be > 0, got {reduction!r}")
-        check_positive_int("min_channels", min_channels)
-        check_positive_int("divisor", divisor)
         self.extent = extent
         self.use_mlp = bool(use_mlp)
-        self.hidden = ge_hidden_channels(channels, reduction, min_channels, divisor)
-        factory = {"device": device, "dtype": dtype}
+        # timm's make_divisible(C / r, divisor, round_limit=0)
+        self.hidden = reduced_channels(channels, reduction, min_channels, divisor, nearest=True)
         if self.use_mlp:
-            self.fc1 = nn.Conv2d(channels, self.hidden, 1, bias=True, **factory)
-            self.act = act_layer()
-            self.fc2 = nn.Conv2d(self.hidden, channels, 1, bias=True, **factory)
+            self.build_excite(channels, self.hidden, channels, act_layer, device=device, dtype=dtype)
         self.gate = gate_layer()
 
     def _excite(self, gathered: Tensor) -> Tensor:
-        if self.use_mlp:
-            gathered = self.fc2(self.act(self.fc1(gathered)))
-        return self.gate(gathered)
+        return self.gate(self.excite(gathered) if self.use_mlp else gathered)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
@@ -142,18 +133,13 @@ class GatherExcite(AttentionModule):
         return (ho, wo), n * c * reads_h * reads_w
 
     def formula_params(self) -> int:
-        if not self.use_mlp:
-            return 0
-        c, h = self.channels, self.hidden
-        return c * h + h + h * c + c
+        return self.excite_params() if self.use_mlp else 0
 
     def formula_macs(self, input_shape: Shape) -> int:
         n, c, _, _ = input_shape
         (ho, wo), gather = self._gathered_shape(input_shape)
         positions = n * ho * wo
-        mlp = 0
-        if self.use_mlp:
-            mlp = conv_macs(n, c, self.hidden, (ho, wo)) * 2 + positions * self.hidden
+        mlp = self.excite_macs(positions) if self.use_mlp else 0
         sigmoid = positions * c
         scale = numel(input_shape)
         return gather + mlp + sigmoid + scale

@@ -37,7 +37,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, conv_macs, numel
+from ._base import (
+    AttentionModule,
+    ModuleFactory,
+    Shape,
+    check_positive_int,
+    conv_macs,
+    numel,
+    reduced_channels,
+)
 from ._registry import BlockSelector, register_attention
 
 __all__ = ["GlobalContext", "ChannelLayerNorm"]
@@ -91,9 +99,8 @@ class GlobalContext(AttentionModule):
         if fusion not in ("add", "scale"):
             raise ValueError(f"fusion must be 'add' or 'scale', got {fusion!r}")
         check_positive_int("reduction", reduction)
-        check_positive_int("min_channels", min_channels)
         self.fusion = fusion
-        self.hidden = max(min_channels, channels // reduction)
+        self.hidden = reduced_channels(channels, reduction, min_channels)
         self.has_norm = norm_layer is not None
         factory = {"device": device, "dtype": dtype}
         self.conv_attn = nn.Conv2d(channels, 1, 1, bias=True, **factory)

@@ -36,7 +36,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, conv_macs, numel
+from ._base import (
+    AttentionModule,
+    ModuleFactory,
+    Shape,
+    check_positive_int,
+    conv_macs,
+    numel,
+    reduced_channels,
+)
 from ._registry import BlockSelector, register_attention
 
 __all__ = ["NonLocal"]
@@ -70,7 +78,7 @@ class NonLocal(AttentionModule):
         check_positive_int("reduction", reduction)
         if scale is not None and not (isinstance(scale, (int, float)) and scale > 0):
             raise ValueError(f"scale must be None or a positive number, got {scale!r}")
-        self.inner = max(1, channels // reduction)
+        self.inner = reduced_channels(channels, reduction)
         if scale is not None:
             self.scale: float | None = float(scale)
         else:

@@ -8,8 +8,8 @@ Global pooling, ``(N, C, H, W) -> (N, C, 1, 1)``
   supervised localisation by Oquab et al., "Is object localization for free?", CVPR 2015;
   no arXiv version).
 
-PyTorch has no dedicated global pooling layer, so three spellings are common (the user's seed
-004 uses the second). Each is registered as its own entry so the suite can time them side by
+PyTorch has no dedicated global pooling layer, so three spellings are common (a CSDN blog post
+on global average / max pooling in PyTorch uses the second). Each is registered as its own entry so the suite can time them side by
 side; they give the same values in floating point:
 
 ================  ==================================  ==================================
@@ -21,7 +21,7 @@ entry             average                              max
 ``gmp_amax``
 ================  ==================================  ==================================
 
-GAP vs GMP (seed 004): both remove all spatial parameters and make the head independent of the
+GAP vs GMP: both remove all spatial parameters and make the head independent of the
 input size. GAP summarises the whole map -- every position contributes ``1 / (H W)`` to the
 output and receives the same share of the gradient, which regularises and is the standard
 classifier head (ResNet, NIN). GMP keeps only the strongest response -- the gradient flows to
@@ -36,13 +36,13 @@ non-floating input (cast with ``x.float()`` first).
 
 Cross-channel pooling, ``(N, C, H, W) -> (N, C / k, H, W)``
 -----------------------------------------------------------
-Seed 000; the classic reference is the maxout unit of Goodfellow, Warde-Farley, Mirza,
+As a CSDN blog post on cross-channel pooling describes it; the classic reference is the maxout unit of Goodfellow, Warde-Farley, Mirza,
 Courville, Bengio, "Maxout Networks", ICML 2013, arXiv:1302.4389. The ``C`` channels are split
 into ``C / k`` groups of ``k`` *consecutive* channels and each group is reduced to one channel:
 ``y[n, g, h, w] = max_{j < k} x[n, g k + j, h, w]`` (``ccp_max``) or the mean (``ccp_mean``).
 No parameters. ``k`` must divide ``C``.
 
-The seed's formulation (transpose the channel axis last, ``F.max_pool2d`` with kernel ``(1, k)``,
+That post's formulation (transpose the channel axis last, ``F.max_pool2d`` with kernel ``(1, k)``,
 transpose back, ``contiguous``) computes exactly the same groups but copies the tensor through a
 strided layout; here the channel axis is viewed as ``(C / k, k)`` and reduced over the ``k``
 axis, with no copy of the input (``benchmarks/bench_cross_channel.py`` times both).
@@ -155,7 +155,7 @@ class GlobalMaxPool(_GlobalPool):
 
 
 class CrossChannelPool(AttentionModule):
-    """Cross-channel pooling (seed 000; maxout, arXiv:1302.4389): ``C -> C / k`` channels.
+    """Cross-channel pooling (maxout, arXiv:1302.4389): ``C -> C / k`` channels.
 
     Groups of ``k`` consecutive channels are reduced to one by ``max`` or ``mean``.
 

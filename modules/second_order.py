@@ -11,7 +11,7 @@ arXiv:1811.12006. Channel mode of the official code (``Bottleneck.chan_att``), w
                                                        # per covariance row
     y   = x * sigmoid(W_f v)                           # 1x1 conv 4d -> C (bias)
 
-The gate multiplies the block's *input* ``x`` (C channels). The user's seed multiplied the
+The gate multiplies the block's *input* ``x`` (C channels). A blog implementation of the GSoP block multiplied the
 d-channel reduced map by a C-channel gate, which only broadcasts when ``C == d``; here the
 shapes always agree.
 

@@ -53,20 +53,15 @@ from ._base import (
     check_divisible,
     check_positive_int,
     conv_macs,
+    make_activation,
     make_divisible,
     numel,
+    padded_output_size,
+    weighted_sum,
 )
 from ._registry import register_attention
 
 __all__ = ["SelectiveKernel"]
-
-
-def _make_act(act_layer: ModuleFactory) -> nn.Module:
-    """``act_layer(inplace=True)`` where the activation accepts it, else ``act_layer()``."""
-    try:
-        return act_layer(inplace=True)
-    except TypeError:
-        return act_layer()
 
 
 class _ConvNormAct(nn.Module):
@@ -100,7 +95,7 @@ class _ConvNormAct(nn.Module):
             **factory,
         )
         self.bn = norm_layer(out_channels, **factory)
-        self.act = _make_act(act_layer)
+        self.act = make_activation(act_layer)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.bn(self.conv(x)))
@@ -125,7 +120,7 @@ class _SelectAttn(nn.Module):
         self.num_paths = num_paths
         self.fc_reduce = nn.Conv2d(channels, rd_channels, 1, bias=False, **factory)
         self.bn = norm_layer(rd_channels, **factory)
-        self.act = _make_act(act_layer)
+        self.act = make_activation(act_layer)
         self.fc_select = nn.Conv2d(rd_channels, channels * num_paths, 1, bias=False, **factory)
 
     def forward(self, pooled: Tensor) -> Tensor:
@@ -250,17 +245,12 @@ class SelectiveKernel(AttentionModule):
         for feature in features[1:]:
             pooled = pooled + feature.mean((2, 3), keepdim=True)
         weights = self.attn(pooled).unbind(dim=1)
-        out = features[0] * weights[0]
-        for feature, weight in zip(features[1:], weights[1:], strict=True):
-            out = out.addcmul_(feature, weight)
-        return out
+        return weighted_sum(features, weights)
 
     def output_shape(self, input_shape: Shape) -> Shape:
         n, _, h, w = input_shape
-        pad = self.kernel_size // 2
-        h_out = (h + 2 * pad - self.kernel_size) // self.stride + 1
-        w_out = (w + 2 * pad - self.kernel_size) // self.stride + 1
-        return (n, self.out_channels, h_out, w_out)
+        size = (padded_output_size(h, self.kernel_size, self.stride), padded_output_size(w, self.kernel_size, self.stride))
+        return (n, self.out_channels, *size)
 
     def formula_params(self) -> int:
         c_out, d, m = self.out_channels, self.rd_channels, self.num_paths

@@ -45,20 +45,15 @@ from ._base import (
     check_divisible,
     check_positive_int,
     conv_macs,
+    make_activation,
     make_divisible,
     numel,
+    padded_output_size,
+    weighted_sum,
 )
 from ._registry import register_attention
 
 __all__ = ["SplitAttn"]
-
-
-def _make_act(act_layer: ModuleFactory) -> nn.Module:
-    """``act_layer(inplace=True)`` where the activation accepts it, else ``act_layer()``."""
-    try:
-        return act_layer(inplace=True)
-    except TypeError:
-        return act_layer()
 
 
 class SplitAttn(AttentionModule):
@@ -135,10 +130,10 @@ class SplitAttn(AttentionModule):
             **factory,
         )
         self.bn0 = norm_layer(mid, **factory)
-        self.act0 = _make_act(act_layer)
+        self.act0 = make_activation(act_layer)
         self.fc1 = nn.Conv2d(out_channels, attn_channels, 1, groups=groups, **factory)
         self.bn1 = norm_layer(attn_channels, **factory)
-        self.act1 = _make_act(act_layer)
+        self.act1 = make_activation(act_layer)
         self.fc2 = nn.Conv2d(attn_channels, mid, 1, groups=groups, **factory)
 
     @property
@@ -164,17 +159,12 @@ class SplitAttn(AttentionModule):
             pooled = pooled.view(n, self.radix, self.out_channels).sum(dim=1)
         hidden = self.act1(self.bn1(self.fc1(pooled.view(n, self.out_channels, 1, 1))))
         weights = self._radix_softmax(self.fc2(hidden)).unbind(dim=1)
-        out = splits[0] * weights[0]
-        for split, weight in zip(splits[1:], weights[1:], strict=True):
-            out = out.addcmul_(split, weight)
-        return out
+        return weighted_sum(splits, weights)
 
     def output_shape(self, input_shape: Shape) -> Shape:
         n, _, h, w = input_shape
-        pad = self.kernel_size // 2
-        h_out = (h + 2 * pad - self.kernel_size) // self.stride + 1
-        w_out = (w + 2 * pad - self.kernel_size) // self.stride + 1
-        return (n, self.out_channels, h_out, w_out)
+        size = (padded_output_size(h, self.kernel_size, self.stride), padded_output_size(w, self.kernel_size, self.stride))
+        return (n, self.out_channels, *size)
 
     def formula_params(self) -> int:
         c_in, c_out, r, g, a, k = (

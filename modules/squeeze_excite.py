@@ -22,21 +22,21 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, make_divisible, numel
+from ._base import (
+    AttentionModule,
+    ExciteMLP,
+    ModuleFactory,
+    Shape,
+    check_positive_int,
+    numel,
+    reduced_channels,
+)
 from ._registry import register_attention
 
-__all__ = ["SqueezeExcite", "EffectiveSqueezeExcite", "reduced_channels"]
+__all__ = ["SqueezeExcite", "EffectiveSqueezeExcite"]
 
 
-def reduced_channels(channels: int, reduction: float, min_channels: int = 1, divisor: int = 1) -> int:
-    """Width of the bottleneck: ``channels / reduction`` floored (``divisor=1``) or rounded
-    to a multiple of ``divisor`` as timm does, never below ``min_channels``."""
-    if divisor > 1:
-        return make_divisible(channels / reduction, divisor, min_value=min_channels)
-    return max(min_channels, int(channels // reduction))
-
-
-class SqueezeExcite(AttentionModule):
+class SqueezeExcite(ExciteMLP, AttentionModule):
     """SE block (arXiv:1709.01507): GAP -> FC(C, C/r) -> ReLU -> FC(C/r, C) -> sigmoid -> scale.
 
     Args:
@@ -62,33 +62,21 @@ class SqueezeExcite(AttentionModule):
     ) -> None:
         super().__init__()
         self.channels = check_positive_int("channels", channels)
-        if not reduction > 0:
-            raise ValueError(f"reduction must be > 0, got {reduction!r}")
         self.hidden = reduced_channels(channels, reduction, min_channels, divisor)
-        factory = {"device": device, "dtype": dtype}
-        self.fc1 = nn.Conv2d(channels, self.hidden, 1, bias=True, **factory)
-        self.act = act_layer()
-        self.fc2 = nn.Conv2d(self.hidden, channels, 1, bias=True, **factory)
+        self.build_excite(channels, self.hidden, channels, act_layer, device=device, dtype=dtype)
         self.gate = gate_layer()
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        pooled = x.mean((2, 3), keepdim=True)
-        gate = self.gate(self.fc2(self.act(self.fc1(pooled))))
-        return x * gate
+        return x * self.gate(self.excite(x.mean((2, 3), keepdim=True)))
 
     def formula_params(self) -> int:
-        c, h = self.channels, self.hidden
-        return c * h + h + h * c + c
+        return self.excite_params()
 
     def formula_macs(self, input_shape: Shape) -> int:
-        n, c, hh, ww = input_shape
-        pool = numel(input_shape)
-        fcs = n * c * self.hidden * 2
-        act = n * self.hidden
-        gate = n * c
-        scale = numel(input_shape)
-        return pool + fcs + act + gate + scale
+        n, c, _, _ = input_shape
+        pool, gate, scale = numel(input_shape), n * c, numel(input_shape)
+        return pool + self.excite_macs(n) + gate + scale
 
 
 class EffectiveSqueezeExcite(AttentionModule):

@@ -29,7 +29,14 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, numel
+from ._base import (
+    AttentionModule,
+    ModuleFactory,
+    Shape,
+    check_odd_kernel,
+    check_positive_int,
+    numel,
+)
 from ._registry import register_attention
 
 __all__ = ["TripletAttention"]
@@ -90,10 +97,7 @@ class TripletAttention(AttentionModule):
     ) -> None:
         super().__init__()
         self.channels = check_positive_int("channels", channels)
-        check_positive_int("kernel_size", kernel_size)
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd (same-size padding), got {kernel_size}")
-        self.kernel_size = kernel_size
+        self.kernel_size = check_odd_kernel(kernel_size, "same-size padding")
         self.no_spatial = bool(no_spatial)
         branch = partial(
             _ZPoolGate,

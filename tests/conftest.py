@@ -28,3 +28,15 @@ def failing_entries(monkeypatch: pytest.MonkeyPatch):
     for name in ENTRIES:
         if name in modules.list_attention():
             modules.unregister_attention(name)
+
+
+@pytest.fixture()
+def one_thread():
+    """torch on one intra-op thread for the test (the CI machine has 2 shared cores; one thread
+    also makes reductions bitwise repeatable); the count is restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

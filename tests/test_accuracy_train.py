@@ -20,12 +20,7 @@ from suite.accuracy.train import DistInfo, _lr_lambda, load_shared, paired_model
 pytest_plugins = ["accuracy_fixtures"]  # imagenette_root, cache_dir, smoke
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CI machine has 2 shared cores; also makes runs bitwise repeatable
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_paired_init_shares_every_backbone_entry():

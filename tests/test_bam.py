@@ -6,28 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from zoo_fixtures import randomize
 
 import modules
 from modules.bam import Bam
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _randomize(module: nn.Module) -> None:
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0, 0.3)
-        for name, b in module.named_buffers():
-            if name.endswith("running_mean"):
-                b.normal_(0, 0.3)
-            elif name.endswith("running_var"):
-                b.uniform_(0.5, 2.0)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bn(t, bn):
@@ -59,7 +43,7 @@ def _reference(m: Bam, x: torch.Tensor) -> torch.Tensor:
 def test_matches_the_paper_equations(shape, output_norm):
     torch.manual_seed(0)
     m = Bam(shape[1], output_norm=output_norm).eval()
-    _randomize(m)
+    randomize(m)
     x = torch.randn(shape)
     y = m(x)
     assert y.shape == x.shape

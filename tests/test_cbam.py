@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from zoo_fixtures import randomize
 
 import modules
 from modules.cbam import Cbam, CbamChannelGate, CbamSpatialGate
@@ -14,23 +17,11 @@ RESNET50_WIDTHS = [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3
 RESNET50_PARAMS = 25_557_032  # torchvision resnet50
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _randomize(module: nn.Module) -> None:
-    with torch.no_grad():
-        for p in module.parameters():
-            p.normal_(0, 0.5)
-        for name, b in module.named_buffers():
-            if name.endswith("running_mean"):
-                b.normal_(0, 0.5)
-            elif name.endswith("running_var"):
-                b.uniform_(0.5, 2.0)
+_randomize = partial(randomize, scale=0.5)
+"""This file's weights: SD 0.5."""
 
 
 def _reference(m: Cbam, x: torch.Tensor) -> torch.Tensor:

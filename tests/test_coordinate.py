@@ -6,23 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from zoo_fixtures import randomize
 
 import modules
 from modules.coordinate import CoordAttention, DyCAConv, coordinate_mip
-
-
-def _randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Random weights and BN statistics, so that parity checks compare something."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-    return module
-
 
 # ---------------------------------------------------------------------------- CA
 
@@ -37,7 +24,7 @@ def test_ca_bottleneck_width_follows_official_code(channels: int, mip: int) -> N
 def test_ca_matches_timm(channels: int, shape_hw: tuple[int, int]) -> None:
     coord_attn = pytest.importorskip("timm.layers.coord_attn")
     torch.manual_seed(0)
-    ours = _randomize(CoordAttention(channels)).eval()
+    ours = randomize(CoordAttention(channels)).eval()
     theirs = coord_attn.CoordAttn(channels, rd_channels=ours.mip, bias=True).eval()
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(2, channels, *shape_hw)
@@ -46,7 +33,7 @@ def test_ca_matches_timm(channels: int, shape_hw: tuple[int, int]) -> None:
 
 
 def test_ca_gates_are_separable() -> None:
-    ca = _randomize(CoordAttention(32)).eval()
+    ca = randomize(CoordAttention(32)).eval()
     x = torch.randn(2, 32, 6, 4)
     with torch.no_grad():
         a_h, a_w, pooled_h = ca.gates(x)
@@ -143,14 +130,14 @@ def _dyca_reference(m: DyCAConv, x: torch.Tensor) -> torch.Tensor:
     [({}, (2, 16, 7, 5)), ({"out_channels": 40, "stride": 2, "kernel_size": 5}, (3, 64, 9, 8))],
 )
 def test_dycaconv_matches_its_definition(name: str, kwargs: dict, shape: tuple) -> None:
-    m = _randomize(modules.create(name, shape[1], **kwargs)).eval()
+    m = randomize(modules.create(name, shape[1], **kwargs)).eval()
     x = torch.randn(*shape)
     with torch.no_grad():
         torch.testing.assert_close(m(x), _dyca_reference(m, x), rtol=1e-5, atol=1e-5)
 
 
 def test_dycaconv_mixing_weights_select_a_gate() -> None:
-    m = _randomize(DyCAConv(16, out_norm_layer=None, out_act_layer=None)).eval()
+    m = randomize(DyCAConv(16, out_norm_layer=None, out_act_layer=None)).eval()
     x = torch.randn(2, 16, 6, 5)
     with torch.no_grad():
         a_h, a_w, _ = m.coord.gates(x)
@@ -189,8 +176,8 @@ def test_dycaconv_backbone_kwargs_drop_the_trailing_norm_and_act() -> None:
 
 
 def test_dycaconv_max_uses_the_max_strips() -> None:
-    avg = _randomize(DyCAConv(16), seed=1).eval()
-    mx = _randomize(DyCAConv(16, add_maxpool=True), seed=2).eval()
+    avg = randomize(DyCAConv(16), seed=1).eval()
+    mx = randomize(DyCAConv(16, add_maxpool=True), seed=2).eval()
     assert mx.coord.conv1.in_channels == 32 and avg.coord.conv1.in_channels == 16
     state = {k: v for k, v in avg.state_dict().items() if k != "coord.conv1.weight"}
     mx.load_state_dict(state, strict=False)
@@ -253,7 +240,7 @@ def _official_ca(m: CoordAttention, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize(("channels", "size"), [(96, 112), (144, 56), (192, 28), (384, 14), (960, 7)])
 def test_ca_matches_the_official_module_at_mobilenet_v2_sizes(channels: int, size: int) -> None:
     # the widths and maps the official placement sees in MobileNetV2 at 224 px
-    m = _randomize(CoordAttention(channels)).eval()
+    m = randomize(CoordAttention(channels)).eval()
     x = torch.randn(1, channels, size, size)
     with torch.no_grad():
         torch.testing.assert_close(m(x), _official_ca(m, x), rtol=1e-5, atol=1e-5)

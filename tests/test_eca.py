@@ -8,13 +8,7 @@ import torch
 import modules
 from modules.eca import EfficientChannelAttention, adaptive_kernel_size
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_adaptive_kernel_matches_the_paper_for_resnet50_stages():

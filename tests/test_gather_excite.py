@@ -5,17 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from zoo_fixtures import randomize
 
 import modules
-from modules.gather_excite import GatherExcite, ge_hidden_channels
-
-
-def _randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return module
+from modules._base import reduced_channels
+from modules.gather_excite import GatherExcite
 
 
 def _timm_gather_excite(channels: int, **kwargs) -> nn.Module:
@@ -59,7 +53,7 @@ def _copy_from_timm(ours: GatherExcite, theirs: nn.Module) -> None:
     ],
 )
 def test_ge_matches_timm(channels: int, kwargs: dict, shape_hw: tuple) -> None:
-    theirs = _randomize(_timm_gather_excite(channels, **kwargs)).eval()
+    theirs = randomize(_timm_gather_excite(channels, **kwargs)).eval()
     ours = GatherExcite(channels, **kwargs).eval()
     if ours.use_mlp:
         assert ours.hidden == theirs.mlp.fc1.out_channels
@@ -80,12 +74,12 @@ def test_ge_default_is_timms_default() -> None:
     ("channels", "hidden"), [(16, 1), (24, 2), (40, 3), (256, 16), (2048, 128), (8, 1)]
 )
 def test_ge_hidden_width_rounds_like_timm(channels: int, hidden: int) -> None:
-    assert ge_hidden_channels(channels) == hidden
+    assert reduced_channels(channels, 16, nearest=True) == hidden
     assert GatherExcite(channels).hidden == hidden
 
 
 def test_ge_global_extent_is_a_channel_gate() -> None:
-    m = _randomize(GatherExcite(16)).eval()
+    m = randomize(GatherExcite(16)).eval()
     x = torch.randn(2, 16, 5, 4)
     with torch.no_grad():
         ratio = m(x) / x
@@ -93,7 +87,7 @@ def test_ge_global_extent_is_a_channel_gate() -> None:
 
 
 def test_ge_local_extent_varies_over_space() -> None:
-    m = _randomize(GatherExcite(16, extent=2)).eval()
+    m = randomize(GatherExcite(16, extent=2)).eval()
     x = torch.randn(2, 16, 8, 8)
     with torch.no_grad():
         ratio = m(x) / x

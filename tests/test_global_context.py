@@ -6,17 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from zoo_fixtures import randomize
 
 import modules
 from modules.global_context import GlobalContext
-
-
-def _randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return module
 
 
 def _copy_from_timm(ours: GlobalContext, theirs: nn.Module) -> None:
@@ -38,7 +31,7 @@ def test_gc_matches_timm(fusion: str, channels: int, shape_hw: tuple) -> None:
         fuse_scale=fusion == "scale",
         rd_channels=ours.hidden,
     )
-    _randomize(theirs).eval()
+    randomize(theirs).eval()
     mlp = theirs.mlp_add if fusion == "add" else theirs.mlp_scale
     mlp.norm.eps = ours.norm.eps  # timm's LayerNorm2d uses 1e-6, the official GCNet 1e-5
     _copy_from_timm(ours, theirs)
@@ -69,7 +62,7 @@ def test_gc_official_initialisation() -> None:
 
 
 def test_gc_uniform_attention_is_average_pooling() -> None:
-    m = _randomize(GlobalContext(32, fusion="add")).eval()
+    m = randomize(GlobalContext(32, fusion="add")).eval()
     x = torch.randn(2, 32, 4, 6)
     with torch.no_grad():
         m.conv_attn.weight.zero_()  # equal logits: softmax weights 1/HW
@@ -78,7 +71,7 @@ def test_gc_uniform_attention_is_average_pooling() -> None:
 
 
 def test_gc_context_is_softmax_weighted_sum() -> None:
-    m = _randomize(GlobalContext(16, fusion="add")).eval()
+    m = randomize(GlobalContext(16, fusion="add")).eval()
     x = torch.randn(1, 16, 3, 4)
     with torch.no_grad():
         weights = m.conv_attn(x).flatten(1).softmax(1)  # (1, 12)
@@ -137,7 +130,7 @@ def _official_gc(m: GlobalContext, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize(("channels", "size"), [(512, 28), (1024, 14), (2048, 7)])
 def test_gc_matches_the_official_block_at_the_official_stage_sizes(fusion: str, channels: int, size: int) -> None:
     # the official placement: every block of stages 2-4 of ResNet-50 at 224 px
-    m = _randomize(GlobalContext(channels, fusion=fusion)).eval()
+    m = randomize(GlobalContext(channels, fusion=fusion)).eval()
     x = torch.randn(1, channels, size, size)
     with torch.no_grad():
         torch.testing.assert_close(m(x), _official_gc(m, x), rtol=1e-5, atol=1e-5)

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 from torch import nn
+from zoo_fixtures import randomize
 
 import modules
 from modules.non_local import NonLocal
 
-
-def _randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-    return module
+_randomize = partial(randomize, scale=0.2)
+"""This file's weights: SD 0.2."""
 
 
 def _copy_from_timm(ours: NonLocal, theirs: nn.Module) -> None:

@@ -13,12 +13,7 @@ GAP = ["gap_adaptive", "gap_kernel", "gap_mean"]
 GMP = ["gmp_adaptive", "gmp_kernel", "gmp_amax"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registered_kind_and_placement():
@@ -70,7 +65,7 @@ def test_gmp_gradient_goes_to_the_argmax_only_gap_everywhere():
 
 @pytest.mark.parametrize("name", GAP + GMP)
 def test_global_pools_refuse_integer_input(name):
-    # F.avg_pool2d on integers floors (seed 004's example); the suite works in floating point
+    # F.avg_pool2d on integers floors (a blog post's example); the suite works in floating point
     x = torch.tensor([[[[8, 6], [1, 6]]]])
     with pytest.raises(ValueError, match="floating-point"):
         modules.create(name, 1)(x)
@@ -120,7 +115,7 @@ def test_ccp_mean_matches_loop(k):
 
 
 def test_ccp_seed_example_groups_consecutive_channels():
-    # seed 000: two 4x4 channels, max over them: top-left 0.2 vs 0.1 -> 0.2, bottom-right 0.4 vs 0.1
+    # the cross-channel pooling post's example: two 4x4 channels, max over them: top-left 0.2 vs 0.1 -> 0.2, bottom-right 0.4 vs 0.1
     a = torch.full((4, 4), 0.3)
     b = torch.full((4, 4), 0.3)
     a[0, 0], b[0, 0] = 0.2, 0.1
