@@ -30,6 +30,7 @@ from . import (  # noqa: F401  (imported to register their entries)
 )
 from ._base import AttentionModule, Shape
 from ._registry import (
+    BASELINE,
     AttentionInfo,
     BlockSelector,
     create,
@@ -42,6 +43,7 @@ from .backbones import ARCHS, build_model, list_archs
 
 __all__ = [
     "ARCHS",
+    "BASELINE",
     "AttentionInfo",
     "AttentionModule",
     "BlockSelector",

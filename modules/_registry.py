@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ __all__ = [
     "register_attention",
     "unregister_attention",
     "list_attention",
+    "BASELINE",
     "get_info",
     "create",
 ]
@@ -135,6 +136,10 @@ class AttentionInfo:
         }
 
 
+BASELINE = "none"
+"""The name that stands for "no attention" (the plain backbone) in results; never registered."""
+
+
 _REGISTRY: dict[str, AttentionInfo] = {}
 
 
@@ -170,6 +175,8 @@ def register_attention(
     """
     if not name or not isinstance(name, str):
         raise ValueError(f"name must be a non-empty str, got {name!r}")
+    if name == BASELINE:
+        raise ValueError(f"{BASELINE!r} stands for the backbone without attention and cannot be registered")
     if name in _REGISTRY:
         raise ValueError(f"attention type {name!r} is already registered (family {_REGISTRY[name].family!r})")
     if kind not in KINDS:
@@ -205,14 +212,43 @@ def unregister_attention(name: str) -> None:
     del _REGISTRY[name]
 
 
-def list_attention(filter: str | None = None, *, kind: Kind | None = None) -> list[str]:  # noqa: A002
-    """Sorted registered names, optionally matching the fnmatch pattern ``filter`` and ``kind``."""
-    names = sorted(_REGISTRY)
-    if filter:
-        names = [n for n in names if fnmatch.fnmatchcase(n, filter)]
+def _patterns(spec: str | Sequence[str] | None) -> list[str]:
+    items = spec.split(",") if isinstance(spec, str) else list(spec or [])
+    return [item.strip() for item in items if item.strip()]
+
+
+def list_attention(
+    include: str | Sequence[str] | None = None,
+    *,
+    exclude: str | Sequence[str] | None = None,
+    kind: Kind | None = None,
+    strict: bool = False,
+) -> list[str]:
+    """Registered names matching ``include``, as timm's ``list_models`` filters its models.
+
+    ``include`` and ``exclude`` are fnmatch patterns, comma-separated or a sequence. The result
+    follows the order of the include patterns (sorted within each), without duplicates; no
+    include means every name, sorted. A name matching an ``exclude`` pattern, or not of
+    ``kind``, is left out. ``strict``: an include pattern that matches nothing raises
+    ``ValueError`` naming it and listing the registered names (close matches for a name
+    without wildcards)."""
+    registered = sorted(_REGISTRY)
+    chosen: list[str] = []
+    for pattern in _patterns(include) or ["*"]:
+        matched = [n for n in registered if fnmatch.fnmatchcase(n, pattern)]
+        if not matched and strict:
+            if not any(ch in pattern for ch in "*?["):
+                get_info(pattern)  # the error with close matches
+            raise ValueError(f"attention pattern {pattern!r} matches no registered attention type. "
+                             f"Registered ({len(registered)}): {', '.join(registered)}")
+        chosen += [n for n in matched if n not in chosen]
+    excluded = _patterns(exclude)
+    chosen = [n for n in chosen if not any(fnmatch.fnmatchcase(n, p) for p in excluded)]
     if kind is not None:
-        names = [n for n in names if _REGISTRY[n].kind == kind]
-    return names
+        chosen = [n for n in chosen if _REGISTRY[n].kind == kind]
+    if strict and not chosen:
+        raise ValueError(f"attention patterns {include!r} (excluding {exclude!r}) select nothing")
+    return chosen
 
 
 def get_info(name: str) -> AttentionInfo:

@@ -179,3 +179,23 @@ def test_no_weight_decay_names_own_parameters(name: str) -> None:
         if isinstance(module, modules.AttentionModule):
             own = dict(module.named_parameters(recurse=False))
             assert module.no_weight_decay() <= set(own), type(module).__name__
+
+
+def test_list_attention_follows_the_include_order_without_duplicates() -> None:
+    assert modules.list_attention("se,ese,se") == ["se", "ese"]
+    assert modules.list_attention(["eca*", "se"])[:2] == sorted(n for n in modules.list_attention() if n.startswith("eca"))[:2]
+    assert modules.list_attention("eca*", exclude="eca_k*") == [n for n in modules.list_attention("eca*") if not n.startswith("eca_k")]
+    assert modules.list_attention() == sorted(modules.list_attention())
+
+
+def test_list_attention_strict_names_the_pattern_that_matches_nothing() -> None:
+    with pytest.raises(ValueError, match=r"'zz\*' matches no registered .*Registered \(\d+\): .*se"):
+        modules.list_attention("se,zz*", strict=True)
+    with pytest.raises(ValueError, match="close matches: se"):
+        modules.list_attention("sse", strict=True)
+    assert modules.list_attention("zz*") == []
+
+
+def test_the_baseline_name_cannot_be_registered() -> None:
+    with pytest.raises(ValueError, match="backbone without attention"):
+        modules.register_attention(modules.BASELINE, lambda c: None, family="x", paper="x", arxiv=None, kind="gate")
