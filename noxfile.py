@@ -103,9 +103,9 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def report(session: nox.Session) -> None:
     """Re-render CSVs, figures and README from existing raw results, measuring nothing:
-    ``nox -s report [-- --dir reports/cpu]``."""
+    ``nox -s report [-- --out reports/cpu]``."""
     _install(session, "-e", ".")
-    session.run("python", "-m", "suite", "report", *(session.posargs or ["--dir", "reports/cpu"]))
+    session.run("python", "-m", "suite", "report", *(session.posargs or ["--out", "reports/cpu"]))
 
 
 @nox.session

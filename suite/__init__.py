@@ -3,16 +3,9 @@
 Run ``python -m suite --help`` for the stages. Every stage writes raw records with their
 environment (``suite.env``) and tidy CSVs, atomically (``suite.records``).
 
-User attention classes named in ``$ATTNBENCH_PLUGINS`` (see :mod:`suite.plugins`) are
-registered when this package is imported, so every stage and every worker process sees them.
+Importing ``suite`` loads no user code: plugins (:mod:`suite.plugins`) are loaded where they
+are asked for, by ``--plugin`` and by the command line and the worker processes that read
+``$ATTNBENCH_PLUGINS``.
 """
-
-import os as _os
-
-# the name is suite.plugins.PLUGINS_ENV, spelt out here so that importing suite stays light
-if _os.environ.get("ATTNBENCH_PLUGINS", "").strip():
-    from .plugins import load_plugins_from_env as _load_plugins_from_env
-
-    _load_plugins_from_env()
 
 __all__ = ["env", "records"]

@@ -1,7 +1,8 @@
 """``python -m suite STAGE [options]`` (or ``attnbench STAGE`` once installed): the harness's command line.
 
-Each stage lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``;
-they are imported only when chosen, so ``--help`` stays fast.
+Each stage lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``,
+and ``SETTINGS``, the dataclass its flags are made from (:mod:`suite.options`); a stage module is
+imported only when chosen, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -36,7 +37,17 @@ def main(argv: list[str] | None = None) -> int:
         if name == chosen:
             importlib.import_module(module_path).add_arguments(stage_parser)
     args = parser.parse_args(argv)
-    return int(importlib.import_module(args._module).main(args) or 0)
+    from .plugins import load_plugins_from_env
+
+    load_plugins_from_env()  # the user's $ATTNBENCH_PLUGINS, before any name is resolved
+    module = importlib.import_module(args._module)
+    settings_class = getattr(module, "SETTINGS", None)
+    if settings_class is not None:
+        try:  # the checks across fields (a dataclass's __post_init__), before any work
+            settings_class(**{name: getattr(args, name) for name in settings_class.__dataclass_fields__})
+        except ValueError as exc:
+            sub.choices[args.stage].error(str(exc))
+    return int(module.main(args) or 0)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ whose forward takes ``(N, C, H, W)``. Closed forms (``formula_macs`` etc., see
 :class:`modules.AttentionModule`) are optional: without them the cost stage leaves the
 ``macs_formula`` column empty for that type, and every other measurement still runs.
 
-The bench passes its plugins to every stage, and to the fresh processes the memory stage
-starts, through the environment variable :data:`PLUGINS_ENV` (specs separated by ``;``):
-``suite/__init__.py`` loads them whenever the package is imported.
+The bench passes its plugins to every stage, and to the fresh processes the latency and memory
+stages start, through the environment variable :data:`PLUGINS_ENV` (specs separated by ``;``).
+They are loaded where they are asked for, never on import: by ``python -m suite`` (the command
+line) and by the entry points of those worker processes, each calling :func:`load_plugins_from_env`.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def _records(out: Path) -> list[dict]:
 
 def test_smoke_profile_end_to_end_and_rerun_skips(imagenette_root, cache_dir, tmp_path, one_thread, capsys):
     out = tmp_path / "out"
-    argv = ["accuracy", "--profile", "smoke", "--attn", "se", "--seeds", "2", "--out", str(out),
+    argv = ["accuracy", "--preset", "smoke", "--attn", "se", "--seeds", "2", "--out", str(out),
             "--cache-dir", str(cache_dir), "--threads", one_thread, "--no-progress"]
     started = time.perf_counter()
     assert suite_main(argv) == 0
@@ -66,7 +66,7 @@ def test_smoke_profile_end_to_end_and_rerun_skips(imagenette_root, cache_dir, tm
 
 
 def test_missing_data_is_an_error_naming_the_path(tmp_path, capsys):
-    code = suite_main(["accuracy", "--profile", "smoke", "--attn", "se", "--data", str(tmp_path / "nope"),
+    code = suite_main(["accuracy", "--preset", "smoke", "--attn", "se", "--data", str(tmp_path / "nope"),
                        "--out", str(tmp_path)])
     assert code == 2
     assert str(tmp_path / "nope") in capsys.readouterr().err
@@ -84,16 +84,16 @@ def test_every_flag_is_documented(capsys):
     with pytest.raises(SystemExit):
         suite_main(["accuracy", "--help"])
     text = capsys.readouterr().out
-    for flag in ("--profile", "--attn", "--seeds", "--first-seed", "--data", "--out", "--cache-dir", "--workers",
-                 "--device", "--threads", "--no-progress", "--arch", "--epochs", "--batch-size", "--lr",
-                 "--weight-decay", "--warmup-epochs", "--label-smoothing", "--image-size", "--cache-size",
+    for flag in ("--preset", "--attn", "--seeds", "--first-seed", "--data", "--out", "--cache-dir", "--workers",
+                 "--device", "--threads", "--no-progress", "--arch", "--epochs", "--batch", "--lr",
+                 "--weight-decay", "--warmup-epochs", "--label-smoothing", "--size", "--cache-size",
                  "--augment", "--num-classes", "--classes", "--train-per-class", "--val-per-class", "--amp"):
         assert flag in text, flag
     assert ",".join(SOURCE_DESIGNS) in text.replace("\n", "").replace(" ", "")
 
 
 def _cli(out: Path, cache: Path) -> list[str]:
-    return [sys.executable, "-m", "suite", "accuracy", "--profile", "smoke", "--attn", "none", "--epochs", "3",
+    return [sys.executable, "-m", "suite", "accuracy", "--preset", "smoke", "--attn", "none", "--epochs", "3",
             "--out", str(out), "--cache-dir", str(cache), "--threads", "1", "--no-progress"]
 
 
@@ -123,7 +123,7 @@ def test_killed_mid_epoch_resumes_to_the_same_result(imagenette_root, cache_dir,
 
 def test_entries_without_a_place_are_skipped_by_pattern_and_refused_by_name(imagenette_root, cache_dir, tmp_path,
                                                                             one_thread, capsys):
-    common = ["--profile", "smoke", "--out", str(tmp_path), "--cache-dir", str(cache_dir), "--threads", one_thread,
+    common = ["--preset", "smoke", "--out", str(tmp_path), "--cache-dir", str(cache_dir), "--threads", one_thread,
               "--no-progress", "--epochs", "1", "--train-per-class", "2"]
     assert suite_main(["accuracy", "--attn", "ccp_max", *common]) == 2
     assert "cannot build resnet_small with ccp_max" in capsys.readouterr().err
@@ -139,7 +139,7 @@ def test_the_cli_runs_unchanged_under_torchrun(imagenette_root, cache_dir, tmp_p
     # gloo ranks of the same command, rank 0 writes the rows, and both ranks leave cleanly
     out = tmp_path / "torchrun"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "suite", "accuracy", "--profile", "smoke", "--attn", "se", "--seeds", "1",
+               "-m", "suite", "accuracy", "--preset", "smoke", "--attn", "se", "--seeds", "1",
                "--data", str(imagenette_root), "--out", str(out), "--cache-dir", str(cache_dir), "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
@@ -167,7 +167,7 @@ def _image_folder(root: Path, classes: int, train: int = 12, val: int = 4) -> Pa
 
 
 def _smoke(data: Path, out: Path, cache: Path, *extra: str) -> int:
-    return suite_main(["accuracy", "--profile", "smoke", "--attn", "se", "--seeds", "1", "--data", str(data),
+    return suite_main(["accuracy", "--preset", "smoke", "--attn", "se", "--seeds", "1", "--data", str(data),
                        "--out", str(out), "--cache-dir", str(cache), "--threads", "1", "--no-progress", *extra])
 
 
@@ -217,6 +217,6 @@ def test_every_run_keeps_its_per_image_results(tmp_path, one_thread):
 
 def test_no_finished_run_is_a_nonzero_exit(tmp_path, one_thread, capsys):
     data = _image_folder(tmp_path / "mini", classes=2)
-    code = _smoke(data, tmp_path / "out", tmp_path / "cache", "--batch-size", "64")  # larger than 24 images
+    code = _smoke(data, tmp_path / "out", tmp_path / "cache", "--batch", "64")  # larger than 24 images
     assert code == 1
     assert "none of the 2 runs finished" in capsys.readouterr().err

@@ -15,7 +15,6 @@ from suite.bench.profile import (
     apply_overrides,
     list_profiles,
     load_profile,
-    stage_argv,
 )
 from suite.bench.runner import BenchError, plan_runs, run_bench
 from suite.plugins import PluginError, load_plugin, normalize_spec, parse_spec
@@ -28,9 +27,12 @@ def test_shipped_profiles_load_with_every_stage() -> None:
         assert set(profile.stages) == {"cost", "latency", "memory", "accuracy"}, name
 
 
-def test_stage_argv_spells_values_as_flags() -> None:
-    argv = stage_argv({"batch": "1,8", "arch": ["resnet18", "resnet50"], "force": True, "fresh": False, "budget-s": 0.5})
-    assert argv == ["--batch", "1,8", "--arch", "resnet18", "resnet50", "--force", "--budget-s", "0.5"]
+def test_a_profile_table_becomes_checked_settings_and_a_command_line() -> None:
+    profile = apply_overrides(load_profile("smoke"), ["latency.0.batch=1,8", "latency.0.budget-s=0.5"], attn="se")
+    run = plan_runs(profile, ["latency"], [], progress=False)[0]
+    assert run.settings.batch == (1, 8) and run.settings.budget_s == 0.5 and run.settings.no_progress
+    assert run.argv[:4] == ["--attn", "se", "--batch", "1,8"]
+    assert "--budget-s" in run.argv and "--no-progress" in run.argv
 
 
 def test_overrides_replace_values_per_stage_and_per_run() -> None:
@@ -58,7 +60,7 @@ def test_unknown_profile_lists_the_shipped_ones() -> None:
 
 
 def test_unknown_attention_pattern_fails_before_measuring() -> None:
-    with pytest.raises(BenchError, match=r"cost: --attn 'zz\*' matches no .*Registered \(\d+\): .*se"):
+    with pytest.raises(BenchError, match=r"cost: --attn: attention pattern 'zz\*' matches no .*Registered \(\d+\): .*se"):
         plan_runs(apply_overrides(load_profile("smoke"), [], attn="zz*"), ["cost"], [], progress=False)
 
 
@@ -66,7 +68,7 @@ def test_only_the_accuracy_stage_takes_the_baseline_name() -> None:
     profile = apply_overrides(load_profile("smoke"), [], attn="none,se")
     [run] = plan_runs(profile, ["accuracy"], [], progress=False)
     assert run.argv[run.argv.index("--attn") + 1] == "none,se"
-    with pytest.raises(BenchError, match="cost: --attn 'none' matches no registered"):
+    with pytest.raises(BenchError, match="cost: --attn: .*'none'"):
         plan_runs(profile, ["cost"], [], progress=False)
 
 
@@ -127,12 +129,34 @@ def test_bench_resumes_without_redoing_finished_stages(tmp_path: Path) -> None:
     assert len((out / "raw" / "cost" / "cost_records.jsonl").read_text().splitlines()) == 2
 
 
-def test_failing_stage_is_a_status_and_the_bench_goes_on(tmp_path: Path) -> None:
-    profile = apply_overrides(load_profile("smoke"), ["cost.level=module", "cost.sizes=0"], attn="se")
+def test_failing_stage_is_a_status_and_the_bench_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import suite.cost.cli
+
+    def broken(args: object) -> int:
+        raise RuntimeError("the counter broke")
+
+    monkeypatch.setattr(suite.cost.cli, "main", broken)
+    profile = apply_overrides(load_profile("smoke"), ["cost.level=module", "latency.0.size=7"], attn="se")
+    runs = plan_runs(profile, ["cost", "latency"], [], progress=False)[:2]
+    runs[1].settings.mode, runs[1].settings.rounds, runs[1].settings.no_roofline = ("forward",), 2, True
     out = tmp_path / "bench"
-    assert run_bench(profile, out, stages=["cost"], progress=False, report=False) == 1
+    assert run_bench(profile, out, progress=False, report=False, runs=runs) == 1
     summary = json.loads((out / "bench.json").read_text())
-    assert summary["runs"][0]["status"] == "error"
+    assert [r["status"] for r in summary["runs"]] == ["error", "ok"]
+    assert "RuntimeError: the counter broke" in summary["runs"][0]["message"]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("cost.size=0", r"\[\[cost\]\] #0: size = '0': must be >= 1"),
+    ("latency.bogus=1", r"\[\[latency\]\] #0: unknown key 'bogus'; accepted: .*budget-s"),
+    ("latency.1.mode=back", r"\[\[latency\]\] #1: mode = 'back': back not one of forward, train"),
+    ("accuracy.size=32,64", r"\[\[accuracy\]\] #0: --size: the accuracy stage takes one value"),
+    ("memory.force=maybe", r"\[\[memory\]\] #0: force = 'maybe': expected true or false"),
+])
+def test_a_bad_profile_value_is_refused_with_its_table_and_key(override: str, message: str) -> None:
+    with pytest.raises(BenchError, match=message):
+        plan_runs(apply_overrides(load_profile("smoke"), [override]), ["cost", "latency", "memory", "accuracy"], [],
+                  progress=False)
 
 
 def test_a_stage_does_not_leave_its_thread_count_to_the_next(tmp_path: Path) -> None:

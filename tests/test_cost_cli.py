@@ -9,7 +9,6 @@ import torch
 import modules
 from modules import AttentionModule
 from suite.__main__ import main
-from suite.cost.cli import select_attention
 
 torch.set_num_threads(1)
 
@@ -53,16 +52,9 @@ def test_unknown_pattern_fails_before_measuring_and_lists_the_names(tmp_path, ca
     assert not (tmp_path / "out").exists()
 
 
-def test_select_attention_keeps_pattern_order_without_duplicates():
-    assert select_attention("se,ese,se") == ["se", "ese"]
-    assert "se" in select_attention("*") and "ese" in select_attention("*")
-    with pytest.raises(ValueError, match="Available"):
-        select_attention("zzz")
-
-
 def test_refused_shape_is_an_error_row_and_the_run_resumes(tmp_path, capsys, refuser):
     out = tmp_path / "cost"
-    args = ["cost", "--attn", f"{refuser},se", "--channels", "16", "--sizes", "14,7",
+    args = ["cost", "--attn", f"{refuser},se", "--channels", "16", "--size", "14,7",
             "--out", str(out), "--no-progress"]
     assert main(args) == 0
     err = capsys.readouterr().err
@@ -88,7 +80,7 @@ def test_refused_shape_is_an_error_row_and_the_run_resumes(tmp_path, capsys, ref
 def test_model_level_rows_carry_deltas(tmp_path, capsys):
     out = tmp_path / "cost"
     rc = main(["cost", "--level", "model", "--arch", "mobilenet_v2", "--attn", "ese",
-               "--resolution", "64", "--out", str(out), "--no-progress"])
+               "--model-size", "64", "--out", str(out), "--no-progress"])
     assert rc == 0
     table = pd.read_csv(out / "cost_model.csv").set_index("attn")
     assert list(table.index) == ["none", "ese"]

@@ -214,9 +214,9 @@ def test_latency_rebuilt_from_records(profile_dir: Path) -> None:
 
 
 def test_cli(profile_dir: Path, capsys) -> None:
-    assert main(["report", "--dir", str(profile_dir), "--profile", "cpu"]) == 0
+    assert main(["report", "--out", str(profile_dir), "--profile", "cpu"]) == 0
     assert "5 attention types" in capsys.readouterr().out
-    assert main(["report", "--dir", str(profile_dir / "nope")]) == 2
+    assert main(["report", "--out", str(profile_dir / "nope")]) == 2
 
 
 def test_pareto_front() -> None:

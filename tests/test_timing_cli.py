@@ -16,7 +16,7 @@ import modules
 from suite.records import RecordStore
 from suite.timing import cli_latency, cli_memory
 from suite.timing.grid import Axes, Config, expand, profile_axes
-from suite.timing.sweep import UnknownAttentionError, resolve_names, run_sweep
+from suite.timing.sweep import run_sweep
 
 FAST = ["--batch", "1", "--size", "8", "--channels", "8", "--threads", "1", "--no-progress"]
 
@@ -152,12 +152,6 @@ def test_unknown_pattern_fails_before_measuring_and_lists_names(tmp_path: Path, 
     err = capsys.readouterr().err
     assert "nope*" in err and "se" in err and "eca" in err
     assert not (out / "records.jsonl").exists()
-
-
-def test_resolve_names_keeps_order_and_dedupes() -> None:
-    assert resolve_names("b*,a*,ab", ["ab", "ac", "ba"]) == ["ba", "ab", "ac"]
-    with pytest.raises(UnknownAttentionError, match="Registered \\(3\\): ab, ac, ba"):
-        resolve_names("zz", ["ab", "ac", "ba"])
 
 
 def test_grid_expand_and_keys() -> None:

@@ -8,7 +8,7 @@ and resumes a half-finished one from its checkpoint in ``OUT/checkpoints/``. Aft
 paired delta over the baseline with its 95% t interval) and ``summary.md`` are rewritten from
 all records.
 
-Many processes: ``torchrun --nproc_per_node N -m suite accuracy --profile gpu ...``.
+Many processes: ``torchrun --nproc_per_node N -m suite accuracy --preset gpu ...``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,16 @@ from suite.env import collect_environment
 from suite.portable import shown_path
 from suite.records import RecordStore, folder_lock, write_csv_atomic, write_text_atomic
 
+from ..options import (
+    Option,
+    add_options,
+    comma_list,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    setting,
+)
 from .data import (
     DataNotFoundError,
     list_classes,
@@ -58,102 +69,131 @@ from .train import (
     train_run,
 )
 
-__all__ = ["add_arguments", "main", "SOURCE_DESIGNS", "build_tables", "resolve_attention", "write_tables"]
+__all__ = ["AccuracySettings", "SETTINGS", "add_arguments", "main", "SOURCE_DESIGNS", "build_tables", "resolve_attention", "write_tables"]
 
 SOURCE_DESIGNS = ("se", "eca", "ca", "gsop", "cbam", "dycaconv", "dsan_channel")
-"""The designs of the user's source texts: the default ``--attn``."""
+"""The designs the accuracy stage compares by default (``--attn``): SE, ECA, CA, GSoP, CBAM, DyCAConv and DSAN channel attention."""
 
 SKIP_STATUSES = ("ok", "diverged")
 
 
+RECIPE = "recipe overrides"
+
+
+def _recipe(flag: str, help_text: str, parse: Any = None, **kwargs: Any) -> Any:
+    """A recipe override: ``None`` (the default) keeps the preset's value."""
+    return setting(Option(flag, help_text, parse=parse, group=RECIPE, **kwargs), None, default_text="the preset's")
+
+
+@dataclass
+class AccuracySettings:
+    """The accuracy stage's settings (one flag per field; ``python -m suite accuracy --help``).
+    ``None`` in a recipe field means the preset's value (``suite.accuracy.recipe.PROFILES``)."""
+
+    preset: str = setting("--preset", "cpu", choices=tuple(PROFILES), default_text=(
+        "cpu; smoke: seconds, for tests; cpu: small ResNet at 32 px on 2 cores; gpu: 224 px ResNet-18/50, "
+        "AMP, torchrun"))
+    attn: str = setting("--attn", ",".join(SOURCE_DESIGNS), default_text=(
+        f"the source designs {','.join(SOURCE_DESIGNS)}; the baseline 'none' is always run too"))
+    seeds: int | None = setting(Option(
+        "--seeds", "number of seeds, paired across attention types, chosen from measured noise for a 95% "
+        "half-width of at most 1 pp (see recipe.DEFAULT_SEEDS)", parse=positive_int, metavar="N"), None,
+        default_text="per preset: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_SEEDS.items()))
+    first_seed: int = setting(Option("--first-seed", "seeds are first-seed .. first-seed+seeds-1",
+                                     parse=non_negative_int, metavar="N"), 0)
+    data: str | None = setting(Option(
+        "--data", "ImageFolder root with train/ and val/, or 'imagenette' for the copy in the cache folder "
+        "(downloaded by torchvision when absent)", metavar="DIR"), None, default_text=(
+        "$ATTNBENCH_DATA, else ../shared/datasets/imagenette beside the checkout or the current folder, "
+        "else 'imagenette'"))
+    out: Path | None = setting("--out", None, default_text="runs/accuracy/PRESET under the current folder")
+    cache_dir: Path | None = setting(Option("--cache-dir", "decoded-image cache", parse=Path, metavar="DIR"),
+                                     None, default_text="$ATTNBENCH_CACHE or ~/.cache/attnbench")
+    workers: int | None = setting(Option("--workers", "processes decoding images", parse=positive_int,
+                                         metavar="N"), None, default_text="CPU count, max 8")
+    device: str | None = setting("--device", None, choices=("auto", "cpu", "cuda"),
+                                 default_text="cuda for the gpu preset when available, else cpu")
+    threads: int | None = setting("--threads", None, default_text="torch's choice; torchrun sets 1")
+    no_progress: bool = setting("--no-progress", False)
+    arch: tuple[str, ...] | None = setting("--arch", None, default_text=(
+        "the preset's; one backbone for modules.build_model (resnet_small, resnet18, resnet50...)"))
+    epochs: int | None = _recipe("--epochs", "training epochs", positive_int, metavar="N")
+    batch: tuple[int, ...] | None = setting("--batch", None, default_text=(
+        "the preset's; one global batch size, divisible by the ranks"))
+    lr: float | None = _recipe("--lr", "peak learning rate for the global batch", positive_float,
+                                              metavar="LR")
+    weight_decay: float | None = _recipe("--weight-decay", "weight decay of conv/linear weights",
+                                                        non_negative_float, metavar="WD")
+    warmup_epochs: float | None = _recipe("--warmup-epochs", "linear warm-up, in epochs",
+                                                         non_negative_float, metavar="E")
+    label_smoothing: float | None = _recipe("--label-smoothing", "cross-entropy label smoothing",
+                                                           non_negative_float, metavar="F")
+    size: tuple[int, ...] | None = setting("--size", None, default_text="the preset's; one side of the network input")
+    cache_size: int | None = _recipe("--cache-size", "side of the cached images (>= --size)",
+                                                    positive_int, metavar="S")
+    augment: str | None = _recipe(
+        "--augment", "rrc: random-resized crop + flip; crop: pad-and-crop + flip; none", choices=AUGMENTS)
+    num_classes: int | None = _recipe("--num-classes", "use the first N classes (sorted)",
+                                                     positive_int, metavar="N")
+    classes: tuple[str, ...] | None = _recipe(
+        "--classes", "class folder names to use, comma-separated", comma_list, metavar="NAME[,NAME...]")
+    train_per_class: int | None = _recipe("--train-per-class", "training images per class",
+                                                         positive_int, metavar="N")
+    val_per_class: int | None = _recipe("--val-per-class", "validation images per class",
+                                                       positive_int, metavar="N")
+    holdout: float = setting(Option(
+        "--holdout", "for recipe choices: evaluate on a fixed FRACTION of each train/ class (the files whose "
+        "SHA-1 of the path sorts first) and train on the rest; val/ is not read (0: train on train/ and "
+        "evaluate on val/)", parse=non_negative_float, metavar="FRACTION", group=RECIPE), 0.0)
+    amp: bool | None = setting(Option(
+        "--amp", "bf16 autocast on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX)", kind="toggle",
+        group=RECIPE), None, default_text="the preset's")
+
+    def __post_init__(self) -> None:
+        for name in ("arch", "batch", "size"):
+            value = getattr(self, name)
+            if value is not None and len(value) != 1:
+                raise ValueError(f"--{name}: the accuracy stage takes one value, got {','.join(map(str, value))}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"--holdout must be a fraction in [0, 1), got {self.holdout}")
+
+
+SETTINGS = AccuracySettings
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the accuracy stage's options to ``parser``."""
-    parser.add_argument("--profile", choices=tuple(PROFILES), default="cpu",
-                        help="recipe: smoke (seconds, tests), cpu (default: small ResNet at 32 px, 2 cores), "
-                             "gpu (224 px ResNet-18/50, AMP, torchrun)")
-    parser.add_argument("--attn", default=",".join(SOURCE_DESIGNS),
-                        help="comma-separated attention names or fnmatch patterns (e.g. 'se,eca*'); "
-                             "the baseline 'none' is always run too (default: the source designs %(default)s)")
-    parser.add_argument("--seeds", type=int, default=None,
-                        help="number of seeds (paired across attention types); default per profile: "
-                        + ", ".join(f"{k} {v}" for k, v in DEFAULT_SEEDS.items())
-                        + " (chosen from measured noise for a 95%% half-width of at most 1 pp; see recipe.py)")
-    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed+seeds-1 (default: 0)")
-    parser.add_argument("--data", default=None,
-                        help="ImageFolder root with train/ and val/, or 'imagenette' for the copy in the cache folder "
-                             "(downloaded by torchvision when absent) (default: $ATTNBENCH_DATA, else "
-                             "../shared/datasets/imagenette beside the checkout or the current folder, else "
-                             "'imagenette')")
-    parser.add_argument("--out", default=None,
-                        help="output folder (default: runs/accuracy/PROFILE under the current folder)")
-    parser.add_argument("--cache-dir", default=None,
-                        help="decoded-image cache (default: $ATTNBENCH_CACHE or ~/.cache/attnbench)")
-    parser.add_argument("--workers", type=int, default=None, help="processes decoding images (default: CPU count, max 8)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
-                        help="default: cuda for the gpu profile when available, else cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads per process (default: torch's choice; torchrun sets 1)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (one line per run only)")
-    group = parser.add_argument_group("recipe overrides (default: the profile's value)")
-    group.add_argument("--arch", default=None, help="backbone for modules.build_model (resnet_small, resnet18, resnet50...)")
-    group.add_argument("--epochs", type=int, default=None, help="training epochs")
-    group.add_argument("--batch-size", type=int, default=None, help="global batch size (divisible by the ranks)")
-    group.add_argument("--lr", type=float, default=None, help="peak learning rate for the global batch")
-    group.add_argument("--weight-decay", type=float, default=None, help="weight decay of conv/linear weights")
-    group.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up, in epochs")
-    group.add_argument("--label-smoothing", type=float, default=None, help="cross-entropy label smoothing")
-    group.add_argument("--image-size", type=int, default=None, help="side of the network input")
-    group.add_argument("--cache-size", type=int, default=None, help="side of the cached images (>= image size)")
-    group.add_argument("--augment", choices=AUGMENTS, default=None,
-                       help="rrc: random-resized crop + flip; crop: pad-and-crop + flip; none")
-    group.add_argument("--num-classes", type=int, default=None, help="use the first N classes (sorted)")
-    group.add_argument("--classes", default=None, help="comma-separated class folder names to use")
-    group.add_argument("--train-per-class", type=int, default=None, help="training images per class")
-    group.add_argument("--val-per-class", type=int, default=None, help="validation images per class")
-    group.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION",
-                       help="for recipe choices: evaluate on a fixed FRACTION of each train/ class (the files "
-                       "whose SHA-1 of the path sorts first) and train on the rest; val/ is not read "
-                       "(default: 0, train on train/ and evaluate on val/)")
-    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                       help="bf16 autocast on CUDA, and on CPUs with native bf16 (AVX512-BF16/AMX)")
+    """Add the accuracy stage's flags (from :class:`AccuracySettings`) to ``parser``."""
+    add_options(parser, AccuracySettings)
 
 
 def resolve_attention(spec: str) -> list[str]:
     """Registered names matching the comma-separated names / fnmatch patterns of ``spec``
-    (in the order given, without duplicates or the baseline). An exact name that is not
-    registered raises ValueError (with close matches); a pattern that matches nothing too."""
+    (:func:`modules.list_attention`, in the order given, without the baseline, which is always
+    run); a name or pattern that matches nothing is a ValueError."""
     import modules
 
-    names: list[str] = []
-    for item in (s.strip() for s in spec.split(",")):
-        if not item or item == BASELINE:
-            continue
-        if any(ch in item for ch in "*?["):
-            found = modules.list_attention(item)
-            if not found:
-                raise ValueError(f"--attn pattern {item!r} matches no registered attention type")
-        else:
-            modules.get_info(item)  # ValueError with close matches
-            found = [item]
-        names.extend(n for n in found if n not in names)
-    return names
+    patterns = [item.strip() for item in spec.split(",") if item.strip() and item.strip() != BASELINE]
+    return modules.list_attention(patterns, strict=True) if patterns else []
 
 
 def _recipe_from_args(args: argparse.Namespace):
-    classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
+    def one(values: tuple[Any, ...] | None) -> Any:
+        return values[0] if values else None
+
+    image_size = one(args.size)
     overrides = {
-        "arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "arch": one(args.arch), "epochs": args.epochs, "batch_size": one(args.batch), "lr": args.lr,
         "weight_decay": args.weight_decay, "warmup_epochs": args.warmup_epochs,
-        "label_smoothing": args.label_smoothing, "image_size": args.image_size,
-        "augment": args.augment, "num_classes": args.num_classes, "classes": classes,
+        "label_smoothing": args.label_smoothing, "image_size": image_size,
+        "augment": args.augment, "num_classes": args.num_classes, "classes": args.classes or None,
         "train_per_class": args.train_per_class, "val_per_class": args.val_per_class, "amp": args.amp,
     }
-    base = PROFILES[args.profile]
-    if args.image_size is not None and args.cache_size is None:
-        overrides["cache_size"] = max(args.image_size, round(args.image_size * base.cache_size / base.image_size))
+    base = PROFILES[args.preset]
+    if image_size is not None and args.cache_size is None:
+        overrides["cache_size"] = max(image_size, round(image_size * base.cache_size / base.image_size))
     else:
         overrides["cache_size"] = args.cache_size
-    return make_recipe(args.profile, **overrides)
+    return make_recipe(args.preset, **overrides)
 
 
 def _say(info: DistInfo, text: str) -> None:
@@ -165,8 +205,6 @@ def main(args: argparse.Namespace) -> int:
     """Run the sweep; 0 on success, 2 on a usage or data error."""
     try:
         recipe = _recipe_from_args(args)
-        if not 0.0 <= args.holdout < 1.0:
-            raise ValueError(f"--holdout must be a fraction in [0, 1), got {args.holdout}")
         attns = resolve_attention(args.attn)
         # under torchrun only the first process of each machine downloads; the others wait for it
         first = os.environ.get("LOCAL_RANK", "0") == "0"
@@ -175,7 +213,7 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, DataNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    device = args.device or ("auto" if args.profile == "gpu" else "cpu")
+    device = args.device or ("auto" if args.preset == "gpu" else "cpu")
     info = init_distributed(device)
     import torch
 
@@ -183,8 +221,8 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if info.device.type == "cpu":
         torch.set_flush_denormal(True)  # denormal weights late in training can slow CPU kernels many-fold
-    out = Path(args.out) if args.out else Path("runs") / "accuracy" / args.profile
-    seeds = list(range(args.first_seed, args.first_seed + (args.seeds or DEFAULT_SEEDS[args.profile])))
+    out = Path(args.out) if args.out else Path("runs") / "accuracy" / args.preset
+    seeds = list(range(args.first_seed, args.first_seed + (args.seeds or DEFAULT_SEEDS[args.preset])))
     finished = False
     try:
         if info.is_main:

@@ -41,6 +41,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from modules import BASELINE
+
 from .augment import apply_affine, center_crop, sample_rrc, sample_translate, to_float
 from .data import SplitData
 from .recipe import Recipe
@@ -58,11 +60,7 @@ __all__ = [
     "amp_active",
     "broadcast_object",
     "cpu_has_native_bf16",
-    "BASELINE",
 ]
-
-BASELINE = "none"
-"""The name of the baseline (no attention) in results."""
 
 
 @dataclass(frozen=True)
@@ -106,9 +104,9 @@ def close_distributed(finished: bool) -> None:
     """Leave the job joined by :func:`init_distributed` (nothing to do in a single process).
 
     ``finished``: this rank ended its work normally. Then the ranks first meet at a barrier, so
-    that none tears its connections down while another may still be using them (CI once saw a
-    gloo rank abort with "terminate called without an active exception" at the end of the
-    two-process test, where the ranks left one after the other). After an error the other
+    that none tears its connections down while another may still be using them (a gloo rank
+    that leaves while its peer still sends can abort with "terminate called without an active
+    exception"). After an error the other
     ranks may never reach that barrier, so the group is destroyed without it; ``torchrun``
     stops the remaining ranks when one fails.
     """

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..options import Option, add_options, choice_list, setting
 from ..records import FolderLockedError
-from ..timing.sweep import choice_list
 from .profile import STAGE_ORDER, ProfileError, apply_overrides, list_profiles, load_profile
 from .runner import BenchError, plan_runs, run_bench
 
-__all__ = ["add_arguments", "main"]
+__all__ = ["BenchSettings", "SETTINGS", "add_arguments", "main"]
 
 EPILOG = """\
 Stages run in order cost -> latency -> memory -> accuracy, each into OUT/raw/STAGE, then the
@@ -30,40 +31,41 @@ examples:
 """
 
 
+@dataclass
+class BenchSettings:
+    """The bench's settings (one flag per field; ``python -m suite bench --help``)."""
+
+    profile: str = setting("--profile", "cpu", default_text=f"cpu; shipped: {', '.join(list_profiles())}")
+    out: Path | None = setting("--out", None, default_text="reports/PROFILE under the current folder")
+    attn: str | None = setting("--attn", None, default_text="the profile's")
+    stages: tuple[str, ...] = setting(Option(
+        "--stages", "the stages to run, comma-separated", parse=choice_list(STAGE_ORDER), metavar="STAGE[,STAGE...]",
+        group="what to measure"), STAGE_ORDER)
+    overrides: list[str] = setting(Option(
+        "--set", "override a profile value, e.g. latency.batch=1,8 or accuracy.seeds=1 (repeatable; KEY is the "
+        "stage's flag without dashes; checked with the whole plan before any stage runs)", kind="append",
+        metavar="STAGE[.I].KEY=VALUE", group="what to measure"), [])
+    plugins: list[str] = setting("--plugin", [])
+    force: bool = setting("--force", False)
+    no_report: bool = setting(Option("--no-report", "run the stages only", kind="switch", group="output"), False)
+    dry_run: bool = setting("--dry-run", False)
+    no_progress: bool = setting("--no-progress", False)
+
+
+SETTINGS = BenchSettings
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("--profile", default="cpu",
-                        help=f"a shipped profile ({', '.join(list_profiles())}) or a path to a .toml "
-                             "profile file (default: cpu); see suite/profiles/")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: reports/PROFILE under the current folder)")
-    parser.add_argument("--attn", default=None,
-                        help="attention types for every stage: fnmatch pattern(s), comma-separated "
-                             "(default: the profile's)")
-    parser.add_argument("--stages", type=choice_list(STAGE_ORDER), default=STAGE_ORDER,
-                        help=f"comma-separated subset of {','.join(STAGE_ORDER)} (default: all)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE[.I].KEY=VALUE",
-                        help="override a profile value, e.g. latency.batch=1,8 or accuracy.seeds=1 "
-                             "(repeatable; KEY is the stage's flag without dashes)")
-    parser.add_argument("--plugin", action="append", default=[], metavar="SPEC",
-                        help="your own attention class: package.module:ClassName, "
-                             "name=package.module:ClassName, or package.module that registers "
-                             "itself; a path/to/file.py may stand for package.module (repeatable); "
-                             "it goes through every stage")
-    parser.add_argument("--force", action="store_true",
-                        help="measure again even what was measured with this commit and environment")
-    parser.add_argument("--no-report", action="store_true", help="run the stages only")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the stage invocations and exit without measuring")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    add_options(parser, BenchSettings)
 
 
 def main(args: argparse.Namespace) -> int:
     from ..plugins import PluginError, export_plugins, load_plugins, normalize_spec
 
     try:
-        specs = [normalize_spec(spec) for spec in args.plugin]
+        specs = [normalize_spec(spec) for spec in args.plugins]
         plugin_names = load_plugins(specs)
         export_plugins(specs)  # the memory stage's worker processes load them too
         profile = apply_overrides(load_profile(args.profile), args.overrides, attn=args.attn)

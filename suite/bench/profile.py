@@ -3,9 +3,11 @@
 A profile (``suite/profiles/<name>.toml``, or any path to a ``.toml`` file) has a
 ``description``, an ``attn`` pattern shared by every stage, and per stage an array of tables
 (``[[cost]]``, ``[[latency]]``, ``[[memory]]``, ``[[accuracy]]``): each table is one
-invocation of ``python -m suite STAGE`` whose keys are that stage's flags without the leading
-dashes. A string or number becomes ``--key value``, a list ``--key v1 v2 ...``, ``true`` a bare
-``--key``, ``false`` nothing. A table may set its own ``attn``.
+invocation of the stage, its keys the stage's flags without the leading dashes. The bench
+loads each table into the stage's settings dataclass (``SETTINGS`` of the stage's module, see
+:mod:`suite.options`), so every key and value is checked before any stage runs: a value is
+what the flag takes (``batch = "1,8"`` or ``batch = [1, 8]``, ``budget-s = 0.5``), a switch is
+``true`` or ``false``. A table may set its own ``attn``.
 
 Overrides from the command line (``--set stage.key=value``) replace that key in every
 invocation of the stage (``--set latency.1.batch=4`` only in the second one); ``--attn``
@@ -26,7 +28,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = ["STAGE_ORDER", "PROFILE_DIR", "Profile", "ProfileError", "list_profiles", "load_profile",
-           "apply_overrides", "stage_argv"]
+           "apply_overrides"]
 
 STAGE_ORDER = ("cost", "latency", "memory", "accuracy")
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
@@ -115,19 +117,3 @@ def apply_overrides(profile: Profile, overrides: list[str], attn: str | None = N
             for run in runs:
                 run.pop("attn", None)
     return result
-
-
-def stage_argv(run: dict[str, Any]) -> list[str]:
-    """The command-line flags of one stage invocation (without ``--out``)."""
-    argv: list[str] = []
-    for key, value in run.items():
-        flag = f"--{key}"
-        if value is True:
-            argv.append(flag)
-        elif value is False or value is None:
-            continue
-        elif isinstance(value, list):
-            argv += [flag, *(str(v) for v in value)]
-        else:
-            argv += [flag, str(value)]
-    return argv

@@ -20,21 +20,22 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import importlib
 import json
 import logging
 import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..env import collect_environment
+from ..options import SettingsError, from_mapping, to_argv, to_namespace
 from ..portable import portable_text, shown_path
 from ..records import folder_lock, write_text_atomic
-from .profile import STAGE_ORDER, Profile, stage_argv
+from .profile import STAGE_ORDER, Profile
 
 __all__ = ["BenchError", "StageRun", "fingerprint", "resolve_attn", "plan_runs", "run_bench"]
 
@@ -50,12 +51,17 @@ class BenchError(ValueError):
 
 @dataclass
 class StageRun:
-    """One invocation of a stage: its index within the stage, flags and identity."""
+    """One invocation of a stage: its index within the stage, its checked settings, and the flags
+    that reproduce it on the command line (``python -m suite STAGE ARGV``)."""
 
     stage: str
     index: int
-    argv: list[str]
+    settings: Any
     outcome: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def argv(self) -> list[str]:
+        return to_argv(self.settings)
 
     @property
     def run_id(self) -> str:
@@ -69,43 +75,60 @@ def fingerprint() -> dict[str, Any]:
     return {key: environment.get(key) for key in FINGERPRINT_KEYS}
 
 
+def stage_module(stage: str) -> Any:
+    """The module of ``python -m suite STAGE`` (its ``SETTINGS`` and ``main``)."""
+    from ..__main__ import STAGES
+
+    return importlib.import_module(STAGES[stage][0])
+
+
 def resolve_attn(stage: str, pattern: str, extra: list[str]) -> str:
     """Check ``pattern`` the way the stage will (an unknown pattern is a :class:`BenchError`
     before anything is measured; only the accuracy stage takes the baseline's name); return
     it with the plugin names ``extra`` appended (when the pattern does not already match them)."""
-    from ..accuracy.train import BASELINE
-    from ..timing.sweep import UnknownAttentionError, resolve_names
+    import modules
 
     parts = [p.strip() for p in pattern.split(",") if p.strip()]
-    checked = [p for p in parts if not (stage == "accuracy" and p == BASELINE)]
+    checked = [p for p in parts if not (stage == "accuracy" and p == modules.BASELINE)]
     if checked:
         try:
-            resolve_names(",".join(checked))
-        except UnknownAttentionError as exc:
-            raise BenchError(f"{stage}: {exc}") from None
+            modules.list_attention(checked, strict=True)
+        except ValueError as exc:
+            raise BenchError(f"{stage}: --attn: {exc}") from None
     for name in extra:
         if not any(fnmatch.fnmatchcase(name, part) for part in parts):
             parts.append(name)
     return ",".join(parts)
 
 
+def stage_settings(profile: Profile, stage: str, index: int, table: dict[str, Any], plugin_names: list[str],
+                   progress: bool) -> Any:
+    """The stage's settings object for one table of the profile, every key and value checked
+    (:func:`suite.options.from_mapping`); a :class:`BenchError` names the table and the key."""
+    where = f"profile {profile.name}: [[{stage}]] #{index}"
+    if "out" in table:
+        raise BenchError(f"{where}: 'out' is set by the bench (OUT/raw/{stage}); use bench --out")
+    table = {**table, "attn": resolve_attn(stage, str(table.get("attn", profile.attn)), plugin_names)}
+    if not progress:
+        table["no-progress"] = True
+    try:
+        return from_mapping(stage_module(stage).SETTINGS, table, where)
+    except SettingsError as exc:
+        raise BenchError(str(exc)) from None
+    except ValueError as exc:  # a check across fields
+        raise BenchError(f"{where}: {exc}") from None
+
+
 def plan_runs(profile: Profile, stages: list[str], plugin_names: list[str], progress: bool) -> list[StageRun]:
-    """Every stage invocation of the profile, in stage order, with its full flags."""
+    """Every stage invocation of the profile, in stage order, with its settings checked: bad
+    input is a :class:`BenchError` before anything runs."""
     unknown = [s for s in stages if s not in STAGE_ORDER]
     if unknown:  # the CLI's --stages parser refuses them first
         raise BenchError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGE_ORDER)}")
-    runs: list[StageRun] = []
-    for stage in STAGE_ORDER:
-        if stage not in stages:
-            continue
-        for index, settings in enumerate(profile.stages.get(stage, [])):
-            settings = dict(settings)
-            settings["attn"] = resolve_attn(stage, str(settings.get("attn", profile.attn)), plugin_names)
-            argv = stage_argv(settings)
-            if not progress:
-                argv.append("--no-progress")
-            runs.append(StageRun(stage=stage, index=index, argv=argv))
-    return runs
+    return [StageRun(stage=stage, index=index,
+                     settings=stage_settings(profile, stage, index, table, plugin_names, progress))
+            for stage in STAGE_ORDER if stage in stages
+            for index, table in enumerate(profile.stages.get(stage, []))]
 
 
 def _read_state(folder: Path) -> dict[str, Any] | None:
@@ -133,30 +156,23 @@ def _prepare_stage_folder(folder: Path, current: dict[str, Any], force: bool) ->
     return state
 
 
-def _invoke(stage: str, argv: list[str]) -> tuple[str, str]:
-    """Run ``python -m suite STAGE ARGV`` in this process; return (status, message).
-
-    torch's thread count is restored afterwards: a stage that sets it (cost counts with one
-    thread) must not leave the next stage (accuracy trains with torch's default) on it."""
+def _invoke(run: StageRun, folder: Path) -> tuple[str, str]:
+    """Run the stage's ``main`` on the run's settings with ``--out folder``, in this process;
+    return (status, message). torch's thread count is restored afterwards: a stage that sets it
+    (cost counts with one thread) must not leave the next stage (accuracy trains with torch's
+    default) on it."""
     import torch
-
-    from ..__main__ import main as suite_main
 
     threads = torch.get_num_threads()
     try:
-        return _call(suite_main, [stage, *argv])
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _call(suite_main: Callable[[list[str]], int], argv: list[str]) -> tuple[str, str]:
-    try:
-        code = suite_main(argv)
-    except SystemExit as exc:  # argparse errors
+        code = stage_module(run.stage).main(to_namespace(run.settings, out=folder))
+    except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 2
     except Exception as exc:  # noqa: BLE001 - a failing stage becomes a status, the bench goes on
         return "error", f"{type(exc).__name__}: {exc}\n{portable_text(traceback.format_exc(limit=5))}"
-    if code == 0:
+    finally:
+        torch.set_num_threads(threads)
+    if not code:
         return "ok", ""
     return ("interrupted" if code == 130 else "error"), f"exit code {code}"
 
@@ -196,7 +212,7 @@ def run_bench(
                 print(f"bench: {label}: python -m suite {run.stage} {' '.join(run.argv)} --out {folder}",
                       file=sys.stderr)
                 t0 = time.perf_counter()
-                status, message = _invoke(run.stage, [*run.argv, "--out", str(folder)])
+                status, message = _invoke(run, folder)
                 run.outcome = {"status": status, "message": message, "wall_s": round(time.perf_counter() - t0, 2)}
                 state["completed"][run.run_id] = run.outcome
                 write_text_atomic(folder / STATE_FILE, json.dumps(state, indent=2))

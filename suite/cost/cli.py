@@ -3,7 +3,7 @@
 Writes, under ``--out``:
 
 * ``cost_records.jsonl``: raw records (one per configuration, with the environment); a
-  re-run skips what is already there with status ``ok`` (``--fresh`` re-measures);
+  re-run skips what is already there with status ``ok`` (``--force`` re-measures);
 * ``cost_module.csv``: one row per attention type x input shape, one column per counter;
 * ``cost_model.csv``: one row per architecture x attention type, absolute and ``delta_*``
   over the same architecture without attention; an entry with no place in an architecture
@@ -17,96 +17,49 @@ see ``suite/cost/counters.py`` for each column and ``suite/cost/op_rules.py`` fo
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-__all__ = ["add_arguments", "main", "select_attention"]
+from ..options import Option, add_options, positive_int, setting
+
+__all__ = ["CostSettings", "SETTINGS", "add_arguments", "main"]
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+@dataclass
+class CostSettings:
+    """The cost stage's settings (one flag per field; ``python -m suite cost --help``)."""
+
+    attn: str = setting("--attn", "*", default_text="'*', every registered type")
+    level: str = setting("--level", "module", choices=("module", "model", "both"))
+    arch: tuple[str, ...] | None = setting("--arch", None, default_text="every one of modules.list_archs()")
+    channels: tuple[int, ...] = setting("--channels", (64, 256, 1024))
+    size: tuple[int, ...] = setting("--size", (56, 28, 14, 7))
+    model_size: int = setting(Option(
+        "--model-size", "model level: the network's input image is S x S (the module level takes --size)",
+        parse=positive_int, metavar="S", group="what to measure"), 224)
+    batch: tuple[int, ...] = setting("--batch", (1,))
+    threads: int = setting("--threads", 1, default_text="1 (counting times nothing; one thread is kind to a shared machine)")
+    out: Path = setting("--out", Path("reports/cost"))
+    force: bool = setting("--force", False)
+    no_progress: bool = setting("--no-progress", False)
+
+
+SETTINGS = CostSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The cost stage's options (each documented in ``--help``)."""
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
-    parser.add_argument(
-        "--attn", default="*", metavar="PATTERN",
-        help="attention types to measure: an fnmatch pattern over the registered names, or "
-        "several separated by commas (e.g. 'se,eca*'). A pattern that matches nothing stops "
-        "the run before anything is measured and lists the registered names.",
-    )
-    parser.add_argument(
-        "--arch", nargs="+", default=None, metavar="ARCH",
-        help="architectures for the model level (default: every one modules.list_archs() "
-        "knows); each is measured without attention (the baseline for the delta_* columns) "
-        "and with each selected attention type at its canonical place.",
-    )
-    parser.add_argument(
-        "--level", choices=("module", "model", "both"), default="module",
-        help="module: the grid of shapes below, one module at a time (a few minutes for the "
-        "whole registry on 2 cores); model: whole backbones at --resolution (about 1-4 s per "
-        "model); both: the two.",
-    )
-    parser.add_argument(
-        "--channels", type=_int_list, default=[64, 256, 1024], metavar="C[,C...]",
-        help="module level: input channels (a conv-kind entry gets out_channels = C).",
-    )
-    parser.add_argument(
-        "--sizes", type=_int_list, default=[56, 28, 14, 7], metavar="H[,H...]",
-        help="module level: square spatial sizes H = W.",
-    )
-    parser.add_argument("--batch", type=int, default=1, help="batch size of every input.")
-    parser.add_argument(
-        "--resolution", type=int, default=224,
-        help="model level: the input image is resolution x resolution.",
-    )
-    parser.add_argument(
-        "--out", type=Path, default=Path("reports/cost"),
-        help="output folder (raw records and CSVs); locked while a run writes it.",
-    )
-    parser.add_argument(
-        "--fresh", action="store_true",
-        help="re-measure every configuration instead of resuming from the records in --out.",
-    )
-    parser.add_argument(
-        "--threads", type=int, default=1,
-        help="torch CPU threads (counting does not time anything; 1 is kind to a shared machine).",
-    )
-    parser.add_argument(
-        "--no-progress", action="store_true",
-        help="no progress bar (by default a tqdm bar with ETA goes to stderr).",
-    )
-
-
-def select_attention(pattern: str) -> list[str]:
-    """Registered names matching the comma-separated fnmatch patterns (``ValueError`` naming the
-    registered names when a pattern matches nothing)."""
-    import modules
-
-    available = modules.list_attention()
-    chosen: list[str] = []
-    for part in [p.strip() for p in pattern.split(",") if p.strip()]:
-        matched = [n for n in available if fnmatch.fnmatchcase(n, part)]
-        if not matched:
-            raise ValueError(
-                f"--attn {part!r} matches no registered attention type. "
-                f"Available: {', '.join(available) or '(none registered)'}"
-            )
-        chosen.extend(n for n in matched if n not in chosen)
-    if not chosen:
-        raise ValueError(f"--attn {pattern!r} selects nothing. Available: {', '.join(available)}")
-    return chosen
+    """The cost stage's flags, from :class:`CostSettings`. Module level: the grid of shapes, one
+    module at a time (a few minutes for the whole registry on 2 cores); model level: whole
+    backbones (1-4 s per model), each without attention (the baseline of the ``delta_*`` columns)
+    and with each attention type at its canonical place; ``both``: the two."""
+    parser.epilog = ("--level module: the grid of shapes, one module at a time; model: whole backbones, each "
+                     "without attention (the baseline of the delta_* columns) and with each attention type at its "
+                     "canonical place; both: the two.")
+    add_options(parser, CostSettings)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -122,24 +75,21 @@ def main(args: argparse.Namespace) -> int:
     from .grid import model_jobs, model_table, module_jobs, module_table, run_jobs
 
     try:
-        names = select_attention(args.attn)
+        names = modules.list_attention(args.attn, strict=True)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: --attn: {error}", file=sys.stderr)
         return 2
     archs = args.arch if args.arch is not None else modules.list_archs()
     unknown = [a for a in archs if a not in modules.list_archs()]
     if unknown:
         print(f"error: unknown --arch {', '.join(unknown)}; available: {', '.join(modules.list_archs())}", file=sys.stderr)
         return 2
-    if args.batch < 1 or args.resolution < 1 or args.threads < 1:
-        print("error: --batch, --resolution and --threads must be positive", file=sys.stderr)
-        return 2
-
     jobs = []
-    if args.level in ("module", "both"):
-        jobs += module_jobs(names, args.channels, args.sizes, args.batch)
-    if args.level in ("model", "both"):
-        jobs += model_jobs(names, archs, args.resolution, args.batch)
+    for batch in args.batch:
+        if args.level in ("module", "both"):
+            jobs += module_jobs(names, args.channels, args.size, batch)
+        if args.level in ("model", "both"):
+            jobs += model_jobs(names, archs, args.model_size, batch)
 
     torch.set_num_threads(args.threads)
     try:
@@ -147,7 +97,7 @@ def main(args: argparse.Namespace) -> int:
             store = RecordStore(args.out / "cost_records.jsonl")
             environment = collect_environment()
             measured, skipped, _ = run_jobs(
-                jobs, store, environment, fresh=args.fresh, progress=not args.no_progress
+                jobs, store, environment, fresh=args.force, progress=not args.no_progress
             )
             records = store.latest_by_key()
             written = []

@@ -26,13 +26,12 @@ from typing import Any
 import pandas as pd
 import torch
 
+from modules import BASELINE
+
 from ..portable import shown_path
 from .counters import analyze
 
 __all__ = [
-    "MODULE_CHANNELS",
-    "MODULE_SIZES",
-    "MODEL_RESOLUTION",
     "Job",
     "module_jobs",
     "model_jobs",
@@ -43,10 +42,6 @@ __all__ = [
     "DELTA_COLUMNS",
 ]
 
-MODULE_CHANNELS: tuple[int, ...] = (64, 256, 1024)
-MODULE_SIZES: tuple[int, ...] = (56, 28, 14, 7)
-MODEL_RESOLUTION = 224
-BASELINE = "none"
 
 DELTA_COLUMNS = (
     "params_total", "params_trainable", "buffers_total",
@@ -81,8 +76,8 @@ class Job:
 
 def module_jobs(
     names: Iterable[str],
-    channels: Sequence[int] = MODULE_CHANNELS,
-    sizes: Sequence[int] = MODULE_SIZES,
+    channels: Sequence[int],
+    sizes: Sequence[int],
     batch: int = 1,
 ) -> list[Job]:
     """The module-level grid: names x channels x sizes."""
@@ -93,7 +88,7 @@ def module_jobs(
 
 
 def model_jobs(
-    names: Iterable[str], archs: Iterable[str], resolution: int = MODEL_RESOLUTION, batch: int = 1
+    names: Iterable[str], archs: Iterable[str], resolution: int = 224, batch: int = 1
 ) -> list[Job]:
     """The model-level grid: for each arch, the baseline then each attention type."""
     names = list(names)

@@ -40,14 +40,21 @@ from pathlib import Path
 from typing import Any
 
 from ..env import collect_environment
+from ..options import (
+    Option,
+    add_options,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    setting,
+)
 from ..plugins import load_plugins, normalize_spec
 from ..portable import shown_path
 from ..records import RecordStore, write_text_atomic
-from ..timing.grid import MODES
-from ..timing.sweep import choice_list, resolve_names
+from ..timing.sweep import MODE
 from ..timing.timer import cpu_settings
 from . import callgrind
-from .cases import DEFAULT_ATTN, RegressSettings
+from .cases import RegressSettings
 from .gate import (
     COUNTERS,
     DEFAULT_FACTOR,
@@ -66,7 +73,7 @@ from .gate import (
     ratios_from_benchmark_json,
 )
 
-__all__ = ["add_arguments", "main", "DEFAULT_BASELINES", "EXIT_REGRESSION", "EXIT_ERROR", "EXIT_MISMATCH"]
+__all__ = ["GateSettings", "SETTINGS", "add_arguments", "main", "DEFAULT_BASELINES", "EXIT_REGRESSION", "EXIT_ERROR", "EXIT_MISMATCH"]
 
 BASELINE_DIR = Path(__file__).resolve().parent / "baselines"
 """The committed baselines, shipped inside the package."""
@@ -87,8 +94,8 @@ DEFAULTS = RegressSettings()
 
 def _alias(text: str) -> tuple[str, str]:
     name, sep, base = text.partition("=")
-    if not sep or not name or not base:
-        raise argparse.ArgumentTypeError(f"expected NAME=BASELINE_NAME, got {text!r}")
+    if not sep or not name.strip() or not base.strip():
+        raise ValueError(f"expected NAME=BASELINE_NAME, got {text!r}")
     return name.strip(), base.strip()
 
 
@@ -96,61 +103,71 @@ def _per_counter(counter_defaults: dict[str, object]) -> str:
     return ", ".join(f"{counter} {value}" for counter, value in counter_defaults.items())
 
 
+WHAT, GATE, UPDATE = "what to measure", "gate", "baseline update"
+
+
+@dataclass
+class GateSettings:
+    """The regression gate's settings (one flag per field; ``python -m suite regress --help``);
+    the measurement defaults are those of :class:`RegressSettings`."""
+
+    counter: str = setting(Option(
+        "--counter", "what is compared: 'ratio' (time / same-process reference conv) or 'instructions' (per call, "
+        "under Callgrind; needs valgrind)", choices=COUNTERS, group=WHAT), "ratio")
+    attn: str = setting("--attn", ",".join(DEFAULTS.attn))
+    mode: tuple[str, ...] = setting(MODE, DEFAULTS.modes)
+    batch: tuple[int, ...] = setting("--batch", (DEFAULTS.batch,), default_text=f"{DEFAULTS.batch}; one value")
+    channels: tuple[int, ...] = setting("--channels", (DEFAULTS.channels,), default_text=f"{DEFAULTS.channels}; one value")
+    size: tuple[int, ...] = setting("--size", (DEFAULTS.size,), default_text=f"{DEFAULTS.size}; one value")
+    threads: int = setting("--threads", DEFAULTS.threads, default_text=f"{DEFAULTS.threads}; part of the machine class")
+    visits: int = setting(Option(
+        "--visits", "measurements per case in one process (ratio: interleaved with the reference; instructions: "
+        "counted repetitions); the case's value is their median", parse=positive_int, metavar="N", group=WHAT),
+        DEFAULTS.repeats)
+    budget_s: float = setting("--budget-s", DEFAULTS.budget_s,
+                              default_text=f"{DEFAULTS.budget_s}; ratio counter: of one measurement")
+    calls: int = setting(Option("--calls", "instructions: calls of the step per counted repetition",
+                                parse=positive_int, metavar="N", group=WHAT), DEFAULTS.calls)
+    plugins: list[str] = setting("--plugin", [])
+    baseline: Path | None = setting(Option("--baseline", "baseline JSON", parse=Path, metavar="FILE", group=GATE), None,
+                                    default_text=_per_counter({c: f"suite/regress/baselines/{p.name}"
+                                                               for c, p in DEFAULT_BASELINES.items()}) + ", inside the package")
+    baseline_name: list[tuple[str, str]] = setting(Option(
+        "--baseline-name", "hold NAME's cases to BASE's baseline (e.g. a patched copy of a module); repeatable",
+        parse=_alias, metavar="NAME=BASE", kind="append", group=GATE), [])
+    confirm: int = setting(Option(
+        "--confirm", "ratio: re-measure a regressing case this many times in fresh processes; it fails only if every "
+        "measurement regresses (instruction counts are not re-measured)", parse=non_negative_int, metavar="N",
+        group=GATE), 1)
+    on_mismatch: str = setting(Option(
+        "--on-mismatch", "baseline from another machine class (ratio: CPU model, threads, device; another torch "
+        "major.minor is only a warning; instructions: torch, Python, ISA, BLAS, CPU vendor, threads): 'fail' exits 3, "
+        "'warn' exits 0; cases are never judged across classes", choices=("fail", "warn"), group=GATE), "fail")
+    update_baseline: bool = setting(Option(
+        "--update-baseline", "measure in --repeats processes and rewrite --baseline (no gating)", kind="switch",
+        group=UPDATE), False)
+    repeats: int | None = setting(Option("--repeats", "processes for --update-baseline", parse=positive_int,
+                                         metavar="N", group=UPDATE), None, default_text=_per_counter(DEFAULT_REPEATS))
+    floor: float | None = setting(Option("--floor", "smallest tolerance, log scale", parse=positive_float,
+                                         metavar="F", group=UPDATE), None, default_text=_per_counter(DEFAULT_FLOORS))
+    factor: float = setting(Option("--factor", "tolerance = max(floor, factor x cross-process spread)",
+                                   parse=positive_float, metavar="F", group=UPDATE), DEFAULT_FACTOR)
+    out: Path = setting("--out", Path("reports/regress"), default_text=(
+        "reports/regress; the counter's measurements (benchmark.json or instructions.json) and verdict.json"))
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "channels", "size"):
+            if len(getattr(self, name)) != 1:
+                raise ValueError(f"--{name}: the gate measures one shape, got {','.join(map(str, getattr(self, name)))}")
+
+
+SETTINGS = GateSettings
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("\n\n", 1)[1] if __doc__ else None
-    parser.add_argument("--counter", choices=COUNTERS, default="ratio",
-                        help="what is compared: 'ratio' (time / same-process reference conv) or "
-                        "'instructions' (per call, under Callgrind; needs valgrind) (default: ratio)")
-    what = parser.add_argument_group("what to measure")
-    what.add_argument("--attn", default=",".join(DEFAULT_ATTN), metavar="PATTERN",
-                      help=f"attention types, fnmatch patterns, comma-separated (default: {','.join(DEFAULT_ATTN)})")
-    what.add_argument("--mode", type=choice_list(MODES), default=DEFAULTS.modes, metavar="M[,M]",
-                      help="forward and/or train (default: both)")
-    what.add_argument("--batch", type=int, default=DEFAULTS.batch, help=f"batch size (default: {DEFAULTS.batch})")
-    what.add_argument("--channels", type=int, default=DEFAULTS.channels,
-                      help=f"channels (default: {DEFAULTS.channels})")
-    what.add_argument("--size", type=int, default=DEFAULTS.size, help=f"input is SIZE x SIZE (default: {DEFAULTS.size})")
-    what.add_argument("--threads", type=int, default=DEFAULTS.threads,
-                      help=f"torch intra-op threads (default: {DEFAULTS.threads}; part of the machine class)")
-    what.add_argument("--visits", type=int, default=DEFAULTS.repeats,
-                      help="measurements per case in one process (ratio: interleaved with the reference; "
-                      "instructions: counted repetitions); the case's value is their median "
-                      f"(default: {DEFAULTS.repeats})")
-    what.add_argument("--budget-s", type=float, default=DEFAULTS.budget_s,
-                      help=f"ratio: timer budget of one measurement (default: {DEFAULTS.budget_s})")
-    what.add_argument("--calls", type=int, default=DEFAULTS.calls,
-                      help=f"instructions: calls of the step per counted repetition (default: {DEFAULTS.calls})")
-    what.add_argument("--plugin", "--import", dest="plugins", action="append", default=[], metavar="SPEC",
-                      help="bring your own module, as in `python -m suite bench --plugin`: 'pkg.mod:Class', "
-                      "'name=pkg.mod:Class', or 'pkg.mod' / 'path/to/file.py' that registers its own types; "
-                      "repeatable")
-    gate = parser.add_argument_group("gate")
-    gate.add_argument("--baseline", type=Path, default=None,
-                      help="baseline JSON (default: "
-                      + _per_counter({c: f"suite/regress/baselines/{p.name}" for c, p in DEFAULT_BASELINES.items()})
-                      + ", inside the package)")
-    gate.add_argument("--baseline-name", type=_alias, action="append", default=[], metavar="NAME=BASE",
-                      help="hold NAME's cases to BASE's baseline (e.g. a patched copy of a module); repeatable")
-    gate.add_argument("--confirm", type=int, default=1,
-                      help="ratio: re-measure a regressing case this many times in fresh processes; it fails "
-                      "only if every measurement regresses (default: 1; instruction counts are not re-measured)")
-    gate.add_argument("--on-mismatch", choices=("fail", "warn"), default="fail",
-                      help="baseline from another machine class (ratio: CPU model, threads, device; another "
-                      "torch major.minor is only a warning; instructions: torch, Python, ISA, BLAS, CPU vendor, threads): 'fail' exits 3, "
-                      "'warn' exits 0; cases are never judged across classes (default: fail)")
-    update = parser.add_argument_group("baseline update")
-    update.add_argument("--update-baseline", action="store_true",
-                        help="measure in --repeats processes and rewrite --baseline (no gating)")
-    update.add_argument("--repeats", type=int, default=None,
-                        help=f"processes for --update-baseline (default: {_per_counter(DEFAULT_REPEATS)})")
-    update.add_argument("--floor", type=float, default=None,
-                        help=f"smallest tolerance, log scale (default: {_per_counter(DEFAULT_FLOORS)})")
-    update.add_argument("--factor", type=float, default=DEFAULT_FACTOR,
-                        help=f"tolerance = max(floor, factor x cross-process spread) (default: {DEFAULT_FACTOR})")
-    parser.add_argument("--out", type=Path, default=Path("reports") / "regress",
-                        help="the counter's measurements (benchmark.json or instructions.json) and verdict.json "
-                        "(default: reports/regress)")
+    add_options(parser, GateSettings)
 
 
 @dataclass
@@ -215,9 +232,11 @@ def measure(counter: str, settings: RegressSettings, out: Path, label: str, *, r
 def _settings(args: argparse.Namespace) -> RegressSettings:
     plugins = tuple(normalize_spec(spec) for spec in args.plugins)  # the benchmarks run from the project root
     load_plugins(plugins)
-    names = tuple(resolve_names(args.attn))
-    return RegressSettings(attn=names, modes=args.mode, batch=args.batch, channels=args.channels,
-                           size=args.size, threads=args.threads, repeats=args.visits,
+    import modules
+
+    names = tuple(modules.list_attention(args.attn, strict=True))
+    return RegressSettings(attn=names, modes=args.mode, batch=args.batch[0], channels=args.channels[0],
+                           size=args.size[0], threads=args.threads, repeats=args.visits,
                            budget_s=args.budget_s, calls=args.calls, plugins=plugins)
 
 

@@ -5,25 +5,34 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["add_arguments", "main"]
+from ..options import Option, add_options, setting
+
+__all__ = ["ReportSettings", "SETTINGS", "add_arguments", "main"]
+
+
+@dataclass
+class ReportSettings:
+    """The report's settings (one flag per field; ``python -m suite report --help``)."""
+
+    out: Path = setting("--out", Path("reports/cpu"), default_text=(
+        "reports/cpu; the profile folder holding raw/{cost,latency,memory,accuracy}/ (any may be missing), where "
+        "summary.csv, the stage tables, figures/*.png and README.md are (re)written"))
+    profile: str | None = setting("--profile", None, default_text="the folder's name")
+    portable: bool = setting(Option(
+        "--portable", "first rewrite the absolute paths in the folder's raw records and files as results now store "
+        "them (relative to the current folder, code relative to the package), for folders written before they were "
+        "stored so; nothing measured changes", kind="switch", group="output"), False)
+
+
+SETTINGS = ReportSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The report stage's options."""
-    parser.add_argument(
-        "--dir", type=Path, required=True, metavar="DIR",
-        help="the profile folder, e.g. reports/cpu, holding raw/{cost,latency,memory,accuracy}/ "
-        "(any of them may be missing); summary.csv, cost.csv, latency.csv, memory.csv, accuracy.csv, "
-        "figures/*.png and README.md are (re)written there",
-    )
-    parser.add_argument("--profile", default=None, metavar="NAME",
-                        help="profile name for titles and captions (default: the folder's name)")
-    parser.add_argument("--portable", action="store_true",
-                        help="first rewrite the absolute paths in DIR's raw records and files as results "
-                        "now store them (relative to the current folder, code relative to the package), "
-                        "for folders written before they were stored so; nothing measured changes")
+    """The report's flags, from :class:`ReportSettings`."""
+    add_options(parser, ReportSettings)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -32,11 +41,11 @@ def main(args: argparse.Namespace) -> int:
     if args.portable:
         from ..portable import make_portable
 
-        changed = make_portable(args.dir)
+        changed = make_portable(args.out)
         print(f"report: rewrote {sum(changed.values())} absolute paths in {len(changed)} files"
               + (f" ({', '.join(f'{name} {n}' for name, n in changed.items())})" if changed else ""))
     try:
-        result = render_report(args.dir, args.profile)
+        result = render_report(args.out, args.profile)
     except FileNotFoundError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 2

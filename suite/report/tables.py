@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modules import BASELINE
+
 from .load import NOT_FAILURES, StageData
 
 __all__ = [
-    "BASELINE",
     "cost_table",
     "latency_table",
     "memory_table",
@@ -35,9 +36,6 @@ __all__ = [
     "primary_module_latency",
     "primary_contended",
 ]
-
-BASELINE = "none"
-"""The accuracy stage's name for the backbone without attention."""
 
 _CONFIG = ["level", "attn", "arch", "mode", "device", "dtype", "memory_format", "compile",
            "batch", "channels", "size", "threads"]

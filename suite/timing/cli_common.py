@@ -14,7 +14,7 @@ import torch
 
 from ..env import collect_environment
 from .grid import Config, expand
-from .sweep import UnknownAttentionError, axes_from_args, busy_warning, resolve_names
+from .sweep import axes_from_args, busy_warning
 from .timer import cpu_settings, cuda_settings, default_threads
 
 __all__ = ["SweepPlan", "plan_sweep", "measurement_settings"]
@@ -44,10 +44,12 @@ def plan_sweep(args: argparse.Namespace, stage: str, cpu_threads: int | None = N
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
         return 2
+    import modules
+
     try:
-        names = resolve_names(args.attn)
-    except UnknownAttentionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        names = modules.list_attention(args.attn, strict=True)
+    except ValueError as exc:
+        print(f"error: --attn: {exc}", file=sys.stderr)
         return 2
     stage_default = cpu_threads if cpu_threads is not None and torch_device.type == "cpu" else None
     threads = args.threads if args.threads is not None else (stage_default or default_threads())
@@ -56,12 +58,10 @@ def plan_sweep(args: argparse.Namespace, stage: str, cpu_threads: int | None = N
         return 2
     archs = [""]
     if args.level == "model":
-        import modules
-
-        archs = [a.strip() for a in str(args.arch).split(",") if a.strip()]
+        archs = list(args.arch)
         unknown = [a for a in archs if a not in modules.list_archs()]
         if unknown or not archs:
-            print(f"error: --arch {args.arch!r}: unknown {', '.join(unknown) or 'empty list'}; "
+            print(f"error: --arch {','.join(archs)!r}: unknown {', '.join(unknown) or 'empty list'}; "
                   f"accepted: {', '.join(modules.list_archs())}", file=sys.stderr)
             return 2
     axes = axes_from_args(args, stage, device)

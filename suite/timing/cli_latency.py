@@ -24,20 +24,28 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..options import (
+    Option,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    setting,
+)
 from ..records import FolderLockedError, RecordStore, folder_lock, write_csv_atomic
 from .cli_common import measurement_settings, plan_sweep
 from .contention import ContentionLimits
 from .grid import Config
 from .roofline import MachinePeaks, measure_machine, min_bytes, roofline
 from .rounds import ALLOCATORS, ISOLATIONS, RoundPlan, RoundWorkers, run_rounds, worker_environment
-from .sweep import add_grid_arguments, write_table
+from .sweep import GridSettings, add_grid_arguments, write_table
 from .timer import RoundOptions, TimerOptions
 
-__all__ = ["add_arguments", "add_roofline", "main", "round_plan", "round_settings", "LEADING_COLUMNS"]
+__all__ = ["LatencySettings", "SETTINGS", "add_arguments", "add_roofline", "main", "round_plan", "round_settings", "LEADING_COLUMNS"]
 
 LEADING_COLUMNS = (
     "name", "level", "arch", "mode", "device", "dtype", "memory_format", "compile",
@@ -59,57 +67,76 @@ across processes at 1 thread, 8-29 ms at 2), and one thread is what the ratio to
 reference needs. ``--threads N`` measures with N."""
 
 
+TIMING = "timing (see suite.timing.rounds for the method)"
+
+
+@dataclass
+class LatencySettings(GridSettings):
+    """The latency stage's settings (one flag per field; ``python -m suite latency --help``)."""
+
+    threads: int | None = setting("--threads", None, default_text=(
+        "1 on CPU, the honest default on a 2-core machine (see DEFAULT_THREADS); on CUDA the cores this process may use"))
+    out: Path = setting("--out", Path("reports/latency"))
+    rounds: int | None = setting(Option(
+        "--rounds", "rounds per configuration, each in a fresh worker process; the 95% intervals come from the rounds",
+        parse=positive_int, metavar="N", group=TIMING), None,
+        default_text=f"{ROUNDS_DEFAULT['cpu']} on CPU, {ROUNDS_DEFAULT['cuda']} on CUDA")
+    max_rounds: int | None = setting(Option(
+        "--max-rounds", "extra rounds (up to this many) for configurations whose ratio interval is still wider "
+        "than +-REL_TOL", parse=positive_int, metavar="N", group=TIMING), None, default_text="--rounds, no extra rounds")
+    budget_s: float | None = setting("--budget-s", None, default_text=(
+        f"{BUDGET_DEFAULT_S['cpu']} on CPU, {BUDGET_DEFAULT_S['cuda']} on CUDA; per configuration, all rounds together "
+        "(warm-up and build excluded), each round sampling BUDGET_S / ROUNDS"))
+    rel_tol: float = setting(Option(
+        "--rel-tol", "a row is 'converged' when the 95% interval of its ratio is within +-REL_TOL",
+        parse=positive_float, metavar="F", group=TIMING), 0.05)
+    min_samples: int = setting(Option("--min-samples", "samples of each callable per round, at least",
+                                      parse=positive_int, metavar="N", group=TIMING), 1)
+    max_samples: int = setting(Option("--max-samples", "samples of a callable per round, at most",
+                                      parse=positive_int, metavar="N", group=TIMING), 2000)
+    warmup_s: float = setting(Option(
+        "--warmup-s", "warm-up per callable and round, at least (and 2 calls, and until the process's memory "
+        "stopped growing for 2 calls, at most 1 s)", parse=non_negative_float, metavar="S", group=TIMING), 0.02)
+    isolation: str = setting("--isolation", "fork", choices=ISOLATIONS, default_text=(
+        "fork; a fresh process per round, a new interpreter (spawn) costing about 6 s of imports each"))
+    servers: int = setting(Option(
+        "--servers", "fork isolation: servers started (in parallel, before measuring); rounds go to them in turn "
+        "so they also differ in library layout", parse=positive_int, metavar="N", group=TIMING), 2)
+    allocator: str = setting(Option(
+        "--allocator", "'steady': glibc's mmap and trim thresholds raised in the workers (GLIBC_TUNABLES), so a "
+        "step reuses its pages; 'inherited': the environment's allocator as it is", choices=ALLOCATORS,
+        group=TIMING), "steady")
+    flush_denormal: str = setting(Option(
+        "--flush-denormal", "torch.set_flush_denormal in the workers, set and recorded (off is torch's default)",
+        choices=("on", "off"), group=TIMING), "off")
+    min_cpu_share: float = setting(Option(
+        "--min-cpu-share", "a window is contended when the worker got less than this share of the CPU time its "
+        "threads asked for (0: never)", parse=non_negative_float, metavar="F", group=TIMING), ContentionLimits.min_cpu_share)
+    max_other_cores: float = setting(Option(
+        "--max-other-cores", "... or other processes used more than this many cores meanwhile",
+        parse=non_negative_float, metavar="F", group=TIMING), ContentionLimits.max_other_cores)
+    max_steal: float = setting(Option(
+        "--max-steal", "... or the hypervisor stole more than this share of the CPUs",
+        parse=non_negative_float, metavar="F", group=TIMING), ContentionLimits.max_steal_share)
+    retries: int = setting(Option(
+        "--retries", "a contended window is sampled again up to this many times in the same round",
+        parse=non_negative_int, metavar="N", group=TIMING), 2)
+    max_attempts: int | None = setting(Option(
+        "--max-attempts", "rounds tried per configuration before it is 'contended'", parse=positive_int,
+        metavar="N", group=TIMING), None, default_text="2 x --rounds")
+    no_roofline: bool = setting(Option(
+        "--no-roofline", "skip the bandwidth / matmul-rate measurement and the roofline columns", kind="switch",
+        group=TIMING), False)
+    roofline_copy_mib: int | None = setting(Option(
+        "--roofline-copy-mib", "size of the tensor copied to measure bandwidth", parse=positive_int, metavar="MIB",
+        group=TIMING), None, default_text="128 on CPU, 1024 on CUDA")
+
+
+SETTINGS = LatencySettings
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_grid_arguments(parser, "latency")
-    timing = parser.add_argument_group("timing (see suite.timing.rounds for the method)")
-    timing.add_argument("--rounds", type=int, default=None,
-                        help="rounds per configuration, each in a fresh worker process; the 95%% intervals come from "
-                        f"the rounds (default {ROUNDS_DEFAULT['cpu']} on CPU, {ROUNDS_DEFAULT['cuda']} on CUDA)")
-    timing.add_argument("--max-rounds", type=int, default=None,
-                        help="extra rounds (up to this many) for configurations whose ratio interval is still wider "
-                        "than +-REL_TOL (default: --rounds, no extra rounds)")
-    timing.add_argument("--budget-s", type=float, default=None,
-                        help="sampling time per configuration, all rounds together (warm-up and build excluded); each "
-                        f"round samples BUDGET_S / ROUNDS (default {BUDGET_DEFAULT_S['cpu']})")
-    timing.add_argument("--rel-tol", type=float, default=0.05,
-                        help="a row is 'converged' when the 95%% interval of its ratio is within +-REL_TOL (default: 0.05)")
-    timing.add_argument("--min-samples", type=int, default=1, help="samples of each callable per round, at least (default: 1)")
-    timing.add_argument("--max-samples", type=int, default=2000, help="samples of a callable per round, at most (default: 2000)")
-    timing.add_argument("--warmup-s", type=float, default=0.02,
-                        help="warm-up per callable and round, at least (and 2 calls, and until the process's memory "
-                        "stopped growing for 2 calls, at most 1 s) (default: 0.02)")
-    timing.add_argument("--isolation", choices=ISOLATIONS, default="fork",
-                        help="how each round gets a fresh process: forked from a server that imported torch and the zoo "
-                        "and ran nothing (fast), or a new interpreter (about 6 s of imports per round) (default: fork)")
-    timing.add_argument("--servers", type=int, default=2,
-                        help="fork isolation: servers started (in parallel, before measuring); rounds go to them in turn "
-                        "so they also differ in library layout (default: 2)")
-    timing.add_argument("--allocator", choices=ALLOCATORS, default="steady",
-                        help="'steady': glibc's mmap and trim thresholds raised in the workers (GLIBC_TUNABLES), so "
-                        "a step reuses its pages; 'inherited': the environment's allocator as it is (default: steady)")
-    timing.add_argument("--flush-denormal", choices=("on", "off"), default="off",
-                        help="torch.set_flush_denormal in the workers, set and recorded (default: off, torch's default)")
-    timing.add_argument("--min-cpu-share", type=float, default=ContentionLimits.min_cpu_share,
-                        help="a window is contended when the worker got less than this share of the CPU time its "
-                        f"threads asked for (default: {ContentionLimits.min_cpu_share})")
-    timing.add_argument("--max-other-cores", type=float, default=ContentionLimits.max_other_cores,
-                        help="... or other processes used more than this many cores meanwhile "
-                        f"(default: {ContentionLimits.max_other_cores})")
-    timing.add_argument("--max-steal", type=float, default=ContentionLimits.max_steal_share,
-                        help=f"... or the hypervisor stole more than this share of the CPUs (default: {ContentionLimits.max_steal_share})")
-    timing.add_argument("--retries", type=int, default=2,
-                        help="a contended window is sampled again up to this many times in the same round (default: 2)")
-    timing.add_argument("--max-attempts", type=int, default=None,
-                        help="rounds tried per configuration before it is 'contended' (default: 2 x --rounds)")
-    timing.add_argument("--timeout-s", type=float, default=300.0,
-                        help="give up on a configuration's round after this long (status timeout) (default: 300)")
-    timing.add_argument("--cudnn-benchmark", choices=("on", "off"), default="on",
-                        help="torch.backends.cudnn.benchmark during CUDA runs (set explicitly, recorded, restored; default: on)")
-    timing.add_argument("--tf32", choices=("on", "off"), default="off",
-                        help="TF32 for fp32 matmuls and convolutions during CUDA runs (set explicitly, recorded, restored; default: off)")
-    timing.add_argument("--no-roofline", action="store_true", help="skip the bandwidth / matmul-rate measurement and the roofline columns")
-    timing.add_argument("--roofline-copy-mib", type=int, default=None,
-                        help="size of the tensor copied to measure bandwidth (default 128 on CPU, 1024 on CUDA)")
+    add_grid_arguments(parser, "latency", LatencySettings)
 
 
 class _LazyPeaks:

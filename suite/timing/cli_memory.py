@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..options import setting
 from ..records import FolderLockedError, RecordStore, folder_lock
 from .cli_common import measurement_settings, plan_sweep
 from .grid import Config
 from .memory import ISOLATIONS, measure_memory_cpu, measure_memory_cuda
-from .sweep import add_grid_arguments, run_sweep, write_table
+from .sweep import GridSettings, add_grid_arguments, run_sweep, write_table
 from .workloads import classify_error
 
-__all__ = ["add_arguments", "main", "measure_memory", "LEADING_COLUMNS"]
+__all__ = ["MemorySettings", "SETTINGS", "add_arguments", "main", "measure_memory", "LEADING_COLUMNS"]
 
 LEADING_COLUMNS = (
     "name", "level", "arch", "mode", "device", "dtype", "memory_format", "compile",
@@ -33,17 +35,20 @@ LEADING_COLUMNS = (
 )
 
 
+@dataclass
+class MemorySettings(GridSettings):
+    """The memory stage's settings (one flag per field; ``python -m suite memory --help``)."""
+
+    out: Path = setting("--out", Path("reports/memory"))
+    isolation: str = setting("--isolation", "forkserver", choices=ISOLATIONS,
+                             default_text="forkserver; CPU: a fresh process per configuration")
+
+
+SETTINGS = MemorySettings
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_grid_arguments(parser, "memory")
-    group = parser.add_argument_group("memory")
-    group.add_argument("--isolation", choices=ISOLATIONS, default="forkserver",
-                       help="CPU: how each configuration gets a fresh process -- forked from a clean server "
-                       "that pre-imported torch and the zoo (fast), or a new interpreter (slow, seconds each) (default: forkserver)")
-    group.add_argument("--timeout-s", type=float, default=300.0, help="CPU: give up on a configuration's process after this long (default: 300)")
-    group.add_argument("--cudnn-benchmark", choices=("on", "off"), default="on",
-                       help="torch.backends.cudnn.benchmark during CUDA runs (set explicitly, recorded, restored; default: on)")
-    group.add_argument("--tf32", choices=("on", "off"), default="off",
-                       help="TF32 for fp32 matmuls and convolutions during CUDA runs (set explicitly, recorded, restored; default: off)")
+    add_grid_arguments(parser, "memory", MemorySettings)
 
 
 def measure_memory(config: Config, *, isolation: str = "forkserver", timeout_s: float = 300.0) -> dict[str, Any]:

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cost.activations import saved_activations
+from ..plugins import load_plugins_from_env
 from .grid import AUTOCAST_DTYPES, Config
 from .workloads import StageError, classify_error, instantiate, make_input, prepare
 
@@ -193,26 +194,25 @@ def _measure_cpu_here(config: Config) -> dict[str, Any]:
 def worker_main(argv: list[str] | None = None) -> int:
     """Entry point of the subprocess: one JSON config in argv, one marked JSON line out."""
     argv = sys.argv[1:] if argv is None else argv
-    config = Config(**json.loads(argv[0]))
-    try:
-        result = _measure_cpu_here(config)
-    except StageError as exc:
-        result = {"status": exc.status, "message": str(exc)[:2000]}
-    except Exception as exc:  # noqa: BLE001
-        result = {"status": classify_error(exc), "message": f"{type(exc).__name__}: {exc}"[:2000]}
-    print(MARKER + json.dumps(result), flush=True)
+    print(MARKER + json.dumps(_measure_in_child(argv[0])), flush=True)
     return 0
 
 
-def _child(config_json: str, conn: Any) -> None:  # pragma: no cover - runs in the child
+def _measure_in_child(config_json: str) -> dict[str, Any]:
+    """What a fresh process reports for one configuration: its fields, or a status and message
+    (the plugins the parent passed on in ``$ATTNBENCH_PLUGINS`` are loaded first)."""
+    load_plugins_from_env()
     config = Config(**json.loads(config_json))
     try:
-        result = _measure_cpu_here(config)
+        return _measure_cpu_here(config)
     except StageError as exc:
-        result = {"status": exc.status, "message": str(exc)[:2000]}
+        return {"status": exc.status, "message": str(exc)[:2000]}
     except Exception as exc:  # noqa: BLE001
-        result = {"status": classify_error(exc), "message": f"{type(exc).__name__}: {exc}"[:2000]}
-    conn.send(result)
+        return {"status": classify_error(exc), "message": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
+def _child(config_json: str, conn: Any) -> None:  # pragma: no cover - runs in the child
+    conn.send(_measure_in_child(config_json))
     conn.close()
 
 

@@ -1,5 +1,5 @@
-"""What ``python -m suite latency`` and ``python -m suite memory`` share: flags, name
-resolution, the resumable sweep loop with its progress bar, and the tidy CSV.
+"""What ``python -m suite latency`` and ``python -m suite memory`` share: settings and flags,
+the resumable sweep loop with its progress bar, and the tidy CSV.
 
 A sweep appends one raw record per configuration to ``records.jsonl`` (with the environment)
 as soon as it is measured; a configuration that raises becomes a record with ``status`` and
@@ -22,17 +22,15 @@ from typing import Any
 
 import pandas as pd
 
+from ..options import Option, add_options, choice_list, positive_int, setting
 from ..portable import format_traceback
 from ..records import RecordStore, write_csv_atomic
-from .grid import COMPILE_MODES, DTYPES, MEMORY_FORMATS, MODES, Axes, Config, profile_axes
-from .timer import default_threads
+from .grid import COMPILE_MODES, DTYPES, MEMORY_FORMATS, MODES, PROFILES, Axes, Config, profile_axes
 
 __all__ = [
+    "GridSettings",
     "add_grid_arguments",
-    "choice_list",
     "axes_from_args",
-    "resolve_names",
-    "UnknownAttentionError",
     "run_sweep",
     "SweepResult",
     "records_to_frame",
@@ -45,91 +43,57 @@ __all__ = [
 STATUS_OK = "ok"
 
 
-class UnknownAttentionError(ValueError):
-    """``--attn`` matched no registered type."""
+GRID = "what to measure"
+MODE = Option("--mode", "forward (eval, no_grad) and/or train (forward + backward), comma-separated",
+              parse=choice_list(MODES), metavar="M[,M...]", group=GRID)
+"""The ``--mode`` flag of the latency, memory and regress commands."""
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}")
-    return values
+@dataclass
+class GridSettings:
+    """What ``suite latency`` and ``suite memory`` both take: the grid and the output. ``None``
+    on an axis means the preset's value (``--preset``)."""
+
+    attn: str = setting("--attn", "*", default_text="'*', every registered type")
+    level: str = setting("--level", "module")
+    arch: tuple[str, ...] = setting("--arch", ("resnet18",))
+    preset: str | None = setting("--preset", None, choices=tuple(PROFILES), default_text=(
+        "gpu when --device is cuda, else cpu; the preset gives the axes not set here (gpu: dtypes, memory "
+        "formats, compile)"))
+    device: str | None = setting("--device", None, default_text="cpu")
+    batch: tuple[int, ...] | None = setting("--batch", None, default_text="the preset's")
+    size: tuple[int, ...] | None = setting("--size", None, default_text="the preset's")
+    channels: tuple[int, ...] | None = setting("--channels", None, default_text="the preset's")
+    dtype: tuple[str, ...] | None = setting(
+        Option("--dtype", "fp32, or bf16/fp16 autocast with a low-precision input, comma-separated",
+               parse=choice_list(DTYPES), metavar="D[,D...]", group=GRID), None, default_text="the preset's")
+    memory_format: tuple[str, ...] | None = setting(
+        Option("--memory-format", "contiguous and/or channels_last, comma-separated",
+               parse=choice_list(MEMORY_FORMATS), metavar="F[,F...]", group=GRID), None, default_text="the preset's")
+    compile: tuple[str, ...] | None = setting(
+        Option("--compile", "eager and/or compile (torch.compile; slow to compile on a small CPU, so off in the cpu "
+               "preset; a compile failure is a row with status compile_error)", parse=choice_list(COMPILE_MODES),
+               metavar="M[,M...]", group=GRID), None, default_text="the preset's")
+    mode: tuple[str, ...] | None = setting(MODE, None, default_text="the preset's")
+    threads: int | None = setting("--threads", None, default_text="the cores this process may use")
+    out: Path = setting("--out", Path("reports/latency"))
+    force: bool = setting("--force", False)
+    retry_failed: bool = setting(Option("--retry-failed", "re-measure configurations whose recorded status is "
+                                        "not 'ok'", kind="switch", group="output"), False)
+    limit: int | None = setting(Option("--limit", "measure at most this many (new) configurations, then stop",
+                                       parse=positive_int, metavar="N", group="output"), None, default_text="all")
+    dry_run: bool = setting("--dry-run", False)
+    no_progress: bool = setting("--no-progress", False)
+    cudnn_benchmark: str = setting("--cudnn-benchmark", "on")
+    tf32: str = setting("--tf32", "off")
+    timeout_s: float = setting("--timeout-s", 300.0)
 
 
-def choice_list(choices: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
-    """An argparse ``type`` for comma-separated values from ``choices`` (a clear error otherwise)."""
-
-    def parse(text: str) -> tuple[str, ...]:
-        values = tuple(v.strip() for v in text.split(",") if v.strip())
-        bad = [v for v in values if v not in choices]
-        if not values or bad:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated values from {', '.join(choices)}; got {text!r}"
-            )
-        return values
-
-    return parse
-
-
-def add_grid_arguments(parser: argparse.ArgumentParser, stage: str) -> None:
-    """The flags both stages take (documented in ``--help``)."""
+def add_grid_arguments(parser: argparse.ArgumentParser, stage: str, settings_class: type) -> None:
+    """The flags of ``settings_class`` (a :class:`GridSettings`), with the stage's epilog."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _epilog(stage)
-    grid = parser.add_argument_group("what to measure")
-    grid.add_argument(
-        "--attn", default="*", metavar="PATTERN",
-        help="attention types to measure: fnmatch pattern(s), comma-separated (e.g. 'se,eca*'); "
-        "a pattern that matches nothing stops the run before measuring and lists the registered names "
-        "(default: '*', every registered type)",
-    )
-    grid.add_argument(
-        "--level", choices=("module", "model"), default="module",
-        help="'module': the attention block alone, reference = 3x3 conv of the same shape; "
-        "'model': modules.build_model(ARCH, attn=NAME), reference = the same model without attention "
-        "(default: module)",
-    )
-    grid.add_argument("--arch", default="resnet18", metavar="ARCH[,ARCH...]",
-                      help="backbone(s) for --level model, comma-separated, from modules.list_archs() (default: resnet18)")
-    grid.add_argument(
-        "--profile", choices=("cpu", "gpu"), default=None,
-        help="default axes: 'cpu' (sized for a 2-core machine) or 'gpu' (dtypes, memory formats, "
-        "compile); default: 'gpu' when --device is cuda, else 'cpu'",
-    )
-    grid.add_argument("--device", default=None, help="'cpu' or 'cuda[:i]'; default: cpu")
-    grid.add_argument("--batch", type=_int_list, default=None, metavar="N[,N...]", help=f"batch sizes ({_defaults(stage, 'batch')})")
-    grid.add_argument("--size", type=_int_list, default=None, metavar="S[,S...]", help=f"input resolutions, input is S x S ({_defaults(stage, 'size')})")
-    grid.add_argument("--channels", type=_int_list, default=None, metavar="C[,C...]", help=f"input channels at module level ({_defaults(stage, 'channels')})")
-    grid.add_argument("--dtype", type=choice_list(DTYPES), default=None, metavar="D[,D...]",
-                      help=f"from {', '.join(DTYPES)}: fp32, or bf16/fp16 autocast with a low-precision input ({_defaults(stage, 'dtype')})")
-    grid.add_argument("--memory-format", type=choice_list(MEMORY_FORMATS), default=None, metavar="F[,F...]",
-                      help=f"from {', '.join(MEMORY_FORMATS)} ({_defaults(stage, 'memory_format')})")
-    grid.add_argument("--compile", type=choice_list(COMPILE_MODES), default=None, metavar="M[,M...]",
-                      help="from eager, compile (torch.compile; slow to compile on a small CPU, so off in the cpu profile; "
-                      f"a compile failure is a row with status compile_error) ({_defaults(stage, 'compile')})")
-    grid.add_argument("--mode", type=choice_list(MODES), default=None, metavar="M[,M...]",
-                      help=f"from forward (eval, no_grad), train (forward + backward) ({_defaults(stage, 'mode')})")
-    threads_default = ("1 on CPU, the honest default on a 2-core machine (see suite.timing.cli_latency.DEFAULT_THREADS)"
-                       if stage == "latency" else f"the cores this process may use, here {default_threads()}")
-    grid.add_argument("--threads", type=int, default=None,
-                      help=f"torch intra-op threads, set and recorded (default: {threads_default})")
-    out = parser.add_argument_group("output")
-    out.add_argument("--out", type=Path, default=Path("reports") / stage,
-                     help=f"output folder: records.jsonl (raw, with environment) and tidy CSVs (default: reports/{stage})")
-    out.add_argument("--force", action="store_true", help="re-measure configurations already in the records")
-    out.add_argument("--retry-failed", action="store_true", help="re-measure configurations whose recorded status is not 'ok'")
-    out.add_argument("--limit", type=int, default=None, help="measure at most this many (new) configurations, then stop (default: all)")
-    out.add_argument("--dry-run", action="store_true", help="list the configurations and exit without measuring")
-    out.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-
-
-def _defaults(stage: str, axis: str) -> str:
-    from .grid import PROFILES
-
-    values = {name: ",".join(map(str, getattr(axes[stage], axis))) for name, axes in PROFILES.items()}
-    return "; ".join(f"{name} profile: {v}" for name, v in values.items())
+    add_options(parser, settings_class)
 
 
 def _epilog(stage: str) -> str:
@@ -163,37 +127,9 @@ def _epilog(stage: str) -> str:
     )
 
 
-def resolve_names(patterns: str, available: Sequence[str] | None = None) -> list[str]:
-    """Registered names matching the comma-separated fnmatch ``patterns``, in registry order.
-
-    Raises :class:`UnknownAttentionError` naming the pattern and listing what is registered
-    when any pattern matches nothing.
-    """
-    import fnmatch
-
-    if available is None:
-        import modules
-
-        available = modules.list_attention()
-    chosen: list[str] = []
-    for pattern in (p.strip() for p in patterns.split(",")):
-        if not pattern:
-            continue
-        matched = [n for n in available if fnmatch.fnmatchcase(n, pattern)]
-        if not matched:
-            raise UnknownAttentionError(
-                f"--attn {pattern!r} matches no registered attention type. "
-                f"Registered ({len(available)}): {', '.join(available)}"
-            )
-        chosen.extend(n for n in matched if n not in chosen)
-    if not chosen:
-        raise UnknownAttentionError("--attn named no pattern")
-    return chosen
-
-
 def axes_from_args(args: argparse.Namespace, stage: str, device: str) -> Axes:
-    profile = args.profile or ("gpu" if device.startswith("cuda") else "cpu")
-    return profile_axes(profile, stage).override(
+    preset = args.preset or ("gpu" if device.startswith("cuda") else "cpu")
+    return profile_axes(preset, stage).override(
         batch=args.batch, size=args.size, channels=args.channels, dtype=args.dtype,
         memory_format=args.memory_format, compile=args.compile, mode=args.mode,
     )

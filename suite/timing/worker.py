@@ -222,6 +222,9 @@ def _preload() -> None:
 
     for name in _PRELOAD:
         importlib.import_module(name)
+    from ..plugins import load_plugins_from_env
+
+    load_plugins_from_env()  # the plugins the parent passed on ($ATTNBENCH_PLUGINS)
     gc.collect()
     gc.freeze()
 
