@@ -1,0 +1,65 @@
+"""Compare the tables of two bench folders: do they agree apart from what is measured?
+
+    python -m benchmarks.compare_bench_tables BEFORE AFTER
+
+For a refactor that must not change behaviour: run the same profile with the old and the new
+code (``python -m suite bench --profile smoke --out BEFORE``, then again at the new commit into
+AFTER) and compare. Every CSV of BEFORE (the report's tables and the stages' tables under
+``raw/``) must exist in AFTER with the same columns and rows; a column may differ only if it
+holds a measurement (times, ratios, intervals, RSS, the machine's peaks, load averages, the
+messages that quote a measured interval) or the identity of the run (date, commit, the code
+hashes in the accuracy keys). Prints one line per table; exit 1 when anything else differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+MEASURED = re.compile(
+    r"(_ms|_s|_seconds|_GBps|_GMACps|_rel)$|^(ratio|passes|ref_|n$|calls_per_sample|converged|bound|"
+    r"roofline_fraction|cpu_share_min|other_cores_max|loadavg|step_peak_bytes|step_rss_bytes|peak_rss_bytes|"
+    r"rss_before_bytes|message$|value$)|latency_|^key$|date$|commit$|^started$|code_version$"
+)
+"""Columns that hold a measurement or the identity of the run (``key`` of the accuracy runs
+contains the code hash, of the machine records the date)."""
+
+
+def compare(before: Path, after: Path) -> list[str]:
+    """One line per table of ``before``; lines starting with ``DIFFERS`` are failures."""
+    lines = []
+    for path in sorted(before.rglob("*.csv")):
+        rel = path.relative_to(before)
+        other = after / rel
+        if not other.exists():
+            lines.append(f"DIFFERS {rel}: missing in {after}")
+            continue
+        a, b = pd.read_csv(path), pd.read_csv(other)
+        if list(a.columns) != list(b.columns) or a.shape != b.shape:
+            lines.append(f"DIFFERS {rel}: columns or shape {a.shape} vs {b.shape}, "
+                         f"columns only on one side: {sorted(set(a.columns) ^ set(b.columns))}")
+            continue
+        changed = [c for c in a.columns if not a[c].equals(b[c])]
+        unexpected = [c for c in changed if not MEASURED.search(c)]
+        head = "DIFFERS" if unexpected else "same"
+        lines.append(f"{head} {rel} {a.shape}: measured columns that differ: {len(changed) - len(unexpected)}"
+                     + (f"; other columns that differ: {unexpected}" if unexpected else ""))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare_bench_tables", description=__doc__.split("\n")[0])
+    parser.add_argument("before", type=Path)
+    parser.add_argument("after", type=Path)
+    args = parser.parse_args(argv)
+    lines = compare(args.before, args.after)
+    print("\n".join(lines))
+    return 1 if any(line.startswith("DIFFERS") for line in lines) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
