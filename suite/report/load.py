@@ -1,10 +1,12 @@
 """Reading the raw outputs of each stage, tolerating missing, empty and partial folders.
 
 A profile folder holds ``raw/<stage>/`` for the stages that ran (see :data:`STAGE_FILES`).
-Each stage's tidy CSVs are read when present; when a CSV is missing but the stage's raw
-JSON-lines records are there (a run killed before it wrote its tables), the table is rebuilt
-from the records by the stage's own table builder, so it equals what the stage would have
-written. Nothing here measures anything.
+Every table is built from the stage's raw JSON-lines records by the stage's own table
+builders, so the report follows the records and the current code, never a CSV a run left
+behind. Only where a folder has no records file are the stage's tidy CSVs read (a folder
+written by hand or by an older version), and ``gate_scale.csv``, the accuracy stage's one
+measurement that is not in its records (:data:`CSV_ONLY`), is always read from its CSV.
+Nothing here measures anything.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pandas as pd
 
 from ..records import RecordStore
 
-__all__ = ["NOT_FAILURES", "STAGES", "STAGE_FILES", "StageData", "load_stage", "load_all", "environment_of"]
+__all__ = ["CSV_ONLY", "NOT_FAILURES", "STAGES", "STAGE_FILES", "StageData", "load_stage", "load_all", "environment_of"]
 
 STAGES: tuple[str, ...] = ("cost", "latency", "memory", "accuracy")
 
@@ -76,15 +78,14 @@ def _latest_records(path: Path) -> list[dict[str, Any]]:
     return RecordStore(path).latest_by_key() if path.is_file() else []
 
 
-PREFER_RECORDS: dict[str, tuple[str, ...]] = {"accuracy": ("runs", "deltas", "per_class")}
-"""Stages whose tables (those named) are always rebuilt from their raw records when these
-exist, never read from the stage's CSVs: the statistics then follow the current code and the
-records, not the CSVs of the run that wrote them."""
+CSV_ONLY: dict[str, tuple[str, ...]] = {"accuracy": ("gate_scale",)}
+"""Tables that exist only as the stage's CSV: the accuracy stage measures each design's gate
+scale at initialisation once per sweep and writes it to ``gate_scale.csv``, not to its records."""
 
 
 def _from_records(stage: str, records: list[dict[str, Any]], folder: Path) -> dict[str, pd.DataFrame]:
-    """Tables rebuilt from raw records (one per key) when the stage's CSVs are missing, by the
-    stage's own table builders (imported here: they pull in torch)."""
+    """The stage's tables from its raw records (one per key), by the stage's own table builders
+    (imported here: they pull in torch), so they equal what the stage writes."""
     if not records:
         return {}
     if stage == "cost":
@@ -104,7 +105,9 @@ def _from_records(stage: str, records: list[dict[str, Any]], folder: Path) -> di
             tables["machine"] = pd.DataFrame(machine)
         return tables
     if stage == "accuracy":
-        from ..accuracy.cli import BASELINE, build_tables, per_image_results
+        from modules import BASELINE
+
+        from ..accuracy.cli import build_tables, per_image_results
         from ..accuracy.stats import image_sampling_se, per_class_table
 
         # one comparison: the last run's recipe, data, precision, threads and code
@@ -128,21 +131,17 @@ def load_stage(raw_dir: Path, stage: str) -> StageData:
         data.notes.append(f"no folder {stage}/: the stage did not run or was skipped")
         return data
     files = STAGE_FILES[stage]
-    rebuilt: dict[str, pd.DataFrame] | None = None
-    if stage in PREFER_RECORDS and (folder / files["records"]).is_file():
-        rebuilt = _from_records(stage, _latest_records(folder / files["records"]), folder)
-        data.notes.append(f"tables rebuilt from {files['records']} (the raw records decide this stage's statistics)")
+    records_file = folder / files["records"]
+    rebuilt = _from_records(stage, _latest_records(records_file), folder) if records_file.is_file() else None
+    if rebuilt is not None:
+        data.notes.append(f"tables built from {files['records']} (the raw records)")
     for name, filename in files.items():
         if name == "records":
             continue
-        from_records = rebuilt is not None and name in PREFER_RECORDS.get(stage, ())
-        frame = rebuilt.get(name) if from_records else _read_csv(folder / filename)
-        if frame is None:
-            if rebuilt is None:
-                rebuilt = _from_records(stage, _latest_records(folder / files["records"]), folder)
+        if rebuilt is not None and name not in CSV_ONLY.get(stage, ()):
             frame = rebuilt.get(name)
-            if frame is not None and not frame.empty and stage not in PREFER_RECORDS:
-                data.notes.append(f"{filename} missing or unreadable: rebuilt from {files['records']}")
+        else:
+            frame = _read_csv(folder / filename)
         if frame is not None and not frame.empty:
             data.tables[name] = frame
     statuses = pd.concat(
