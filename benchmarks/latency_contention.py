@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import pandas as pd
 
+    from suite.timing.sweep import TABLE_COLUMNS
+
     walls: dict[str, float] = {}
     if not args.compare_only:
         busy = busy_cores()
@@ -69,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             for burner in burners:
                 burner.wait()
         (args.out / "burner" / "burn_window.txt").write_text(f"{burn_start:.3f} {burn_start + args.burn_s:.3f}\n")
-    clean = pd.read_csv(args.out / "clean" / "latency.csv")
-    burner = pd.read_csv(args.out / "burner" / "latency.csv")
+    clean = pd.read_csv(args.out / "clean" / "latency.csv").rename(columns=TABLE_COLUMNS)
+    burner = pd.read_csv(args.out / "burner" / "latency.csv").rename(columns=TABLE_COLUMNS)
     frame = compare(clean, burner, "ratio")
     clean_ok = _keyed(clean[clean["status"] == "ok"])
     outside = []
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"wall time: clean {walls['clean']:.0f} s, with burner {walls['burner']:.0f} s")
     if len(frame):
         worst = frame.assign(abs_change=frame["change"].abs()).sort_values("abs_change").iloc[-1]
-        lines.append(f"largest |change| of an ok row: {worst['name']} C={worst['channels']} {worst['change']:+.1%} "
+        lines.append(f"largest |change| of an ok row: {worst['attn']} C={worst['channels']} {worst['change']:+.1%} "
                      f"(combined interval +-{worst['combined']:.1%})")
     print("\n".join(lines))
     table = frame[[*KEY, "ratio_1", "half_width_1", "ratio_2", "half_width_2", "change", "agree",
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     contended = burner[burner["status"] == "contended"]
     if len(contended):
         text += ["", "Contended rows of the burner run:", ""]
-        text += [f"- {r['name']} C={r['channels']}: {r['message'][:160]}" for _, r in contended.iterrows()]
+        text += [f"- {r['attn']} C={r['channels']}: {r['message'][:160]}" for _, r in contended.iterrows()]
     (args.out / "README.md").write_text("\n".join(text) + "\n", encoding="utf-8")
     return 0
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 ATTN = "se,eca,ca,gsop,cbam,dycaconv,ccp_max,gap_mean,simam,non_local,bam"
 STAGE_ARGS = ["--attn", ATTN, "--channels", "64,256", "--size", "28", "--batch", "8", "--mode", "forward"]
-KEY = ["level", "arch", "name", "channels", "size", "batch", "mode"]
+KEY = ["level", "arch", "attn", "channels", "size", "batch", "mode"]
 
 
 def busy_cores(seconds: float = 3.0) -> float:
@@ -54,6 +54,7 @@ def _combined_agreement(r1: float, h1: float, r2: float, h2: float) -> bool:
 def compare(run1, run2, quantity: str = "ratio"):
     """One row per configuration measured ok in both runs, with the agreement of ``quantity``."""
     import pandas as pd
+
 
     ok1 = _keyed(run1[run1["status"] == "ok"])
     ok2 = _keyed(run2[run2["status"] == "ok"])
@@ -97,7 +98,7 @@ def _table(frame, quantity: str) -> str:
         shape = (f"{r['arch']} b{r['batch']} {r['size']}px" if r["level"] == "model"
                  else f"b{r['batch']} C{r['channels']} {r['size']}px {r['mode']}")
         lines.append(
-            f"| {r['name']} | {shape} | {r[f'{quantity}_1']:.4g} (+-{r['half_width_1']:.1%}) | "
+            f"| {r['attn']} | {shape} | {r[f'{quantity}_1']:.4g} (+-{r['half_width_1']:.1%}) | "
             f"{r[f'{quantity}_2']:.4g} (+-{r['half_width_2']:.1%}) | {r['change']:+.1%} | +-{r['combined']:.1%} | "
             f"{'yes' if r['agree'] else 'NO'} |")
     return "\n".join(lines)
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import pandas as pd
 
+    from suite.timing.sweep import TABLE_COLUMNS
+
     load = os.getloadavg()[0]
     args.compare_only = args.compare_only or args.compare is not None
     busy = busy_cores() if not args.compare_only else 0.0
@@ -140,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             walls.append(wall)
             commands.append(command)
     folders = args.compare or [args.out / f"run{i}" for i in (1, 2)]
-    runs = [pd.read_csv(Path(folder) / "latency.csv") for folder in folders]
+    runs = [pd.read_csv(Path(folder) / "latency.csv").rename(columns=TABLE_COLUMNS) for folder in folders]
     ratio = compare(*runs, "ratio")
     passes = compare(*runs, "passes")
     lines = [summary_line(ratio, "ratio"), summary_line(passes, "passes")]

@@ -42,14 +42,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         table = pd.read_csv(out / "latency.csv")
     ok = table[table["status"] == "ok"]
-    print(f"default sweep: {len(table)} configurations ({table['name'].nunique()} attention types) in {wall:.0f} s "
+    print(f"default sweep: {len(table)} configurations ({table['attn'].nunique()} attention types) in {wall:.0f} s "
           f"(limit {args.limit_s:.0f} s); threads {int(table['threads'].iloc[0])}; "
           f"load average {load_before:.2f} before, {load_after:.2f} after, cpu count {os.cpu_count()}")
     print("status counts: " + ", ".join(f"{k}={v}" for k, v in table["status"].value_counts().items()))
     if len(ok):
         print(f"converged medians: {int(ok['converged'].sum())}/{len(ok)}; median ci_rel {ok['ci_rel'].median():.2%}; "
               f"slowest configurations (wall s): "
-              + ", ".join(f"{r.name}/{r.mode}/c{r.channels}={r.wall_s:.1f}" for r in table.nlargest(5, "wall_s").itertuples()))
+              + ", ".join(f"{r.attn}/{r.mode}/c{r.channels}={r.wall_s:.1f}" for r in table.nlargest(5, "wall_s").itertuples()))
     passed = wall <= args.limit_s
     print(f"criterion: wall time <= {args.limit_s:.0f} s: {'PASS' if passed else 'FAIL'}")
     return 0 if passed else 1

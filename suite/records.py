@@ -6,6 +6,7 @@
 * :func:`write_csv_atomic` / :func:`write_text_atomic` write to a temporary file in the same
   folder and ``os.replace`` it, so a reader never sees half a file.
 * :func:`folder_lock` refuses a second writer of the same folder with a clear message.
+* :data:`STATUSES` is the one vocabulary of the ``status`` every record and row carries.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from typing import IO, Any
 import pandas as pd
 
 __all__ = [
+    "STATUSES",
+    "STATUS_OK",
+    "NOT_FAILURES",
     "RecordStore",
     "write_csv_atomic",
     "write_bytes_atomic",
@@ -30,6 +34,28 @@ __all__ = [
     "folder_lock",
     "FolderLockedError",
 ]
+
+
+STATUSES: dict[str, str] = {
+    "ok": "measured",
+    "error": "an exception while building, running or training it (the message, and the traceback in "
+             "the records, say which)",
+    "build_error": "the module could not be built for this configuration (its constructor refused the "
+                   "shape or the arguments)",
+    "oom": "out of memory",
+    "unsupported": "an operation is not implemented for this dtype or device",
+    "compile_error": "torch.compile failed where the eager call ran",
+    "timeout": "its process ran longer than --timeout-s",
+    "contended": "latency: too few rounds got the CPU they asked for, so no numbers",
+    "refused": "build_model has no place for the design in this backbone (a deliberate outcome, not a failure)",
+    "diverged": "accuracy: the training loss went non-finite; scored at chance level, so it counts against the design",
+    "interrupted": "bench: the stage was interrupted; running the same command again resumes it",
+}
+"""Every status a record, a stage's row or a bench run can have, with its meaning."""
+
+STATUS_OK = "ok"
+NOT_FAILURES: tuple[str, ...] = ("refused",)
+"""Statuses that record a deliberate outcome, not a failure."""
 
 
 def _jsonable(value: Any) -> Any:

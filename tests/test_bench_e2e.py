@@ -46,8 +46,7 @@ def test_smoke_profile_with_plugin_writes_every_output(tmp_path: Path) -> None:
     for name in ("cost", "latency", "memory", "accuracy", "summary"):
         table = pd.read_csv(out / f"{name}.csv")
         assert len(table) > 0, name
-        column = "attn" if "attn" in table.columns else "name"
-        assert {"se", "halfgate"} <= set(table[column].astype(str)), (name, table.columns.tolist())
+        assert {"se", "halfgate"} <= set(table["attn"].astype(str)), (name, table.columns.tolist())
     summary_table = pd.read_csv(out / "summary.csv")
     assert summary_table[summary_table.columns[0]].is_unique
 

@@ -147,7 +147,7 @@ def test_render_full(profile_dir: Path) -> None:
     columns = {
         "cost.csv": ["level", "attn", "macs_fvcore", "macs_formula", "flops_torch", "conv3x3_macs",
                      "macs_over_conv3x3", "extra_macs_fvcore", "extra_macs_pct", "backbone_macs_fvcore"],
-        "latency.csv": ["attn", "mode", "batch", "size", "median_ms", "ref_median_ms", "ratio_to_ref", "status"],
+        "latency.csv": ["attn", "mode", "batch", "size", "median_ms", "ref_median_ms", "ratio", "status"],
         "memory.csv": ["attn", "act_saved_bytes", "act_saved_over_input", "step_peak_bytes"],
         "accuracy.csv": ["attn", "top1_pct", "top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "n_seeds"],
     }
@@ -297,3 +297,22 @@ def test_memory_figure_draws_the_step_peak_only_where_cuda_measured_it(tmp_path:
     on_gpu = [{**r, "device": "cuda:0", "cuda_step_peak_bytes": 2**21} for r in rows]
     path, note = memory_figure(pd.DataFrame(on_gpu), pd.DataFrame(), cuda, "c")
     assert "not drawn" not in note and _png_size(cuda)[0] > 1.5 * _png_size(cpu)[0]
+
+
+def test_the_stage_and_report_tables_share_column_names() -> None:
+    """One vocabulary: the attention type is ``attn`` in every table, a record field that
+    :data:`TABLE_COLUMNS` renames appears in none, and the report's latency table only selects
+    the stage's columns (it renames nothing)."""
+    from suite.timing.sweep import TABLE_COLUMNS
+
+    folder = PROJECT_ROOT / "reports" / "cpu"
+    if not (folder / "raw").is_dir():
+        pytest.skip("no committed reports/cpu")
+    pairs = [("latency.csv", "raw/latency/latency.csv"), ("memory.csv", "raw/memory/memory.csv"),
+             ("cost.csv", "raw/cost/cost_module.csv"), ("accuracy.csv", "raw/accuracy/deltas.csv")]
+    for report_csv, stage_csv in pairs:
+        report, stage = (set(pd.read_csv(folder / name, nrows=1).columns) for name in (report_csv, stage_csv))
+        assert "attn" in report and "attn" in stage, report_csv
+        assert not set(TABLE_COLUMNS) & (report | stage), report_csv
+    latency = [set(pd.read_csv(folder / name, nrows=1).columns) for name in ("latency.csv", "raw/latency/latency.csv")]
+    assert latency[0] <= latency[1]

@@ -41,7 +41,7 @@ def test_latency_failures_are_rows_and_the_sweep_goes_on(tmp_path: Path, failing
     argv = ["--attn", "zz_exploding,zz_refuses,zz_crashing,se", "--mode", "forward", *ROUNDS,
             "--no-roofline", "--out", str(out), *FAST]
     assert _run(cli_latency, argv) == 0
-    table = pd.read_csv(out / "latency.csv").set_index("name")
+    table = pd.read_csv(out / "latency.csv").set_index("attn")
     assert table.loc["zz_exploding", "status"] == "error"
     assert "exploding forward" in table.loc["zz_exploding", "message"]
     assert table.loc["zz_refuses", "status"] == "build_error"
@@ -115,7 +115,7 @@ def test_latency_roofline_columns_for_forward_only(tmp_path: Path) -> None:
     se = modules.create("se", 8)
     expected_bytes = 2 * 8 * 8 * 8 * 4 + 4 * se.formula_params()
     assert table.loc["forward", "min_bytes"] == expected_bytes
-    assert table.loc["forward", "formula_macs"] == se.formula_macs((1, 8, 8, 8))
+    assert table.loc["forward", "macs_formula"] == se.formula_macs((1, 8, 8, 8))
     assert table.loc["forward", "bound"] in {"memory", "compute"}
     assert table.loc["forward", "roofline_fraction"] > 0
     assert pd.isna(table.loc["train", "roofline_fraction"])
@@ -213,7 +213,7 @@ def test_memory_cli_subprocess_rows_and_failures(tmp_path: Path) -> None:
     assert _run(cli_memory, argv) == 0
     table = pd.read_csv(out / "memory.csv")
     assert list(table.columns[: len(cli_memory.LEADING_COLUMNS)]) == list(cli_memory.LEADING_COLUMNS)
-    se_train = table[(table["name"] == "se") & (table["mode"] == "train")].iloc[0]
+    se_train = table[(table["attn"] == "se") & (table["mode"] == "train")].iloc[0]
     assert se_train["status"] == "ok"
     assert se_train["act_saved_bytes"] >= 8 * 8 * 8 * 4  # the input, kept for x * gate
     assert se_train["peak_rss_bytes"] > se_train["step_rss_bytes"] >= 0

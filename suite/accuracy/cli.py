@@ -330,7 +330,7 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
             result = train_run(recipe.arch, attn, seed, recipe, train, val, info,
                                checkpoint=checkpoint, run_key=key, progress=progress).as_dict()
         except Exception as error:  # one broken module must not end the sweep
-            result = {"status": "failed", "note": f"{type(error).__name__}: {error}"}
+            result = {"status": "error", "note": f"{type(error).__name__}: {error}"}
         finally:
             if inner is not None:
                 inner.close()
@@ -347,7 +347,7 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
             store.append(record)
             if per_image is not None:
                 images_store.append(per_image_line(key, attn, seed, per_image, val.identity))
-            if result["status"] != "failed":
+            if result["status"] != "error":
                 checkpoint.unlink(missing_ok=True)
             _say(info, _run_line(record))
     if outer is not None:

@@ -206,7 +206,7 @@ def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str,
                            contended: pd.DataFrame | None = None) -> tuple[Path | None, str]:
     """Latency ratio over the 3x3 conv, one row per type, one column per shape; a panel per mode.
     Cells of ``contended`` rows (no clean measurement) are marked as such, never given a number."""
-    data = latency[(latency["status"] == "ok") & (latency["level"] == "module")].dropna(subset=["ratio_to_ref"])
+    data = latency[(latency["status"] == "ok") & (latency["level"] == "module")].dropna(subset=["ratio"])
     if data.empty:
         return None, NEEDS_LATENCY
     busy = set()
@@ -218,7 +218,7 @@ def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str,
     modes = [m for m in MODES if m in set(data["mode"])]
     # each panel shows the shapes measured in its mode only (no empty columns)
     shapes = {mode: list(dict.fromkeys(data.loc[data["mode"] == mode, "shape"])) for mode in modes}
-    order = _type_order(data[data["mode"] == modes[0]], "ratio_to_ref")
+    order = _type_order(data[data["mode"] == modes[0]], "ratio")
     order += [n for n in sorted(set(data["attn"])) if n not in order]
     height = 3.2 + 0.28 * len(order)
     columns = sum(len(v) for v in shapes.values())
@@ -226,13 +226,13 @@ def latency_heatmap_figure(latency: pd.DataFrame, path: Path, caption: str,
     fig, axes = plt.subplots(1, len(modes), figsize=(width, height), squeeze=False, sharey=True,
                              gridspec_kw={"width_ratios": [len(shapes[m]) + (1 if k == len(modes) - 1 else 0)
                                                            for k, m in enumerate(modes)]})
-    values = np.log2(data["ratio_to_ref"].clip(lower=1e-3))
+    values = np.log2(data["ratio"].clip(lower=1e-3))
     bound = max(abs(values.min()), abs(values.max()), 1.0)
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-bound, vmax=bound)
     annotate = columns <= 24
     for k, (ax, mode) in enumerate(zip(axes[0], modes, strict=True)):
         sub = data[data["mode"] == mode]
-        agg = sub.groupby(["attn", "shape"])["ratio_to_ref"].median().unstack("shape")
+        agg = sub.groupby(["attn", "shape"])["ratio"].median().unstack("shape")
         agg = agg.reindex(index=order, columns=shapes[mode])
         labels = agg.apply(lambda col: col.map(lambda v: "" if pd.isna(v) else f"{v:.2g}")) if annotate else None
         if labels is not None:
@@ -486,16 +486,16 @@ def model_latency_figure(primary: pd.DataFrame, latency: pd.DataFrame, path: Pat
     if primary.empty or latency.empty or "level" not in latency:
         return None, "needs successful model-level rows from the latency stage (level = model)"
     model = latency[(latency["level"] == "model") & (latency["mode"] == "forward")]
-    ok = primary[primary["mode"] == "forward"].dropna(subset=["ratio_to_ref"])
+    ok = primary[primary["mode"] == "forward"].dropna(subset=["ratio"])
     if ok.empty:
         return None, "needs successful model-level forward rows from the latency stage"
     archs = sorted(ok["arch"].unique())
     height = 3.0 + 0.24 * max(ok.groupby("arch").size())
     fig, axes = plt.subplots(1, len(archs), figsize=(max(4.6 * len(archs), 8.0), height), squeeze=False)
     for ax, arch in zip(axes[0], archs, strict=True):
-        sub = ok[ok["arch"] == arch].sort_values("ratio_to_ref")
+        sub = ok[ok["arch"] == arch].sort_values("ratio")
         y = np.arange(len(sub))
-        ratio = sub["ratio_to_ref"].to_numpy(float)
+        ratio = sub["ratio"].to_numpy(float)
         low = ratio - sub.get("ratio_ci_low", pd.Series(np.nan, index=sub.index)).to_numpy(float)
         high = sub.get("ratio_ci_high", pd.Series(np.nan, index=sub.index)).to_numpy(float) - ratio
         err = np.vstack([np.nan_to_num(low, nan=0.0), np.nan_to_num(high, nan=0.0)])

@@ -17,9 +17,9 @@ from typing import Any
 
 import pandas as pd
 
-from ..records import RecordStore
+from ..records import NOT_FAILURES, RecordStore
 
-__all__ = ["CSV_ONLY", "NOT_FAILURES", "STAGES", "STAGE_FILES", "StageData", "load_stage", "load_all", "environment_of"]
+__all__ = ["CSV_ONLY", "STAGES", "STAGE_FILES", "StageData", "load_stage", "load_all", "environment_of"]
 
 STAGES: tuple[str, ...] = ("cost", "latency", "memory", "accuracy")
 
@@ -32,9 +32,6 @@ STAGE_FILES: dict[str, dict[str, str]] = {
 }
 """The files each stage writes into its folder (table name -> file name)."""
 
-NOT_FAILURES: tuple[str, ...] = ("refused",)
-"""Row statuses that record a deliberate outcome, not a failure (an entry with no place in a
-backbone is ``refused`` by build_model)."""
 
 ENV_KEYS: tuple[str, ...] = (
     "date", "commit", "python", "platform", "cpu", "cpu_count", "threads", "interop_threads",

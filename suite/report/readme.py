@@ -37,7 +37,7 @@ FIGURE_TEXT: dict[str, tuple[str, str]] = {
     ),
     "counter_agreement": (
         "Counter agreement",
-        "For each type, each counter's MACs divided by the closed form (`formula_macs`), median over "
+        "For each type, each counter's MACs divided by the closed form (`macs_formula`), median over "
         "the shapes. Points on the black line at 1 agree. Counters as shipped skip ops (fvcore ignores "
         "or lacks handles for elementwise ops, reductions and activations; thop has no rule for many "
         "activations; torch's FlopCounterMode counts only matmul/conv), so they fall left of 1: the "
@@ -96,7 +96,7 @@ CONVENTIONS = """\
   (1 intra-op thread on CPU unless stated, glibc's mmap and trim thresholds raised, warm-up until
   the process's memory stops growing); a round whose process did not get the CPU it asked for is
   discarded and measured again, and a configuration without enough clean rounds is `contended`,
-  with no numbers. `ratio_to_ref` is the geometric mean over rounds of each round's median of
+  with no numbers. `ratio` is the geometric mean over rounds of each round's median of
   adjacent module / reference visits, with a 95% t interval on the log scale (`ratio_ci_low`,
   `ratio_ci_high`); `passes` is the same against one copy of the input (a read and a write
   pass): memory-bound gates are best compared in passes. `model_latency_*` is the whole

@@ -23,7 +23,9 @@ import pandas as pd
 
 from modules import BASELINE
 
-from .load import NOT_FAILURES, StageData
+from ..records import NOT_FAILURES
+from ..timing.sweep import TABLE_COLUMNS
+from .load import StageData
 
 __all__ = [
     "cost_table",
@@ -114,7 +116,7 @@ def cost_table(stage: StageData) -> pd.DataFrame:
 _LATENCY = _CONFIG + [
     "status", "message", "median_ms", "ci_low_ms", "ci_high_ms", "iqr_ms", "p90_ms", "p99_ms", "mean_ms",
     "min_ms", "n", "calls_per_sample", "converged", "rounds", "rounds_contended", "reference", "ref_median_ms",
-    "ratio_to_ref", "ratio_ci_low", "ratio_ci_high", "ratio_ci_rel", "copy_median_ms", "passes",
+    "ratio", "ratio_ci_low", "ratio_ci_high", "ratio_ci_rel", "copy_median_ms", "passes",
     "passes_ci_low", "passes_ci_high", "params", "macs_formula", "min_bytes", "bound", "roofline_fraction",
     "compile_s", "threads_set", "flush_denormal", "allocator_tunables", "cpu_share_min", "other_cores_max",
     "loadavg_1m",
@@ -122,13 +124,13 @@ _LATENCY = _CONFIG + [
 
 
 def latency_table(stage: StageData) -> pd.DataFrame:
-    """``latency.csv``: one row per attention type x configuration; ``ratio_to_ref`` is the
+    """``latency.csv``: one row per attention type x configuration; ``ratio`` is the
     module over its reference (timed in alternation in each round's process), with its 95%
     interval across rounds (``ratio_ci_low`` / ``ratio_ci_high``)."""
     frame = stage.table("latency").copy()
     if frame.empty:
         return pd.DataFrame(columns=_LATENCY)
-    frame = frame.rename(columns={"name": "attn", "ratio": "ratio_to_ref", "formula_macs": "macs_formula"})
+    frame = frame.rename(columns=TABLE_COLUMNS)  # a stage CSV written before the tables used these names
     if "level" not in frame:
         frame["level"] = "module"
     return _keep(frame, _LATENCY).reset_index(drop=True)
@@ -147,7 +149,7 @@ def memory_table(stage: StageData) -> pd.DataFrame:
     frame = stage.table("memory").copy()
     if frame.empty:
         return pd.DataFrame(columns=_MEMORY)
-    frame = frame.rename(columns={"name": "attn"})
+    frame = frame.rename(columns=TABLE_COLUMNS)  # a stage CSV written before the tables used these names
     if "level" not in frame:
         frame["level"] = "module"
     frame["act_saved_over_input"] = _num(frame, "act_saved_bytes") / _num(frame, "input_bytes")
@@ -345,8 +347,8 @@ def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFram
         for name, group in module.groupby("attn"):
             if name not in rows:
                 continue
-            forward = group[group["mode"] == "forward"]["ratio_to_ref"]
-            train = group[group["mode"] == "train"]["ratio_to_ref"]
+            forward = group[group["mode"] == "forward"]["ratio"]
+            train = group[group["mode"] == "train"]["ratio"]
             row = rows[name]
             row["latency_config"] = config
             row["latency_shapes"] = int(len(forward) or len(train))
@@ -367,7 +369,7 @@ def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFram
         for name, group in model.groupby("attn"):
             if name in rows:
                 for mode, field in (("forward", "model_latency_ratio_fwd"), ("train", "model_latency_ratio_train")):
-                    values = group[group["mode"] == mode]["ratio_to_ref"]
+                    values = group[group["mode"] == mode]["ratio"]
                     if len(values):
                         rows[name][field] = values.median()
                 rows[name]["model_latency_fwd_by_arch"] = _by_arch(group[group["mode"] == "forward"])
@@ -410,7 +412,7 @@ def _by_arch(forward: pd.DataFrame) -> str:
     """``arch ratio [low, high]`` per backbone, e.g. ``resnet50 1.08 [1.06, 1.10]; ...``."""
     parts = []
     for record in forward.sort_values("arch").to_dict("records"):
-        text = f"{record['arch']} {record['ratio_to_ref']:.3g}"
+        text = f"{record['arch']} {record['ratio']:.3g}"
         if not _missing(record.get("ratio_ci_low")) and not _missing(record.get("ratio_ci_high")):
             text += f" [{record['ratio_ci_low']:.3g}, {record['ratio_ci_high']:.3g}]"
         parts.append(text)

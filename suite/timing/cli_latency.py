@@ -48,13 +48,13 @@ from .timer import RoundOptions, TimerOptions
 __all__ = ["LatencySettings", "SETTINGS", "add_arguments", "add_roofline", "main", "round_plan", "round_settings", "LEADING_COLUMNS"]
 
 LEADING_COLUMNS = (
-    "name", "level", "arch", "mode", "device", "dtype", "memory_format", "compile",
+    "attn", "level", "arch", "mode", "device", "dtype", "memory_format", "compile",
     "batch", "channels", "size", "threads", "status", "message",
     "median_ms", "ci_low_ms", "ci_high_ms", "ci_rel", "iqr_ms", "p90_ms", "p99_ms", "n",
     "calls_per_sample", "converged", "rounds", "rounds_contended", "reference", "ref_median_ms",
     "ratio", "ratio_ci_low", "ratio_ci_high", "ratio_ci_rel",
     "copy_median_ms", "passes", "passes_ci_low", "passes_ci_high",
-    "formula_macs", "min_bytes", "bound", "bound_ms", "roofline_fraction", "fits_llc",
+    "macs_formula", "min_bytes", "bound", "bound_ms", "roofline_fraction", "fits_llc",
     "threads_set", "flush_denormal", "allocator_tunables", "cpu_share_min", "other_cores_max",
 )
 
@@ -206,6 +206,17 @@ def round_settings(args: argparse.Namespace, plan: RoundPlan, device: str, threa
             "cudnn_benchmark": args.cudnn_benchmark == "on", "tf32": args.tf32 == "on"}
 
 
+def write_tables(store: RecordStore, out: Path) -> Any:
+    """``latency.csv`` and ``machine.csv`` in ``out``, rebuilt from the records; returns the latency table."""
+    frame = write_table(store, out / "latency.csv", LEADING_COLUMNS, "latency")
+    machine = [r for r in store.read() if r.get("record") == "machine"]
+    if machine:
+        import pandas as pd
+
+        write_csv_atomic(out / "machine.csv", pd.DataFrame(machine))
+    return frame
+
+
 def main(args: argparse.Namespace) -> int:
     plan = plan_sweep(args, "latency", cpu_threads=DEFAULT_THREADS["cpu"])
     if isinstance(plan, int):
@@ -228,6 +239,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out: Path = args.out
+    if args.tables_only:
+        with folder_lock(out):
+            frame = write_tables(RecordStore(out / "records.jsonl"), out)
+        print(f"latency: {len(frame)} rows in {out / 'latency.csv'}, from the records", file=sys.stderr)
+        return 0
     try:
         with folder_lock(out), measurement_settings(args, plan) as environment:
             environment["clock"] = "cuda_event" if torch_device.type == "cuda" else "perf_counter"
@@ -248,12 +264,7 @@ def main(args: argparse.Namespace) -> int:
                         progress=not args.no_progress,
                     )
             finally:
-                frame = write_table(store, out / "latency.csv", LEADING_COLUMNS, "latency")
-                machine = [r for r in store.read() if r.get("record") == "machine"]
-                if machine:
-                    import pandas as pd
-
-                    write_csv_atomic(out / "machine.csv", pd.DataFrame(machine))
+                frame = write_tables(store, out)
     except FolderLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -27,7 +27,7 @@ from .workloads import classify_error
 __all__ = ["MemorySettings", "SETTINGS", "add_arguments", "main", "measure_memory", "LEADING_COLUMNS"]
 
 LEADING_COLUMNS = (
-    "name", "level", "arch", "mode", "device", "dtype", "memory_format", "compile",
+    "attn", "level", "arch", "mode", "device", "dtype", "memory_format", "compile",
     "batch", "channels", "size", "threads", "status", "message",
     "input_bytes", "output_bytes", "param_bytes", "act_saved_bytes", "act_saved_tensors",
     "step_rss_bytes", "peak_rss_bytes", "rss_before_bytes",
@@ -73,6 +73,11 @@ def main(args: argparse.Namespace) -> int:
             print(config.key())
         return 0
     out: Path = args.out
+    if args.tables_only:
+        with folder_lock(out):
+            frame = write_table(RecordStore(out / "records.jsonl"), out / "memory.csv", LEADING_COLUMNS, "memory")
+        print(f"memory: {len(frame)} rows in {out / 'memory.csv'}, from the records", file=sys.stderr)
+        return 0
     try:
         with folder_lock(out), measurement_settings(args, plan) as environment:
             store = RecordStore(out / "records.jsonl")

@@ -53,10 +53,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..records import RecordStore
+from ..records import STATUS_OK, RecordStore
 from .grid import Config
 from .stats import across_rounds, percentile
-from .sweep import STATUS_OK as _STATUS_OK
 from .sweep import SweepResult, progress_bar
 from .sweep import loadavg as _loadavg
 from .worker import ALLOCATOR_TUNABLES, CHILD, DONE, READY, ROUND, job_payload
@@ -429,7 +428,7 @@ def aggregate_rounds(progress: _Progress, plan: RoundPlan) -> dict[str, Any]:
             f"{len(clean)} of {plan.rounds} rounds clean after {progress.attempts} tries; " + " | ".join(reasons))[:2000])
         return row
     row.update(_measured_fields(clean, plan))
-    row["status"] = _STATUS_OK
+    row["status"] = STATUS_OK
     row["message"] = "" if row["converged"] else (
         f"ratio interval +-{row['ratio_ci_rel']:.1%} after {len(clean)} rounds, wider than +-{plan.rel_tol:.0%}")
     return row
@@ -484,7 +483,7 @@ def _progress_from_records(records: list[dict[str, Any]], configs: Sequence[Conf
         row = rows.get(key)
         latest = newest.get(key, -1)
         row_current = row is not None and int(row.get("generation", 0) or 0) >= latest
-        restart = force or (retry_failed and row is not None and row.get("status") != _STATUS_OK)
+        restart = force or (retry_failed and row is not None and row.get("status") != STATUS_OK)
         if row_current and not restart:
             state[key] = None
             continue
@@ -499,7 +498,7 @@ def _progress_from_records(records: list[dict[str, Any]], configs: Sequence[Conf
 
 def _add_round(progress: _Progress, record: dict[str, Any]) -> None:
     status = record.get("status")
-    if status == _STATUS_OK:
+    if status == STATUS_OK:
         progress.clean.append(record)
     elif status == _CONTENDED:
         progress.contended.append(record)
@@ -581,7 +580,7 @@ def _write_finished_rows(todo: Sequence[Config], state: dict[str, _Progress | No
         if entry is None or entry.needs_round(plan):
             continue
         row = aggregate_rounds(entry, plan)
-        if row["status"] == _STATUS_OK:
+        if row["status"] == STATUS_OK:
             row = finish(config, row)
             result.measured += 1
         elif row["status"] == _CONTENDED:

@@ -24,11 +24,12 @@ import pandas as pd
 
 from ..options import Option, add_options, choice_list, positive_int, setting
 from ..portable import format_traceback
-from ..records import RecordStore, write_csv_atomic
+from ..records import STATUS_OK, RecordStore, write_csv_atomic
 from .grid import COMPILE_MODES, DTYPES, MEMORY_FORMATS, MODES, PROFILES, Axes, Config, profile_axes
 
 __all__ = [
     "GridSettings",
+    "TABLE_COLUMNS",
     "add_grid_arguments",
     "axes_from_args",
     "run_sweep",
@@ -40,7 +41,6 @@ __all__ = [
     "progress_bar",
 ]
 
-STATUS_OK = "ok"
 
 
 GRID = "what to measure"
@@ -83,6 +83,9 @@ class GridSettings:
     limit: int | None = setting(Option("--limit", "measure at most this many (new) configurations, then stop",
                                        parse=positive_int, metavar="N", group="output"), None, default_text="all")
     dry_run: bool = setting("--dry-run", False)
+    tables_only: bool = setting(Option(
+        "--tables-only", "rewrite the tidy CSVs in --out from its records and exit, measuring nothing (after an "
+        "upgrade of the suite, for instance)", kind="switch", group="output"), False)
     no_progress: bool = setting("--no-progress", False)
     cudnn_benchmark: str = setting("--cudnn-benchmark", "on")
     tf32: str = setting("--tf32", "off")
@@ -255,9 +258,16 @@ def run_sweep(
     return result
 
 
+TABLE_COLUMNS = {"name": "attn", "formula_macs": "macs_formula"}
+"""Record fields that the tables (the stage's and the report's) name as every other stage does:
+the attention type is ``attn`` and the closed-form MACs ``macs_formula``, as in the cost and
+accuracy tables; the records keep the field names of :class:`~suite.timing.grid.Config`."""
+
+
 def records_to_frame(records: Iterable[dict[str, Any]], leading: Sequence[str]) -> pd.DataFrame:
-    """A tidy table (one row per configuration) with ``leading`` columns first, no tracebacks."""
-    frame = pd.DataFrame([{k: v for k, v in r.items() if k != "traceback"} for r in records])
+    """A tidy table (one row per configuration) with ``leading`` columns first, no tracebacks,
+    columns named as :data:`TABLE_COLUMNS` says."""
+    frame = pd.DataFrame([{TABLE_COLUMNS.get(k, k): v for k, v in r.items() if k != "traceback"} for r in records])
     if frame.empty:
         return pd.DataFrame(columns=list(leading))
     for column in leading:
