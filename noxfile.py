@@ -132,13 +132,13 @@ def regress(session: nox.Session) -> None:
     ``python -m suite regress`` for the gate's own exit codes (1, 2, 3; see ``--help``).
     ``-- --update-baseline --repeats 5`` rewrites the baseline.
     """
-    _install(session, "-e", ".[test]")
+    _install(session, "-e", ".")
     session.run("python", "-m", "suite", "regress", *session.posargs)
 
 
 @nox.session
 def benchmarks(session: nox.Session) -> None:
-    """Run one script of ``benchmarks/`` with what it needs (timm, scipy, pytest-benchmark):
+    """Run one script of ``benchmarks/`` with what it needs (timm, scipy):
     ``nox -s benchmarks -- SCRIPT [ARGS]``, e.g. ``-- instruction_gate_check.py -n 20``."""
     scripts = sorted(p.name for p in Path("benchmarks").glob("*.py") if "__main__" in p.read_text())
     if not session.posargs or session.posargs[0] not in scripts:

@@ -1,8 +1,4 @@
-"""Fixtures shared by the test suite.
-
-The latency gate's pytest-benchmark cases are not here: they ship inside the package
-(``suite/regress/pytest_cases``) and ``python -m suite regress`` runs them.
-"""
+"""Fixtures shared by the test suite."""
 
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ interleaved measurements. The ratio is compared with a committed baseline that s
 ratios of ``k`` separate processes and a per-case tolerance derived from their spread
 (:func:`suite.regress.gate.tolerance_for`).
 
-* :mod:`suite.regress.cases`: what one case is and how it is measured (the pytest-benchmark
-  cases in ``tests/benchmarks`` call it);
+* :mod:`suite.regress.cases`: what one case is and how it is measured (the worker process of
+  :mod:`suite.timing.worker` runs it, through :func:`suite.regress.cases.gate_case`);
 * :mod:`suite.regress.gate`: baseline file, machine class, comparison, verdicts, table;
-* :mod:`suite.regress.cli`: the command line; runs the benchmarks in a pytest subprocess
-  (``--benchmark-json``), then compares.
+* :mod:`suite.regress.cli`: the command line; measures the cases in a fresh worker process
+  (writing pytest-benchmark's JSON layout), then compares.
 """

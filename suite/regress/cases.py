@@ -27,7 +27,9 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_ATTN",
+    "GateCase",
     "RegressSettings",
+    "gate_case",
     "case_id",
     "config_for",
     "load_settings",
@@ -104,10 +106,39 @@ def config_for(name: str, mode: str, settings: RegressSettings):  # -> suite.tim
                   channels=settings.channels, size=settings.size, threads=settings.threads)
 
 
+@dataclass(frozen=True)
+class GateCase:
+    """One case as the gate hands it to a worker process (:mod:`suite.timing.worker`)."""
+
+    name: str
+    mode: str
+    case: str
+
+    def key(self) -> str:
+        return self.case
+
+
+def gate_case(raw: dict[str, Any], job: dict[str, Any]) -> tuple[str, Any]:
+    """The worker's runner for one gate case: its key and a callable that measures it under the
+    job's gate settings (``job["gate_settings"]``) and returns its facts with status ``ok``."""
+    from suite.plugins import load_plugins
+    from suite.timing.timer import cpu_settings
+
+    settings = RegressSettings.from_json(job["gate_settings"])
+
+    def measure() -> dict[str, Any]:
+        load_plugins(settings.plugins)
+        with cpu_settings(settings.threads):
+            facts, _ = measure_case(raw["name"], raw["mode"], settings)
+        return {"status": "ok", **facts}
+
+    return raw["case"], measure
+
+
 def measure_case(name: str, mode: str, settings: RegressSettings) -> tuple[dict[str, Any], Any]:
     """Measure one case; return its facts (``ratio`` and the rest) and the workload.
 
-    The workload is returned so that the pytest-benchmark case can time the same step for its
+    The workload is returned so that a caller can time the same step for its
     record. Call inside :func:`suite.timing.timer.cpu_settings` (the benchmark case does).
     """
     import torch
@@ -142,6 +173,7 @@ def measure_case(name: str, mode: str, settings: RegressSettings) -> tuple[dict[
         "threads": torch.get_num_threads(),
         "reference": workload.reference_name,
         "module_ms": statistics.median(module_s) * 1e3,
+        "module_ms_repeats": [s * 1e3 for s in module_s],
         "reference_ms": statistics.median(reference_s) * 1e3,
         "ratio": statistics.median(ratios),
         "ratio_repeats": ratios,

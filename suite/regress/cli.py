@@ -7,9 +7,10 @@
 
 Two counters, one baseline format, table, verdict file and set of exit codes:
 
-* ``ratio`` (default): the benchmarks (``suite/regress/pytest_cases``, pytest-benchmark) run in a pytest
-  subprocess that writes ``--out/benchmark.json``; each case's ratio to its same-process
-  reference is compared (see :mod:`suite.regress.gate` for the tolerance rule). Needs a
+* ``ratio`` (default): every case is measured in one fresh worker process, forked from a server
+  as the latency stage's rounds are, and written to ``--out/benchmark.json`` (pytest-benchmark's
+  JSON layout); each case's ratio to its same-process reference is compared (see
+  :mod:`suite.regress.gate` for the tolerance rule). Needs a
   baseline of the same machine class (CPU model, threads, device); another torch major.minor
   is judged with a warning.
 * ``instructions``: every case runs under Callgrind in one valgrind process
@@ -31,9 +32,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +50,7 @@ from ..options import (
 )
 from ..plugins import load_plugins, normalize_spec
 from ..portable import shown_path
-from ..records import RecordStore, write_text_atomic
+from ..records import write_text_atomic
 from ..timing.sweep import MODE
 from ..timing.timer import cpu_settings
 from . import callgrind
@@ -84,8 +84,6 @@ DEFAULT_BASELINES: dict[str, Path] = {
 DEFAULT_REPEATS = {"ratio": 5, "instructions": 3}
 """Processes a baseline is taken from, per counter (``--repeats``)."""
 DEFAULT_FLOORS = {"ratio": DEFAULT_FLOOR, "instructions": DEFAULT_INSTRUCTION_FLOOR}
-CASES_DIR = Path(__file__).resolve().parent / "pytest_cases"
-"""The pytest-benchmark cases of the ratio counter, shipped inside the package."""
 EXIT_REGRESSION, EXIT_ERROR, EXIT_MISMATCH = 1, 2, 3
 
 
@@ -181,33 +179,58 @@ class Measured:
     machine: dict[str, Any]
 
 
-def run_benchmarks(settings: RegressSettings, json_path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Run the cases of ``suite/regress/pytest_cases`` in a fresh pytest process.
+CASE_TIMEOUT_S = 600.0
+"""A case whose worker has not answered after this long is a row with status ``timeout``."""
+WORKER_RECORD_KEYS = ("status", "threads_set", "flush_denormal", "allocator_tunables", "pid")
+"""What the worker adds to a case's facts (its settings record); not part of the facts."""
 
-    Returns ``{case: extra_info}`` of the measured cases and ``{case: "status: message"}`` of
-    those that could not be measured (written next to the JSON as ``*.errors.jsonl``)."""
+
+def run_cases(settings: RegressSettings, json_path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Measure every case in one fresh worker process, forked from a server that imported torch
+    and the zoo, as the latency stage's rounds are (:class:`suite.timing.rounds.RoundWorkers`);
+    write ``json_path`` in pytest-benchmark's JSON format (each case's facts in ``extra_info``).
+
+    Returns ``{case: facts}`` of the measured cases and ``{case: "status: message"}`` of those
+    that could not be measured. The worker inherits the allocator and sets the gate's threads."""
+    from ..plugins import PLUGINS_ENV
+    from ..timing.rounds import RoundWorkers, worker_environment
+    from .cases import GateCase, case_id
+
+    cases = [GateCase(name, mode, case_id(name, mode, settings)) for name, mode in settings.cases()]
+    env = worker_environment(settings.threads, "inherited")
+    if settings.plugins:
+        env[PLUGINS_ENV] = ";".join(settings.plugins)
+    job = {"runner": "suite.regress.cases:gate_case", "gate_settings": settings.to_json(),
+           "threads": settings.threads, "flush_denormal": False, "device": "cpu",
+           "cudnn_benchmark": False, "tf32": False}
+    results: dict[str, dict[str, Any]] = {}
+    with RoundWorkers(isolation="fork", servers=1, env=env, timeout_s=CASE_TIMEOUT_S) as workers:
+        workers.run(cases, job, lambda case, fields: results.__setitem__(case.case, fields))
+    measured = {case: {k: v for k, v in fields.items() if k not in WORKER_RECORD_KEYS}
+                for case, fields in results.items() if fields.get("status") == "ok"}
+    errors = {case: f"{fields.get('status')}: {fields.get('message', '')}"
+              for case, fields in results.items() if fields.get("status") != "ok"}
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    errors_path = json_path.with_suffix(".errors.jsonl")
-    errors_path.unlink(missing_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        json.dump(settings.to_json(), fh)
-        settings_path = fh.name
-    command = [
-        sys.executable, "-m", "pytest", "-c", str(CASES_DIR / "pytest.ini"), "--rootdir", str(CASES_DIR),
-        str(CASES_DIR),
-        "--regress-settings", settings_path, "--regress-errors", str(errors_path.resolve()),
-        "--benchmark-json", str(json_path.resolve()),
-        "-q", "--benchmark-columns=median,iqr,rounds,iterations",
-    ]
-    try:
-        proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    finally:
-        Path(settings_path).unlink(missing_ok=True)
-    if proc.returncode != 0 or not json_path.exists():
-        sys.stderr.write(proc.stdout[-6000:])
-        raise RuntimeError(f"the benchmarks failed (pytest exit {proc.returncode}): {' '.join(command)}")
-    errors = {row["case"]: f"{row['status']}: {row['message']}" for row in RecordStore(errors_path).read()}
+    write_text_atomic(json_path, json.dumps(benchmark_json(measured), indent=1) + "\n")
     return ratios_from_benchmark_json(json.loads(json_path.read_text())), errors
+
+
+def benchmark_json(measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The cases in pytest-benchmark's JSON layout: one benchmark per case, its facts in
+    ``extra_info`` and the module's per-repeat medians (seconds) in ``stats``."""
+    benchmarks = []
+    for case, facts in measured.items():
+        times = sorted(t / 1e3 for t in facts.get("module_ms_repeats", [facts["module_ms"]]))
+        stats = {"min": times[0], "max": times[-1], "mean": statistics.fmean(times),
+                 "median": statistics.median(times), "rounds": len(times), "iterations": 1}
+        extra = {**facts, "shape": "x".join(map(str, facts.get("shape", [])))}
+        benchmarks.append({"group": None, "name": f"test_latency[{case}]",
+                           "fullname": f"suite.regress::test_latency[{case}]", "params": {"case": case},
+                           "param": case, "extra_info": extra, "stats": stats})
+    environment = collect_environment()
+    return {"machine_info": {k: environment.get(k) for k in ("cpu", "cpu_count", "python", "platform")},
+            "commit_info": {"id": environment.get("commit")}, "benchmarks": benchmarks,
+            "datetime": environment.get("date"), "version": "attnbench"}
 
 
 def measure(counter: str, settings: RegressSettings, out: Path, label: str, *, rotate: int = 0) -> Measured:
@@ -217,7 +240,7 @@ def measure(counter: str, settings: RegressSettings, out: Path, label: str, *, r
     if counter == "ratio":
         with cpu_settings(settings.threads):  # the environment records the thread count measured with
             environment = collect_environment()
-        cases, errors = run_benchmarks(settings, out / f"{label}.json")
+        cases, errors = run_cases(settings, out / f"{label}.json")
         return Measured(cases, errors, environment, machine_class(environment, threads=settings.threads))
     counts = callgrind.collect(settings, out / "callgrind", rotate=rotate)
     environment = {**collect_environment(), "valgrind_version": counts.valgrind,

@@ -118,7 +118,8 @@ def tolerance_for(ratios: Sequence[float], *, floor: float = DEFAULT_FLOOR, fact
 
 
 def ratios_from_benchmark_json(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{case id: extra_info}`` from a pytest-benchmark JSON written by ``tests/benchmarks``."""
+    """``{case id: extra_info}`` from a benchmark JSON in pytest-benchmark's layout (the gate's
+    ``benchmark.json``)."""
     out: dict[str, dict[str, Any]] = {}
     for bench in data.get("benchmarks", []):
         info = bench.get("extra_info", {})

@@ -127,13 +127,20 @@ def latency_table(stage: StageData) -> pd.DataFrame:
     """``latency.csv``: one row per attention type x configuration; ``ratio`` is the
     module over its reference (timed in alternation in each round's process), with its 95%
     interval across rounds (``ratio_ci_low`` / ``ratio_ci_high``)."""
-    frame = stage.table("latency").copy()
+    frame = _sweep_frame(stage, "latency")
+    return pd.DataFrame(columns=_LATENCY) if frame is None else _keep(frame, _LATENCY).reset_index(drop=True)
+
+
+def _sweep_frame(stage: StageData, name: str) -> pd.DataFrame | None:
+    """A latency or memory stage table named as the tables name columns (a stage CSV written
+    before they used these names is renamed), with its level; ``None`` when empty."""
+    frame = stage.table(name).copy()
     if frame.empty:
-        return pd.DataFrame(columns=_LATENCY)
-    frame = frame.rename(columns=TABLE_COLUMNS)  # a stage CSV written before the tables used these names
+        return None
+    frame = frame.rename(columns=TABLE_COLUMNS)
     if "level" not in frame:
         frame["level"] = "module"
-    return _keep(frame, _LATENCY).reset_index(drop=True)
+    return frame
 
 
 _MEMORY = _CONFIG + [
@@ -146,12 +153,9 @@ _MEMORY = _CONFIG + [
 def memory_table(stage: StageData) -> pd.DataFrame:
     """``memory.csv``: one row per attention type x configuration. ``step_peak_bytes`` is the
     memory one step added: CUDA peak allocated where measured on CUDA, else the peak RSS growth."""
-    frame = stage.table("memory").copy()
-    if frame.empty:
+    frame = _sweep_frame(stage, "memory")
+    if frame is None:
         return pd.DataFrame(columns=_MEMORY)
-    frame = frame.rename(columns=TABLE_COLUMNS)  # a stage CSV written before the tables used these names
-    if "level" not in frame:
-        frame["level"] = "module"
     frame["act_saved_over_input"] = _num(frame, "act_saved_bytes") / _num(frame, "input_bytes")
     frame["step_peak_bytes"] = _num(frame, "cuda_step_peak_bytes").fillna(_num(frame, "step_rss_bytes"))
     return _keep(frame, _MEMORY).reset_index(drop=True)

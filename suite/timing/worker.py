@@ -192,24 +192,44 @@ def job_payload(configs: list[Any], **settings: Any) -> dict[str, Any]:
     return {"configs": [asdict(c) for c in configs], **settings}
 
 
-def run_job(job: dict[str, Any], out: Any = None) -> None:
-    """Measure every configuration of ``job`` in this process, one ``ROUND`` line each."""
+def _latency_round(raw: dict[str, Any], job: dict[str, Any]) -> tuple[str, Any]:
+    """The default runner: one latency round of the configuration ``raw`` (a ``Config`` as a dict)."""
     from .grid import Config
+
+    config = Config(**raw)
+    return config.key(), lambda: measure_round(config, job)
+
+
+def _runner(job: dict[str, Any]) -> Any:
+    """The job's runner: ``job["runner"]`` (``"package.module:function"``, taking an item and the
+    job and returning its key and a callable that measures it) or :func:`_latency_round`."""
+    if not job.get("runner"):
+        return _latency_round
+    import importlib
+
+    module, _, name = str(job["runner"]).partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_job(job: dict[str, Any], out: Any = None) -> None:
+    """Measure every item of ``job`` in this process, one ``ROUND`` line each (an item is a
+    latency configuration, or what the job's runner measures: the regression gate's cases)."""
     from .workloads import StageError, classify_error
 
     out = out or sys.stdout
+    runner = _runner(job)
     with _apply_settings(job) as cuda_record:
         settings = {**_settings_record(), **cuda_record}
         for raw in job["configs"]:
-            config = Config(**raw)
+            key, measure = runner(raw, job)
             try:
-                fields = measure_round(config, job)
+                fields = measure()
             except StageError as exc:
                 fields = {"status": exc.status, "message": str(exc)[:2000], "traceback": format_traceback(exc)}
             except Exception as exc:  # noqa: BLE001
                 fields = {"status": classify_error(exc), "message": f"{type(exc).__name__}: {exc}"[:2000],
                           "traceback": format_traceback(exc)}
-            out.write(ROUND + json.dumps({"key": config.key(), **fields, **settings}) + "\n")
+            out.write(ROUND + json.dumps({"key": key, **fields, **settings}) + "\n")
             out.flush()
 
 
