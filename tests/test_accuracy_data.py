@@ -280,4 +280,4 @@ def test_an_incomplete_download_is_an_error_and_other_ranks_wait_for_the_first(t
         wait_for_download(root.parent, timeout_s=0.05, poll_s=0.01)
     (root / "val").mkdir()
     (root.parent / DOWNLOAD_DONE).touch()
-    assert download_imagenette(tmp_path, downloader=wait_for_download) == root
+    assert download_imagenette(tmp_path, wait=True) == root

@@ -46,7 +46,6 @@ from .data import (
     resolve_data_root,
     select_classes,
     torchvision_imagenette,
-    wait_for_download,
 )
 from .identity import (
     IDENTITY_FIELDS,
@@ -209,7 +208,7 @@ def main(args: argparse.Namespace) -> int:
         # under torchrun only the first process of each machine downloads; the others wait for it
         first = os.environ.get("LOCAL_RANK", "0") == "0"
         root = resolve_data_root(args.data, Path(args.cache_dir) if args.cache_dir else None,
-                                 downloader=torchvision_imagenette if first else wait_for_download)
+                                 downloader=torchvision_imagenette, wait=not first)
     except (ValueError, DataNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -136,22 +136,25 @@ def torchvision_imagenette(target: Path) -> None:
     Imagenette(str(target), size=IMAGENETTE_SIZE, download=True)
 
 
-def download_imagenette(cache_dir: Path | None = None, downloader=torchvision_imagenette) -> Path:
+def download_imagenette(cache_dir: Path | None = None, downloader=torchvision_imagenette, *,
+                        wait: bool = False) -> Path:
     """The Imagenette root in the cache folder, downloaded first when it is not there.
 
+    ``wait``: this process does not download (another rank of a distributed run does); it waits
+    for the completion marker the downloading process writes (:func:`wait_for_download`).
     Raises DataNotFoundError naming the folder the files go to when the download fails (no
     network, for instance)."""
     root = imagenette_cache_root(cache_dir)
     done = root.parent / DOWNLOAD_DONE
-    waiting = downloader is wait_for_download
-    if (root / "train").is_dir() and (root / "val").is_dir() and (done.exists() or not waiting):
+    complete = (root / "train").is_dir() and (root / "val").is_dir()
+    if complete and not wait:
         done.touch()  # a copy put there by hand counts as complete
         return root
-    if root.exists() and not waiting:
+    if root.exists() and not wait:
         raise DataNotFoundError(f"{root} holds an incomplete download (no train/ or val/); remove it and run again")
     root.parent.mkdir(parents=True, exist_ok=True)
     try:
-        downloader(root.parent)
+        wait_for_download(root.parent) if wait else downloader(root.parent)
     except (OSError, RuntimeError, ValueError) as error:  # urllib's URLError is an OSError
         raise DataNotFoundError(
             f"could not download Imagenette into {root.parent} ({type(error).__name__}: {error}); without "
@@ -180,20 +183,21 @@ def wait_for_download(target: Path, timeout_s: float = 7200.0, poll_s: float = 5
 
 
 def resolve_data_root(path: str | os.PathLike[str] | None, cache_dir: Path | None = None,
-                      downloader=torchvision_imagenette) -> Path:
+                      downloader=torchvision_imagenette, *, wait: bool = False) -> Path:
     """The dataset root: ``path`` if given (``"imagenette"``: :func:`download_imagenette`,
     unless a folder of that name exists here), else :func:`default_data_root`, else (no
-    ``$ATTNBENCH_DATA`` and no shared copy) the downloaded Imagenette.
+    ``$ATTNBENCH_DATA`` and no shared copy) the downloaded Imagenette (``wait``: another
+    process downloads it, see :func:`download_imagenette`).
 
     Raises DataNotFoundError naming the locations and the ``--data`` option when nothing is
     found or downloaded, or when the chosen root lacks ``train/`` or ``val/``.
     """
     if path is not None and str(path) == IMAGENETTE and not Path(IMAGENETTE).is_dir():
-        return download_imagenette(cache_dir, downloader)
+        return download_imagenette(cache_dir, downloader, wait=wait)
     root = Path(path).expanduser() if path is not None else default_data_root()
     if path is None and not root.is_dir():
         if not os.environ.get(DATA_ENV):
-            return download_imagenette(cache_dir, downloader)
+            return download_imagenette(cache_dir, downloader, wait=wait)
         looked = ", ".join(shown_path(c) for c in default_data_candidates())
         raise DataNotFoundError(
             f"no dataset found: looked for the default Imagenette copy at {looked} and no --data "
