@@ -8,7 +8,9 @@ AFTER) and compare. Every CSV of BEFORE (the report's tables and the stages' tab
 ``raw/``) must exist in AFTER with the same columns and rows; a column may differ only if it
 holds a measurement (times, ratios, intervals, RSS, the machine's peaks, load averages, the
 messages that quote a measured interval) or the identity of the run (date, commit, the code
-hashes in the accuracy keys). Prints one line per table; exit 1 when anything else differs.
+hashes in the accuracy keys). BEFORE's columns are first renamed as the tables name them now
+(``suite.timing.sweep.TABLE_COLUMNS``: ``name`` is ``attn``), so a folder written before that
+vocabulary compares (and the report's ``ratio_to_ref`` is ``ratio``). Prints one line per table; exit 1 when anything else differs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from suite.timing.sweep import TABLE_COLUMNS
+
 MEASURED = re.compile(
     r"(_ms|_s|_seconds|_GBps|_GMACps|_rel)$|^(ratio|passes|ref_|n$|calls_per_sample|converged|bound|"
     r"roofline_fraction|cpu_share_min|other_cores_max|loadavg|step_peak_bytes|step_rss_bytes|peak_rss_bytes|"
@@ -27,6 +31,20 @@ MEASURED = re.compile(
 )
 """Columns that hold a measurement or the identity of the run (``key`` of the accuracy runs
 contains the code hash, of the machine records the date)."""
+
+
+RENAMED = {"ratio_to_ref": "ratio"}
+"""Report columns renamed to the stages' names (the report's latency ratio is ``ratio``)."""
+
+
+def _same(x: pd.Series, y: pd.Series) -> bool:
+    """Equal values, missing where the other is missing; ``36.0`` equals ``36`` (a CSV read
+    back gives floats where a column had gaps)."""
+    missing = x.isna() & y.isna()
+    try:
+        return bool(((x == y) | missing).all())
+    except TypeError:
+        return x.astype(str).equals(y.astype(str))
 
 
 def compare(before: Path, after: Path) -> list[str]:
@@ -38,12 +56,12 @@ def compare(before: Path, after: Path) -> list[str]:
         if not other.exists():
             lines.append(f"DIFFERS {rel}: missing in {after}")
             continue
-        a, b = pd.read_csv(path), pd.read_csv(other)
+        a, b = pd.read_csv(path).rename(columns={**TABLE_COLUMNS, **RENAMED}), pd.read_csv(other)
         if list(a.columns) != list(b.columns) or a.shape != b.shape:
             lines.append(f"DIFFERS {rel}: columns or shape {a.shape} vs {b.shape}, "
                          f"columns only on one side: {sorted(set(a.columns) ^ set(b.columns))}")
             continue
-        changed = [c for c in a.columns if not a[c].equals(b[c])]
+        changed = [c for c in a.columns if not _same(a[c], b[c])]
         unexpected = [c for c in changed if not MEASURED.search(c)]
         head = "DIFFERS" if unexpected else "same"
         lines.append(f"{head} {rel} {a.shape}: measured columns that differ: {len(changed) - len(unexpected)}"
