@@ -208,7 +208,7 @@ def test_backbones_reproduce_torchvision_published_figures(arch):
 def test_model_level_delta_is_the_attention_modules_closed_form():
     from suite.cost.grid import model_jobs, run_job
 
-    records = [run_job(job) for job in model_jobs(["se", "cbam"], ["resnet18"])]
+    records = [run_job(job) for job in model_jobs(["se", "cbam"], ["resnet18"], 224, 1)]
     assert [r["status"] for r in records] == ["ok", "ok", "ok"], [r.get("message") for r in records]
     table = model_table(records).set_index("attn")
     for name in ("se", "cbam"):  # CBAM holds two AttentionModules: counted once, as CBAM

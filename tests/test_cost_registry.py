@@ -28,7 +28,7 @@ TOLERANCE = 0.01
 
 @cache
 def _rows(name: str) -> tuple[dict, ...]:
-    return tuple(run_job(job) for job in module_jobs([name], CHANNELS, SIZES))
+    return tuple(run_job(job) for job in module_jobs([name], CHANNELS, SIZES, 1))
 
 
 def _rel(a: float, b: float) -> float:

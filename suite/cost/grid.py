@@ -78,7 +78,7 @@ def module_jobs(
     names: Iterable[str],
     channels: Sequence[int],
     sizes: Sequence[int],
-    batch: int = 1,
+    batch: int,
 ) -> list[Job]:
     """The module-level grid: names x channels x sizes."""
     return [
@@ -88,7 +88,7 @@ def module_jobs(
 
 
 def model_jobs(
-    names: Iterable[str], archs: Iterable[str], resolution: int = 224, batch: int = 1
+    names: Iterable[str], archs: Iterable[str], resolution: int, batch: int
 ) -> list[Job]:
     """The model-level grid: for each arch, the baseline then each attention type."""
     names = list(names)

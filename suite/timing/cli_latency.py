@@ -227,10 +227,7 @@ def main(args: argparse.Namespace) -> int:
             print(config.key())
         return 0
     kind = "cuda" if torch_device.type == "cuda" else "cpu"
-    budget = BUDGET_DEFAULT_S[kind] if args.budget_s is None else args.budget_s
-    if budget <= 0:
-        print(f"error: --budget-s must be > 0, got {budget}", file=sys.stderr)
-        return 2
+    budget = BUDGET_DEFAULT_S[kind] if args.budget_s is None else args.budget_s  # > 0: its parser checks
     try:
         rounds = round_plan(args, torch_device.type)
         settings = round_settings(args, rounds, device, plan.threads, budget)
