@@ -163,7 +163,7 @@ SHARED: dict[str, Option] = {option.flag: option for option in (
            metavar="S", group="timing"),
     Option("--isolation", "how each measurement gets a fresh process: forked from a server that imported torch and "
            "the zoo and ran nothing (fast), or a new interpreter (seconds of imports each)", group="processes"),
-    Option("--out", "output folder: raw records (with the environment) and tidy CSVs; locked while a run "
+    Option("--out", "output folder: raw records (the run's environment written once, in environments.jsonl) and tidy CSVs; locked while a run "
            "writes it", parse=Path, metavar="DIR", group="output"),
     Option("--force", "measure again what the records in --out already hold", kind="switch", group="output"),
     Option("--dry-run", "list what would be measured and exit without measuring", kind="switch", group="output"),

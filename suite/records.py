@@ -3,6 +3,10 @@
 * :class:`RecordStore` keeps one JSON object per line (a raw record). Each record carries a
   ``key`` naming its configuration; a re-run skips the keys already present, so an interrupted
   sweep resumes. A line cut short by a kill is ignored on reading.
+* The environment of a run (versions, CPU, commit, date...) is written once, to
+  ``environments.jsonl`` beside the records (:data:`ENVIRONMENTS_FILE`), under an id; each
+  record names it in ``env_id`` instead of copying it, and :meth:`RecordStore.read` puts the
+  fields back, so readers see whole records (:func:`compact_record`, :func:`expand_record`).
 * :func:`write_csv_atomic` / :func:`write_text_atomic` write to a temporary file in the same
   folder and ``os.replace`` it, so a reader never sees half a file.
 * :func:`folder_lock` refuses a second writer of the same folder with a clear message.
@@ -13,11 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,7 +32,13 @@ __all__ = [
     "STATUSES",
     "STATUS_OK",
     "NOT_FAILURES",
+    "ENVIRONMENTS_FILE",
     "RecordStore",
+    "compact_record",
+    "expand_record",
+    "environment_id",
+    "ENVIRONMENT_FIELDS",
+    "environment_fields",
     "write_csv_atomic",
     "write_bytes_atomic",
     "write_text_atomic",
@@ -68,35 +79,96 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+ENVIRONMENT_FIELDS: tuple[str, ...] = (
+    "date", "commit", "python", "platform", "cpu", "cpu_count", "threads", "interop_threads",
+    "torch_version", "torchvision_version", "fvcore_version", "thop_version", "numpy_version",
+    "pandas_version", "timm_version", "gpu", "gpu_driver", "cuda",
+)
+"""The fields of :func:`suite.env.collect_environment` (the latency and memory stages name them
+with ``env_`` before, and add their own settings with that prefix)."""
+
+ENVIRONMENTS_FILE = "environments.jsonl"
+"""The file, beside a folder's records, that holds each environment its records name in ``env_id``."""
+
+ENV_ID = "env_id"
+
+
+def _normalized(mapping: dict[str, Any]) -> dict[str, Any]:
+    """``mapping`` as it reads back from JSON (tuples as lists, NaN as null, numpy scalars as numbers)."""
+    return json.loads(json.dumps({k: _jsonable(v) for k, v in mapping.items()}))
+
+
+def environment_id(environment: dict[str, Any]) -> str:
+    """A short content hash naming ``environment`` (the same fields give the same id)."""
+    text = json.dumps(_normalized(environment), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def expand_record(record: dict[str, Any], environments: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``record`` with its environment's fields in place of ``env_id`` (a field the record has
+    itself keeps the record's position and value); unchanged without ``env_id`` or when the id is
+    not in ``environments``."""
+    environment = environments.get(record.get(ENV_ID, ""))
+    if environment is None:
+        return record
+    whole: dict[str, Any] = {}
+    for key, value in record.items():
+        if key == ENV_ID:
+            whole.update({k: v for k, v in environment.items() if k not in record})
+        else:
+            whole[key] = value
+    return whole
+
+
+def compact_record(record: dict[str, Any], environment: dict[str, Any], env_id: str) -> dict[str, Any]:
+    """``record`` (normalised as JSON) with the fields equal to ``environment``'s replaced by
+    ``env_id``, at the place of the first of them; the whole record when that would not read
+    back exactly (same fields, values and order) through :func:`expand_record`."""
+    whole = _normalized(record)
+    environment = _normalized(environment)
+    shared = {k for k, v in whole.items() if k in environment and v == environment[k]}
+    if not shared or ENV_ID in whole:
+        return whole
+    compact: dict[str, Any] = {}
+    for key, value in whole.items():
+        if key in shared:
+            compact.setdefault(ENV_ID, env_id)
+        else:
+            compact[key] = value
+    back = expand_record(compact, {env_id: environment})
+    return compact if list(back.items()) == list(whole.items()) else whole
+
+
 class RecordStore:
     """An append-only JSON-lines file of raw records, keyed by configuration.
 
     Args:
-        path: the ``.jsonl`` file (its folder is created).
+        path: the ``.jsonl`` file (its folder is created). The environments its records name
+            are in :data:`ENVIRONMENTS_FILE` in the same folder.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.environments_path = self.path.with_name(ENVIRONMENTS_FILE)
 
     def read(self) -> list[dict[str, Any]]:
-        """All complete records, in the order written (a torn line, or one that is not a JSON
-        object, is skipped)."""
-        if not self.path.exists():
-            return []
-        records = []
-        with self.path.open(encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(record, dict):
-                    records.append(record)
-        return records
+        """All complete records, in the order written, each with its environment's fields (a
+        torn line, or one that is not a JSON object, is skipped)."""
+        environments = self.environments()
+        return [expand_record(record, environments) for record in _read_lines(self.path)]
+
+    def environments(self) -> dict[str, dict[str, Any]]:
+        """Every environment written beside these records, by id."""
+        return {line[ENV_ID]: line["fields"] for line in _read_lines(self.environments_path)
+                if isinstance(line.get(ENV_ID), str) and isinstance(line.get("fields"), dict)}
+
+    def add_environment(self, environment: dict[str, Any]) -> str:
+        """Write ``environment`` (the fields as the records name them) once; return its id."""
+        env_id = environment_id(environment)
+        if env_id not in self.environments():
+            _append_line(self.environments_path, {ENV_ID: env_id, "fields": _normalized(environment)})
+        return env_id
 
     def done_keys(self, statuses: Iterable[str] | None = None) -> set[str]:
         """Keys of the records already present (only those with a status in ``statuses``)."""
@@ -106,14 +178,13 @@ class RecordStore:
             if "key" in r and (wanted is None or r.get("status") in wanted)
         }
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Append one record and flush it to disk before returning."""
-        line = json.dumps({k: _jsonable(v) for k, v in record.items()}, sort_keys=False)
-        self._repair_torn_tail()
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+    def append(self, record: dict[str, Any], environment: dict[str, Any] | None = None) -> None:
+        """Append one record and flush it to disk before returning. With ``environment`` (fields
+        named as in ``record``), those fields are written once beside the records and the
+        record names them by id (:func:`compact_record`)."""
+        if environment:
+            record = compact_record(record, environment, self.add_environment(environment))
+        _append_line(self.path, record)
 
     def latest_by_key(self) -> list[dict[str, Any]]:
         """One record per key, the last one written winning (a re-measured key replaces the old)."""
@@ -122,14 +193,60 @@ class RecordStore:
             latest[record.get("key", str(len(latest)))] = record
         return list(latest.values())
 
-    def _repair_torn_tail(self) -> None:
-        """End the file with a newline if a kill left a partial last line."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return
-        with self.path.open("rb+") as handle:
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                handle.write(b"\n")
+    def compact(self, environment_fields: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[int, int]:
+        """Rewrite the file (atomically) with each record's environment, as
+        ``environment_fields(record)`` names it, written once beside the records; what
+        :meth:`read` returns stays the same. Returns the file's size in bytes before and after."""
+        before = self.path.stat().st_size if self.path.exists() else 0
+        records = self.read()
+        lines = []
+        for record in records:
+            environment = environment_fields(record)
+            lines.append(compact_record(record, environment, self.add_environment(environment))
+                         if environment else _normalized(record))
+        write_text_atomic(self.path, "".join(json.dumps(line) + "\n" for line in lines))
+        if self.read() != [_normalized(r) for r in records]:
+            raise RuntimeError(f"{self.path}: compacted records do not read back as before")
+        return before, self.path.stat().st_size
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, skipping a torn line or one that is not an object."""
+    if not path.exists():
+        return []
+    lines = []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                lines.append(value)
+    return lines
+
+
+def _append_line(path: Path, value: dict[str, Any]) -> None:
+    """Append ``value`` as one JSON line, after ending a line a kill left torn; fsync."""
+    line = json.dumps({k: _jsonable(v) for k, v in value.items()}, sort_keys=False)
+    _repair_torn_tail(path)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _repair_torn_tail(path: Path) -> None:
+    """End the file with a newline if a kill left a partial last line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) != b"\n":
+            handle.write(b"\n")
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
@@ -207,3 +324,36 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         handle.close()
+
+
+def environment_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``record`` that describe its environment, in the record's order: those named
+    ``env_*`` where it has them (the latency and memory stages, whose rows also have a
+    configuration's own ``threads``), else those of :data:`ENVIRONMENT_FIELDS`."""
+    prefixed = {k: v for k, v in record.items() if k.startswith("env_") and k != ENV_ID}
+    return prefixed or {k: v for k, v in record.items() if k in ENVIRONMENT_FIELDS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m suite.records compact FILE...``: rewrite record files written with the
+    environment in every record so that each environment is written once beside them
+    (:meth:`RecordStore.compact`); what the files read back as does not change."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m suite.records", description=main.__doc__)
+    parser.add_argument("command", choices=("compact",))
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="a records .jsonl file")
+    args = parser.parse_args(argv)
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:
+        parser.error(f"no such file: {', '.join(missing)}")
+    for path in args.files:
+        with folder_lock(path.parent):
+            before, after = RecordStore(path).compact(environment_fields)
+        print(f"{path}: {before:,} -> {after:,} bytes", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

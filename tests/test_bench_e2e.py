@@ -49,6 +49,14 @@ def test_smoke_profile_with_plugin_writes_every_output(tmp_path: Path) -> None:
         assert {"se", "halfgate"} <= set(table["attn"].astype(str)), (name, table.columns.tolist())
     summary_table = pd.read_csv(out / "summary.csv")
     assert summary_table[summary_table.columns[0]].is_unique
+    for stage, records_file in (("cost", "cost_records.jsonl"), ("latency", "records.jsonl"),
+                                ("memory", "records.jsonl"), ("accuracy", "runs.jsonl")):
+        # the run's environment is written once; every record names it instead of copying it
+        folder = out / "raw" / stage
+        lines = [json.loads(line) for line in (folder / records_file).read_text().splitlines()]
+        environments = [json.loads(line) for line in (folder / "environments.jsonl").read_text().splitlines()]
+        assert {line.get("env_id") for line in lines} <= {e["env_id"] for e in environments}, stage
+        assert not [k for line in lines for k in line if k in ("env_commit", "commit")], stage
 
     figures = sorted((out / "figures").glob("*.png"))
     assert len(figures) >= 5

@@ -343,7 +343,7 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
                                       "recipe_config": recipe.as_dict()}
             record.update(env)
             record.update(identity)
-            store.append(record)
+            store.append(record, environment=env)
             if per_image is not None:
                 images_store.append(per_image_line(key, attn, seed, per_image, val.identity))
             if result["status"] != "error":

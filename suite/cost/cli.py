@@ -2,8 +2,9 @@
 
 Writes, under ``--out``:
 
-* ``cost_records.jsonl``: raw records (one per configuration, with the environment); a
-  re-run skips what is already there with status ``ok`` (``--force`` re-measures);
+* ``cost_records.jsonl``: raw records (one per configuration, naming the run's environment,
+  which is written once to ``environments.jsonl``); a re-run skips what is already there with
+  status ``ok`` (``--force`` re-measures);
 * ``cost_module.csv``: one row per attention type x input shape, one column per counter;
 * ``cost_model.csv``: one row per architecture x attention type, absolute and ``delta_*``
   over the same architecture without attention; an entry with no place in an architecture

@@ -8,7 +8,7 @@
   baseline's.
 
 Each configuration is one :class:`Job` with a ``key``; each result one raw record in a
-:class:`~suite.records.RecordStore` with the environment; a re-run skips the keys already
+:class:`~suite.records.RecordStore` naming the run's environment; a re-run skips the keys already
 measured (status ``ok``) and retries the rest. A job that fails (a module refusing a shape,
 a backbone that fails to build) is recorded with ``status="error"`` and the message; an
 entry that ``build_model`` refuses for an architecture (no place for it there, e.g. a
@@ -164,7 +164,7 @@ def run_jobs(
         bar.set_postfix_str(label, refresh=False)
         record = {**run_job(job), **environment}
         errors += record["status"] == "error"
-        store.append(record)
+        store.append(record, environment=environment)
         if on_record is not None:
             on_record(record)
     bar.close()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..records import NOT_FAILURES, RecordStore
+from ..records import ENVIRONMENT_FIELDS, NOT_FAILURES, RecordStore
 
 __all__ = ["CSV_ONLY", "STAGES", "STAGE_FILES", "StageData", "load_stage", "load_all", "environment_of"]
 
@@ -31,14 +31,6 @@ STAGE_FILES: dict[str, dict[str, str]] = {
                  "gate_scale": "gate_scale.csv", "records": "runs.jsonl"},
 }
 """The files each stage writes into its folder (table name -> file name)."""
-
-
-ENV_KEYS: tuple[str, ...] = (
-    "date", "commit", "python", "platform", "cpu", "cpu_count", "threads", "interop_threads",
-    "torch_version", "torchvision_version", "fvcore_version", "thop_version", "numpy_version",
-    "pandas_version", "timm_version", "gpu", "gpu_driver", "cuda",
-)
-"""Environment fields the stages record (latency and memory prefix them with ``env_``)."""
 
 
 @dataclass
@@ -173,7 +165,7 @@ def environment_of(frame: pd.DataFrame) -> dict[str, Any]:
         return {}
     row = frame.iloc[0]
     env: dict[str, Any] = {}
-    for key in ENV_KEYS:
+    for key in ENVIRONMENT_FIELDS:
         for column in (f"env_{key}", key):
             if column in frame.columns and pd.notna(row[column]) and str(row[column]) != "":
                 env[key] = row[column]

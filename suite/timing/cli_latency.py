@@ -11,7 +11,8 @@ Writes into ``--out`` (default ``reports/latency``):
 
 * ``records.jsonl``: one raw ``latency_round`` record per configuration and round (every
   sample, visit by visit, the CPU accounting, the settings in force), one ``latency`` record per
-  configuration (its row, with the environment), one ``machine`` record per peak measurement;
+  configuration (its row), one ``machine`` record per peak measurement; each names the run's
+  environment, written once to ``environments.jsonl``;
 * ``latency.csv``: the tidy table, one row per configuration; times in milliseconds;
 * ``machine.csv``: copy bandwidth and matmul rates measured at the start of each run.
 
@@ -42,7 +43,7 @@ from .contention import ContentionLimits
 from .grid import Config
 from .roofline import MachinePeaks, measure_machine, min_bytes, roofline
 from .rounds import ALLOCATORS, ISOLATIONS, RoundPlan, RoundWorkers, run_rounds, worker_environment
-from .sweep import GridSettings, add_grid_arguments, write_table
+from .sweep import GridSettings, add_grid_arguments, env_columns, write_table
 from .timer import RoundOptions, TimerOptions
 
 __all__ = ["LatencySettings", "SETTINGS", "add_arguments", "add_roofline", "main", "round_plan", "round_settings", "LEADING_COLUMNS"]
@@ -157,6 +158,7 @@ class _LazyPeaks:
             copy_bytes = self.copy_mib << 20 if self.copy_mib else None
             options = TimerOptions(budget_s=1.0, rel_tol=0.02, warmup_s=0.05)
             self.peaks = measure_machine(self.device, self.dtypes, copy_bytes=copy_bytes, options=options)
+            env_fields = env_columns(self.environment)
             for row in self.peaks.as_rows():
                 self.store.append({
                     "record": "machine",
@@ -164,8 +166,8 @@ class _LazyPeaks:
                     "status": "ok",
                     **row,
                     "threads": self.environment.get("threads"),
-                    **{f"env_{k}": v for k, v in self.environment.items()},
-                })
+                    **env_fields,
+                }, environment=env_fields)
         return self.peaks
 
 

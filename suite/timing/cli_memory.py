@@ -4,7 +4,7 @@ CPU: bytes saved for backward, and peak RSS in a fresh process per configuration
 CUDA: peak allocated memory (``reset_peak_memory_stats`` / ``max_memory_allocated``).
 See :mod:`suite.timing.memory` for the method.
 
-Writes into ``--out`` (default ``reports/memory``) ``records.jsonl`` (raw, with the
+Writes into ``--out`` (default ``reports/memory``) ``records.jsonl`` (raw, naming the
 environment) and ``memory.csv`` (tidy, one row per configuration, bytes).
 """
 

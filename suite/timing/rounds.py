@@ -56,7 +56,7 @@ from typing import Any
 from ..records import STATUS_OK, RecordStore
 from .grid import Config
 from .stats import across_rounds, percentile
-from .sweep import SweepResult, progress_bar
+from .sweep import SweepResult, env_columns, progress_bar
 from .sweep import loadavg as _loadavg
 from .worker import ALLOCATOR_TUNABLES, CHILD, DONE, READY, ROUND, job_payload
 
@@ -532,7 +532,7 @@ def run_rounds(
     result.skipped = len(configs) - len(active)
     if limit is not None:
         active = active[:limit]
-    env_fields = {f"env_{k}": v for k, v in environment.items()}
+    env_fields = env_columns(environment)
     total = sum(max(0, plan.rounds - len(state[c.key()].clean)) for c in active)  # type: ignore[union-attr]
     bar = progress_bar(total, "latency rounds", unit="cfg-round") if progress and total > 0 else None
     round_index = 0
@@ -543,9 +543,8 @@ def run_rounds(
         record = {"record": "latency_round", "key": f"{config.key()}|g{entry.generation}|r{entry.attempts}",
                   "config_key": config.key(), "generation": entry.generation, "round": entry.attempts,
                   "pass": round_index,
-                  **config.as_row(), **fields, "loadavg_1m": _loadavg(),
-                  "env_commit": environment.get("commit"), "env_date": environment.get("date")}
-        store.append(record)
+                  **config.as_row(), **fields, "loadavg_1m": _loadavg(), **env_fields}
+        store.append(record, environment=env_fields)
         _add_round(entry, record)
         if bar is not None:
             bar.update(1)
@@ -587,5 +586,6 @@ def _write_finished_rows(todo: Sequence[Config], state: dict[str, _Progress | No
             result.contended += 1
         else:
             result.failed += 1
-        store.append({"key": config.key(), **config.as_row(), **row, "loadavg_1m": _loadavg(), **env_fields})
+        store.append({"key": config.key(), **config.as_row(), **row, "loadavg_1m": _loadavg(), **env_fields},
+                     environment=env_fields)
         state[config.key()] = None

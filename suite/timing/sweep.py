@@ -1,8 +1,8 @@
 """What ``python -m suite latency`` and ``python -m suite memory`` share: settings and flags,
 the resumable sweep loop with its progress bar, and the tidy CSV.
 
-A sweep appends one raw record per configuration to ``records.jsonl`` (with the environment)
-as soon as it is measured; a configuration that raises becomes a record with ``status`` and
+A sweep appends one raw record per configuration to ``records.jsonl`` as soon as it is
+measured (the environment is written once, to ``environments.jsonl``, and named by each record); a configuration that raises becomes a record with ``status`` and
 ``message`` and the sweep goes on. A re-run skips the keys already recorded unless
 ``--force`` (or ``--retry-failed`` for those whose status is not ``ok``). The CSV is rebuilt
 from the records at the end (and when interrupted), so it is always derived, never edited.
@@ -37,6 +37,7 @@ __all__ = [
     "records_to_frame",
     "failure_row",
     "busy_warning",
+    "env_columns",
     "loadavg",
     "progress_bar",
 ]
@@ -106,8 +107,9 @@ def _epilog(stage: str) -> str:
         "unsupported dtype, OOM, compile error, timeout) becomes a row with its status and\n"
         "message and the sweep goes on. Re-running with the same --out skips configurations\n"
         "already recorded (resume); --force re-measures them. The progress bar and its ETA go\n"
-        "to stderr. Every record carries the environment (versions, CPU model, GPU and driver,\n"
-        "threads, settings, commit, date) and the load average when it was measured.\n"
+        "to stderr. Every record names the run's environment (versions, CPU model, GPU and driver,\n"
+        "threads, settings, commit, date; written once to environments.jsonl) and carries the\n"
+        "load average when it was measured.\n"
     )
     if stage == "latency":
         return common + (
@@ -144,6 +146,11 @@ def failure_row(config: Config, exc: BaseException, status: str) -> dict[str, An
 
     message = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}".strip()
     return {"status": status, "message": message[:2000]}
+
+
+def env_columns(environment: dict[str, Any]) -> dict[str, Any]:
+    """The environment as the latency and memory records name it (``env_`` before each field)."""
+    return {f"env_{k}": v for k, v in environment.items()}
 
 
 def loadavg() -> float:
@@ -206,6 +213,7 @@ def run_sweep(
     the sweep (what was recorded stays).
     """
     result = SweepResult()
+    env_fields = env_columns(environment)
     if force:
         done: set[str] = set()
     elif retry_failed:
@@ -239,9 +247,9 @@ def run_sweep(
                 **fields,
                 "wall_s": round(time.time() - started, 3),
                 "loadavg_1m": loadavg(),
-                **{f"env_{k}": v for k, v in environment.items()},
+                **env_fields,
             }
-            store.append(record)
+            store.append(record, environment=env_fields)
             if on_record is not None:
                 on_record(record)
             if record["status"] == STATUS_OK:
