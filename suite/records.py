@@ -32,6 +32,7 @@ __all__ = [
     "STATUSES",
     "STATUS_OK",
     "NOT_FAILURES",
+    "FINAL_STATUSES",
     "ENVIRONMENTS_FILE",
     "RecordStore",
     "compact_record",
@@ -67,6 +68,10 @@ STATUSES: dict[str, str] = {
 STATUS_OK = "ok"
 NOT_FAILURES: tuple[str, ...] = ("refused",)
 """Statuses that record a deliberate outcome, not a failure."""
+
+FINAL_STATUSES: tuple[str, ...] = ("ok", "refused", "diverged")
+"""Statuses a re-run never repeats, even when it retries failures: a measurement, a deliberate
+refusal, a training run that diverged (its result, scored at chance level)."""
 
 
 def _jsonable(value: Any) -> Any:

@@ -14,9 +14,9 @@ import torch
 
 import modules
 from suite.records import RecordStore
+from suite.stage import run_configs
 from suite.timing import cli_latency, cli_memory
 from suite.timing.grid import Axes, Config, expand, profile_axes
-from suite.timing.sweep import run_sweep
 
 FAST = ["--batch", "1", "--size", "8", "--channels", "8", "--threads", "1", "--no-progress"]
 
@@ -187,7 +187,7 @@ def test_bad_flag_values_are_refused_by_the_parser() -> None:
         assert flag in help_text
 
 
-def test_run_sweep_classifies_exceptions_and_counts(tmp_path: Path) -> None:
+def test_run_configs_classifies_exceptions_and_counts(tmp_path: Path) -> None:
     store = RecordStore(tmp_path / "r.jsonl")
     configs = [Config(stage="latency", name=n, mode="forward") for n in ("a", "b", "c")]
 
@@ -198,12 +198,12 @@ def test_run_sweep_classifies_exceptions_and_counts(tmp_path: Path) -> None:
 
     from suite.timing.workloads import classify_error
 
-    result = run_sweep(configs, store, measure, environment={"x": 1}, classify=classify_error, progress=False)
+    result = run_configs(configs, store, measure, environment={"env_x": 1}, classify=classify_error, progress=False)
     assert (result.measured, result.failed, result.skipped) == (2, 1, 0)
     by_name = {r["name"]: r for r in store.read()}
     assert by_name["b"]["status"] == "oom" and by_name["a"]["status"] == "ok"
     assert by_name["a"]["env_x"] == 1 and "loadavg_1m" in by_name["a"]
-    again = run_sweep(configs, store, measure, environment={}, classify=classify_error, progress=False)
+    again = run_configs(configs, store, measure, environment={}, classify=classify_error, progress=False)
     assert (again.measured, again.skipped) == (0, 3)
 
 

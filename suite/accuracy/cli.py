@@ -28,6 +28,8 @@ import pandas as pd
 from suite.env import collect_environment
 from suite.portable import shown_path
 from suite.records import RecordStore, folder_lock, write_csv_atomic, write_text_atomic
+from suite.stage import pending
+from suite.stage import write_tables as write_stage_tables
 
 from ..options import (
     Option,
@@ -68,12 +70,34 @@ from .train import (
     train_run,
 )
 
-__all__ = ["AccuracySettings", "SETTINGS", "add_arguments", "main", "SOURCE_DESIGNS", "build_tables", "resolve_attention", "write_tables"]
+__all__ = ["AccuracySettings", "SETTINGS", "add_arguments", "main", "SOURCE_DESIGNS", "build_tables", "comparison",
+           "tables", "resolve_attention", "write_tables"]
 
 SOURCE_DESIGNS = ("se", "eca", "ca", "gsop", "cbam", "dycaconv", "dsan_channel")
 """The designs the accuracy stage compares by default (``--attn``): SE, ECA, CA, GSoP, CBAM, DyCAConv and DSAN channel attention."""
 
-SKIP_STATUSES = ("ok", "diverged")
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One training run of the sweep (a configuration of :mod:`suite.stage`): a design and a
+    seed, in a ``context`` that names everything two runs must share to be paired (the arch,
+    data, recipe, precision, threads and training code)."""
+
+    attn: str
+    seed: int
+    context: str
+
+    def key(self) -> str:
+        """Its record's key: the run, its context and the design's own code version."""
+        return f"{self.attn}|seed={self.seed}|{self.context}|design={design_code_version(self.attn)}"
+
+    def as_row(self) -> dict[str, Any]:
+        """The design and the seed."""
+        return {"attn": self.attn, "seed": self.seed}
+
+    def label(self) -> str:
+        """A few words for the progress bar."""
+        return f"{self.attn} seed {self.seed}"
 
 
 RECIPE = "recipe overrides"
@@ -291,20 +315,17 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
     fingerprint = recipe.fingerprint()
     identity = run_identity(fingerprint, train.identity, val.identity, amp_active(recipe, info.device),
                             torch.get_num_threads())
-    plan = [(attn, seed) for seed in seeds for attn in [BASELINE, *attns]]
+    # everything that must match for two runs to be paired (suite.accuracy.identity)
+    context = (f"{recipe.arch}|{root.name}|{fingerprint}|data={identity['data_id']}|{identity['precision']}|"
+               f"threads={identity['threads']}|code={identity['code_version']}")
+    plan = [TrainingRun(attn, seed, context) for seed in seeds for attn in [BASELINE, *attns]]
     if info.is_main:
         _write_val_manifest(out, val)
         scales = [{"attn": a, "gate_scale_at_init": _gate_scale(a)} for a in attns]
         write_csv_atomic(out / "gate_scale.csv", pd.DataFrame(scales, columns=["attn", "gate_scale_at_init"]))
 
-    def key_of(attn: str, seed: int) -> str:
-        # everything that must match for two runs to be paired (suite.accuracy.identity)
-        return (f"{attn}|seed={seed}|{recipe.arch}|{root.name}|{fingerprint}|data={identity['data_id']}|"
-                f"{identity['precision']}|threads={identity['threads']}|code={identity['code_version']}|"
-                f"design={design_code_version(attn)}")
-
-    done = store.done_keys(SKIP_STATUSES) if info.is_main else set()
-    todo = [(a, s) for a, s in plan if key_of(a, s) not in done]
+    # the runs still to do: decided by the first rank, which holds the records (a diverged run is a result)
+    todo = pending(plan, store, retry_failed=True)[0] if info.is_main else []
     todo = broadcast_object(todo, info)
     _say(info, f"accuracy: profile {recipe.profile}, {recipe.arch} at {recipe.image_size} px, "
                f"{len(train)} train / {len(val)} val images, {len(train.classes)} classes, "
@@ -312,10 +333,10 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
                f"{len(plan) - len(todo)} already done, {len(todo)} to do -> {out}")
     steps = len(train) // recipe.batch_size
     outer = _bar(info, args, len(todo) * recipe.epochs * steps, "sweep", "step")
-    for attn, seed in todo:
-        key = key_of(attn, seed)
+    for run in todo:
+        attn, seed, key = run.attn, run.seed, run.key()
         checkpoint = out / "checkpoints" / f"{attn}-seed{seed}-{fingerprint}.pt"
-        inner = _bar(info, args, recipe.epochs * steps, f"{attn} seed {seed}", "step")
+        inner = _bar(info, args, recipe.epochs * steps, run.label(), "step")
 
         def progress(n: int, loss: float, inner=inner) -> None:
             if inner is not None:
@@ -355,7 +376,7 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
         return 0
     _say(info, write_tables(store, out, identity))
     latest = {r["key"]: r for r in store.latest_by_key()}
-    if not any(latest.get(key_of(attn, seed), {}).get("status") == "ok" for attn, seed in plan):
+    if not any(latest.get(run.key(), {}).get("status") == "ok" for run in plan):
         print(f"error: none of the {len(plan)} runs finished (see the statuses above and {out / 'runs.jsonl'})",
               file=sys.stderr)
         return 1
@@ -433,23 +454,41 @@ def build_tables(
     return records, runs[ordered].reset_index(drop=True), delta_table(records, baseline=BASELINE, metrics=METRICS)
 
 
+def comparison(records: list[dict[str, Any]], folder: Path, identity: dict[str, Any] | None = None
+               ) -> tuple[list[dict[str, Any]], dict[str, pd.DataFrame], list[dict[str, Any]]]:
+    """The records of one comparison (``identity``'s, by default the last record's), its tables
+    (``runs.csv``, ``deltas.csv`` and, with per-image results in ``folder``, ``per_class.csv``)
+    and the delta entries; no tables without a finished run."""
+    records, runs, deltas = build_tables(records, identity)
+    if runs.empty:
+        return records, {}, deltas
+    frames = {"runs.csv": runs}
+    correct, manifest = per_image_results(folder, records)
+    if manifest is not None:
+        sampling = image_sampling_se(correct, BASELINE)
+        for entry in deltas:
+            entry["top1_se_images"] = sampling.get(entry["attn"], math.nan)
+        per_class = per_class_table(correct, manifest["labels"], manifest["classes"], BASELINE)
+        frames["per_class.csv"] = pd.DataFrame(per_class)
+    frames["deltas.csv"] = pd.DataFrame(deltas)
+    return records, frames, deltas
+
+
+def tables(records: list[dict[str, Any]], folder: Path) -> dict[str, pd.DataFrame]:
+    """The accuracy stage's tables from its records (one per key) and the per-image results in
+    ``folder``: those of the last record's comparison (:func:`comparison`)."""
+    return comparison(records, folder)[1]
+
+
 def write_tables(store: RecordStore, out: Path, identity: dict[str, Any] | None = None) -> str:
     """Rewrite ``runs.csv``, ``deltas.csv``, ``per_class.csv`` and ``summary.md`` from the
     records of one comparison (``identity``'s, by default the last record's); returns the
     summary's text."""
-    records, runs, table = build_tables(store.latest_by_key(), identity)
-    if runs.empty:
+    records, frames, deltas = comparison(store.latest_by_key(), out, identity)
+    if not frames:
         return "no finished runs"
-    write_csv_atomic(out / "runs.csv", runs)
-    correct, manifest = per_image_results(out, records)
-    if manifest is not None:
-        sampling = image_sampling_se(correct, BASELINE)
-        for entry in table:
-            entry["top1_se_images"] = sampling.get(entry["attn"], math.nan)
-        per_class = per_class_table(correct, manifest["labels"], manifest["classes"], BASELINE)
-        write_csv_atomic(out / "per_class.csv", pd.DataFrame(per_class))
-    write_csv_atomic(out / "deltas.csv", pd.DataFrame(table))
-    text = summary_markdown(records, table)
+    write_stage_tables(out, frames)
+    text = summary_markdown(records, deltas)
     write_text_atomic(out / "summary.md", text)
     return text
 

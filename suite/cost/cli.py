@@ -51,6 +51,8 @@ class CostSettings:
 
 SETTINGS = CostSettings
 
+RECORDS_FILE = "cost_records.jsonl"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The cost stage's flags, from :class:`CostSettings`. Module level: the grid of shapes, one
@@ -72,8 +74,9 @@ def main(args: argparse.Namespace) -> int:
     import modules
 
     from ..env import collect_environment
-    from ..records import FolderLockedError, RecordStore, folder_lock, write_csv_atomic
-    from .grid import model_jobs, model_table, module_jobs, module_table, run_jobs
+    from ..records import FolderLockedError
+    from ..stage import run_stage
+    from .grid import classify_cost_error, measure_cost, model_jobs, module_jobs, tables
 
     try:
         names = modules.list_attention(args.attn, strict=True)
@@ -94,28 +97,22 @@ def main(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     try:
-        with folder_lock(args.out):
-            store = RecordStore(args.out / "cost_records.jsonl")
-            environment = collect_environment()
-            measured, skipped, _ = run_jobs(
-                jobs, store, environment, fresh=args.force, progress=not args.no_progress
-            )
-            records = store.latest_by_key()
-            written = []
-            for filename, table in (("cost_module.csv", module_table(records)), ("cost_model.csv", model_table(records))):
-                if not table.empty:
-                    write_csv_atomic(args.out / filename, table)
-                    written.append(str(args.out / filename))
+        # counting is deterministic: a job that failed is counted again on the next run
+        result, records, written = run_stage(
+            jobs, args.out, RECORDS_FILE, measure_cost, tables, environment=collect_environment,
+            classify=classify_cost_error, force=args.force, retry_failed=True,
+            progress=not args.no_progress, desc="cost",
+        )
     except FolderLockedError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    wanted = {job.key for job in jobs}
+    wanted = {job.key() for job in jobs}
     failed = [r for r in records if r.get("key") in wanted and r.get("status") == "error"]
     refused = [r for r in records if r.get("key") in wanted and r.get("status") == "refused"]
     print(
-        f"cost: {measured} measured, {skipped} resumed from {args.out / 'cost_records.jsonl'}, "
-        f"{len(failed)} with status error, {len(refused)} refused by build_model; "
-        f"wrote {', '.join(written) or 'nothing'}",
+        f"cost: {result.measured + result.failed} measured, {result.skipped} resumed from "
+        f"{args.out / RECORDS_FILE}, {len(failed)} with status error, {len(refused)} refused by build_model; "
+        f"wrote {', '.join(map(str, written)) or 'nothing'}",
         file=sys.stderr,
     )
     for record in failed[:20]:

@@ -7,9 +7,10 @@
   (``modules.build_model``); the table adds ``delta_*`` columns, the same figure minus the
   baseline's.
 
-Each configuration is one :class:`Job` with a ``key``; each result one raw record in a
-:class:`~suite.records.RecordStore` naming the run's environment; a re-run skips the keys already
-measured (status ``ok``) and retries the rest. A job that fails (a module refusing a shape,
+The stage follows the contract of :mod:`suite.stage`: each configuration is one :class:`Job`
+(plan), :func:`measure_cost` counts it (measure), :func:`tables` turns the records into the
+two tables; the runner writes one raw record per job, naming the run's environment. A re-run
+skips the jobs with a final status (``ok``, ``refused``) and retries the rest. A job that fails (a module refusing a shape,
 a backbone that fails to build) is recorded with ``status="error"`` and the message; an
 entry that ``build_model`` refuses for an architecture (no place for it there, e.g. a
 ``conv`` entry in MobileNetV2) with ``status="refused"`` and the reason. The run goes on.
@@ -17,10 +18,9 @@ entry that ``build_model`` refuses for an architecture (no place for it there, e
 
 from __future__ import annotations
 
-import time
-import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -28,15 +28,17 @@ import torch
 
 from modules import BASELINE
 
-from ..portable import shown_path
+from ..stage import measure_record
 from .counters import analyze
 
 __all__ = [
     "Job",
     "module_jobs",
     "model_jobs",
+    "measure_cost",
+    "classify_cost_error",
     "run_job",
-    "run_jobs",
+    "tables",
     "module_table",
     "model_table",
     "DELTA_COLUMNS",
@@ -68,10 +70,18 @@ class Job:
     def input_shape(self) -> tuple[int, int, int, int]:
         return (self.batch, self.channels, self.height, self.width)
 
-    @property
     def key(self) -> str:
+        """The stable name of its record (the resume key)."""
         where = f"arch={self.arch}" if self.level == "model" else "module"
         return f"cost|{self.level}|{where}|attn={self.attn}|shape={'x'.join(map(str, self.input_shape))}"
+
+    def as_row(self) -> dict[str, Any]:
+        """Its fields and the input shape, first in its record."""
+        return {**asdict(self), "input_shape": "x".join(map(str, self.input_shape))}
+
+    def label(self) -> str:
+        """A few words for the progress bar."""
+        return f"{self.arch}/{self.attn}" if self.level == "model" else f"{self.attn} C={self.channels} H={self.height}"
 
 
 def module_jobs(
@@ -109,66 +119,42 @@ def _build(job: Job) -> torch.nn.Module:
     return modules.create(job.attn, job.channels)
 
 
-def run_job(job: Job) -> dict[str, Any]:
-    """Measure one job; never raises for a failing module (status ``error`` or ``refused`` +
-    message)."""
+def measure_cost(job: Job) -> dict[str, Any]:
+    """The counters' figures for one job (:func:`~suite.cost.counters.analyze`), after the
+    entry's family, kind and placement; status ``refused`` with build_model's reason when the
+    entry has no place in the backbone. A module that fails raises (the runner records it)."""
     import modules
 
-    record: dict[str, Any] = {"key": job.key, **asdict(job), "input_shape": "x".join(map(str, job.input_shape))}
+    fields: dict[str, Any] = {}
     if job.attn != BASELINE:
         info = modules.get_info(job.attn)
-        record.update(family=info.family, kind=info.kind, placement=info.placement)
-    start = time.perf_counter()
+        fields.update(family=info.family, kind=info.kind, placement=info.placement)
     try:
-        try:
-            model = _build(job)
-        except ValueError as error:
-            if job.level != "model":
-                raise
-            # build_model refuses an entry that has no place in this arch: not a failure
-            record.update(status="refused", message=f"ValueError: {error}")
-            record["wall_seconds"] = round(time.perf_counter() - start, 4)
-            return record
-        record.update(analyze(model, job.input_shape, input_requires_grad=job.level == "module"))
-        record["status"] = "ok"
-        record["message"] = ""
-    except Exception as error:  # noqa: BLE001  (recorded, the run goes on)
-        record["status"] = "error"
-        record["message"] = f"{type(error).__name__}: {error}"
-        frames = traceback.extract_tb(error.__traceback__)
-        if frames:
-            record["where"] = f"{shown_path(frames[-1].filename)}:{frames[-1].lineno}"
-    record["wall_seconds"] = round(time.perf_counter() - start, 4)
-    return record
+        model = _build(job)
+    except ValueError as error:
+        if job.level != "model":
+            raise
+        # build_model refuses an entry that has no place in this arch: not a failure
+        return {**fields, "status": "refused", "message": f"ValueError: {error}"}
+    return {**fields, **analyze(model, job.input_shape, input_requires_grad=job.level == "module"),
+            "status": "ok", "message": ""}
 
 
-def run_jobs(
-    jobs: Sequence[Job],
-    store: Any,
-    environment: dict[str, Any],
-    *,
-    fresh: bool = False,
-    progress: bool = True,
-    on_record: Callable[[dict[str, Any]], None] | None = None,
-) -> tuple[int, int, int]:
-    """Run the jobs not yet measured (``ok`` or ``refused``) into ``store``; returns
-    ``(measured, skipped, errors)``."""
-    from tqdm.auto import tqdm
+def classify_cost_error(error: BaseException) -> str:
+    """The status of a job that raised: counting has no other failure than ``error``."""
+    return "error"
 
-    done = set() if fresh else store.done_keys(statuses={"ok", "refused"})
-    todo = [job for job in jobs if job.key not in done]
-    errors = 0
-    bar = tqdm(todo, desc="cost", unit="job", disable=not progress, dynamic_ncols=True, leave=True)
-    for job in bar:
-        label = f"{job.arch}/{job.attn}" if job.level == "model" else f"{job.attn} C={job.channels} H={job.height}"
-        bar.set_postfix_str(label, refresh=False)
-        record = {**run_job(job), **environment}
-        errors += record["status"] == "error"
-        store.append(record, environment=environment)
-        if on_record is not None:
-            on_record(record)
-    bar.close()
-    return len(todo), len(jobs) - len(todo), errors
+
+def run_job(job: Job) -> dict[str, Any]:
+    """One job's whole record, as the stage writes it (without the environment); a failing
+    module is a record with status ``error``, message and traceback."""
+    return measure_record(job, measure_cost, classify_cost_error)
+
+
+def tables(records: list[dict[str, Any]], folder: Path | None = None) -> dict[str, pd.DataFrame]:
+    """The cost stage's tables from its records: ``cost_module.csv`` and ``cost_model.csv``
+    (``folder``, where the records are, is not read)."""
+    return {"cost_module.csv": module_table(records), "cost_model.csv": model_table(records)}
 
 
 _FIRST = [
@@ -194,9 +180,14 @@ def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[first + rest + (["key"] if "key" in frame.columns else [])]
 
 
+def _rows(records: Iterable[dict[str, Any]], level: str) -> list[dict[str, Any]]:
+    """The records of ``level``, without their tracebacks (kept in the records only)."""
+    return [{k: v for k, v in r.items() if k != "traceback"} for r in records if r.get("level") == level]
+
+
 def module_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """One row per module x shape (the latest record of each key)."""
-    rows = [r for r in records if r.get("level") == "module"]
+    rows = _rows(records, "module")
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
@@ -210,7 +201,7 @@ def module_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 def model_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """One row per arch x attention, with ``delta_*`` over the same arch without attention."""
-    rows = [r for r in records if r.get("level") == "model"]
+    rows = _rows(records, "model")
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame

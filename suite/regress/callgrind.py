@@ -48,7 +48,7 @@ from typing import Any
 
 from ..records import RecordStore
 from ..timing.rounds import worker_environment
-from ..timing.sweep import progress_bar
+from ..stage import progress_bar
 from .callgrind_worker import LABEL_PREFIX
 from .cases import RegressSettings
 

@@ -175,7 +175,7 @@ def _build(settings: Any, manifest: Path, rotate: int) -> dict[str, Any]:
     """Every case's workload (in the order rotated by ``rotate``), warmed up; failures become
     ``error`` rows."""
     from suite.regress.cases import case_id, config_for
-    from suite.timing.sweep import failure_row
+    from suite.stage import failure_fields
     from suite.timing.workloads import build_workload, classify_error
 
     workloads = {}
@@ -186,7 +186,7 @@ def _build(settings: Any, manifest: Path, rotate: int) -> dict[str, Any]:
             for _ in range(settings.warmup):
                 workload.step()
         except Exception as exc:  # noqa: BLE001 - becomes the case's status, the others go on
-            failure = failure_row(config_for(name, mode, settings), exc, classify_error(exc))
+            failure = failure_fields(exc, classify_error(exc))
             _append(manifest, {"kind": "error", "case": case, "attn": name, "mode": mode, **failure})
             print(f"callgrind: {case} could not be built: {failure['status']}", file=sys.stderr, flush=True)
             continue
@@ -195,8 +195,7 @@ def _build(settings: Any, manifest: Path, rotate: int) -> dict[str, Any]:
 
 
 def _count_all(settings: Any, workloads: dict[str, Any], requests: Any, manifest: Path) -> None:
-    from suite.regress.cases import config_for
-    from suite.timing.sweep import failure_row
+    from suite.stage import failure_fields
     from suite.timing.workloads import classify_error
 
     requests.start_instrumentation()
@@ -211,7 +210,7 @@ def _count_all(settings: Any, workloads: dict[str, Any], requests: Any, manifest
             for label in labels:
                 requests.count(workload.step, settings.calls, label)
         except Exception as exc:  # noqa: BLE001 - becomes the case's status, the others go on
-            failure = failure_row(config_for(name, mode, settings), exc, classify_error(exc))
+            failure = failure_fields(exc, classify_error(exc))
             _append(manifest, {"kind": "error", "case": case, "attn": name, "mode": mode, **failure})
             print(f"callgrind: {index}/{len(workloads)} {case} failed: {failure['status']}", file=sys.stderr,
                   flush=True)

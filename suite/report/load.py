@@ -73,43 +73,15 @@ scale at initialisation once per sweep and writes it to ``gate_scale.csv``, not 
 
 
 def _from_records(stage: str, records: list[dict[str, Any]], folder: Path) -> dict[str, pd.DataFrame]:
-    """The stage's tables from its raw records (one per key), by the stage's own table builders
-    (imported here: they pull in torch), so they equal what the stage writes."""
+    """The stage's tables (by :data:`STAGE_FILES` name) from its raw records (one per key), by
+    the stage's own ``tables`` (:func:`suite.stage.stage_tables`), so they equal what the stage
+    writes."""
     if not records:
         return {}
-    if stage == "cost":
-        from ..cost.grid import model_table, module_table
+    from ..stage import stage_tables
 
-        return {"module": module_table(records), "model": model_table(records)}
-    if stage in ("latency", "memory"):
-        from ..timing.sweep import records_to_frame
-
-        if stage == "latency":
-            from ..timing.cli_latency import LEADING_COLUMNS
-        else:
-            from ..timing.cli_memory import LEADING_COLUMNS
-        tables = {stage: records_to_frame([r for r in records if r.get("record", stage) == stage], LEADING_COLUMNS)}
-        machine = [r for r in records if r.get("record") == "machine"]
-        if machine:
-            tables["machine"] = pd.DataFrame(machine)
-        return tables
-    if stage == "accuracy":
-        from modules import BASELINE
-
-        from ..accuracy.cli import build_tables, per_image_results
-        from ..accuracy.stats import image_sampling_se, per_class_table
-
-        # one comparison: the last run's recipe, data, precision, threads and code
-        paired, runs, deltas = build_tables(records)
-        correct, manifest = per_image_results(folder, paired)
-        tables = {"runs": runs, "deltas": pd.DataFrame(deltas)}
-        if manifest is not None:
-            sampling = image_sampling_se(correct, BASELINE)
-            tables["deltas"]["top1_se_images"] = tables["deltas"]["attn"].map(sampling)
-            tables["per_class"] = pd.DataFrame(per_class_table(correct, manifest["labels"], manifest["classes"],
-                                                               BASELINE))
-        return tables
-    return {}
+    frames = stage_tables(stage, records, folder)
+    return {name: frames[filename] for name, filename in STAGE_FILES[stage].items() if filename in frames}
 
 
 def load_stage(raw_dir: Path, stage: str) -> StageData:

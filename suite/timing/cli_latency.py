@@ -37,13 +37,14 @@ from ..options import (
     positive_int,
     setting,
 )
-from ..records import FolderLockedError, RecordStore, folder_lock, write_csv_atomic
+from ..records import FolderLockedError, RecordStore, folder_lock
+from ..stage import write_tables
 from .cli_common import measurement_settings, plan_sweep
 from .contention import ContentionLimits
 from .grid import Config
 from .roofline import MachinePeaks, measure_machine, min_bytes, roofline
 from .rounds import ALLOCATORS, ISOLATIONS, RoundPlan, RoundWorkers, run_rounds, worker_environment
-from .sweep import GridSettings, add_grid_arguments, env_columns, write_table
+from .sweep import GridSettings, add_grid_arguments, env_columns, stage_table
 from .timer import RoundOptions, TimerOptions
 
 __all__ = ["LatencySettings", "SETTINGS", "add_arguments", "add_roofline", "main", "round_plan", "round_settings", "LEADING_COLUMNS"]
@@ -208,15 +209,24 @@ def round_settings(args: argparse.Namespace, plan: RoundPlan, device: str, threa
             "cudnn_benchmark": args.cudnn_benchmark == "on", "tf32": args.tf32 == "on"}
 
 
-def write_tables(store: RecordStore, out: Path) -> Any:
-    """``latency.csv`` and ``machine.csv`` in ``out``, rebuilt from the records; returns the latency table."""
-    frame = write_table(store, out / "latency.csv", LEADING_COLUMNS, "latency")
-    machine = [r for r in store.read() if r.get("record") == "machine"]
-    if machine:
-        import pandas as pd
+def tables(records: list[dict[str, Any]], folder: Path | None = None) -> dict[str, Any]:
+    """The latency stage's tables from its records: ``latency.csv``, one row per configuration,
+    and ``machine.csv``, the machine's peaks measured at the start of each run (when any;
+    ``folder``, where the records are, is not read)."""
+    import pandas as pd
 
-        write_csv_atomic(out / "machine.csv", pd.DataFrame(machine))
-    return frame
+    frames = {"latency.csv": stage_table(records, LEADING_COLUMNS, "latency")}
+    machine = [r for r in records if r.get("record") == "machine"]
+    if machine:
+        frames["machine.csv"] = pd.DataFrame(machine)
+    return frames
+
+
+def write_latency_tables(store: RecordStore, out: Path) -> Any:
+    """Rewrite the tables in ``out`` from the latest record of each key; return ``latency.csv``'s."""
+    frames = tables(store.latest_by_key(), out)
+    write_tables(out, frames)
+    return frames["latency.csv"]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -240,7 +250,7 @@ def main(args: argparse.Namespace) -> int:
     out: Path = args.out
     if args.tables_only:
         with folder_lock(out):
-            frame = write_tables(RecordStore(out / "records.jsonl"), out)
+            frame = write_latency_tables(RecordStore(out / "records.jsonl"), out)
         print(f"latency: {len(frame)} rows in {out / 'latency.csv'}, from the records", file=sys.stderr)
         return 0
     try:
@@ -263,7 +273,7 @@ def main(args: argparse.Namespace) -> int:
                         progress=not args.no_progress,
                     )
             finally:
-                frame = write_tables(store, out)
+                frame = write_latency_tables(store, out)
     except FolderLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,15 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from ..options import setting
 from ..records import FolderLockedError, RecordStore, folder_lock
+from ..stage import run_stage, write_tables
 from .cli_common import measurement_settings, plan_sweep
 from .grid import Config
 from .memory import ISOLATIONS, measure_memory_cpu, measure_memory_cuda
-from .sweep import GridSettings, add_grid_arguments, run_sweep, write_table
+from .sweep import GridSettings, add_grid_arguments, env_columns, stage_table
 from .workloads import classify_error
 
-__all__ = ["MemorySettings", "SETTINGS", "add_arguments", "main", "measure_memory", "LEADING_COLUMNS"]
+__all__ = ["MemorySettings", "SETTINGS", "add_arguments", "main", "measure_memory", "tables", "LEADING_COLUMNS"]
 
 LEADING_COLUMNS = (
     "attn", "level", "arch", "mode", "device", "dtype", "memory_format", "compile",
@@ -63,6 +66,12 @@ def measure_memory(config: Config, *, isolation: str = "forkserver", timeout_s: 
     return {"record": "memory", "status": "ok", "message": "", **fields}
 
 
+def tables(records: list[dict[str, Any]], folder: Path | None = None) -> dict[str, pd.DataFrame]:
+    """The memory stage's table, ``memory.csv``, from its records (``folder``, where the
+    records are, is not read)."""
+    return {"memory.csv": stage_table(records, LEADING_COLUMNS, "memory")}
+
+
 def main(args: argparse.Namespace) -> int:
     plan = plan_sweep(args, "memory")
     if isinstance(plan, int):
@@ -75,25 +84,23 @@ def main(args: argparse.Namespace) -> int:
     out: Path = args.out
     if args.tables_only:
         with folder_lock(out):
-            frame = write_table(RecordStore(out / "records.jsonl"), out / "memory.csv", LEADING_COLUMNS, "memory")
-        print(f"memory: {len(frame)} rows in {out / 'memory.csv'}, from the records", file=sys.stderr)
+            table = tables(RecordStore(out / "records.jsonl").latest_by_key(), out)
+            write_tables(out, table)
+        rows = len(table["memory.csv"])
+        print(f"memory: {rows} rows in {out / 'memory.csv'}, from the records", file=sys.stderr)
         return 0
     try:
-        with folder_lock(out), measurement_settings(args, plan) as environment:
-            store = RecordStore(out / "records.jsonl")
-            try:
-                result = run_sweep(
-                    configs, store,
-                    lambda c: measure_memory(c, isolation=args.isolation, timeout_s=args.timeout_s),
-                    environment=environment, classify=classify_error, force=args.force,
-                    retry_failed=args.retry_failed, limit=args.limit,
-                    progress=not args.no_progress, desc="memory",
-                )
-            finally:
-                frame = write_table(store, out / "memory.csv", LEADING_COLUMNS, "memory")
+        with measurement_settings(args, plan) as environment:
+            result, records, _ = run_stage(
+                configs, out, "records.jsonl",
+                lambda c: measure_memory(c, isolation=args.isolation, timeout_s=args.timeout_s), tables,
+                environment=lambda: env_columns(environment), classify=classify_error, force=args.force,
+                retry_failed=args.retry_failed, limit=args.limit, progress=not args.no_progress, desc="memory",
+            )
     except FolderLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    rows = sum(r.get("record", "memory") == "memory" for r in records)
     print(f"memory: {result.measured} measured, {result.failed} failed (rows with a status), "
-          f"{result.skipped} already recorded; {len(frame)} rows in {out / 'memory.csv'}", file=sys.stderr)
+          f"{result.skipped} already recorded; {rows} rows in {out / 'memory.csv'}", file=sys.stderr)
     return 130 if result.interrupted else 0

@@ -96,7 +96,13 @@ class Config:
         return "|".join(parts)
 
     def as_row(self) -> dict[str, Any]:
+        """Its fields, first in its record."""
         return asdict(self)
+
+    def label(self) -> str:
+        """A few words for the progress bar."""
+        where = f"{self.arch} " if self.level == "model" else ""
+        return f"{where}{self.name} {self.mode} b{self.batch} c{self.channels} s{self.size}"
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:

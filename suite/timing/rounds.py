@@ -54,10 +54,11 @@ from pathlib import Path
 from typing import Any
 
 from ..records import STATUS_OK, RecordStore
+from ..stage import SweepResult, progress_bar
+from ..stage import loadavg as _loadavg
 from .grid import Config
 from .stats import across_rounds, percentile
-from .sweep import SweepResult, env_columns, progress_bar
-from .sweep import loadavg as _loadavg
+from .sweep import env_columns
 from .worker import ALLOCATOR_TUNABLES, CHILD, DONE, READY, ROUND, job_payload
 
 __all__ = [

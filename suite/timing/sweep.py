@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,23 +21,18 @@ from typing import Any
 import pandas as pd
 
 from ..options import Option, add_options, choice_list, positive_int, setting
-from ..portable import format_traceback
-from ..records import STATUS_OK, RecordStore, write_csv_atomic
-from .grid import COMPILE_MODES, DTYPES, MEMORY_FORMATS, MODES, PROFILES, Axes, Config, profile_axes
+from ..stage import loadavg
+from .grid import COMPILE_MODES, DTYPES, MEMORY_FORMATS, MODES, PROFILES, Axes, profile_axes
 
 __all__ = [
     "GridSettings",
     "TABLE_COLUMNS",
     "add_grid_arguments",
     "axes_from_args",
-    "run_sweep",
-    "SweepResult",
     "records_to_frame",
-    "failure_row",
+    "stage_table",
     "busy_warning",
     "env_columns",
-    "loadavg",
-    "progress_bar",
 ]
 
 
@@ -140,25 +133,9 @@ def axes_from_args(args: argparse.Namespace, stage: str, device: str) -> Axes:
     )
 
 
-def failure_row(config: Config, exc: BaseException, status: str) -> dict[str, Any]:
-    """The record of a configuration that failed."""
-    from .workloads import StageError
-
-    message = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}".strip()
-    return {"status": status, "message": message[:2000]}
-
-
 def env_columns(environment: dict[str, Any]) -> dict[str, Any]:
     """The environment as the latency and memory records name it (``env_`` before each field)."""
     return {f"env_{k}": v for k, v in environment.items()}
-
-
-def loadavg() -> float:
-    """The 1-minute load average when the configuration finished (how busy the machine was)."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return math.nan
 
 
 def busy_warning(threads: int) -> str | None:
@@ -171,99 +148,6 @@ def busy_warning(threads: int) -> str | None:
                 f"(more so with several threads, whose barriers wait for descheduled peers); "
                 f"each row records loadavg_1m")
     return None
-
-
-@dataclass
-class SweepResult:
-    """Counts of a sweep (``contended`` and ``rounds_run`` are the latency stage's rounds)."""
-
-    measured: int = 0
-    skipped: int = 0
-    failed: int = 0
-    contended: int = 0
-    rounds_run: int = 0
-    interrupted: bool = False
-
-
-def progress_bar(total: int, desc: str, unit: str = "cfg") -> Any:
-    """A tqdm bar on stderr with an ETA (imported here so that ``--help`` stays fast)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
-
-
-def run_sweep(
-    configs: Sequence[Config],
-    store: RecordStore,
-    measure_one: Callable[[Config], dict[str, Any]],
-    *,
-    environment: dict[str, Any],
-    classify: Callable[[BaseException], str],
-    force: bool = False,
-    retry_failed: bool = False,
-    limit: int | None = None,
-    progress: bool = True,
-    desc: str = "",
-    on_record: Callable[[dict[str, Any]], None] | None = None,
-) -> SweepResult:
-    """Measure each configuration not yet recorded; every outcome becomes one record.
-
-    ``measure_one`` returns the measured fields (``status`` defaults to ``ok``); an exception
-    becomes a row with ``status = classify(exc)`` and the message. ``KeyboardInterrupt`` stops
-    the sweep (what was recorded stays).
-    """
-    result = SweepResult()
-    env_fields = env_columns(environment)
-    if force:
-        done: set[str] = set()
-    elif retry_failed:
-        done = store.done_keys(statuses=[STATUS_OK])
-    else:
-        done = store.done_keys()
-    todo = [c for c in configs if c.key() not in done]
-    result.skipped = len(configs) - len(todo)
-    if limit is not None:
-        todo = todo[:limit]
-    bar = None
-    if progress and todo:
-        bar = progress_bar(len(todo), desc)
-    try:
-        for config in todo:
-            if bar is not None:
-                bar.set_postfix_str(f"{config.name} {config.mode} b{config.batch} c{config.channels} s{config.size}", refresh=False)
-            started = time.time()
-            try:
-                fields = dict(measure_one(config))
-                fields.setdefault("status", STATUS_OK)
-                fields.setdefault("message", "")
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a failing config is a row, not the end
-                fields = failure_row(config, exc, classify(exc))
-                fields["traceback"] = format_traceback(exc)
-            record = {
-                "key": config.key(),
-                **config.as_row(),
-                **fields,
-                "wall_s": round(time.time() - started, 3),
-                "loadavg_1m": loadavg(),
-                **env_fields,
-            }
-            store.append(record, environment=env_fields)
-            if on_record is not None:
-                on_record(record)
-            if record["status"] == STATUS_OK:
-                result.measured += 1
-            else:
-                result.failed += 1
-            if bar is not None:
-                bar.update(1)
-    except KeyboardInterrupt:
-        result.interrupted = True
-    finally:
-        if bar is not None:
-            bar.close()
-    return result
 
 
 TABLE_COLUMNS = {"name": "attn", "formula_macs": "macs_formula"}
@@ -285,9 +169,6 @@ def records_to_frame(records: Iterable[dict[str, Any]], leading: Sequence[str]) 
     return frame[list(leading) + rest]
 
 
-def write_table(store: RecordStore, path: Path, leading: Sequence[str], record_type: str) -> pd.DataFrame:
-    """Rebuild the CSV at ``path`` from the latest record of each key of ``record_type``."""
-    records = [r for r in store.latest_by_key() if r.get("record", record_type) == record_type]
-    frame = records_to_frame(records, leading)
-    write_csv_atomic(path, frame)
-    return frame
+def stage_table(records: Iterable[dict[str, Any]], leading: Sequence[str], record_type: str) -> pd.DataFrame:
+    """The tidy table of the records of ``record_type`` (:func:`records_to_frame`)."""
+    return records_to_frame([r for r in records if r.get("record", record_type) == record_type], leading)

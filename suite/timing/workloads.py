@@ -52,6 +52,9 @@ __all__ = [
 class StageError(Exception):
     """An error with the status it should be reported under (``build_error``, ``compile_error``...)."""
 
+    message_is_complete = True
+    """Its message says what failed; the record quotes it without the exception's type."""
+
     def __init__(self, status: str, message: str) -> None:
         super().__init__(message)
         self.status = status

@@ -1,0 +1,239 @@
+"""The contract every measuring stage follows, and the runner that owns what they share.
+
+A stage is three parts:
+
+* **plan**: its configurations, each a :class:`Configuration` with ``key()`` (the one name a
+  record is resumed by), ``as_row()`` (the fields every record of it starts with) and
+  ``label()`` (what the progress bar shows);
+* **measure**: one configuration to the fields of its record; an exception is a failure,
+  recorded with the status the stage's ``classify`` gives it (:data:`suite.records.STATUSES`);
+* **tables**: the records to tidy frames, the stage's ``tables(records, folder)`` (file name
+  -> frame; ``folder`` holds any other raw file a table reads, the accuracy stage's per-image
+  results), which the stage writes after a run and the report rebuilds from the same records
+  (:data:`STAGE_TABLES`).
+
+The runner owns the rest: which configurations are still to do (:func:`pending`), the
+progress bar, one record per configuration (:func:`measure_record`: the key, the row, the
+fields or the failure with its traceback, the wall time and the load average), the
+environment, written once per run and named by each record
+(:meth:`suite.records.RecordStore.append`), and the tables, rewritten atomically from the
+records at the end, also when the run is interrupted (:func:`run_stage`).
+
+The cost and memory stages run on :func:`run_stage`. The latency stage visits every
+configuration in rounds of fresh worker processes (:func:`suite.timing.rounds.run_rounds`)
+and the accuracy stage trains across distributed ranks, so each drives its own loop, with the
+same store, environment, progress bar and tables.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import pandas as pd
+
+from .portable import format_traceback
+from .records import FINAL_STATUSES, STATUS_OK, RecordStore, folder_lock, write_csv_atomic
+
+__all__ = [
+    "STAGE_TABLES",
+    "stage_tables",
+    "Configuration",
+    "SweepResult",
+    "pending",
+    "measure_record",
+    "failure_fields",
+    "run_configs",
+    "run_stage",
+    "write_tables",
+    "progress_bar",
+    "loadavg",
+]
+
+
+STAGE_TABLES: dict[str, str] = {
+    "cost": "suite.cost.grid",
+    "latency": "suite.timing.cli_latency",
+    "memory": "suite.timing.cli_memory",
+    "accuracy": "suite.accuracy.cli",
+}
+"""The module holding each stage's ``tables(records, folder)``."""
+
+
+def stage_tables(stage: str, records: list[dict[str, Any]], folder: Path) -> dict[str, pd.DataFrame]:
+    """``stage``'s tables (file name -> frame) from its records (one per key) in ``folder``, by
+    the stage's own ``tables`` (imported here: the stages pull in torch)."""
+    import importlib
+
+    return importlib.import_module(STAGE_TABLES[stage]).tables(records, folder)
+
+
+class Configuration(Protocol):
+    """One point a stage measures."""
+
+    def key(self) -> str:
+        """The stable name its record is stored and resumed by."""
+
+    def as_row(self) -> dict[str, Any]:
+        """The fields that describe it, first in its record."""
+
+    def label(self) -> str:
+        """A few words for the progress bar."""
+
+
+C = TypeVar("C", bound=Configuration)
+
+
+@dataclass
+class SweepResult:
+    """Counts of a run (``contended`` and ``rounds_run`` are the latency stage's rounds)."""
+
+    measured: int = 0
+    skipped: int = 0
+    failed: int = 0
+    contended: int = 0
+    rounds_run: int = 0
+    interrupted: bool = False
+
+
+def pending(configs: Sequence[C], store: RecordStore, *, force: bool = False, retry_failed: bool = False,
+            limit: int | None = None) -> tuple[list[C], int]:
+    """The configurations still to measure, and how many were skipped as recorded.
+
+    A configuration is done once it has a record; with ``retry_failed``, only once its record
+    has a final status (:data:`~suite.records.FINAL_STATUSES`: measured, refused or diverged);
+    with ``force``, never. ``limit`` keeps the first ``limit`` of those left.
+    """
+    if force:
+        done: set[str] = set()
+    else:
+        done = store.done_keys(statuses=FINAL_STATUSES if retry_failed else None)
+    todo = [c for c in configs if c.key() not in done]
+    skipped = len(configs) - len(todo)
+    return (todo if limit is None else todo[:limit]), skipped
+
+
+def failure_fields(exc: BaseException, status: str) -> dict[str, Any]:
+    """The ``status`` and ``message`` of a configuration that raised ``exc`` (an exception that
+    says ``message_is_complete`` is quoted as it is, others with their type)."""
+    if getattr(exc, "message_is_complete", False):
+        message = str(exc)
+    else:
+        message = f"{type(exc).__name__}: {exc}".strip()
+    return {"status": status, "message": message[:2000]}
+
+
+def loadavg() -> float:
+    """The 1-minute load average now (how busy the machine was)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return math.nan
+
+
+def measure_record(config: C, measure: Callable[[C], dict[str, Any]],
+                   classify: Callable[[BaseException], str]) -> dict[str, Any]:
+    """One configuration's record: its key and row, then what ``measure`` returned (``status``
+    ``ok`` unless it says otherwise) or, when it raised, the failure's status, message and
+    traceback; then the wall time and the load average. ``KeyboardInterrupt`` is not caught."""
+    started = time.time()
+    try:
+        fields = dict(measure(config))
+        fields.setdefault("status", STATUS_OK)
+        fields.setdefault("message", "")
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failing configuration is a record, not the end
+        fields = failure_fields(exc, classify(exc))
+        fields["traceback"] = format_traceback(exc)
+    return {"key": config.key(), **config.as_row(), **fields,
+            "wall_s": round(time.time() - started, 3), "loadavg_1m": loadavg()}
+
+
+def progress_bar(total: int, desc: str, unit: str = "cfg") -> Any:
+    """A tqdm bar on stderr with an ETA (imported here so that ``--help`` stays fast)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+
+def run_configs(
+    configs: Sequence[C],
+    store: RecordStore,
+    measure: Callable[[C], dict[str, Any]],
+    *,
+    environment: dict[str, Any],
+    classify: Callable[[BaseException], str],
+    force: bool = False,
+    retry_failed: bool = False,
+    limit: int | None = None,
+    progress: bool = True,
+    desc: str = "",
+) -> SweepResult:
+    """Measure each configuration still to do (:func:`pending`) into one record of ``store``,
+    naming ``environment`` (the fields as the stage's records name them). ``KeyboardInterrupt``
+    stops the run; what was recorded stays, and the result says it was interrupted."""
+    todo, skipped = pending(configs, store, force=force, retry_failed=retry_failed, limit=limit)
+    result = SweepResult(skipped=skipped)
+    bar = progress_bar(len(todo), desc) if progress and todo else None
+    try:
+        for config in todo:
+            if bar is not None:
+                bar.set_postfix_str(config.label(), refresh=False)
+            record = {**measure_record(config, measure, classify), **environment}
+            store.append(record, environment=environment)
+            if record["status"] == STATUS_OK:
+                result.measured += 1
+            else:
+                result.failed += 1
+            if bar is not None:
+                bar.update(1)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+    return result
+
+
+def write_tables(out: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
+    """Write each table that has columns to ``out / name`` atomically (a table of no rows with its
+    header is written, so that a reader sees the stage ran); return the paths written."""
+    written = []
+    for filename, frame in tables.items():
+        if len(frame.columns):
+            write_csv_atomic(out / filename, frame)
+            written.append(out / filename)
+    return written
+
+
+def run_stage(
+    configs: Sequence[C],
+    out: Path,
+    records_file: str,
+    measure: Callable[[C], dict[str, Any]],
+    tables: Callable[[list[dict[str, Any]], Path], dict[str, pd.DataFrame]],
+    *,
+    environment: Callable[[], dict[str, Any]],
+    classify: Callable[[BaseException], str],
+    **options: Any,
+) -> tuple[SweepResult, list[dict[str, Any]], list[Path]]:
+    """Hold ``out``'s lock, measure what is still to do into ``out / records_file``
+    (:func:`run_configs`, with ``options``), then rewrite the tables from the latest record of
+    each key, also when interrupted. ``environment`` is called once the lock is held. Returns
+    the counts, the latest records and the tables written; raises
+    :class:`~suite.records.FolderLockedError` when another run holds the folder."""
+    with folder_lock(out):
+        store = RecordStore(out / records_file)
+        try:
+            result = run_configs(configs, store, measure, environment=environment(), classify=classify, **options)
+        finally:
+            records = store.latest_by_key()
+            written = write_tables(out, tables(records, out))
+    return result, records, written
