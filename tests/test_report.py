@@ -14,7 +14,7 @@ import pytest
 from suite.__main__ import main
 from suite.env import PROJECT_ROOT
 from suite.report import render_report
-from suite.report.figures import pareto_front
+from suite.report.figure_data import pareto_front
 from suite.report.load import CSV_ONLY, STAGE_FILES, STAGES, load_stage
 from suite.report.readme import FIGURE_TEXT
 from suite.report.tables import SUMMARY_COLUMNS
@@ -269,6 +269,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def test_scaling_figure_draws_only_axes_with_two_values(tmp_path: Path) -> None:
     """forward varies the batch, train has one shape: one panel, and the note names what has none."""
+    from suite.report.figure_data import latency_scaling_data
     from suite.report.figures import latency_scaling_figure
 
     rows = [{"attn": name, "mode": "forward", "level": "module", "status": "ok", "batch": batch, "size": 28,
@@ -276,26 +277,34 @@ def test_scaling_figure_draws_only_axes_with_two_values(tmp_path: Path) -> None:
             for i, name in enumerate(TYPES) for batch in (2, 8)]
     rows += [{**row, "mode": "train", "batch": 2} for row in rows if row["batch"] == 2]
     one_mode = tmp_path / "one.png"
-    path, note = latency_scaling_figure(pd.DataFrame(rows), one_mode, "caption")
+    data = latency_scaling_data(pd.DataFrame(rows))
+    assert [(p.mode, p.axis) for p in data.panels] == [("forward", "batch")]
+    path, note = latency_scaling_figure(data, one_mode, "caption")
     assert path == one_mode and "no panel where one value was measured: train vs batch (only 2)" in note
     both = tmp_path / "both.png"
     rows += [{**row, "mode": "train", "batch": 8} for row in rows if row["mode"] == "train"]
-    assert "no panel" not in latency_scaling_figure(pd.DataFrame(rows), both, "caption")[1]
+    data = latency_scaling_data(pd.DataFrame(rows))
+    assert "no panel" not in latency_scaling_figure(data, both, "caption")[1]
     assert _png_size(both)[0] > 1.5 * _png_size(one_mode)[0]  # two panels side by side against one
 
 
 def test_memory_figure_draws_the_step_peak_only_where_cuda_measured_it(tmp_path: Path) -> None:
+    from suite.report.figure_data import memory_data
     from suite.report.figures import memory_figure
 
     rows = [{"attn": name, "mode": mode, "status": "ok", "device": "cpu", "batch": 2, "channels": 64, "size": 14,
              "act_saved_bytes": 2**20 * (i + 1), "step_peak_bytes": 2**23}
             for i, name in enumerate(TYPES) for mode in ("forward", "train")]
     cpu = tmp_path / "cpu.png"
-    path, note = memory_figure(pd.DataFrame(rows), pd.DataFrame(), cpu, "caption")
+    data = memory_data(pd.DataFrame(rows), pd.DataFrame())
+    assert [p.label for p in data.panels] == ["saved for backward (train step), MiB"]
+    path, note = memory_figure(data, cpu, "caption")
     assert path == cpu and "RSS growth is in memory.csv, not drawn" in note
     cuda = tmp_path / "cuda.png"
     on_gpu = [{**r, "device": "cuda:0", "cuda_step_peak_bytes": 2**21} for r in rows]
-    path, note = memory_figure(pd.DataFrame(on_gpu), pd.DataFrame(), cuda, "c")
+    data = memory_data(pd.DataFrame(on_gpu), pd.DataFrame())
+    assert data.panels[1].rows["mib"].tolist() == [2.0] * len(on_gpu)
+    path, note = memory_figure(data, cuda, "c")
     assert "not drawn" not in note and _png_size(cuda)[0] > 1.5 * _png_size(cpu)[0]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from ..records import write_csv_atomic, write_text_atomic
+from . import figure_data
 from . import figures as fig
 from .load import StageData, environment_of, load_all
 from .readme import accuracy_markdown, render_readme
@@ -121,17 +122,22 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
     figdir = profile_dir / "figures"
     paths: dict[str, Path | None] = {}
     notes: dict[str, str] = {}
-    drawers = {
-        "cost_benefit": lambda p, c: fig.cost_benefit_figure(summary, p, c),
-        "latency_heatmap": lambda p, c: fig.latency_heatmap_figure(primary, p, c, contended_rows),
-        "counter_agreement": lambda p, c: fig.counter_agreement_figure(cost, p, c),
-        "latency_scaling": lambda p, c: fig.latency_scaling_figure(primary, p, c),
-        "memory": lambda p, c: fig.memory_figure(memory, cost, p, c),
-        "model_latency": lambda p, c: fig.model_latency_figure(primary_model, latency, p, c),
+    figures = {  # what each figure shows (figure_data), and the function that draws it
+        "cost_benefit": (lambda: figure_data.cost_benefit_data(summary), fig.cost_benefit_figure),
+        "latency_heatmap": (lambda: figure_data.latency_heatmap_data(primary, contended_rows),
+                            fig.latency_heatmap_figure),
+        "counter_agreement": (lambda: figure_data.counter_agreement_data(cost), fig.counter_agreement_figure),
+        "latency_scaling": (lambda: figure_data.latency_scaling_data(primary), fig.latency_scaling_figure),
+        "memory": (lambda: figure_data.memory_data(memory, cost), fig.memory_figure),
+        "model_latency": (lambda: figure_data.model_latency_data(primary_model, latency), fig.model_latency_figure),
     }
-    for key, draw in drawers.items():
+    for key, (derive, draw) in figures.items():
         try:
-            paths[key], notes[key] = draw(figdir / f"{key}.png", captions[key])
+            data = derive()
+            if isinstance(data, str):  # no data for it, and why
+                paths[key], notes[key] = None, data
+            else:
+                paths[key], notes[key] = draw(data, figdir / f"{key}.png", captions[key])
         except Exception as exc:  # a figure must not take the report down; say why it is absent
             paths[key], notes[key] = None, f"drawing failed ({type(exc).__name__}: {exc})"
         stale = figdir / f"{key}.png"
