@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from ..records import RecordStore
-from ..timing.rounds import worker_environment
 from ..stage import progress_bar
+from ..timing.rounds import worker_environment
 from .callgrind_worker import LABEL_PREFIX
 from .cases import RegressSettings
 
