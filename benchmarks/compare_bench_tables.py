@@ -9,8 +9,9 @@ AFTER) and compare. Every CSV of BEFORE (the report's tables and the stages' tab
 holds a measurement (times, ratios, intervals, RSS, the machine's peaks, load averages, the
 messages that quote a measured interval) or the identity of the run (date, commit, the code
 hashes in the accuracy keys). BEFORE's columns are first renamed as the tables name them now
-(``suite.timing.sweep.TABLE_COLUMNS``: ``name`` is ``attn``), so a folder written before that
-vocabulary compares (and the report's ``ratio_to_ref`` is ``ratio``). Prints one line per table; exit 1 when anything else differs.
+(``suite.timing.sweep.TABLE_COLUMNS``: ``name`` is ``attn``; :data:`RENAMED`), so a folder
+written before that vocabulary compares, and AFTER may add measured columns (named in the
+line). Prints one line per table; exit 1 when anything else differs.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ MEASURED = re.compile(
 contains the code hash, of the machine records the date)."""
 
 
-RENAMED = {"ratio_to_ref": "ratio"}
-"""Report columns renamed to the stages' names (the report's latency ratio is ``ratio``)."""
+RENAMED = {"ratio_to_ref": "ratio", "wall_seconds": "wall_s"}
+"""Columns renamed to the stages' names: the report's latency ratio is ``ratio``, and a record's
+wall time is ``wall_s`` in every stage (the cost stage's was ``wall_seconds`` before it ran on
+``suite.stage``)."""
 
 
 def _same(x: pd.Series, y: pd.Series) -> bool:
@@ -57,6 +60,9 @@ def compare(before: Path, after: Path) -> list[str]:
             lines.append(f"DIFFERS {rel}: missing in {after}")
             continue
         a, b = pd.read_csv(path).rename(columns={**TABLE_COLUMNS, **RENAMED}), pd.read_csv(other)
+        # a measured column only AFTER has (the load average the runner adds to every record) is fine
+        added = [c for c in b.columns if c not in a.columns and MEASURED.search(c)]
+        b = b.drop(columns=added)
         if list(a.columns) != list(b.columns) or a.shape != b.shape:
             lines.append(f"DIFFERS {rel}: columns or shape {a.shape} vs {b.shape}, "
                          f"columns only on one side: {sorted(set(a.columns) ^ set(b.columns))}")
@@ -65,6 +71,7 @@ def compare(before: Path, after: Path) -> list[str]:
         unexpected = [c for c in changed if not MEASURED.search(c)]
         head = "DIFFERS" if unexpected else "same"
         lines.append(f"{head} {rel} {a.shape}: measured columns that differ: {len(changed) - len(unexpected)}"
+                     + (f"; measured columns only in AFTER: {added}" if added else "")
                      + (f"; other columns that differ: {unexpected}" if unexpected else ""))
     return lines
 
