@@ -168,6 +168,8 @@ SHARED: dict[str, Option] = {option.flag: option for option in (
     Option("--force", "measure again what the records in --out already hold", kind="switch", group="output"),
     Option("--dry-run", "list what would be measured and exit without measuring", kind="switch", group="output"),
     Option("--no-progress", "no progress bar on stderr", kind="switch", group="output"),
+    Option("--tables-only", "rewrite the tidy CSVs in --out from its records and exit, measuring nothing (after an "
+           "upgrade of the suite, for instance)", kind="switch", group="output"),
     Option("--plugin", "your own attention class: package.module:ClassName, name=package.module:ClassName, or "
            "package.module that registers its own types; a path/to/file.py may stand for package.module "
            "(repeatable)", kind="append", metavar="SPEC", group="what to measure"),

@@ -220,3 +220,31 @@ def test_no_finished_run_is_a_nonzero_exit(tmp_path, one_thread, capsys):
     code = _smoke(data, tmp_path / "out", tmp_path / "cache", "--batch", "64")  # larger than 24 images
     assert code == 1
     assert "none of the 2 runs finished" in capsys.readouterr().err
+
+
+def test_tables_only_rewrites_the_tables_from_the_records(tmp_path, one_thread, capsys):
+    data, out, cache = tmp_path / "mini", tmp_path / "out", tmp_path / "cache"
+    _image_folder(data, classes=2)
+    assert _smoke(data, out, cache) == 0
+    written = {name: (out / name).read_text() for name in ("runs.csv", "deltas.csv", "per_class.csv", "summary.md")}
+    for name in written:
+        (out / name).unlink()
+    assert suite_main(["accuracy", "--out", str(out), "--tables-only"]) == 0
+    assert {name: (out / name).read_text() for name in written} == written
+    assert "message" in pd.read_csv(out / "runs.csv").columns
+    assert suite_main(["accuracy", "--out", str(tmp_path / "empty"), "--tables-only"]) == 2
+    assert "no records in" in capsys.readouterr().err
+
+
+def test_a_run_that_raises_is_a_record_with_its_message_and_traceback(tmp_path, one_thread, monkeypatch):
+    import suite.accuracy.cli as accuracy_cli
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no memory for the gate")
+
+    monkeypatch.setattr(accuracy_cli, "train_run", broken)
+    data = _image_folder(tmp_path / "mini", classes=2)
+    assert _smoke(data, tmp_path / "out", tmp_path / "cache") == 1
+    records = _records(tmp_path / "out")
+    assert {r["status"] for r in records} == {"error"}
+    assert all(r["message"] == "RuntimeError: no memory for the gate" and "broken" in r["traceback"] for r in records)

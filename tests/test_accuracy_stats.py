@@ -76,7 +76,7 @@ def test_delta_table_pairs_seeds_and_scores_a_diverged_run_at_chance():
         {"attn": "se", "seed": 1, "status": "ok", "top1": 0.74, "top5": 0.97},
         {"attn": "se", "seed": 2, "status": "ok", "top1": 0.99, "top5": 0.99},  # no baseline at seed 2
         {"attn": "se", "seed": 3, "status": "diverged", "top1": None, "top5": None, "num_classes": 10},
-        {"attn": "eca", "seed": 0, "status": "error", "note": "an exception"},
+        {"attn": "eca", "seed": 0, "status": "error", "message": "an exception"},
     ]
     table = {row["attn"]: row for row in delta_table(rows, baseline="none")}
     assert list(table) == ["none", "se"]  # a failed run has no score

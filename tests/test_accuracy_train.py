@@ -57,7 +57,7 @@ def test_exploding_loss_ends_the_run_as_diverged(smoke):
     recipe = make_recipe("smoke", lr=1e4, warmup_epochs=0.01)
     result = train_run("resnet_small", None, 0, recipe, train, val, DistInfo())
     assert result.status == "diverged"
-    assert "step loss" in result.note and math.isnan(result.top1)
+    assert "step loss" in result.message and math.isnan(result.top1)
     assert result.epochs < recipe.epochs
 
 

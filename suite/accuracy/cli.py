@@ -26,9 +26,9 @@ from typing import Any
 import pandas as pd
 
 from suite.env import collect_environment
-from suite.portable import shown_path
+from suite.portable import format_traceback, shown_path
 from suite.records import RecordStore, folder_lock, write_csv_atomic, write_text_atomic
-from suite.stage import pending
+from suite.stage import failure_fields, pending
 from suite.stage import write_tables as write_stage_tables
 
 from ..options import (
@@ -138,6 +138,7 @@ class AccuracySettings:
                                  default_text="cuda for the gpu preset when available, else cpu")
     threads: int | None = setting("--threads", None, default_text="torch's choice; torchrun sets 1")
     no_progress: bool = setting("--no-progress", False)
+    tables_only: bool = setting("--tables-only", False)
     arch: tuple[str, ...] | None = setting("--arch", None, default_text=(
         "the preset's; one backbone for modules.build_model (resnet_small, resnet18, resnet50...)"))
     epochs: int | None = _recipe("--epochs", "training epochs", positive_int, metavar="N")
@@ -226,6 +227,9 @@ def _say(info: DistInfo, text: str) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the sweep; 0 on success, 2 on a usage or data error."""
+    out = Path(args.out) if args.out else Path("runs") / "accuracy" / args.preset
+    if args.tables_only:
+        return _tables_only(out)
     try:
         recipe = _recipe_from_args(args)
         attns = resolve_attention(args.attn)
@@ -244,7 +248,6 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if info.device.type == "cpu":
         torch.set_flush_denormal(True)  # denormal weights late in training can slow CPU kernels many-fold
-    out = Path(args.out) if args.out else Path("runs") / "accuracy" / args.preset
     seeds = list(range(args.first_seed, args.first_seed + (args.seeds or DEFAULT_SEEDS[args.preset])))
     finished = False
     try:
@@ -349,8 +352,8 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
         try:
             result = train_run(recipe.arch, attn, seed, recipe, train, val, info,
                                checkpoint=checkpoint, run_key=key, progress=progress).as_dict()
-        except Exception as error:  # one broken module must not end the sweep
-            result = {"status": "error", "note": f"{type(error).__name__}: {error}"}
+        except Exception as error:  # noqa: BLE001 - one broken module must not end the sweep
+            result = {**failure_fields(error, "error"), "traceback": format_traceback(error)}
         finally:
             if inner is not None:
                 inner.close()
@@ -380,6 +383,18 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
         print(f"error: none of the {len(plan)} runs finished (see the statuses above and {out / 'runs.jsonl'})",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def _tables_only(out: Path) -> int:
+    """``--tables-only``: rewrite the tables and ``summary.md`` in ``out`` from its records."""
+    records = out / "runs.jsonl"
+    if not records.is_file():
+        print(f"error: --tables-only: no records in {out} (expected {records})", file=sys.stderr)
+        return 2
+    with folder_lock(out):
+        write_tables(RecordStore(records), out)
+    print(f"accuracy: tables and summary.md in {out} rewritten from {records}", file=sys.stderr)
     return 0
 
 
@@ -424,7 +439,7 @@ def _run_line(r: dict[str, Any]) -> str:
     if r["status"] == "ok":
         return (f"{r['attn']:>14s} seed {r['seed']}: top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%  "
                 f"val loss {r['val_loss']:.3f}  {r['epochs']} epochs  {r['wall_s']:.0f} s")
-    return f"{r['attn']:>14s} seed {r['seed']}: {r['status']} ({r.get('note', '')})"
+    return f"{r['attn']:>14s} seed {r['seed']}: {r['status']} ({r.get('message', '')})"
 
 
 METRICS = ("top1", "top5", "train_loss", "val_loss")
@@ -432,7 +447,11 @@ METRICS = ("top1", "top5", "train_loss", "val_loss")
 
 RUN_COLUMNS = ["attn", "seed", "status", "top1", "top5", "val_loss", "train_loss", "epochs", "wall_s",
                "epoch_s", "params", "shared_entries", "resumed_from", "bf16", "world_size", "profile", "arch",
-               "recipe", "note"]
+               "recipe", "message"]
+
+LEGACY_FIELDS = {"note": "message"}
+"""Record fields of older runs, by the name the tables give them now (the text of a run that is
+not ``ok`` is its ``message``, as in every stage)."""
 
 
 def build_tables(
@@ -442,6 +461,7 @@ def build_tables(
     default the last record's; :func:`suite.accuracy.identity.same_comparison`), the runs
     table (baseline first, then by attention type and seed) and the paired delta table. Runs
     of different recipes, data, precision, thread counts or code are never compared."""
+    records = [{LEGACY_FIELDS.get(k, k): v for k, v in r.items() if k != "traceback"} for r in records]
     if records:
         identity = identity or {k: records[-1].get(k) for k in IDENTITY_FIELDS}
         records = same_comparison(records, identity)

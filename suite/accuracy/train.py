@@ -352,7 +352,7 @@ class RunResult:
     resumed_from: int
     bf16: bool = False
     per_image: dict[str, list] | None = None
-    note: str = ""
+    message: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -430,7 +430,7 @@ def train_run(
             model, device_ids=[info.local_rank] if info.device.type == "cuda" else None
         )
     net.train()
-    status, note = "ok", ""
+    status, message = "ok", ""
     lo, hi = info.rank * per_rank, (info.rank + 1) * per_rank
     for epoch in range(start_epoch, recipe.epochs):
         started = time.perf_counter()
@@ -455,7 +455,7 @@ def train_run(
             step_loss = _all_reduce_sum([loss.item()], info)[0] / info.world_size
             if not math.isfinite(step_loss) or step_loss > diverge_at:
                 status = "diverged"
-                note = f"step loss {step_loss:.4g} at epoch {epoch} step {step} (limit {diverge_at:.3g})"
+                message = f"step loss {step_loss:.4g} at epoch {epoch} step {step} (limit {diverge_at:.3g})"
                 break
             loss_sum += step_loss
             if progress is not None:
@@ -507,7 +507,7 @@ def train_run(
         shared_entries=shared,
         resumed_from=resumed_from,
         bf16=amp_active(recipe, info.device),
-        note=note,
+        message=message,
     )
 
 

@@ -77,9 +77,7 @@ class GridSettings:
     limit: int | None = setting(Option("--limit", "measure at most this many (new) configurations, then stop",
                                        parse=positive_int, metavar="N", group="output"), None, default_text="all")
     dry_run: bool = setting("--dry-run", False)
-    tables_only: bool = setting(Option(
-        "--tables-only", "rewrite the tidy CSVs in --out from its records and exit, measuring nothing (after an "
-        "upgrade of the suite, for instance)", kind="switch", group="output"), False)
+    tables_only: bool = setting("--tables-only", False)
     no_progress: bool = setting("--no-progress", False)
     cudnn_benchmark: str = setting("--cudnn-benchmark", "on")
     tf32: str = setting("--tf32", "off")
