@@ -93,3 +93,13 @@ def test_unknown_arch_is_refused(tmp_path, capsys):
     rc = main(["cost", "--level", "model", "--arch", "resnet7", "--out", str(tmp_path), "--no-progress"])
     assert rc == 2
     assert "resnet7" in capsys.readouterr().err
+
+
+def test_tables_only_rewrites_the_tables_from_the_records(tmp_path, capsys):
+    out = tmp_path / "cost"
+    assert main(["cost", "--attn", "se", "--channels", "64", "--size", "7", "--out", str(out), "--no-progress"]) == 0
+    written = (out / "cost_module.csv").read_text()
+    (out / "cost_module.csv").unlink()
+    assert main(["cost", "--out", str(out), "--tables-only"]) == 0
+    assert (out / "cost_module.csv").read_text() == written
+    assert not (out / "cost_model.csv").exists()  # no model-level records, no table

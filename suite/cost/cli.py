@@ -47,6 +47,7 @@ class CostSettings:
     out: Path = setting("--out", Path("reports/cost"))
     force: bool = setting("--force", False)
     no_progress: bool = setting("--no-progress", False)
+    tables_only: bool = setting("--tables-only", False)
 
 
 SETTINGS = CostSettings
@@ -74,9 +75,15 @@ def main(args: argparse.Namespace) -> int:
     import modules
 
     from ..env import collect_environment
-    from ..records import FolderLockedError
-    from ..stage import run_stage
+    from ..records import FolderLockedError, RecordStore, folder_lock
+    from ..stage import run_stage, write_tables
     from .grid import classify_cost_error, measure_cost, model_jobs, module_jobs, tables
+
+    if args.tables_only:
+        with folder_lock(args.out):
+            written = write_tables(args.out, tables(RecordStore(args.out / RECORDS_FILE).latest_by_key(), args.out))
+        print(f"cost: wrote {', '.join(map(str, written)) or 'nothing (no records)'} from the records", file=sys.stderr)
+        return 0
 
     try:
         names = modules.list_attention(args.attn, strict=True)
