@@ -17,22 +17,25 @@ progress bar, one record per configuration (:func:`measure_record`: the key, the
 fields or the failure with its traceback, the wall time and the load average), the
 environment, written once per run and named by each record
 (:meth:`suite.records.RecordStore.append`), and the tables, rewritten atomically from the
-records at the end, also when the run is interrupted (:func:`run_stage`).
+records at the end, also when the run is interrupted (:func:`open_stage`).
 
 The cost and memory stages run on :func:`run_stage`. The latency stage visits every
 configuration in rounds of fresh worker processes (:func:`suite.timing.rounds.run_rounds`)
-and the accuracy stage trains across distributed ranks, so each drives its own loop, with the
-same store, environment, progress bar and tables.
+inside :func:`open_stage`, with its own resume (a configuration may have some of its rounds),
+and the accuracy stage trains across distributed ranks, its first rank holding the lock and
+writing the records, with :func:`pending`; each uses the same store, environment, progress
+bar, failure records and tables.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -50,6 +53,8 @@ __all__ = [
     "measure_record",
     "failure_fields",
     "run_configs",
+    "StageRun",
+    "open_stage",
     "run_stage",
     "write_tables",
     "progress_bar",
@@ -213,27 +218,49 @@ def write_tables(out: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
     return written
 
 
+@dataclass
+class StageRun:
+    """An open output folder: its lock is held, ``store`` takes the records; once the run ends,
+    ``records`` holds the latest record of each key and ``written`` the tables' paths."""
+
+    out: Path
+    store: RecordStore
+    records: list[dict[str, Any]] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+
+
+Tables = Callable[[list[dict[str, Any]], Path], dict[str, pd.DataFrame]]
+"""A stage's ``tables(records, folder)``."""
+
+
+@contextlib.contextmanager
+def open_stage(out: Path, records_file: str, tables: Tables) -> Iterator[StageRun]:
+    """Hold ``out``'s lock while the stage measures into ``out / records_file``; when it ends,
+    also by an exception or an interrupt, rewrite the tables from the latest record of each key.
+    Raises :class:`~suite.records.FolderLockedError` when another run holds the folder."""
+    with folder_lock(out):
+        run = StageRun(out, RecordStore(out / records_file))
+        try:
+            yield run
+        finally:
+            run.records = run.store.latest_by_key()
+            run.written = write_tables(out, tables(run.records, out))
+
+
 def run_stage(
     configs: Sequence[C],
     out: Path,
     records_file: str,
     measure: Callable[[C], dict[str, Any]],
-    tables: Callable[[list[dict[str, Any]], Path], dict[str, pd.DataFrame]],
+    tables: Tables,
     *,
     environment: Callable[[], dict[str, Any]],
     classify: Callable[[BaseException], str],
     **options: Any,
-) -> tuple[SweepResult, list[dict[str, Any]], list[Path]]:
-    """Hold ``out``'s lock, measure what is still to do into ``out / records_file``
-    (:func:`run_configs`, with ``options``), then rewrite the tables from the latest record of
-    each key, also when interrupted. ``environment`` is called once the lock is held. Returns
-    the counts, the latest records and the tables written; raises
-    :class:`~suite.records.FolderLockedError` when another run holds the folder."""
-    with folder_lock(out):
-        store = RecordStore(out / records_file)
-        try:
-            result = run_configs(configs, store, measure, environment=environment(), classify=classify, **options)
-        finally:
-            records = store.latest_by_key()
-            written = write_tables(out, tables(records, out))
-    return result, records, written
+) -> tuple[SweepResult, StageRun]:
+    """Measure what is still to do into ``out / records_file`` in an open folder
+    (:func:`open_stage`, :func:`run_configs` with ``options``). ``environment`` is called once the
+    lock is held. Returns the counts and the run (its latest records and the tables written)."""
+    with open_stage(out, records_file, tables) as run:
+        result = run_configs(configs, run.store, measure, environment=environment(), classify=classify, **options)
+    return result, run

@@ -12,7 +12,7 @@ import pytest
 
 from suite.records import ENVIRONMENTS_FILE, FolderLockedError, RecordStore, folder_lock
 from suite.report.load import STAGE_FILES, STAGES
-from suite.stage import STAGE_TABLES, measure_record, pending, run_stage, stage_tables
+from suite.stage import STAGE_TABLES, measure_record, open_stage, pending, run_stage, stage_tables
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,8 @@ def _run(out: Path, measure: Any = _measure, **options: Any) -> Any:
 
 
 def test_a_run_writes_one_record_per_configuration_and_the_tables(tmp_path: Path) -> None:
-    result, records, written = _run(tmp_path)
+    result, run = _run(tmp_path)
+    records, written = run.records, run.written
     assert (result.measured, result.failed, result.skipped) == (1, 2, 0)
     by_name = {r["name"]: r for r in records}
     assert by_name["a"]["status"] == "ok" and by_name["a"]["value"] == 1.5 and by_name["a"]["message"] == ""
@@ -100,8 +101,8 @@ def test_an_interrupted_run_keeps_its_records_and_writes_the_tables(tmp_path: Pa
             raise KeyboardInterrupt
         return {"value": 1.0}
 
-    result, records, _ = _run(tmp_path, measure=measure)
-    assert result.interrupted and [r["name"] for r in records] == ["a"]
+    result, run = _run(tmp_path, measure=measure)
+    assert result.interrupted and [r["name"] for r in run.records] == ["a"]
     assert list(pd.read_csv(tmp_path / "points.csv")["name"]) == ["a"]
 
 
@@ -125,6 +126,14 @@ def test_every_stage_builds_its_files_tables_from_records(stage: str) -> None:
     expected -= {"gate_scale.csv"}  # measured once per sweep, not in the records
     assert set(frames) == expected
     assert all(len(frame) for frame in frames.values())
+
+
+def test_an_open_stage_writes_the_tables_when_its_body_raises(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="worker died"), open_stage(tmp_path, "records.jsonl", _tables) as run:
+        run.store.append({"key": "point|a", "name": "a", "status": "ok"})
+        raise RuntimeError("worker died")
+    assert list(pd.read_csv(tmp_path / "points.csv")["name"]) == ["a"] and run.written == [tmp_path / "points.csv"]
+    assert not (tmp_path / ".lock").exists()
 
 
 def test_records_keep_the_environment_once(tmp_path: Path) -> None:

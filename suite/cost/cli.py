@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     try:
         # counting is deterministic: a job that failed is counted again on the next run
-        result, records, written = run_stage(
+        result, run = run_stage(
             jobs, args.out, RECORDS_FILE, measure_cost, tables, environment=collect_environment,
             classify=classify_cost_error, force=args.force, retry_failed=True,
             progress=not args.no_progress, desc="cost",
@@ -113,6 +113,7 @@ def main(args: argparse.Namespace) -> int:
     except FolderLockedError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    records, written = run.records, run.written
     wanted = {job.key() for job in jobs}
     failed = [r for r in records if r.get("key") in wanted and r.get("status") == "error"]
     refused = [r for r in records if r.get("key") in wanted and r.get("status") == "refused"]

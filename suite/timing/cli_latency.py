@@ -38,7 +38,7 @@ from ..options import (
     setting,
 )
 from ..records import FolderLockedError, RecordStore, folder_lock
-from ..stage import write_tables
+from ..stage import open_stage, write_tables
 from .cli_common import measurement_settings, plan_sweep
 from .contention import ContentionLimits
 from .grid import Config
@@ -254,30 +254,27 @@ def main(args: argparse.Namespace) -> int:
         print(f"latency: {len(frame)} rows in {out / 'latency.csv'}, from the records", file=sys.stderr)
         return 0
     try:
-        with folder_lock(out), measurement_settings(args, plan) as environment:
+        with open_stage(out, "records.jsonl", tables) as run, measurement_settings(args, plan) as environment:
             environment["clock"] = "cuda_event" if torch_device.type == "cuda" else "perf_counter"
             environment["timer"] = (f"rounds={rounds.rounds} max_rounds={rounds.max_rounds} budget_s={budget} "
                                     f"isolation={args.isolation} allocator={args.allocator} "
                                     f"flush_denormal={args.flush_denormal} rel_tol={rounds.rel_tol}")
-            store = RecordStore(out / "records.jsonl")
-            peaks = _LazyPeaks(device, axes.dtype, args.roofline_copy_mib, store, environment, not args.no_roofline)
-            try:
-                if not args.no_roofline and any(c.mode == "forward" and c.level == "module" for c in configs):
-                    peaks.get()  # before any worker starts: nothing else runs while it measures
-                with RoundWorkers(isolation=args.isolation, servers=args.servers, env=env,
-                                  timeout_s=args.timeout_s) as workers:
-                    result = run_rounds(
-                        configs, store, workers, settings, rounds, environment=environment,
-                        finish=lambda config, row: add_roofline(config, row, peaks.get()),
-                        force=args.force, retry_failed=args.retry_failed, limit=args.limit,
-                        progress=not args.no_progress,
-                    )
-            finally:
-                frame = write_latency_tables(store, out)
+            peaks = _LazyPeaks(device, axes.dtype, args.roofline_copy_mib, run.store, environment, not args.no_roofline)
+            if not args.no_roofline and any(c.mode == "forward" and c.level == "module" for c in configs):
+                peaks.get()  # before any worker starts: nothing else runs while it measures
+            with RoundWorkers(isolation=args.isolation, servers=args.servers, env=env,
+                              timeout_s=args.timeout_s) as workers:
+                result = run_rounds(
+                    configs, run.store, workers, settings, rounds, environment=environment,
+                    finish=lambda config, row: add_roofline(config, row, peaks.get()),
+                    force=args.force, retry_failed=args.retry_failed, limit=args.limit,
+                    progress=not args.no_progress,
+                )
     except FolderLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    rows = sum(r.get("record", "latency") == "latency" for r in run.records)
     print(f"latency: {result.measured} measured, {result.contended} contended, {result.failed} failed "
           f"(rows with a status), {result.skipped} already recorded, in {result.rounds_run} rounds; "
-          f"{len(frame)} rows in {out / 'latency.csv'}", file=sys.stderr)
+          f"{rows} rows in {out / 'latency.csv'}", file=sys.stderr)
     return 130 if result.interrupted else 0

@@ -91,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     try:
         with measurement_settings(args, plan) as environment:
-            result, records, _ = run_stage(
+            result, run = run_stage(
                 configs, out, "records.jsonl",
                 lambda c: measure_memory(c, isolation=args.isolation, timeout_s=args.timeout_s), tables,
                 environment=lambda: env_columns(environment), classify=classify_error, force=args.force,
@@ -100,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
     except FolderLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    rows = sum(r.get("record", "memory") == "memory" for r in records)
+    rows = sum(r.get("record", "memory") == "memory" for r in run.records)
     print(f"memory: {result.measured} measured, {result.failed} failed (rows with a status), "
           f"{result.skipped} already recorded; {rows} rows in {out / 'memory.csv'}", file=sys.stderr)
     return 130 if result.interrupted else 0
