@@ -209,9 +209,10 @@ class RecordStore:
             environment = environment_fields(record)
             lines.append(compact_record(record, environment, self.add_environment(environment))
                          if environment else _normalized(record))
+        environments = self.environments()
+        if [list(expand_record(line, environments).items()) for line in lines] != [list(r.items()) for r in records]:
+            raise RuntimeError(f"{self.path}: the compacted records would not read back as before; left as it is")
         write_text_atomic(self.path, "".join(json.dumps(line) + "\n" for line in lines))
-        if self.read() != [_normalized(r) for r in records]:
-            raise RuntimeError(f"{self.path}: compacted records do not read back as before")
         return before, self.path.stat().st_size
 
 

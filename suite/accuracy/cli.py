@@ -359,7 +359,7 @@ def _sweep(args, recipe, attns: list[str], root: Path, seeds: list[int], out: Pa
                 inner.close()
         per_image = result.pop("per_image", None)
         if info.is_main:
-            record: dict[str, Any] = {"key": key, "attn": attn, "seed": seed, "profile": recipe.profile,
+            record: dict[str, Any] = {"key": key, **run.as_row(), "profile": recipe.profile,
                                       "arch": recipe.arch, "data": shown_path(root), "holdout": args.holdout,
                                       "num_classes": len(train.classes),
                                       "world_size": info.world_size,
