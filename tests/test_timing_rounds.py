@@ -281,6 +281,8 @@ def test_resume_continues_a_generation_and_force_starts_a_new_one() -> None:
     records[2]["status"] = "contended"
     retried = _progress_from_records(records, [a, b], force=False, retry_failed=True)
     assert retried[a.key()].generation == 1 and retried[b.key()].generation == 0
+    records[2]["status"] = "refused"  # a deliberate outcome: --retry-failed leaves it
+    assert _progress_from_records(records, [a, b], force=False, retry_failed=True)[a.key()] is None
 
 
 def test_snapshot_fields() -> None:

@@ -10,10 +10,11 @@
 The stage follows the contract of :mod:`suite.stage`: each configuration is one :class:`Job`
 (plan), :func:`measure_cost` counts it (measure), :func:`tables` turns the records into the
 two tables; the runner writes one raw record per job, naming the run's environment. A re-run
-skips the jobs with a final status (``ok``, ``refused``) and retries the rest. A job that fails (a module refusing a shape,
-a backbone that fails to build) is recorded with ``status="error"`` and the message; an
-entry that ``build_model`` refuses for an architecture (no place for it there, e.g. a
-``conv`` entry in MobileNetV2) with ``status="refused"`` and the reason. The run goes on.
+skips the jobs with a final status (``ok``, ``refused``) and retries the rest. A job that
+fails (a module refusing a shape, a backbone that fails to build) is recorded with
+``status="error"``, the message and the traceback; an entry that ``build_model`` refuses for
+an architecture (no place for it there, e.g. a ``conv`` entry in MobileNetV2) with
+``status="refused"`` and the reason. The run goes on.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..records import STATUS_OK, RecordStore
+from ..records import FINAL_STATUSES, STATUS_OK, RecordStore
 from ..stage import SweepResult, progress_bar
 from ..stage import loadavg as _loadavg
 from .grid import Config
@@ -484,7 +484,7 @@ def _progress_from_records(records: list[dict[str, Any]], configs: Sequence[Conf
         row = rows.get(key)
         latest = newest.get(key, -1)
         row_current = row is not None and int(row.get("generation", 0) or 0) >= latest
-        restart = force or (retry_failed and row is not None and row.get("status") != STATUS_OK)
+        restart = force or (retry_failed and row is not None and row.get("status") not in FINAL_STATUSES)
         if row_current and not restart:
             state[key] = None
             continue

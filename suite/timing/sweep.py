@@ -1,11 +1,13 @@
-"""What ``python -m suite latency`` and ``python -m suite memory`` share: settings and flags,
-the resumable sweep loop with its progress bar, and the tidy CSV.
+"""What ``python -m suite latency`` and ``python -m suite memory`` share: the grid's settings
+and flags, its axes, the environment's columns and the tidy CSV.
 
-A sweep appends one raw record per configuration to ``records.jsonl`` as soon as it is
-measured (the environment is written once, to ``environments.jsonl``, and named by each record); a configuration that raises becomes a record with ``status`` and
-``message`` and the sweep goes on. A re-run skips the keys already recorded unless
-``--force`` (or ``--retry-failed`` for those whose status is not ``ok``). The CSV is rebuilt
-from the records at the end (and when interrupted), so it is always derived, never edited.
+Both follow the stage contract of :mod:`suite.stage`: one raw record per configuration in
+``records.jsonl`` as soon as it is measured (the environment written once, to
+``environments.jsonl``, and named by each record); a configuration that raises becomes a
+record with ``status`` and ``message`` and the sweep goes on. A re-run skips the keys already
+recorded unless ``--force`` (or ``--retry-failed`` for those without a final status). The CSV
+is rebuilt from the records at the end (and when interrupted), so it is always derived, never
+edited.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class GridSettings:
     out: Path = setting("--out", Path("reports/latency"))
     force: bool = setting("--force", False)
     retry_failed: bool = setting(Option("--retry-failed", "re-measure configurations whose recorded status is "
-                                        "not 'ok'", kind="switch", group="output"), False)
+                                        "a failure (not ok or refused)", kind="switch", group="output"), False)
     limit: int | None = setting(Option("--limit", "measure at most this many (new) configurations, then stop",
                                        parse=positive_int, metavar="N", group="output"), None, default_text="all")
     dry_run: bool = setting("--dry-run", False)
