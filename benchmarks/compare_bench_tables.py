@@ -34,10 +34,10 @@ MEASURED = re.compile(
 contains the code hash, of the machine records the date)."""
 
 
-RENAMED = {"ratio_to_ref": "ratio", "wall_seconds": "wall_s"}
-"""Columns renamed to the stages' names: the report's latency ratio is ``ratio``, and a record's
-wall time is ``wall_s`` in every stage (the cost stage's was ``wall_seconds`` before it ran on
-``suite.stage``)."""
+RENAMED = {"ratio_to_ref": "ratio", "wall_seconds": "wall_s", "note": "message"}
+"""Columns renamed to the stages' names: the report's latency ratio is ``ratio``; in every stage
+a record's wall time is ``wall_s`` (the cost stage's was ``wall_seconds`` before it ran on
+``suite.stage``) and why a row is not ok is its ``message`` (the accuracy stage's ``note``)."""
 
 
 def _same(x: pd.Series, y: pd.Series) -> bool:
