@@ -156,6 +156,7 @@ class RecordStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.environments_path = self.path.with_name(ENVIRONMENTS_FILE)
+        self._written_environments: set[str] | None = None  # ids in the file, read at the first append
 
     def read(self) -> list[dict[str, Any]]:
         """All complete records, in the order written, each with its environment's fields (a
@@ -171,8 +172,11 @@ class RecordStore:
     def add_environment(self, environment: dict[str, Any]) -> str:
         """Write ``environment`` (the fields as the records name them) once; return its id."""
         env_id = environment_id(environment)
-        if env_id not in self.environments():
+        if self._written_environments is None:
+            self._written_environments = set(self.environments())
+        if env_id not in self._written_environments:
             _append_line(self.environments_path, {ENV_ID: env_id, "fields": _normalized(environment)})
+            self._written_environments.add(env_id)
         return env_id
 
     def done_keys(self, statuses: Iterable[str] | None = None) -> set[str]:

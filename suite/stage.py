@@ -55,6 +55,7 @@ __all__ = [
     "run_configs",
     "StageRun",
     "open_stage",
+    "rewrite_tables",
     "run_stage",
     "write_tables",
     "progress_bar",
@@ -245,6 +246,14 @@ def open_stage(out: Path, records_file: str, tables: Tables) -> Iterator[StageRu
         finally:
             run.records = run.store.latest_by_key()
             run.written = write_tables(out, tables(run.records, out))
+
+
+def rewrite_tables(out: Path, records_file: str, tables: Tables) -> StageRun:
+    """``--tables-only``: rewrite the tables in ``out`` from its records, measuring nothing (an
+    :func:`open_stage` with nothing to do)."""
+    with open_stage(out, records_file, tables) as run:
+        pass
+    return run
 
 
 def run_stage(

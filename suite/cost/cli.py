@@ -75,13 +75,12 @@ def main(args: argparse.Namespace) -> int:
     import modules
 
     from ..env import collect_environment
-    from ..records import FolderLockedError, RecordStore, folder_lock
-    from ..stage import run_stage, write_tables
+    from ..records import FolderLockedError
+    from ..stage import rewrite_tables, run_stage
     from .grid import classify_cost_error, measure_cost, model_jobs, module_jobs, tables
 
     if args.tables_only:
-        with folder_lock(args.out):
-            written = write_tables(args.out, tables(RecordStore(args.out / RECORDS_FILE).latest_by_key(), args.out))
+        written = rewrite_tables(args.out, RECORDS_FILE, tables).written
         print(f"cost: wrote {', '.join(map(str, written)) or 'nothing (no records)'} from the records", file=sys.stderr)
         return 0
 

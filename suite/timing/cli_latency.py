@@ -37,8 +37,8 @@ from ..options import (
     positive_int,
     setting,
 )
-from ..records import FolderLockedError, RecordStore, folder_lock
-from ..stage import open_stage, write_tables
+from ..records import FolderLockedError, RecordStore
+from ..stage import open_stage, rewrite_tables
 from .cli_common import measurement_settings, plan_sweep
 from .contention import ContentionLimits
 from .grid import Config
@@ -222,11 +222,9 @@ def tables(records: list[dict[str, Any]], folder: Path | None = None) -> dict[st
     return frames
 
 
-def write_latency_tables(store: RecordStore, out: Path) -> Any:
-    """Rewrite the tables in ``out`` from the latest record of each key; return ``latency.csv``'s."""
-    frames = tables(store.latest_by_key(), out)
-    write_tables(out, frames)
-    return frames["latency.csv"]
+def _rows(records: list[dict[str, Any]]) -> int:
+    """How many rows ``latency.csv`` has for these records."""
+    return sum(r.get("record", "latency") == "latency" for r in records)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -249,9 +247,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     out: Path = args.out
     if args.tables_only:
-        with folder_lock(out):
-            frame = write_latency_tables(RecordStore(out / "records.jsonl"), out)
-        print(f"latency: {len(frame)} rows in {out / 'latency.csv'}, from the records", file=sys.stderr)
+        run = rewrite_tables(out, "records.jsonl", tables)
+        print(f"latency: {_rows(run.records)} rows in {out / 'latency.csv'}, from the records", file=sys.stderr)
         return 0
     try:
         with open_stage(out, "records.jsonl", tables) as run, measurement_settings(args, plan) as environment:
@@ -273,8 +270,7 @@ def main(args: argparse.Namespace) -> int:
     except FolderLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    rows = sum(r.get("record", "latency") == "latency" for r in run.records)
     print(f"latency: {result.measured} measured, {result.contended} contended, {result.failed} failed "
           f"(rows with a status), {result.skipped} already recorded, in {result.rounds_run} rounds; "
-          f"{rows} rows in {out / 'latency.csv'}", file=sys.stderr)
+          f"{_rows(run.records)} rows in {out / 'latency.csv'}", file=sys.stderr)
     return 130 if result.interrupted else 0

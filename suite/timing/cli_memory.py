@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 
 from ..options import setting
-from ..records import FolderLockedError, RecordStore, folder_lock
-from ..stage import run_stage, write_tables
+from ..records import FolderLockedError
+from ..stage import rewrite_tables, run_stage
 from .cli_common import measurement_settings, plan_sweep
 from .grid import Config
 from .memory import ISOLATIONS, measure_memory_cpu, measure_memory_cuda
@@ -72,6 +72,11 @@ def tables(records: list[dict[str, Any]], folder: Path | None = None) -> dict[st
     return {"memory.csv": stage_table(records, LEADING_COLUMNS, "memory")}
 
 
+def _rows(records: list[dict[str, Any]]) -> int:
+    """How many rows ``memory.csv`` has for these records."""
+    return sum(r.get("record", "memory") == "memory" for r in records)
+
+
 def main(args: argparse.Namespace) -> int:
     plan = plan_sweep(args, "memory")
     if isinstance(plan, int):
@@ -83,11 +88,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     out: Path = args.out
     if args.tables_only:
-        with folder_lock(out):
-            table = tables(RecordStore(out / "records.jsonl").latest_by_key(), out)
-            write_tables(out, table)
-        rows = len(table["memory.csv"])
-        print(f"memory: {rows} rows in {out / 'memory.csv'}, from the records", file=sys.stderr)
+        run = rewrite_tables(out, "records.jsonl", tables)
+        print(f"memory: {_rows(run.records)} rows in {out / 'memory.csv'}, from the records", file=sys.stderr)
         return 0
     try:
         with measurement_settings(args, plan) as environment:
@@ -100,7 +102,6 @@ def main(args: argparse.Namespace) -> int:
     except FolderLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    rows = sum(r.get("record", "memory") == "memory" for r in run.records)
     print(f"memory: {result.measured} measured, {result.failed} failed (rows with a status), "
-          f"{result.skipped} already recorded; {rows} rows in {out / 'memory.csv'}", file=sys.stderr)
+          f"{result.skipped} already recorded; {_rows(run.records)} rows in {out / 'memory.csv'}", file=sys.stderr)
     return 130 if result.interrupted else 0
