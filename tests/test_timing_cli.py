@@ -268,3 +268,17 @@ def test_a_model_level_refusal_is_refused_not_failed(tmp_path: Path) -> None:
     assert _run(cli_latency, argv) == 0
     row = pd.read_csv(out / "latency.csv").iloc[0]
     assert row["status"] == "refused" and "no place in a backbone" in row["message"]
+
+
+@pytest.mark.parametrize("stage", ["latency", "memory"])
+def test_tables_only_rewrites_the_tables_from_the_records_and_measures_nothing(tmp_path: Path, stage: str) -> None:
+    cli, table = (cli_latency, "latency.csv") if stage == "latency" else (cli_memory, "memory.csv")
+    out = tmp_path / stage
+    extra = [*ROUNDS, "--no-roofline"] if stage == "latency" else []
+    assert _run(cli, ["--attn", "se", "--mode", "forward", *extra, "--out", str(out), *FAST]) == 0
+    written = (out / table).read_text()
+    records = (out / "records.jsonl").read_text()
+    (out / table).unlink()
+    assert _run(cli, ["--attn", "se", "--mode", "forward", "--out", str(out), "--tables-only", *FAST]) == 0
+    assert (out / table).read_text() == written
+    assert (out / "records.jsonl").read_text() == records and not (out / ".lock").exists()
