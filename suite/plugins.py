@@ -61,6 +61,11 @@ class Plugin:
         """The registry name."""
         return self.given_name or (self.class_name.lower() if self.class_name else None)
 
+    def as_spec(self) -> str:
+        """The spec this plugin is parsed from (``[name=]module[:ClassName]``)."""
+        named = f"{self.given_name}=" if self.given_name else ""
+        return f"{named}{self.module}" + (f":{self.class_name}" if self.class_name else "")
+
 
 def parse_spec(spec: str) -> Plugin:
     """Parse ``[name=]package.module[:ClassName]``; raise :class:`PluginError` when malformed."""
@@ -89,9 +94,7 @@ def parse_spec(spec: str) -> Plugin:
 
 def normalize_spec(spec: str) -> str:
     """``spec`` with a ``.py`` file made absolute, so that a process started elsewhere loads it too."""
-    plugin = parse_spec(spec)
-    named = f"{plugin.given_name}=" if plugin.given_name else ""
-    return f"{named}{plugin.module}" + (f":{plugin.class_name}" if plugin.class_name else "")
+    return parse_spec(spec).as_spec()
 
 
 def load_plugin(spec: str) -> list[str]:

@@ -196,11 +196,12 @@ def _assemble(manifest: list[dict[str, Any]], dumps: list[tuple[str, dict[str, i
     return counts
 
 
-def _run_streaming(command: list[str], env: dict[str, str], progress: Any) -> tuple[int, str]:
+def _run_streaming(command: list[str], env: dict[str, str], progress: Any,
+                   cwd: Path | None = None) -> tuple[int, str]:
     """Run ``command``, advancing ``progress`` (a tqdm bar) on the worker's progress lines;
     ``(exit code, its last lines)``. Stopped after :data:`TIMEOUT_S`."""
     tail: collections.deque[str] = collections.deque(maxlen=40)
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd)
     watchdog = threading.Timer(TIMEOUT_S, proc.kill)
     watchdog.start()
     try:
@@ -220,9 +221,14 @@ def _run_streaming(command: list[str], env: dict[str, str], progress: Any) -> tu
     return returncode, "".join(tail)[-3000:]
 
 
-def collect(settings: RegressSettings, work_dir: Path, *, rotate: int = 0) -> Counts:
+def collect(settings: RegressSettings, work_dir: Path, *, rotate: int = 0, root: Path | None = None,
+            label: str = "callgrind") -> Counts:
     """Count every case of ``settings`` in one valgrind process, in their order rotated by
     ``rotate``; dumps and the manifest are kept in ``work_dir`` (emptied first).
+
+    ``root``: the tree whose ``suite`` and ``modules`` the worker imports (it starts there; the
+    regression gate's A/B runs count each side in its own tree), this project when None.
+    ``label`` names the progress bar.
 
     Raises :class:`CounterUnavailable` when valgrind is missing or the process fails as a
     whole; a case that fails is in ``Counts.errors``. A progress bar on stderr counts the cases."""
@@ -233,7 +239,7 @@ def collect(settings: RegressSettings, work_dir: Path, *, rotate: int = 0) -> Co
     manifest = work_dir / "manifest.jsonl"
     settings_path = work_dir / "settings.json"
     settings_path.write_text(json.dumps(settings.to_json()))
-    with progress_bar(len(settings.cases()), "callgrind", unit="case") as progress:
+    with progress_bar(len(settings.cases()), label, unit="case") as progress:
         shim, why = build_shim(work_dir)
         if shim is None:
             progress.write(f"callgrind: {why}; valgrind instruments from the start instead (slower)")
@@ -242,10 +248,10 @@ def collect(settings: RegressSettings, work_dir: Path, *, rotate: int = 0) -> Co
                    "--rotate", str(rotate)]
         if shim is not None:
             command += ["--shim", str(shim)]
-        env = worker_environment(settings.threads, "steady")
+        env = worker_environment(settings.threads, "steady", root=root)
         env["PYTHONHASHSEED"] = "0"
         progress.set_postfix_str("importing torch, building the cases")
-        returncode, tail = _run_streaming(command, env, progress)
+        returncode, tail = _run_streaming(command, env, progress, cwd=root)
     if returncode != 0 or not manifest.exists():
         raise CounterUnavailable(f"the valgrind process failed (exit {returncode}): {tail}")
     counts = _assemble(list(RecordStore(manifest).read()), _dumps(work_dir))

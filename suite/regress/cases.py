@@ -30,6 +30,7 @@ __all__ = [
     "GateCase",
     "RegressSettings",
     "gate_case",
+    "gate_job",
     "case_id",
     "config_for",
     "load_settings",
@@ -116,6 +117,14 @@ class GateCase:
 
     def key(self) -> str:
         return self.case
+
+
+def gate_job(settings: RegressSettings) -> dict[str, Any]:
+    """The worker job that measures the cases of ``settings`` (:func:`gate_case` as the runner of
+    :mod:`suite.timing.worker`): the gate's threads, on the CPU, flush-denormal off."""
+    return {"runner": "suite.regress.cases:gate_case", "gate_settings": settings.to_json(),
+            "threads": settings.threads, "flush_denormal": False, "device": "cpu",
+            "cudnn_benchmark": False, "tf32": False}
 
 
 def gate_case(raw: dict[str, Any], job: dict[str, Any]) -> tuple[str, Any]:

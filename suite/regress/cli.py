@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -53,7 +54,8 @@ from ..portable import shown_path
 from ..records import write_text_atomic
 from ..timing.sweep import MODE
 from ..timing.timer import cpu_settings
-from . import callgrind
+from . import ab, callgrind
+from .ab import AB_THRESHOLDS, DEFAULT_ROUNDS, Sides
 from .cases import RegressSettings
 from .gate import (
     COUNTERS,
@@ -101,7 +103,7 @@ def _per_counter(counter_defaults: dict[str, object]) -> str:
     return ", ".join(f"{counter} {value}" for counter, value in counter_defaults.items())
 
 
-WHAT, GATE, UPDATE = "what to measure", "gate", "baseline update"
+WHAT, GATE, AB, UPDATE = "what to measure", "gate", "A/B against a revision", "baseline update"
 
 
 @dataclass
@@ -127,6 +129,21 @@ class GateSettings:
     calls: int = setting(Option("--calls", "instructions: calls of the step per counted repetition",
                                 parse=positive_int, metavar="N", group=WHAT), DEFAULTS.calls)
     plugins: list[str] = setting("--plugin", [])
+    against: str | None = setting(Option(
+        "--against", "judge the working tree against this git revision (a commit, branch or tag), both measured "
+        "side by side in this job, each from its own tree, instead of against a stored baseline; works on any "
+        "machine", metavar="REF", group=AB), None,
+        default_text="none; HEAD when no committed baseline matches this machine and --baseline is not given")
+    against_path: Path | None = setting(Option(
+        "--against-path", "as --against, with another checkout's files (its working tree) as the base",
+        parse=Path, metavar="DIR", group=AB), None)
+    rounds: int = setting(Option(
+        "--rounds", "A/B, ratio: rounds per side, each a fresh worker process of each side, the side that goes "
+        "first alternating", parse=positive_int, metavar="N", group=AB), DEFAULT_ROUNDS)
+    threshold: float | None = setting(Option(
+        "--threshold", "A/B: the smallest slowdown (head / base - 1) judged a regression; ratio: also needs its "
+        "95% interval above 0", parse=positive_float, metavar="F", group=AB), None,
+        default_text=_per_counter(AB_THRESHOLDS))
     baseline: Path | None = setting(Option("--baseline", "baseline JSON", parse=Path, metavar="FILE", group=GATE), None,
                                     default_text=_per_counter({c: f"suite/regress/baselines/{p.name}"
                                                                for c, p in DEFAULT_BASELINES.items()}) + ", inside the package")
@@ -194,15 +211,13 @@ def run_cases(settings: RegressSettings, json_path: Path) -> tuple[dict[str, dic
     that could not be measured. The worker inherits the allocator and sets the gate's threads."""
     from ..plugins import PLUGINS_ENV
     from ..timing.rounds import RoundWorkers, worker_environment
-    from .cases import GateCase, case_id
+    from .cases import GateCase, case_id, gate_job
 
     cases = [GateCase(name, mode, case_id(name, mode, settings)) for name, mode in settings.cases()]
     env = worker_environment(settings.threads, "inherited")
     if settings.plugins:
         env[PLUGINS_ENV] = ";".join(settings.plugins)
-    job = {"runner": "suite.regress.cases:gate_case", "gate_settings": settings.to_json(),
-           "threads": settings.threads, "flush_denormal": False, "device": "cpu",
-           "cudnn_benchmark": False, "tf32": False}
+    job = gate_job(settings)
     results: dict[str, dict[str, Any]] = {}
     with RoundWorkers(isolation="fork", servers=1, env=env, timeout_s=CASE_TIMEOUT_S) as workers:
         workers.run(cases, job, lambda case, fields: results.__setitem__(case.case, fields))
@@ -215,21 +230,39 @@ def run_cases(settings: RegressSettings, json_path: Path) -> tuple[dict[str, dic
     return ratios_from_benchmark_json(json.loads(json_path.read_text())), errors
 
 
-def benchmark_json(measured: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The cases in pytest-benchmark's JSON layout: one benchmark per case, its facts in
-    ``extra_info`` and the module's per-repeat medians (seconds) in ``stats``."""
+def _stats(times: list[float]) -> dict[str, Any]:
+    """pytest-benchmark's ``stats`` of ``times`` (seconds): its fields, computed as it does."""
+    times = sorted(times)
+    mean = statistics.fmean(times)
+    stddev = statistics.stdev(times) if len(times) > 1 else 0.0
+    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
+    iqr = q3 - q1
+    inside = [t for t in times if q1 - 1.5 * iqr <= t <= q3 + 1.5 * iqr]
+    iqr_outliers = len(times) - len(inside)
+    stddev_outliers = sum(1 for t in times if abs(t - mean) > stddev)
+    return {"min": times[0], "max": times[-1], "mean": mean, "stddev": stddev, "rounds": len(times),
+            "median": statistics.median(times), "iqr": iqr, "q1": q1, "q3": q3, "iqr_outliers": iqr_outliers,
+            "stddev_outliers": stddev_outliers, "outliers": f"{stddev_outliers};{iqr_outliers}",
+            "ld15iqr": inside[0], "hd15iqr": inside[-1], "ops": 1 / mean, "total": math.fsum(times),
+            "iterations": 1}
+
+
+def benchmark_json(measured: dict[str, dict[str, Any]], *, commit: str | None = None) -> dict[str, Any]:
+    """The cases in pytest-benchmark's JSON layout (``pytest-benchmark compare`` reads it): one
+    benchmark per case, its facts in ``extra_info`` and the module's per-repeat (A/B: per-round)
+    medians, in seconds, as the samples of ``stats``. ``commit``: the measured revision (this
+    checkout's when None)."""
     benchmarks = []
     for case, facts in measured.items():
-        times = sorted(t / 1e3 for t in facts.get("module_ms_repeats", [facts["module_ms"]]))
-        stats = {"min": times[0], "max": times[-1], "mean": statistics.fmean(times),
-                 "median": statistics.median(times), "rounds": len(times), "iterations": 1}
+        times = [t / 1e3 for t in facts.get("module_ms_repeats", [facts["module_ms"]])]
         extra = {**facts, "shape": "x".join(map(str, facts.get("shape", [])))}
         benchmarks.append({"group": None, "name": f"test_latency[{case}]",
                            "fullname": f"suite.regress::test_latency[{case}]", "params": {"case": case},
-                           "param": case, "extra_info": extra, "stats": stats})
+                           "param": case, "extra_info": extra, "options": {"timer": "perf_counter"},
+                           "stats": _stats(times)})
     environment = collect_environment()
     return {"machine_info": {k: environment.get(k) for k in ("cpu", "cpu_count", "python", "platform")},
-            "commit_info": {"id": environment.get("commit")}, "benchmarks": benchmarks,
+            "commit_info": {"id": commit or environment.get("commit")}, "benchmarks": benchmarks,
             "datetime": environment.get("date"), "version": "attnbench"}
 
 
@@ -252,20 +285,29 @@ def measure(counter: str, settings: RegressSettings, out: Path, label: str, *, r
     return Measured(counts.cases, counts.errors, environment, callgrind.machine_class(counts.dispatch))
 
 
-def _settings(args: argparse.Namespace) -> RegressSettings:
-    plugins = tuple(normalize_spec(spec) for spec in args.plugins)  # the benchmarks run from the project root
-    load_plugins(plugins)
-    import modules
-
-    names = tuple(modules.list_attention(args.attn, strict=True))
+def _gate_settings(args: argparse.Namespace, names: tuple[str, ...], plugins: tuple[str, ...]) -> RegressSettings:
     return RegressSettings(attn=names, modes=args.mode, batch=args.batch[0], channels=args.channels[0],
                            size=args.size[0], threads=args.threads, repeats=args.visits,
                            budget_s=args.budget_s, calls=args.calls, plugins=plugins)
 
 
+def _plugins(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(normalize_spec(spec) for spec in args.plugins)  # the benchmarks run from the project root
+
+
+def _settings(args: argparse.Namespace) -> RegressSettings:
+    plugins = _plugins(args)
+    load_plugins(plugins)
+    import modules
+
+    return _gate_settings(args, tuple(modules.list_attention(args.attn, strict=True)), plugins)
+
+
 def _print_mismatch(baseline: dict[str, Any], machine: dict[str, Any], mismatch: list[str]) -> None:
     print(f"regress: INCOMPARABLE: baseline from {baseline.get('machine_class')}, this is {machine}; "
-          f"differs in {'; '.join(mismatch)}. Take a baseline on this machine class with --update-baseline.")
+          f"differs in {'; '.join(mismatch)}. Judge against a git revision measured on this machine instead "
+          "(--against HEAD, or the branch you compare with), or take a baseline of your own "
+          "(--update-baseline --baseline FILE).")
 
 
 def _update_baseline(args: argparse.Namespace, settings: RegressSettings, started: float) -> int:
@@ -328,15 +370,125 @@ def _verdict(results: list[CaseResult], mismatch: list[str], summary: str) -> in
     if regressions:
         print(summary + f"FAIL, {len(regressions)} regression(s): {', '.join(regressions)}")
         return EXIT_REGRESSION
-    extra = f" ({len(faster)} faster than the baseline: consider --update-baseline)" if faster else ""
+    extra = f" ({len(faster)} faster: {', '.join(faster)})" if faster else ""
     print(summary + "PASS" + extra)
     return 0
+
+
+def _ab_measure(args: argparse.Namespace, sides: Sides, settings: RegressSettings,
+                repo: Path, threshold: float) -> tuple[list[ab.ABCase], dict[str, Any]]:
+    """Measure both sides with the chosen counter, write each side's measurements to ``--out``
+    and return the verdict per case with the environment."""
+    out: Path = args.out
+    per_side = {side.name: ab.side_settings(settings, side, repo) for side in sides}
+    revisions = {side.name: side.revision for side in sides}
+    if args.counter == "ratio":
+        with cpu_settings(settings.threads):
+            environment = collect_environment()
+        jobs = 2 * args.rounds
+        from ..stage import progress_bar
+
+        with progress_bar(jobs, "A/B rounds", unit="worker") as bar:
+            rounds = ab.measure_ratio_sides(sides, per_side, rounds=args.rounds, timeout_s=CASE_TIMEOUT_S,
+                                            on_job=lambda name, index: bar.update(1))
+        for name, cases in rounds.items():
+            measured = {case: ab.side_benchmark_facts(fields) for case, fields in cases.items()
+                        if any(f.get("status") == "ok" for f in fields)}
+            write_text_atomic(out / f"benchmark-{name}.json",
+                              json.dumps(benchmark_json(measured, commit=revisions[name]), indent=1) + "\n")
+        return ab.judge_ratios(rounds["head"], rounds["base"], threshold), environment
+    counts = ab.measure_instruction_sides(sides, per_side, out)
+    environment = {**collect_environment(), "valgrind_version": counts["head"].valgrind,
+                   **{f"counted_{key}": value for key, value in counts["head"].dispatch.items()}}
+    for name, count in counts.items():
+        write_text_atomic(out / f"instructions-{name}.json", json.dumps(
+            {"revision": revisions[name], "environment": environment, "settings": per_side[name].to_json(),
+             "wall_s": count.wall_s, "cases": count.cases, "errors": count.errors}, indent=1) + "\n")
+    errors = {case: f"{name}: {why}" for name, count in counts.items() for case, why in count.errors.items()}
+    return ab.judge_instructions(counts["head"].cases, counts["base"].cases, errors, threshold), environment
+
+
+def run_ab(args: argparse.Namespace, started: float) -> int:
+    """The A/B gate: the working tree against ``--against`` (or ``--against-path``), both
+    measured here (:mod:`suite.regress.ab`); the table, ``verdict.json`` and each side's
+    measurements in ``--out``."""
+    counter = args.counter
+    threshold = AB_THRESHOLDS[counter] if args.threshold is None else args.threshold
+    repo = Path.cwd()
+    try:
+        plugins = _plugins(args)
+        if counter == "instructions":
+            callgrind.find_valgrind()
+        with ab.materialise(repo, against=args.against, against_path=args.against_path) as sides:
+            repo = ab.checkout_root(repo)
+            print(f"regress: A/B, {counter}: working tree ({sides.head.revision[:19]}) against "
+                  f"{sides.base.named} ({sides.base.revision[:19]})", file=sys.stderr)
+            listing = _gate_settings(args, ("-",), plugins)
+            names, only = ab.resolve_zoo(sides, args.attn, listing, repo)
+            settings = _gate_settings(args, tuple(names) or ("-",), plugins)
+            results = ab.only_one_side(only, settings)
+            environment = collect_environment()
+            if names:
+                args.out.mkdir(parents=True, exist_ok=True)
+                judged, environment = _ab_measure(args, sides, settings, repo, threshold)
+                results = judged + results
+            head, base = sides.head.as_dict(), sides.base.as_dict()
+    except (ValueError, RuntimeError, OSError, callgrind.CounterUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(ab.format_ab_table(results, counter, threshold))
+    elapsed = time.perf_counter() - started
+    verdict = {
+        "mode": "ab",
+        "counter": counter,
+        "head": head,
+        "base": {**base, "named": shown_path(base["named"]) if args.against_path else base["named"]},
+        "threshold": threshold,
+        "rounds": args.rounds if counter == "ratio" else 1,
+        "rule": ab.RULES[counter].format(threshold=threshold),
+        "environment": environment,
+        "settings": settings.to_json(),
+        "results": [r.as_dict() for r in results],
+        "wall_s": elapsed,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out / "verdict.json", json.dumps(verdict, indent=1) + "\n")
+    return _verdict(results, [], f"regress: A/B against {base['named']}: {len(results)} cases in {elapsed:.0f} s: ")
+
+
+def _against_head(args: argparse.Namespace, started: float, mismatch: list[str]) -> int:
+    """No committed baseline of this machine class: judge the working tree against ``HEAD``."""
+    print(f"regress: no committed {args.counter} baseline for this machine class (it differs in "
+          f"{'; '.join(m.split(':')[0] for m in mismatch)}): judging the working tree against HEAD, "
+          "both measured here (--against HEAD)")
+    args.against = "HEAD"
+    return run_ab(args, started)
+
+
+def _check_ab_arguments(args: argparse.Namespace, explicit_baseline: bool) -> None:
+    """``ValueError`` for A/B flags combined with what only a stored baseline means."""
+    if args.against is not None and args.against_path is not None:
+        raise ValueError("--against and --against-path both name the base: give one")
+    if args.against is None and args.against_path is None:
+        return
+    clashes = [flag for flag, given in (("--baseline", explicit_baseline), ("--update-baseline", args.update_baseline),
+                                        ("--baseline-name", bool(args.baseline_name))) if given]
+    if clashes:
+        raise ValueError(f"--against measures both sides here; {', '.join(clashes)} applies to a stored baseline")
 
 
 def main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     counter = args.counter
+    explicit_baseline = args.baseline is not None
     args.baseline = args.baseline or DEFAULT_BASELINES[counter]
+    try:
+        _check_ab_arguments(args, explicit_baseline)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.against is not None or args.against_path is not None:
+        return run_ab(args, started)
     try:
         if args.repeats is not None and args.repeats < 1:
             raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
@@ -363,6 +515,8 @@ def main(args: argparse.Namespace) -> int:
     if counter == "ratio":  # the ratio class is known before measuring: nothing is measured in vain
         expected = machine_class(collect_environment(), threads=settings.threads)
         mismatch = machine_mismatch(baseline.get("machine_class", {}), expected, soft=SOFT_KEYS[counter])
+        if mismatch and not explicit_baseline:
+            return _against_head(args, started, mismatch)
         if mismatch and args.on_mismatch == "fail":
             _print_mismatch(baseline, expected, mismatch)
             print("regress: nothing measured (--on-mismatch fail); --on-mismatch warn measures and shows the "
@@ -374,6 +528,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     mismatch = machine_mismatch(baseline.get("machine_class", {}), current.machine, soft=SOFT_KEYS[counter])
+    if mismatch and not explicit_baseline:
+        return _against_head(args, started, mismatch)
     warnings = machine_warnings(baseline.get("machine_class", {}), current.machine, SOFT_KEYS[counter])
     values = {case: [facts[counter]] for case, facts in current.cases.items()}
     results = compare(baseline, values, baseline_names=dict(args.baseline_name), errors=current.errors)

@@ -77,13 +77,15 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _CONTENDED = "contended"
 
 
-def worker_environment(threads: int, allocator: str, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a worker starts with: the project importable, OpenMP/MKL at ``threads``,
-    and (``steady``) glibc's mmap and trim thresholds raised (:data:`ALLOCATOR_TUNABLES`)."""
+def worker_environment(threads: int, allocator: str, base: dict[str, str] | None = None, *,
+                       root: Path | None = None) -> dict[str, str]:
+    """The environment a worker starts with: the project importable (this one, or the tree at
+    ``root``, first on the path), OpenMP/MKL at ``threads``, and (``steady``) glibc's mmap and
+    trim thresholds raised (:data:`ALLOCATOR_TUNABLES`)."""
     if allocator not in ALLOCATORS:
         raise ValueError(f"allocator must be one of {', '.join(ALLOCATORS)}; got {allocator!r}")
     env = dict(os.environ if base is None else base)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH", "")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root or _PROJECT_ROOT), env.get("PYTHONPATH", "")]))
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     if allocator == "steady":
         env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES", ""), ALLOCATOR_TUNABLES]))
@@ -147,16 +149,20 @@ class RoundWorkers:
     in the server's library layout. ``spawn``: a new interpreter per job. A child that dies or
     exceeds ``timeout_s`` on one configuration costs that configuration its round (status
     ``error`` / ``oom`` / ``timeout``); the rest of the job goes on in a new child.
+
+    ``cwd``: the folder the processes start in (``python -m`` puts it first on their path: the
+    regression gate's A/B runs start each side's workers in that side's tree).
     """
 
     def __init__(self, *, isolation: str, servers: int, env: dict[str, str], timeout_s: float,
-                 python: str | None = None) -> None:
+                 python: str | None = None, cwd: Path | None = None) -> None:
         if isolation not in ISOLATIONS:
             raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}; got {isolation!r}")
         if servers < 1:
             raise ValueError(f"servers must be >= 1, got {servers}")
         self.isolation, self.env, self.timeout_s = isolation, env, timeout_s
         self.python = python or sys.executable
+        self.cwd = cwd
         self.servers_wanted = servers if isolation == "fork" else 0
         self._servers: list[_Process] = []
         self._next = 0
@@ -183,7 +189,8 @@ class RoundWorkers:
         stderr_path = Path(self._tmp.name) / f"worker-{time.monotonic_ns()}.err"
         with open(stderr_path, "wb") as stderr:
             proc = subprocess.Popen([self.python, "-m", "suite.timing.worker", mode], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=stderr, env=self.env, start_new_session=True)
+                                    stdout=subprocess.PIPE, stderr=stderr, env=self.env, cwd=self.cwd,
+                                    start_new_session=True)
         return _Process(proc, _LineReader(proc.stdout), stderr_path)
 
     def _await_ready(self, server: _Process) -> None:
