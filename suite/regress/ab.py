@@ -58,6 +58,7 @@ from .cases import GateCase, RegressSettings, case_id, gate_job
 __all__ = [
     "ABCase",
     "AB_THRESHOLDS",
+    "AB_VISITS",
     "DEFAULT_ROUNDS",
     "RULES",
     "RevisionError",
@@ -76,9 +77,12 @@ __all__ = [
     "side_settings",
 ]
 
-DEFAULT_ROUNDS = 6
+DEFAULT_ROUNDS = 10
 """Ratio counter: rounds (fresh worker processes) per side."""
-AB_THRESHOLDS: dict[str, float] = {"ratio": 0.03, "instructions": 0.01}
+AB_VISITS = 1
+"""Ratio counter: measurements per case in one worker (``--visits``); the spread that matters is
+between processes, so an A/B run spends its time on rounds instead."""
+AB_THRESHOLDS: dict[str, float] = {"ratio": 0.05, "instructions": 0.01}
 """Per counter, the smallest change (``head / base - 1``) judged a regression by default; see
 the module docstring and ``reports/regress/ab_gate.md`` for the measurements behind them."""
 PROTOCOL_FILES = ("modules/__init__.py", "suite/timing/worker.py", "suite/regress/cases.py",
@@ -376,28 +380,36 @@ def only_one_side(names: Mapping[str, str], settings: RegressSettings) -> list[A
             for name, status in names.items() for mode in settings.modes]
 
 
+def _start_workers(sides: Sides, threads: int, timeout_s: float, stack: contextlib.ExitStack) -> dict[str, Any]:
+    """One worker server per side, both importing torch at once (one per core)."""
+    from ..timing.rounds import RoundWorkers
+
+    def start(side: Side) -> Any:
+        return stack.enter_context(RoundWorkers(isolation="fork", servers=1, env=_side_env(side, threads, "inherited"),
+                                                timeout_s=timeout_s, cwd=side.root))
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = {side.name: pool.submit(start, side) for side in sides}
+        return {name: future.result() for name, future in futures.items()}
+
+
 def measure_ratio_sides(sides: Sides, settings: Mapping[str, RegressSettings], *, rounds: int,
                         timeout_s: float, on_job: Callable[[str, int], None] | None = None,
                         ) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """``{side: {case: [fields of each round]}}``: ``rounds`` rounds, each a fresh worker per
-    side, the side that goes first alternating. ``settings``: per side (plugins differ)."""
-    from ..timing.rounds import RoundWorkers
-
+    """``{side: {case: [fields of each round]}}``: ``rounds`` rounds; in each, both sides start a
+    new worker server (:class:`suite.timing.rounds.RoundWorkers`, the two importing torch at once,
+    before anything is measured), then each side's worker measures every case, the side that goes
+    first alternating. A new server per round: a server's memory layout, inherited by each worker
+    it forks, moved all 8 cases of one side by 1-3% in the same direction on unchanged code when
+    one server served every round; started anew, that effect is part of the rounds' spread.
+    ``settings``: per side (their plugins differ)."""
     first = settings["head"]
     cases = [GateCase(name, mode, case_id(name, mode, first)) for name, mode in first.cases()]
     results: dict[str, dict[str, list[dict[str, Any]]]] = {s.name: {c.case: [] for c in cases} for s in sides}
-    with contextlib.ExitStack() as stack:
-        workers = {}
-        with ThreadPoolExecutor(2) as pool:  # both servers import torch at once
-            started = {side.name: pool.submit(
-                lambda side: stack.enter_context(RoundWorkers(
-                    isolation="fork", servers=1, env=_side_env(side, first.threads, "inherited"),
-                    timeout_s=timeout_s, cwd=side.root)), side) for side in sides}
-            for name, future in started.items():
-                workers[name] = future.result()
-        for index in range(rounds):
-            order = ("head", "base") if index % 2 == 0 else ("base", "head")
-            for name in order:
+    for index in range(rounds):
+        with contextlib.ExitStack() as stack:
+            workers = _start_workers(sides, first.threads, timeout_s, stack)
+            for name in ("head", "base") if index % 2 == 0 else ("base", "head"):
                 workers[name].run(cases, gate_job(settings[name]),
                                   lambda case, fields, name=name: results[name][case.case].append(fields))
                 if on_job is not None:

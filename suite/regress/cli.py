@@ -55,7 +55,7 @@ from ..records import write_text_atomic
 from ..timing.sweep import MODE
 from ..timing.timer import cpu_settings
 from . import ab, callgrind
-from .ab import AB_THRESHOLDS, DEFAULT_ROUNDS, Sides
+from .ab import AB_THRESHOLDS, AB_VISITS, DEFAULT_ROUNDS, Sides
 from .cases import RegressSettings
 from .gate import (
     COUNTERS,
@@ -120,10 +120,10 @@ class GateSettings:
     channels: tuple[int, ...] = setting("--channels", (DEFAULTS.channels,), default_text=f"{DEFAULTS.channels}; one value")
     size: tuple[int, ...] = setting("--size", (DEFAULTS.size,), default_text=f"{DEFAULTS.size}; one value")
     threads: int = setting("--threads", DEFAULTS.threads, default_text=f"{DEFAULTS.threads}; part of the machine class")
-    visits: int = setting(Option(
+    visits: int | None = setting(Option(
         "--visits", "measurements per case in one process (ratio: interleaved with the reference; instructions: "
         "counted repetitions); the case's value is their median", parse=positive_int, metavar="N", group=WHAT),
-        DEFAULTS.repeats)
+        None, default_text=f"{DEFAULTS.repeats}; {AB_VISITS} with --against, whose rounds give the spread")
     budget_s: float = setting("--budget-s", DEFAULTS.budget_s,
                               default_text=f"{DEFAULTS.budget_s}; ratio counter: of one measurement")
     calls: int = setting(Option("--calls", "instructions: calls of the step per counted repetition",
@@ -285,9 +285,11 @@ def measure(counter: str, settings: RegressSettings, out: Path, label: str, *, r
     return Measured(counts.cases, counts.errors, environment, callgrind.machine_class(counts.dispatch))
 
 
-def _gate_settings(args: argparse.Namespace, names: tuple[str, ...], plugins: tuple[str, ...]) -> RegressSettings:
+def _gate_settings(args: argparse.Namespace, names: tuple[str, ...], plugins: tuple[str, ...],
+                   *, ab_run: bool = False) -> RegressSettings:
+    visits = args.visits or (AB_VISITS if ab_run else DEFAULTS.repeats)
     return RegressSettings(attn=names, modes=args.mode, batch=args.batch[0], channels=args.channels[0],
-                           size=args.size[0], threads=args.threads, repeats=args.visits,
+                           size=args.size[0], threads=args.threads, repeats=visits,
                            budget_s=args.budget_s, calls=args.calls, plugins=plugins)
 
 
@@ -423,9 +425,9 @@ def run_ab(args: argparse.Namespace, started: float) -> int:
             repo = ab.checkout_root(repo)
             print(f"regress: A/B, {counter}: working tree ({sides.head.revision[:19]}) against "
                   f"{sides.base.named} ({sides.base.revision[:19]})", file=sys.stderr)
-            listing = _gate_settings(args, ("-",), plugins)
+            listing = _gate_settings(args, ("-",), plugins, ab_run=True)
             names, only = ab.resolve_zoo(sides, args.attn, listing, repo)
-            settings = _gate_settings(args, tuple(names) or ("-",), plugins)
+            settings = _gate_settings(args, tuple(names) or ("-",), plugins, ab_run=True)
             results = ab.only_one_side(only, settings)
             environment = collect_environment()
             if names:
