@@ -127,12 +127,16 @@ def regress(session: nox.Session) -> None:
     """Regression gate: ``nox -s regress [-- GATE_ARGS]`` (``python -m suite regress --help``);
     ``-- --counter instructions`` counts instructions under Callgrind instead of timing ratios.
 
-    Fails on a regression, a case that could not be measured, or a baseline from another machine
-    class (unless ``--on-mismatch warn``); nox itself exits 1 for any of them, so run
-    ``python -m suite regress`` for the gate's own exit codes (1, 2, 3; see ``--help``).
-    ``-- --update-baseline --repeats 5`` rewrites the baseline.
+    Without arguments: the committed baseline of this machine class, or, where none matches, the
+    working tree against ``HEAD`` measured side by side (A/B); ``-- --against main`` compares with
+    another revision on any machine. Fails on a regression, a case that could not be measured, or
+    an explicit ``--baseline`` from another machine class (unless ``--on-mismatch warn``); nox
+    itself exits 1 for any of them, so run ``python -m suite regress`` for the gate's own exit
+    codes (1, 2, 3; see ``--help``). ``-- --update-baseline --baseline FILE --repeats 5`` takes a
+    baseline into FILE. Installs pytest-benchmark beside (``.[regress]``), whose ``compare``
+    reads the gate's ``benchmark*.json``.
     """
-    _install(session, "-e", ".")
+    _install(session, "-e", ".[regress]")
     session.run("python", "-m", "suite", "regress", *session.posargs)
 
 

@@ -12,18 +12,21 @@ another checkout's files with ``--against-path``); head is a copy of the working
 The user's tree, index and branches are only read. Each side runs in its own processes, started
 in its own folder with that folder first on ``PYTHONPATH``: ``modules`` and ``suite`` of the base
 are the base's (:func:`import_origins` checks it). A revision older than the worker protocol
-(``suite.regress.cases:gate_case``, ``suite.timing.worker``) is refused with that reason.
+(``suite.regress.cases:gate_case``, ``suite.timing.worker``) is refused with that reason. A
+repository that is not a checkout of attnbench but brings its own attention types as plugins
+(``--plugin my_project.attention``) is measured the same way, each side's plugins from its own
+tree, with the installed attnbench on both sides.
 
-**Ratio counter.** ``rounds`` rounds; in each, a fresh worker of each side (forked from that
-side's server, which imported torch and its zoo once) measures every case exactly as the
-committed-baseline gate does (the case's ``module / 3x3 conv`` ratio, :mod:`suite.regress.cases`).
-The sides alternate which goes first from round to round, so a slow period of the machine
-touches both. Per case the change is ``head / base`` of the same round, and its centre and 95%
-interval are Student's t on the log of the per-round changes
-(:func:`suite.timing.stats.across_rounds`). Verdict (:func:`ratio_verdict`): a **regression**
-when the interval lies above 1 *and* the centre is above ``1 + threshold``; **faster** the
-mirror image; otherwise ok. The interval alone would flag about 2.5% of unchanged cases; the
-threshold is set above what unchanged code shows (``reports/regress/ab_gate.md``).
+**Ratio counter.** ``rounds`` rounds; in each, both sides start a new worker server (the two
+importing torch at once, before anything is measured), and each side's worker, forked from it,
+measures every case exactly as the committed-baseline gate does (the case's ``module / 3x3
+conv`` ratio, :mod:`suite.regress.cases`). The sides alternate which goes first from round to
+round, so a slow period of the machine touches both. Per case the change is ``head / base`` of
+the same round, and its centre and 95% interval are Student's t on the log of the per-round
+changes (:func:`suite.timing.stats.across_rounds`). Verdict (:func:`ratio_verdict`): a
+**regression** when the interval lies above 0 *and* the centre is above ``threshold``; **faster**
+the mirror image; otherwise ok. The interval alone would flag about 2.5% of unchanged cases; the
+threshold is set above what unchanged code shows (``reports/regress/ab_gate_ratio.md``).
 
 **Instruction counter.** Both sides are counted under Callgrind at once (one valgrind process
 each, one per core; counts do not depend on the neighbour), in the same case order, from folders
@@ -107,16 +110,20 @@ class RevisionError(ValueError):
 @dataclass(frozen=True)
 class Side:
     """One side of an A/B run: ``name`` (``head`` or ``base``), the folder it runs from (a
-    temporary copy), its commit (``-dirty`` when uncommitted changes were copied with it) and
-    what the user named (``working tree``, ``HEAD~1``, a folder)."""
+    temporary copy), its commit (``-dirty`` when uncommitted changes were copied with it), what
+    the user named (``working tree``, ``HEAD~1``, a folder), and whether the tree carries the
+    harness (a checkout of attnbench: its ``modules`` and ``suite`` are measured) or only a
+    project's own plugins (measured with the installed attnbench, the same on both sides)."""
 
     name: str
     root: Path
     revision: str
     named: str
+    harness: bool = True
 
     def as_dict(self) -> dict[str, str]:
-        return {"side": self.name, "named": self.named, "revision": self.revision}
+        return {"side": self.name, "named": self.named, "revision": self.revision,
+                "code": "attnbench checkout" if self.harness else "plugins, with the installed attnbench"}
 
 
 @dataclass(frozen=True)
@@ -180,8 +187,16 @@ def _export_revision(repo: Path, ref: str, dest: Path) -> str:
     return commit
 
 
+def carries_harness(root: Path) -> bool:
+    """Whether the tree at ``root`` is a checkout of attnbench (its own zoo registry or gate)
+    rather than a project that brings attention types as plugins."""
+    return (root / "modules/_registry.py").is_file() or (root / "suite/regress").is_dir()
+
+
 def check_protocol(side: Side) -> None:
     """:class:`RevisionError` when ``side``'s tree predates the gate's worker protocol."""
+    if not side.harness:
+        return
     missing = [name for name in PROTOCOL_FILES if not (side.root / name).is_file()]
     cases = side.root / "suite/regress/cases.py"
     if not missing and "def gate_case" not in cases.read_text(errors="replace"):
@@ -204,12 +219,13 @@ def materialise(repo: Path, *, against: str | None = None, against_path: Path | 
         head_root, base_root = Path(tmp) / "head", Path(tmp) / "base"
         head_root.mkdir()
         base_root.mkdir()
-        head = Side("head", head_root, _copy_checkout(repo, head_root), "working tree")
+        harness = carries_harness(repo)
+        head = Side("head", head_root, _copy_checkout(repo, head_root), "working tree", harness)
         if other is not None:
-            base = Side("base", base_root, _copy_checkout(other, base_root), str(against_path))
+            base = Side("base", base_root, _copy_checkout(other, base_root), str(against_path), harness)
         else:
             assert against is not None
-            base = Side("base", base_root, _export_revision(repo, against, base_root), against)
+            base = Side("base", base_root, _export_revision(repo, against, base_root), against, harness)
         for side in (head, base):
             check_protocol(side)
         yield Sides(head, base)
@@ -261,10 +277,13 @@ def _query_zoo(side: Side, patterns: str, plugins: Sequence[str]) -> dict[str, A
 
 
 def import_origins(side: Side, origins: Mapping[str, str]) -> None:
-    """:class:`RevisionError` unless ``modules`` and ``suite`` came from ``side``'s folder."""
+    """:class:`RevisionError` unless ``modules`` and ``suite`` came from ``side``'s folder (a
+    checkout of attnbench) or, for a project of plugins, from the attnbench running now."""
+    expected = side.root if side.harness else Path(__file__).resolve().parents[2]
     for name, origin in origins.items():
-        if side.root.resolve() not in Path(origin).resolve().parents:
-            raise RevisionError(f"the {side.name} side imported {name} from outside its tree ({origin})")
+        if expected.resolve() not in Path(origin).resolve().parents:
+            where = "its tree" if side.harness else "the installed attnbench"
+            raise RevisionError(f"the {side.name} side imported {name} from outside {where} ({origin})")
 
 
 def resolve_zoo(sides: Sides, patterns: str, settings: RegressSettings,

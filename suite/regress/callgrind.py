@@ -27,7 +27,8 @@ orders (``rotate``), so its spread, and the tolerance derived from it, include t
 **What counts depend on** (the machine class of an instruction baseline): torch's version,
 Python's major.minor, the ISA ATen and oneDNN dispatch to, the BLAS and the CPU vendor it
 dispatches by, the thread count, all as seen inside valgrind (:func:`machine_class`). The CPU
-model is not in it: a runner of another model with the same ISA compares.
+model is not in it: a runner of another model with the same ISA compares; another vendor is
+judged with a warning (:data:`suite.regress.gate.SOFT_KEYS`).
 """
 
 from __future__ import annotations

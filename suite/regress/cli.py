@@ -1,11 +1,20 @@
-"""``python -m suite regress``: measure the regression cases and gate them against a baseline.
+"""``python -m suite regress``: measure the regression cases and judge them, against a git
+revision measured beside them (A/B) or against a stored baseline.
 
-    python -m suite regress                                  # ratio gate: exit 1 on a regression
-    python -m suite regress --counter instructions           # instruction gate (needs valgrind)
-    python -m suite regress --update-baseline --repeats 5    # re-take the ratio baseline (5 processes)
-    python -m suite regress --counter instructions --update-baseline   # (3 valgrind processes)
+    python -m suite regress --against main                   # A/B: working tree vs main, ratio counter
+    python -m suite regress --against main --counter instructions   # A/B under Callgrind (needs valgrind)
+    python -m suite regress                                  # the committed baseline of this machine class,
+                                                             # else A/B against HEAD (said in one line)
+    python -m suite regress --update-baseline --baseline FILE --repeats 5   # take a baseline of your own
 
-Two counters, one baseline format, table, verdict file and set of exit codes:
+**A/B** (``--against REF`` or ``--against-path DIR``; :mod:`suite.regress.ab`): both sides are
+measured here, each imported from its own tree in its own processes, so the verdict holds on any
+machine (a hosted CI runner of any CPU model). The output folder gets each side's measurements
+(``benchmark-head.json`` and ``benchmark-base.json`` in pytest-benchmark's layout, or
+``instructions-head.json`` and ``instructions-base.json``) and ``verdict.json``, which names both
+revisions.
+
+**Stored baseline.** Two counters, one baseline format, table, verdict file and set of exit codes:
 
 * ``ratio`` (default): every case is measured in one fresh worker process, forked from a server
   as the latency stage's rounds are, and written to ``--out/benchmark.json`` (pytest-benchmark's
@@ -18,14 +27,17 @@ Two counters, one baseline format, table, verdict file and set of exit codes:
   are reported beside them; ``--out/instructions.json`` holds the counts. Identical in
   processes that do the same things, and up to 0.9% apart when the case order or the loaded
   plugins differ, so a 1-2% tolerance holds and a 5% change is caught, on any runner whose
-  torch, Python, ISA and BLAS dispatch match the baseline's. Says nothing about GPU kernels or
-  memory stalls.
+  torch, Python, ISA and BLAS dispatch match the baseline's (another CPU vendor is judged with a
+  warning). Says nothing about GPU kernels or memory stalls.
 
-``--out/verdict.json`` holds the verdicts with the environment.
+Without ``--baseline``, a machine whose class no committed baseline matches is judged A/B
+against ``HEAD``. With ``--baseline`` given, another class is not judged (exit 3 with
+``--on-mismatch fail``).
 
 Exit status: 0 no regression; 1 regression; 2 the benchmarks failed to run, a case could not be
-measured (its row says why), valgrind is missing (instructions), or bad arguments; 3 the
-baseline is from another machine class and ``--on-mismatch fail``.
+measured (its row says why), valgrind is missing (instructions), an unknown revision or a folder
+that is not a git checkout (A/B), or bad arguments; 3 the baseline is from another machine class
+and ``--on-mismatch fail``.
 """
 
 from __future__ import annotations
@@ -87,6 +99,12 @@ DEFAULT_REPEATS = {"ratio": 5, "instructions": 3}
 """Processes a baseline is taken from, per counter (``--repeats``)."""
 DEFAULT_FLOORS = {"ratio": DEFAULT_FLOOR, "instructions": DEFAULT_INSTRUCTION_FLOOR}
 EXIT_REGRESSION, EXIT_ERROR, EXIT_MISMATCH = 1, 2, 3
+WARNING_REASONS = {
+    "ratio": "ratios to a same-process reference are meant to survive this, but a changed kernel moves them too",
+    "instructions": "the counts depend on the ISA, BLAS, torch and Python, which match; the CPU vendor alone "
+                    "moved them by under 0.5% between an AMD EPYC and an Intel Xeon VM",
+}
+"""Why a run whose machine class differs only in a soft key (:data:`SOFT_KEYS`) is still judged."""
 
 
 DEFAULTS = RegressSettings()
@@ -156,10 +174,12 @@ class GateSettings:
         group=GATE), 1)
     on_mismatch: str = setting(Option(
         "--on-mismatch", "baseline from another machine class (ratio: CPU model, threads, device; another torch "
-        "major.minor is only a warning; instructions: torch, Python, ISA, BLAS, CPU vendor, threads): 'fail' exits 3, "
+        "major.minor is only a warning; instructions: torch, Python, ISA, BLAS, threads; another CPU vendor is only a "
+        "warning) with --baseline given: 'fail' exits 3, "
         "'warn' exits 0; cases are never judged across classes", choices=("fail", "warn"), group=GATE), "fail")
     update_baseline: bool = setting(Option(
-        "--update-baseline", "measure in --repeats processes and rewrite --baseline (no gating)", kind="switch",
+        "--update-baseline", "measure in --repeats processes and write --baseline FILE, which must be given (no "
+        "gating)", kind="switch",
         group=UPDATE), False)
     repeats: int | None = setting(Option("--repeats", "processes for --update-baseline", parse=positive_int,
                                          metavar="N", group=UPDATE), None, default_text=_per_counter(DEFAULT_REPEATS))
@@ -416,13 +436,12 @@ def run_ab(args: argparse.Namespace, started: float) -> int:
     measurements in ``--out``."""
     counter = args.counter
     threshold = AB_THRESHOLDS[counter] if args.threshold is None else args.threshold
-    repo = Path.cwd()
     try:
         plugins = _plugins(args)
         if counter == "instructions":
             callgrind.find_valgrind()
+        repo = ab.checkout_root(Path.cwd())
         with ab.materialise(repo, against=args.against, against_path=args.against_path) as sides:
-            repo = ab.checkout_root(repo)
             print(f"regress: A/B, {counter}: working tree ({sides.head.revision[:19]}) against "
                   f"{sides.base.named} ({sides.base.revision[:19]})", file=sys.stderr)
             listing = _gate_settings(args, ("-",), plugins, ab_run=True)
@@ -486,6 +505,9 @@ def main(args: argparse.Namespace) -> int:
     args.baseline = args.baseline or DEFAULT_BASELINES[counter]
     try:
         _check_ab_arguments(args, explicit_baseline)
+        if args.update_baseline and not explicit_baseline:
+            raise ValueError("--update-baseline writes the file named by --baseline FILE: name it (a committed "
+                             f"baseline, {shown_path(args.baseline)}, is rewritten only when named on purpose)")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -549,9 +571,8 @@ def main(args: argparse.Namespace) -> int:
               for case, facts in current.cases.items()} if counter == "instructions" else None
     print(format_table(results, counter, beside))
     if warnings and not mismatch:
-        print(f"regress: WARNING: judged across {'; '.join(warnings)}: ratios to a same-process reference "
-              "are meant to survive this, but a changed kernel moves them too; re-take the baseline "
-              "(--update-baseline) once the change is understood")
+        print(f"regress: WARNING: judged across {'; '.join(warnings)}: {WARNING_REASONS[counter]}; to be "
+              "sure, judge against a revision measured here (--against REF)")
     elapsed = time.perf_counter() - started
     verdict = {
         "counter": counter,

@@ -28,7 +28,7 @@ does it twice. Instruction counts do not depend on neighbours, so they are not r
 whose CPU model, thread count or device differs is *incomparable*, and one whose torch
 major.minor differs is judged with a warning (:data:`SOFT_KEYS`); for instructions, a run that
 differs in anything the counts depend on (:func:`suite.regress.callgrind.machine_class`) is
-incomparable. The verdict says so and incomparable cases are not judged.
+incomparable, and one that differs only in the CPU vendor is judged with a warning. The verdict says so and incomparable cases are not judged.
 """
 
 from __future__ import annotations
@@ -66,11 +66,14 @@ REPORTED_BESIDE: dict[str, tuple[str, ...]] = {
 }
 """Per counter, the facts a baseline keeps beside the gated value (medians over its processes)."""
 MACHINE_CLASS_KEYS: tuple[str, ...] = ("cpu", "threads", "device", "torch")
-SOFT_KEYS: dict[str, tuple[str, ...]] = {"ratio": ("torch",), "instructions": ()}
+SOFT_KEYS: dict[str, tuple[str, ...]] = {"ratio": ("torch",), "instructions": ("cpu_vendor",)}
 """Per counter, machine-class keys whose difference is a warning, not a mismatch. A ratio to a
 reference measured in the same process is meant to survive a torch update (both sides move
 with the library; what a kernel change moves is what the gate is for); an instruction count
-is not, so there the torch version is part of the class."""
+is not, so there the torch version is part of the class. Instruction counts of the same
+dispatch ISA (ATen and oneDNN as seen under valgrind), BLAS, torch and Python moved by +0.5%
+(forward) and +0.4% (training step) between an AMD EPYC and an Intel Xeon VM, inside the
+tolerances: the CPU vendor alone is a warning (it stays in the class record)."""
 DEFAULT_FLOOR = 0.10
 DEFAULT_INSTRUCTION_FLOOR = 0.01
 DEFAULT_FACTOR = 3.0
