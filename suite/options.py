@@ -173,6 +173,9 @@ SHARED: dict[str, Option] = {option.flag: option for option in (
     Option("--plugin", "your own attention class: package.module:ClassName, name=package.module:ClassName, or "
            "package.module that registers its own types; a path/to/file.py may stand for package.module "
            "(repeatable)", kind="append", metavar="SPEC", group="what to measure"),
+    Option("--rounds", "rounds per configuration, each in a fresh worker process (regress --against: each side's, "
+           "the side that goes first alternating); the 95% intervals come from the rounds", parse=positive_int,
+           metavar="N", group="processes"),
     Option("--timeout-s", "give up on one configuration's process after this many seconds (status timeout)",
            parse=positive_float, metavar="S", group="processes"),
     Option("--cudnn-benchmark", "torch.backends.cudnn.benchmark during CUDA runs (set explicitly, recorded, "

@@ -293,7 +293,9 @@ def _fake_rounds(slow: float) -> dict:
             facts = {"status": "ok", "case": case, "attn": case.split("|")[0], "mode": "forward",
                      "shape": [2, 64, 28, 28], "module_ms": 0.05, "reference_ms": 0.8, "ratio": 0.0625 * (1 + 0.01 * i)}
             base[case].append(facts)
-            head[case].append({**facts, "ratio": facts["ratio"] * (slow if case.startswith("se") else 1.0)})
+            wobble = 1 + 0.005 * (-1) ** i  # rounds never agree exactly; without spread there is no interval
+            factor = slow if case.startswith("se") else 1.0
+            head[case].append({**facts, "ratio": facts["ratio"] * wobble * factor, "module_ms": 0.05 * factor})
     return {"head": head, "base": base}
 
 
@@ -323,13 +325,15 @@ def test_pytest_benchmark_compare_reads_both_sides_files(tmp_path: Path) -> None
     for side in ("head", "base"):
         measured = {case: ab.side_benchmark_facts(fields) for case, fields in rounds[side].items()}
         (tmp_path / f"benchmark-{side}.json").write_text(json.dumps(cli.benchmark_json(measured, commit=side)))
-    proc = subprocess.run([sys.executable, "-m", "pytest_benchmark.cli", "compare", "--columns", "min,median,rounds",
+    proc = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", "--columns", "min,median,rounds",
                            str(tmp_path / "benchmark-base.json"), str(tmp_path / "benchmark-head.json")],
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Failed to load" not in proc.stdout + proc.stderr
-    for name in ("test_latency[se|forward|b2c64s28] (benchmark-ba", "test_latency[ca|forward|b2c64s28] (benchmark-he"):
-        assert name in proc.stdout
+    rows = {(case, side): line for line in proc.stdout.splitlines() for case in ("se", "ca")
+            for side in ("ba", "he") if f"test_latency[{case}|forward|b2c64s28]" in line and f"benchmark-{side})" in line}
+    assert len(rows) == 4, proc.stdout  # both cases of both files
+    assert "60.0000 (1.20)" in rows["se", "he"] and "50.0000 (1.0)" in rows["se", "ba"]  # head's SE 20% slower
 
 
 def test_an_instruction_class_that_differs_only_in_the_cpu_vendor_is_judged_with_a_warning() -> None:

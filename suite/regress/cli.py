@@ -155,9 +155,7 @@ class GateSettings:
     against_path: Path | None = setting(Option(
         "--against-path", "as --against, with another checkout's files (its working tree) as the base",
         parse=Path, metavar="DIR", group=AB), None)
-    rounds: int = setting(Option(
-        "--rounds", "A/B, ratio: rounds per side, each a fresh worker process of each side, the side that goes "
-        "first alternating", parse=positive_int, metavar="N", group=AB), DEFAULT_ROUNDS)
+    rounds: int = setting("--rounds", DEFAULT_ROUNDS, default_text=f"{DEFAULT_ROUNDS}; ratio counter with --against")
     threshold: float | None = setting(Option(
         "--threshold", "A/B: the smallest slowdown (head / base - 1) judged a regression; ratio: also needs its "
         "95% interval above 0", parse=positive_float, metavar="F", group=AB), None,

@@ -79,10 +79,7 @@ class LatencySettings(GridSettings):
     threads: int | None = setting("--threads", None, default_text=(
         "1 on CPU, the honest default on a 2-core machine (see DEFAULT_THREADS); on CUDA the cores this process may use"))
     out: Path = setting("--out", Path("reports/latency"))
-    rounds: int | None = setting(Option(
-        "--rounds", "rounds per configuration, each in a fresh worker process; the 95% intervals come from the rounds",
-        parse=positive_int, metavar="N", group=TIMING), None,
-        default_text=f"{ROUNDS_DEFAULT['cpu']} on CPU, {ROUNDS_DEFAULT['cuda']} on CUDA")
+    rounds: int | None = setting("--rounds", None, default_text=f"{ROUNDS_DEFAULT['cpu']} on CPU, {ROUNDS_DEFAULT['cuda']} on CUDA")
     max_rounds: int | None = setting(Option(
         "--max-rounds", "extra rounds (up to this many) for configurations whose ratio interval is still wider "
         "than +-REL_TOL", parse=positive_int, metavar="N", group=TIMING), None, default_text="--rounds, no extra rounds")
