@@ -177,9 +177,11 @@ def test_judge_instructions_uses_the_threshold_and_keeps_errors() -> None:
     head = {"a|forward|s": {"instructions": 1005.0}, "b|forward|s": {"instructions": 1060.0},
             "c|forward|s": {"instructions": 900.0}}
     base = {case: {"instructions": 1000.0} for case in head}
+    head["e|forward|s"] = {"instructions": 10.0}  # counted on one side only
     results = {r.case: r for r in ab.judge_instructions(head, base, {"d|forward|s": "base: error: x"}, 0.01)}
-    assert [results[c].verdict for c in ("a|forward|s", "b|forward|s", "c|forward|s", "d|forward|s")] == [
-        "ok", "regression", "faster", "error"]
+    assert [results[c].verdict for c in ("a|forward|s", "b|forward|s", "c|forward|s", "d|forward|s", "e|forward|s")] == [
+        "ok", "regression", "faster", "error", "error"]
+    assert results["e|forward|s"].message == "base: Callgrind counted no such case"
     assert results["b|forward|s"].change == pytest.approx(0.06)
 
 
@@ -189,18 +191,42 @@ def test_resolve_zoo_marks_types_only_one_side_has_and_refuses_a_pattern_neither
     zoos = {"head": {"se": ["se"], "eca*": ["eca", "eca_new"], "gone": []},
             "base": {"se": ["se"], "eca*": ["eca"], "gone": ["gone"]}}
 
-    def query(side: Side, patterns: str, plugins) -> dict:
+    def query(side: Side, patterns: str, plugins, repo: Path) -> dict:
         matched = {p: zoos[side.name].get(p, []) for p in patterns.split(",")}
-        return {"origins": {"modules": str(side.root / "modules/__init__.py")}, "matched": matched}
+        unloadable = {"new_plugin.py": "ImportError: no such file"} if side.name == "base" else {}
+        return {"origins": {"modules": str(side.root / "modules/__init__.py")}, "matched": matched,
+                "unloadable": unloadable}
 
     monkeypatch.setattr(ab, "_query_zoo", query)
-    names, only = ab.resolve_zoo(sides, "se,eca*,gone", RegressSettings(), tmp_path)
-    assert names == ["se", "eca"] and only == {"eca_new": "new", "gone": "removed"}
-    rows = ab.only_one_side(only, RegressSettings(modes=("forward",)))
+    zoo = ab.resolve_zoo(sides, "se,eca*,gone", RegressSettings(), tmp_path)
+    assert zoo.names == ["se", "eca"] and zoo.only == {"eca_new": "new", "gone": "removed"}
+    assert zoo.unloadable == {"head": {}, "base": {"new_plugin.py": "ImportError: no such file"}}
+    rows = ab.only_one_side(zoo.only, RegressSettings(modes=("forward",)))
     assert [(r.case, r.verdict) for r in rows] == [("eca_new|forward|b2c64s28", "new"),
                                                    ("gone|forward|b2c64s28", "removed")]
     with pytest.raises(ValueError, match="'nothing' matches no attention type in either side's zoo"):
         ab.resolve_zoo(sides, "se,nothing", RegressSettings(), tmp_path)
+    with pytest.raises(ValueError, match="no pattern given"):
+        ab.resolve_zoo(sides, " , ", RegressSettings(), tmp_path)
+
+
+def test_a_plugin_a_side_cannot_load_is_left_out_of_that_sides_settings(tmp_path: Path) -> None:
+    side = Side("base", tmp_path / "base", "1", "HEAD")
+    settings = RegressSettings(plugins=("pkg.old", "pkg.new"))
+    assert ab.side_settings(settings, side, tmp_path, drop={"pkg.new": "ImportError"}).plugins == ("pkg.old",)
+
+
+def test_a_sides_processes_import_nothing_from_the_live_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's PYTHONPATH entries inside the repository point at the side's copy; the running
+    project is on the path only for a project of plugins."""
+    repo_root, elsewhere = tmp_path / "repo", tmp_path / "site"
+    (repo_root / "src").mkdir(parents=True)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(repo_root / "src"), str(elsewhere)]))
+    side = Side("base", tmp_path / "ab" / "base", "1", "HEAD")
+    path = ab._side_env(side, 1, "inherited", repo_root)["PYTHONPATH"].split(os.pathsep)
+    assert path == [str(side.root), str(side.root / "src"), str(elsewhere)]
+    plugins_side = Side("base", tmp_path / "ab" / "base", "1", "HEAD", harness=False)
+    assert ab._side_env(plugins_side, 1, "inherited", repo_root)["PYTHONPATH"].split(os.pathsep)[-1] == str(ab.INSTALLED)
 
 
 def test_a_side_that_imports_the_zoo_from_elsewhere_is_refused(tmp_path: Path) -> None:
@@ -215,7 +241,7 @@ def test_the_table_states_the_rule_and_every_row() -> None:
             ABCase("x|forward|b2c64s28", verdict="new", message="only the working tree's zoo has this type")]
     table = ab.format_ab_table(rows, "ratio", 0.05)
     assert "[+4.0%, +16.0%]" in table and "regression" in table and "new: only the working tree" in table
-    assert "the 95% interval above 0 and the change above +5.0%" in table
+    assert "regression when the interval lies above 0 and the change above +5.0%" in table
 
 
 # -- the command line --------------------------------------------------------------------------------
@@ -251,6 +277,7 @@ def test_cli_not_a_checkout_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     (("--against", "HEAD", "--baseline", "b.json"), "--baseline applies to a stored baseline"),
     (("--against", "HEAD", "--baseline-name", "a=b"), "--baseline-name applies"),
     (("--update-baseline",), "--update-baseline writes the file named by --baseline FILE"),
+    (("--against", "HEAD", "--rounds", "1"), "--rounds must be at least 2 with --against"),
 ])
 def test_cli_refuses_flags_that_contradict_each_other(tmp_path: Path, extra, message,
                                                       capsys: pytest.CaptureFixture) -> None:
@@ -282,7 +309,7 @@ def test_an_explicit_baseline_of_another_class_exits_3_and_names_against(
     path = _other_class_baseline(tmp_path)
     assert cli.main(_args(tmp_path, "--baseline", str(path))) == cli.EXIT_MISMATCH
     out = capsys.readouterr().out
-    assert "--against HEAD" in out and "--update-baseline --baseline FILE" in out
+    assert "--against HEAD" in out and "--update-baseline --baseline my_baseline.json" in out
 
 
 def _fake_rounds(slow: float) -> dict:
@@ -303,7 +330,8 @@ def _fake_rounds(slow: float) -> dict:
 def test_cli_ab_run_with_fake_measurements_writes_the_verdict_and_both_sides(
         repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow: float, code: int) -> None:
     monkeypatch.chdir(repo["root"])
-    monkeypatch.setattr(ab, "resolve_zoo", lambda sides, patterns, settings, root: (["se", "ca"], {"gone": "removed"}))
+    monkeypatch.setattr(ab, "resolve_zoo", lambda sides, patterns, settings, root: ab.Zoo(
+        ["se", "ca"], {"gone": "removed"}, {"head": {}, "base": {}}))
     monkeypatch.setattr(ab, "measure_ratio_sides", lambda sides, settings, **kw: _fake_rounds(slow))
     assert cli.main(_args(tmp_path, "--against", "HEAD", "--attn", "se,ca,gone")) == code
     verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
@@ -316,6 +344,31 @@ def test_cli_ab_run_with_fake_measurements_writes_the_verdict_and_both_sides(
         data = json.loads((tmp_path / "out" / f"benchmark-{side}.json").read_text())
         assert data["commit_info"]["id"] == verdict[side]["revision"]
         assert {b["param"] for b in data["benchmarks"]} == {"se|forward|b2c64s28", "ca|forward|b2c64s28"}
+
+
+def test_cli_instruction_ab_with_a_relative_out_counts_in_absolute_folders(
+        repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The valgrind processes start in their sides' folders: the work folders handed to them
+    must not be relative to the user's folder."""
+    from suite.regress import callgrind
+
+    monkeypatch.chdir(repo["root"])
+    monkeypatch.setattr(ab, "resolve_zoo", lambda sides, patterns, settings, root: ab.Zoo(
+        ["se"], {}, {"head": {}, "base": {}}))
+    monkeypatch.setattr(callgrind, "find_valgrind", lambda: "/usr/bin/valgrind")
+    seen: list[Path] = []
+
+    def collect(settings, work_dir: Path, *, rotate: int, root: Path, label: str, env: dict) -> callgrind.Counts:
+        seen.append(work_dir)
+        assert work_dir.is_absolute() and env["PYTHONPATH"].split(os.pathsep)[0] == str(root)
+        return callgrind.Counts(cases={"se|forward|b2c64s28": {"instructions": 1000.0}}, valgrind="3.19")
+
+    monkeypatch.setattr(callgrind, "collect", collect)
+    args = _args(tmp_path, "--against", "HEAD", "--counter", "instructions")
+    args.out = Path("relative-out")
+    assert cli.main(args) == 0
+    assert sorted(p.name for p in seen) == ["callgrind-base", "callgrind-head"]
+    assert (repo["root"] / "relative-out" / "verdict.json").is_file()
 
 
 def test_pytest_benchmark_compare_reads_both_sides_files(tmp_path: Path) -> None:

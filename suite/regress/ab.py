@@ -44,22 +44,35 @@ import contextlib
 import io
 import json
 import math
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .cases import GateCase, RegressSettings, case_id, gate_job
+from .callgrind import Counts
+
+if TYPE_CHECKING:
+    from ..timing.rounds import RoundWorkers
+from .cases import WORKER_RECORD_KEYS, GateCase, RegressSettings, case_id, gate_job
 
 __all__ = [
     "ABCase",
+    "INSTALLED",
+    "PROTOCOL_FILES",
+    "Zoo",
+    "carries_harness",
+    "check_protocol",
+    "checkout_root",
+    "only_one_side",
+    "side_benchmark_facts",
     "AB_THRESHOLDS",
     "AB_VISITS",
     "DEFAULT_ROUNDS",
@@ -87,7 +100,11 @@ AB_VISITS = 1
 between processes, so an A/B run spends its time on rounds instead."""
 AB_THRESHOLDS: dict[str, float] = {"ratio": 0.05, "instructions": 0.01}
 """Per counter, the smallest change (``head / base - 1``) judged a regression by default; see
-the module docstring and ``reports/regress/ab_gate.md`` for the measurements behind them."""
+the module docstring, ``reports/regress/ab_gate_ratio.md`` and ``ab_gate_instructions.md`` for
+the measurements behind them."""
+INSTALLED = Path(__file__).resolve().parents[2]
+"""Where the running attnbench's ``modules`` and ``suite`` lie: what a project of plugins is
+measured with."""
 PROTOCOL_FILES = ("modules/__init__.py", "suite/timing/worker.py", "suite/regress/cases.py",
                   "suite/regress/callgrind_worker.py")
 """What a side's tree must hold for the gate to measure it (with ``gate_case`` in ``cases.py``)."""
@@ -122,12 +139,15 @@ class Side:
     harness: bool = True
 
     def as_dict(self) -> dict[str, str]:
+        """What ``verdict.json`` says of this side (never its temporary folder)."""
         return {"side": self.name, "named": self.named, "revision": self.revision,
                 "code": "attnbench checkout" if self.harness else "plugins, with the installed attnbench"}
 
 
 @dataclass(frozen=True)
 class Sides:
+    """Both sides of an A/B run; iterating gives head, then base."""
+
     head: Side
     base: Side
 
@@ -136,10 +156,15 @@ class Sides:
 
 
 def _git(repo: Path, *args: str, binary: bool = False) -> Any:
+    """``git -C repo ARGS``' output (bytes when ``binary``); :class:`RevisionError` when it fails.
+    ``--no-optional-locks``: ``git status`` then leaves the user's index as it is."""
     try:
-        proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=False, timeout=300)
+        proc = subprocess.run(["git", "--no-optional-locks", "-C", str(repo), *args], capture_output=True,
+                              check=False, timeout=300)
     except FileNotFoundError as exc:
         raise RevisionError("git is not installed: the A/B gate reads the revisions with git") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise RevisionError(f"git {' '.join(args)} took more than 300 s in {repo}") from exc
     if proc.returncode != 0:
         raise RevisionError(proc.stderr.decode(errors="replace").strip() or f"git {' '.join(args)} failed")
     return proc.stdout if binary else proc.stdout.decode().strip()
@@ -179,11 +204,14 @@ def _export_revision(repo: Path, ref: str, dest: Path) -> str:
         raise RevisionError(f"--against {ref!r}: not a revision of {repo.name} (a commit, branch or tag; "
                             "in a shallow clone, fetch the history first: git fetch --unshallow)")
     archive = _git(repo, "archive", "--format=tar", commit, binary=True)
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
-        if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
-            tar.extractall(dest, filter="data")
-        else:
-            tar.extractall(dest)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
+            if hasattr(tarfile, "data_filter"):  # Python 3.11.4 and later
+                tar.extractall(dest, filter="data")
+            else:
+                tar.extractall(dest)
+    except tarfile.TarError as exc:
+        raise RevisionError(f"--against {ref!r}: its files could not be extracted ({exc})") from exc
     return commit
 
 
@@ -231,12 +259,14 @@ def materialise(repo: Path, *, against: str | None = None, against_path: Path | 
         yield Sides(head, base)
 
 
-def side_settings(settings: RegressSettings, side: Side, repo: Path) -> RegressSettings:
-    """``settings`` for ``side``: a plugin file inside ``repo`` is taken from the side's copy."""
+def side_settings(settings: RegressSettings, side: Side, repo: Path,
+                  drop: Iterable[str] = ()) -> RegressSettings:
+    """``settings`` for ``side``: a plugin file inside ``repo`` is taken from the side's copy;
+    the specs in ``drop`` (plugins this side cannot load) are left out."""
     from ..plugins import parse_spec
 
     plugins = []
-    for spec in settings.plugins:
+    for spec in (s for s in settings.plugins if s not in set(drop)):
         plugin = parse_spec(spec)
         path = Path(plugin.module).resolve()
         if plugin.module.endswith(".py") and path.is_relative_to(repo.resolve()):
@@ -245,11 +275,24 @@ def side_settings(settings: RegressSettings, side: Side, repo: Path) -> RegressS
     return replace(settings, plugins=tuple(plugins))
 
 
-def _side_env(side: Side, threads: int, allocator: str) -> dict[str, str]:
+def _side_env(side: Side, threads: int, allocator: str, repo: Path) -> dict[str, str]:
+    """The environment of ``side``'s processes: its tree first on the path; entries of the
+    user's ``PYTHONPATH`` inside ``repo`` moved to the side's copy (so nothing of the live tree
+    is imported); for a project of plugins, the installed attnbench after them."""
     from ..plugins import PLUGINS_ENV
     from ..timing.rounds import worker_environment
 
     env = worker_environment(threads, allocator, root=side.root)
+    inherited = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    path = [str(side.root)]
+    for entry in inherited:
+        resolved = Path(entry).resolve()
+        if resolved.is_relative_to(repo.resolve()):
+            entry = str(side.root / resolved.relative_to(repo.resolve()))
+        path.append(entry)
+    if not side.harness:
+        path.append(str(INSTALLED))
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
     env.pop(PLUGINS_ENV, None)  # each side loads its own copies (its settings' plugins)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
@@ -259,41 +302,65 @@ _ZOO_SCRIPT = """
 import importlib.util, json, sys
 origins = {name: importlib.util.find_spec(name).origin for name in ("modules", "suite")}
 from suite.plugins import load_plugins
-load_plugins(json.loads(sys.argv[2]))
+unloadable = {}
+for spec in json.loads(sys.argv[2]):
+    try:
+        load_plugins([spec])
+    except Exception as exc:
+        unloadable[spec] = f"{type(exc).__name__}: {exc}"
 import modules
 patterns = [p.strip() for p in sys.argv[1].split(",") if p.strip()]
-print(json.dumps({"origins": origins, "matched": {p: modules.list_attention(p) for p in patterns}}))
+print(json.dumps({"origins": origins, "unloadable": unloadable,
+                  "matched": {p: modules.list_attention(p) for p in patterns}}))
 """
+ZOO_TIMEOUT_S = 600.0
 
 
-def _query_zoo(side: Side, patterns: str, plugins: Sequence[str]) -> dict[str, Any]:
-    env = _side_env(side, 1, "inherited")
-    proc = subprocess.run([sys.executable, "-c", _ZOO_SCRIPT, patterns, json.dumps(list(plugins))],
-                          cwd=side.root, env=env, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
+def _query_zoo(side: Side, patterns: str, plugins: Sequence[str], repo: Path) -> dict[str, Any]:
+    """What ``side``'s registry holds: where it imported ``modules`` and ``suite`` from, the
+    names each pattern matches there, and the plugins it could not load (with why)."""
+    env = _side_env(side, 1, "inherited", repo)
+    try:
+        proc = subprocess.run([sys.executable, "-c", _ZOO_SCRIPT, patterns, json.dumps(list(plugins))],
+                              cwd=side.root, env=env, capture_output=True, text=True, timeout=ZOO_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise RevisionError(f"the {side.name} side ({side.named}) did not list its zoo in {ZOO_TIMEOUT_S:.0f} s") from exc
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
         raise RevisionError(f"the {side.name} side ({side.named}) could not list its zoo: "
                             f"{proc.stderr.strip()[-1500:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(lines[-1])
 
 
 def import_origins(side: Side, origins: Mapping[str, str]) -> None:
     """:class:`RevisionError` unless ``modules`` and ``suite`` came from ``side``'s folder (a
     checkout of attnbench) or, for a project of plugins, from the attnbench running now."""
-    expected = side.root if side.harness else Path(__file__).resolve().parents[2]
+    expected = side.root if side.harness else INSTALLED
     for name, origin in origins.items():
         if expected.resolve() not in Path(origin).resolve().parents:
             where = "its tree" if side.harness else "the installed attnbench"
             raise RevisionError(f"the {side.name} side imported {name} from outside {where} ({origin})")
 
 
-def resolve_zoo(sides: Sides, patterns: str, settings: RegressSettings,
-                repo: Path) -> tuple[list[str], dict[str, str]]:
-    """The attention names both sides measure, and ``{name: "new" | "removed"}`` of those only
-    one side's zoo has. Each side resolves ``patterns`` with its own registry; a pattern that
-    matches nothing on either side is a :class:`ValueError`."""
+@dataclass
+class Zoo:
+    """What both sides measure: the attention names both zoos have, ``{name: "new" | "removed"}``
+    of those only one has, and per side the plugins it could not load (``{spec: why}``), whose
+    types are then new or removed."""
+
+    names: list[str]
+    only: dict[str, str]
+    unloadable: dict[str, dict[str, str]]
+
+
+def resolve_zoo(sides: Sides, patterns: str, settings: RegressSettings, repo: Path) -> Zoo:
+    """Each side resolves ``patterns`` with its own registry (and the plugins it can load); a
+    pattern that matches nothing on either side, or no pattern at all, is a :class:`ValueError`."""
+    if not [p for p in patterns.split(",") if p.strip()]:
+        raise ValueError(f"--attn: no pattern given ({patterns!r})")
     with ThreadPoolExecutor(2) as pool:
-        head, base = pool.map(lambda side: _query_zoo(side, patterns, side_settings(settings, side, repo).plugins),
-                              list(sides))
+        head, base = pool.map(lambda side: _query_zoo(side, patterns, side_settings(settings, side, repo).plugins,
+                                                      repo), list(sides))
     for side, listed in zip(sides, (head, base), strict=True):
         import_origins(side, listed["origins"])
     empty = [p for p in head["matched"] if not head["matched"][p] and not base["matched"].get(p)]
@@ -306,7 +373,8 @@ def resolve_zoo(sides: Sides, patterns: str, settings: RegressSettings,
     in_head = {n for names in head["matched"].values() for n in names}
     in_base = {n for names in base["matched"].values() for n in names}
     only = {n: "new" for n in ordered if n not in in_base} | {n: "removed" for n in ordered if n not in in_head}
-    return [n for n in ordered if n not in only], only
+    unloadable = {"head": dict(head.get("unloadable", {})), "base": dict(base.get("unloadable", {}))}
+    return Zoo([n for n in ordered if n not in only], only, unloadable)
 
 
 @dataclass
@@ -327,6 +395,7 @@ class ABCase:
     per_round: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
+        """The case's row of ``verdict.json``."""
         return {"case": self.case, "base": self.base, "head": self.head, "change": self.change,
                 "change_low": self.low, "change_high": self.high, "rounds": self.rounds,
                 "change_per_round": self.per_round, "verdict": self.verdict, "message": self.message}
@@ -381,6 +450,9 @@ def judge_instructions(head: Mapping[str, Mapping[str, Any]], base: Mapping[str,
     """Verdict per case from each side's counts (``{case: facts with instructions}``);
     ``errors``: ``{case: "side: why"}`` of the cases that could not be counted."""
     results = [ABCase(case, verdict="error", message=why) for case, why in errors.items()]
+    for case in sorted((set(head) ^ set(base)) - set(errors)):
+        missing = "base" if case in head else "head"
+        results.append(ABCase(case, verdict="error", message=f"{missing}: Callgrind counted no such case"))
     for case, facts in head.items():
         if case in errors or case not in base:
             continue
@@ -399,13 +471,15 @@ def only_one_side(names: Mapping[str, str], settings: RegressSettings) -> list[A
             for name, status in names.items() for mode in settings.modes]
 
 
-def _start_workers(sides: Sides, threads: int, timeout_s: float, stack: contextlib.ExitStack) -> dict[str, Any]:
+def _start_workers(sides: Sides, threads: int, timeout_s: float, repo: Path,
+                   stack: contextlib.ExitStack) -> dict[str, RoundWorkers]:
     """One worker server per side, both importing torch at once (one per core)."""
     from ..timing.rounds import RoundWorkers
 
-    def start(side: Side) -> Any:
-        return stack.enter_context(RoundWorkers(isolation="fork", servers=1, env=_side_env(side, threads, "inherited"),
-                                                timeout_s=timeout_s, cwd=side.root))
+    def start(side: Side) -> RoundWorkers:
+        env = _side_env(side, threads, "inherited", repo)
+        return stack.enter_context(RoundWorkers(isolation="fork", servers=1, env=env, timeout_s=timeout_s,
+                                                cwd=side.root))
 
     with ThreadPoolExecutor(2) as pool:
         futures = {side.name: pool.submit(start, side) for side in sides}
@@ -413,7 +487,7 @@ def _start_workers(sides: Sides, threads: int, timeout_s: float, stack: contextl
 
 
 def measure_ratio_sides(sides: Sides, settings: Mapping[str, RegressSettings], *, rounds: int,
-                        timeout_s: float, on_job: Callable[[str, int], None] | None = None,
+                        timeout_s: float, repo: Path, on_job: Callable[[str, int], None] | None = None,
                         ) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """``{side: {case: [fields of each round]}}``: ``rounds`` rounds; in each, both sides start a
     new worker server (:class:`suite.timing.rounds.RoundWorkers`, the two importing torch at once,
@@ -427,7 +501,7 @@ def measure_ratio_sides(sides: Sides, settings: Mapping[str, RegressSettings], *
     results: dict[str, dict[str, list[dict[str, Any]]]] = {s.name: {c.case: [] for c in cases} for s in sides}
     for index in range(rounds):
         with contextlib.ExitStack() as stack:
-            workers = _start_workers(sides, first.threads, timeout_s, stack)
+            workers = _start_workers(sides, first.threads, timeout_s, repo, stack)
             for name in ("head", "base") if index % 2 == 0 else ("base", "head"):
                 workers[name].run(cases, gate_job(settings[name]),
                                   lambda case, fields, name=name: results[name][case.case].append(fields))
@@ -436,14 +510,17 @@ def measure_ratio_sides(sides: Sides, settings: Mapping[str, RegressSettings], *
     return results
 
 
-def measure_instruction_sides(sides: Sides, settings: Mapping[str, RegressSettings], out: Path) -> dict[str, Any]:
+def measure_instruction_sides(sides: Sides, settings: Mapping[str, RegressSettings], out: Path,
+                              repo: Path) -> dict[str, Counts]:
     """``{side: Counts}``: both sides counted under Callgrind at once, in the same order, from
-    work folders of equal path length."""
+    work folders of equal path length (``out`` is made absolute: the processes start in their
+    sides' folders)."""
     from . import callgrind
 
-    def count(side: Side) -> Any:
-        return callgrind.collect(settings[side.name], out / f"callgrind-{side.name}", rotate=0, root=side.root,
-                                 label=f"callgrind {side.name}")
+    def count(side: Side) -> Counts:
+        return callgrind.collect(settings[side.name], out.resolve() / f"callgrind-{side.name}", rotate=0,
+                                 root=side.root, label=f"callgrind {side.name}",
+                                 env=_side_env(side, settings[side.name].threads, "steady", repo))
 
     with ThreadPoolExecutor(2) as pool:
         futures = {side.name: pool.submit(count, side) for side in sides}
@@ -456,8 +533,7 @@ def side_benchmark_facts(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     from ..timing.stats import across_rounds
 
     ok = [r for r in rounds if r.get("status") == "ok"]
-    facts = {k: v for k, v in ok[0].items() if k not in ("status", "threads_set", "flush_denormal",
-                                                            "allocator_tunables", "pid")}
+    facts = {k: v for k, v in ok[0].items() if k not in WORKER_RECORD_KEYS}
     facts["ratio"] = across_rounds([r["ratio"] for r in ok]).center
     facts["ratio_rounds"] = [r["ratio"] for r in ok]
     facts["module_ms_repeats"] = [r["module_ms"] for r in ok]
@@ -484,7 +560,5 @@ def format_ab_table(results: Sequence[ABCase], counter: str, threshold: float) -
         why = f": {r.message}" if r.message else ""
         lines.append(f"{r.case:32s} {value(r.base):>{width}s} {value(r.head):>{width}s} {change:>8s} "
                      f"{interval:>17s} {r.rounds or '-':>6}  {r.verdict}{why}")
-    rule = (f"regression: the 95% interval above 0 and the change above +{threshold:.1%}"
-            if counter == "ratio" else f"regression: a change above +{threshold:.1%}")
-    lines.append(f"({rule}; change = head / base - 1)")
+    lines.append(f"({RULES[counter].format(threshold=threshold)})")
     return "\n".join(lines)

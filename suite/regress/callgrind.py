@@ -223,13 +223,14 @@ def _run_streaming(command: list[str], env: dict[str, str], progress: Any,
 
 
 def collect(settings: RegressSettings, work_dir: Path, *, rotate: int = 0, root: Path | None = None,
-            label: str = "callgrind") -> Counts:
+            label: str = "callgrind", env: dict[str, str] | None = None) -> Counts:
     """Count every case of ``settings`` in one valgrind process, in their order rotated by
     ``rotate``; dumps and the manifest are kept in ``work_dir`` (emptied first).
 
     ``root``: the tree whose ``suite`` and ``modules`` the worker imports (it starts there; the
     regression gate's A/B runs count each side in its own tree), this project when None.
-    ``label`` names the progress bar.
+    ``label`` names the progress bar; ``env``: the worker's environment (by default this
+    project's, :func:`suite.timing.rounds.worker_environment` with the ``steady`` allocator).
 
     Raises :class:`CounterUnavailable` when valgrind is missing or the process fails as a
     whole; a case that fails is in ``Counts.errors``. A progress bar on stderr counts the cases."""
@@ -249,7 +250,7 @@ def collect(settings: RegressSettings, work_dir: Path, *, rotate: int = 0, root:
                    "--rotate", str(rotate)]
         if shim is not None:
             command += ["--shim", str(shim)]
-        env = worker_environment(settings.threads, "steady", root=root)
+        env = dict(env) if env is not None else worker_environment(settings.threads, "steady", root=root)
         env["PYTHONHASHSEED"] = "0"
         progress.set_postfix_str("importing torch, building the cases")
         returncode, tail = _run_streaming(command, env, progress, cwd=root)

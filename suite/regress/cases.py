@@ -31,6 +31,7 @@ __all__ = [
     "RegressSettings",
     "gate_case",
     "gate_job",
+    "WORKER_RECORD_KEYS",
     "case_id",
     "config_for",
     "load_settings",
@@ -117,6 +118,10 @@ class GateCase:
 
     def key(self) -> str:
         return self.case
+
+
+WORKER_RECORD_KEYS = ("status", "threads_set", "flush_denormal", "allocator_tunables", "pid")
+"""What the worker adds to a case's facts (its settings record); not part of the facts."""
 
 
 def gate_job(settings: RegressSettings) -> dict[str, Any]:

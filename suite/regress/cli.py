@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -61,14 +62,14 @@ from ..options import (
     positive_int,
     setting,
 )
-from ..plugins import load_plugins, normalize_spec
+from ..plugins import PLUGINS_ENV, load_plugins, normalize_spec
 from ..portable import shown_path
 from ..records import write_text_atomic
 from ..timing.sweep import MODE
 from ..timing.timer import cpu_settings
 from . import ab, callgrind
 from .ab import AB_THRESHOLDS, AB_VISITS, DEFAULT_ROUNDS, Sides
-from .cases import RegressSettings
+from .cases import WORKER_RECORD_KEYS, RegressSettings
 from .gate import (
     COUNTERS,
     DEFAULT_FACTOR,
@@ -141,7 +142,8 @@ class GateSettings:
     visits: int | None = setting(Option(
         "--visits", "measurements per case in one process (ratio: interleaved with the reference; instructions: "
         "counted repetitions); the case's value is their median", parse=positive_int, metavar="N", group=WHAT),
-        None, default_text=f"{DEFAULTS.repeats}; {AB_VISITS} with --against, whose rounds give the spread")
+        None, default_text=(f"{DEFAULTS.repeats}; {AB_VISITS} with --against (ratio: its rounds give the spread; "
+                                     "instructions: the sides' counts are compared in one context)"))
     budget_s: float = setting("--budget-s", DEFAULTS.budget_s,
                               default_text=f"{DEFAULTS.budget_s}; ratio counter: of one measurement")
     calls: int = setting(Option("--calls", "instructions: calls of the step per counted repetition",
@@ -216,8 +218,6 @@ class Measured:
 
 CASE_TIMEOUT_S = 600.0
 """A case whose worker has not answered after this long is a row with status ``timeout``."""
-WORKER_RECORD_KEYS = ("status", "threads_set", "flush_denormal", "allocator_tunables", "pid")
-"""What the worker adds to a case's facts (its settings record); not part of the facts."""
 
 
 def run_cases(settings: RegressSettings, json_path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -227,7 +227,6 @@ def run_cases(settings: RegressSettings, json_path: Path) -> tuple[dict[str, dic
 
     Returns ``{case: facts}`` of the measured cases and ``{case: "status: message"}`` of those
     that could not be measured. The worker inherits the allocator and sets the gate's threads."""
-    from ..plugins import PLUGINS_ENV
     from ..timing.rounds import RoundWorkers, worker_environment
     from .cases import GateCase, case_id, gate_job
 
@@ -284,6 +283,13 @@ def benchmark_json(measured: dict[str, dict[str, Any]], *, commit: str | None = 
             "datetime": environment.get("date"), "version": "attnbench"}
 
 
+def _instruction_environment(counts: callgrind.Counts) -> dict[str, Any]:
+    """The environment of an instruction count: this machine's, valgrind's version and what the
+    counts depend on as seen inside valgrind (``counted_*``)."""
+    return {**collect_environment(), "valgrind_version": counts.valgrind,
+            **{f"counted_{key}": value for key, value in counts.dispatch.items()}}
+
+
 def measure(counter: str, settings: RegressSettings, out: Path, label: str, *, rotate: int = 0) -> Measured:
     """Measure every case once with ``counter``; files go to ``out`` named after ``label``.
     ``rotate``: the instruction counter counts the cases starting at this index. Raises
@@ -294,8 +300,7 @@ def measure(counter: str, settings: RegressSettings, out: Path, label: str, *, r
         cases, errors = run_cases(settings, out / f"{label}.json")
         return Measured(cases, errors, environment, machine_class(environment, threads=settings.threads))
     counts = callgrind.collect(settings, out / "callgrind", rotate=rotate)
-    environment = {**collect_environment(), "valgrind_version": counts.valgrind,
-                   **{f"counted_{key}": value for key, value in counts.dispatch.items()}}
+    environment = _instruction_environment(counts)
     write_text_atomic(out / f"{label}.json", json.dumps(
         {"environment": environment, "settings": settings.to_json(), "rotate": rotate, "wall_s": counts.wall_s,
          "cases": counts.cases, "errors": counts.errors}, indent=1) + "\n")
@@ -326,8 +331,8 @@ def _settings(args: argparse.Namespace) -> RegressSettings:
 def _print_mismatch(baseline: dict[str, Any], machine: dict[str, Any], mismatch: list[str]) -> None:
     print(f"regress: INCOMPARABLE: baseline from {baseline.get('machine_class')}, this is {machine}; "
           f"differs in {'; '.join(mismatch)}. Judge against a git revision measured on this machine instead "
-          "(--against HEAD, or the branch you compare with), or take a baseline of your own "
-          "(--update-baseline --baseline FILE).")
+          "(--against HEAD, or the branch you compare with), or take a baseline of this class into a file of "
+          "your own (--update-baseline --baseline my_baseline.json).")
 
 
 def _update_baseline(args: argparse.Namespace, settings: RegressSettings, started: float) -> int:
@@ -395,12 +400,12 @@ def _verdict(results: list[CaseResult], mismatch: list[str], summary: str) -> in
     return 0
 
 
-def _ab_measure(args: argparse.Namespace, sides: Sides, settings: RegressSettings,
-                repo: Path, threshold: float) -> tuple[list[ab.ABCase], dict[str, Any]]:
+def _ab_measure(args: argparse.Namespace, sides: Sides, settings: RegressSettings, repo: Path,
+                threshold: float, unloadable: dict[str, dict[str, str]]) -> tuple[list[ab.ABCase], dict[str, Any]]:
     """Measure both sides with the chosen counter, write each side's measurements to ``--out``
     and return the verdict per case with the environment."""
     out: Path = args.out
-    per_side = {side.name: ab.side_settings(settings, side, repo) for side in sides}
+    per_side = {side.name: ab.side_settings(settings, side, repo, drop=unloadable[side.name]) for side in sides}
     revisions = {side.name: side.revision for side in sides}
     if args.counter == "ratio":
         with cpu_settings(settings.threads):
@@ -410,21 +415,23 @@ def _ab_measure(args: argparse.Namespace, sides: Sides, settings: RegressSetting
 
         with progress_bar(jobs, "A/B rounds", unit="worker") as bar:
             rounds = ab.measure_ratio_sides(sides, per_side, rounds=args.rounds, timeout_s=CASE_TIMEOUT_S,
-                                            on_job=lambda name, index: bar.update(1))
+                                            repo=repo, on_job=lambda name, index: bar.update(1))
         for name, cases in rounds.items():
             measured = {case: ab.side_benchmark_facts(fields) for case, fields in cases.items()
                         if any(f.get("status") == "ok" for f in fields)}
             write_text_atomic(out / f"benchmark-{name}.json",
                               json.dumps(benchmark_json(measured, commit=revisions[name]), indent=1) + "\n")
         return ab.judge_ratios(rounds["head"], rounds["base"], threshold), environment
-    counts = ab.measure_instruction_sides(sides, per_side, out)
-    environment = {**collect_environment(), "valgrind_version": counts["head"].valgrind,
-                   **{f"counted_{key}": value for key, value in counts["head"].dispatch.items()}}
+    counts = ab.measure_instruction_sides(sides, per_side, out, repo)
+    environment = _instruction_environment(counts["head"])
     for name, count in counts.items():
         write_text_atomic(out / f"instructions-{name}.json", json.dumps(
             {"revision": revisions[name], "environment": environment, "settings": per_side[name].to_json(),
              "wall_s": count.wall_s, "cases": count.cases, "errors": count.errors}, indent=1) + "\n")
-    errors = {case: f"{name}: {why}" for name, count in counts.items() for case, why in count.errors.items()}
+    errors: dict[str, str] = {}
+    for name, count in counts.items():
+        for case, why in count.errors.items():
+            errors[case] = "; ".join(filter(None, [errors.get(case, ""), f"{name}: {why}"]))
     return ab.judge_instructions(counts["head"].cases, counts["base"].cases, errors, threshold), environment
 
 
@@ -435,7 +442,8 @@ def run_ab(args: argparse.Namespace, started: float) -> int:
     counter = args.counter
     threshold = AB_THRESHOLDS[counter] if args.threshold is None else args.threshold
     try:
-        plugins = _plugins(args)
+        from_env = tuple(normalize_spec(spec) for spec in os.environ.get(PLUGINS_ENV, "").split(";") if spec.strip())
+        plugins = tuple(dict.fromkeys(_plugins(args) + from_env))  # both, as the stored-baseline gate loads them
         if counter == "instructions":
             callgrind.find_valgrind()
         repo = ab.checkout_root(Path.cwd())
@@ -443,14 +451,20 @@ def run_ab(args: argparse.Namespace, started: float) -> int:
             print(f"regress: A/B, {counter}: working tree ({sides.head.revision[:19]}) against "
                   f"{sides.base.named} ({sides.base.revision[:19]})", file=sys.stderr)
             listing = _gate_settings(args, ("-",), plugins, ab_run=True)
-            names, only = ab.resolve_zoo(sides, args.attn, listing, repo)
-            settings = _gate_settings(args, tuple(names) or ("-",), plugins, ab_run=True)
-            results = ab.only_one_side(only, settings)
+            zoo = ab.resolve_zoo(sides, args.attn, listing, repo)
+            for name, failed in zoo.unloadable.items():
+                for spec, why in failed.items():
+                    print(f"regress: the {name} side cannot load the plugin {spec} ({why}); its types count as "
+                          f"{'removed' if name == 'head' else 'new'}", file=sys.stderr)
+            settings = _gate_settings(args, tuple(zoo.names) or ("-",), plugins, ab_run=True)
+            results = ab.only_one_side(zoo.only, settings)
             environment = collect_environment()
-            if names:
+            if zoo.names:
                 args.out.mkdir(parents=True, exist_ok=True)
-                judged, environment = _ab_measure(args, sides, settings, repo, threshold)
+                judged, environment = _ab_measure(args, sides, settings, repo, threshold, zoo.unloadable)
                 results = judged + results
+            else:
+                print("regress: no attention type is in both sides' zoos: nothing to judge", file=sys.stderr)
             head, base = sides.head.as_dict(), sides.base.as_dict()
     except (ValueError, RuntimeError, OSError, callgrind.CounterUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -490,6 +504,8 @@ def _check_ab_arguments(args: argparse.Namespace, explicit_baseline: bool) -> No
         raise ValueError("--against and --against-path both name the base: give one")
     if args.against is None and args.against_path is None:
         return
+    if args.counter == "ratio" and args.rounds < 2:
+        raise ValueError(f"--rounds must be at least 2 with --against (an interval needs two rounds), got {args.rounds}")
     clashes = [flag for flag, given in (("--baseline", explicit_baseline), ("--update-baseline", args.update_baseline),
                                         ("--baseline-name", bool(args.baseline_name))) if given]
     if clashes:
@@ -531,8 +547,8 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"it holds {counter_of(baseline)} values, not {counter} (pass --counter "
                              f"{counter_of(baseline)}, or a baseline taken with --counter {counter})")
     except (OSError, ValueError) as exc:
-        print(f"error: cannot use the baseline {args.baseline}: {exc} "
-              "(take one with --update-baseline)", file=sys.stderr)
+        print(f"error: cannot use the baseline {args.baseline}: {exc} (judge against a revision with "
+              "--against REF, or take a baseline with --update-baseline --baseline FILE)", file=sys.stderr)
         return EXIT_ERROR
     if counter == "ratio":  # the ratio class is known before measuring: nothing is measured in vain
         expected = machine_class(collect_environment(), threads=settings.threads)

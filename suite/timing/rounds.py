@@ -79,14 +79,13 @@ _CONTENDED = "contended"
 
 def worker_environment(threads: int, allocator: str, base: dict[str, str] | None = None, *,
                        root: Path | None = None) -> dict[str, str]:
-    """The environment a worker starts with: the project importable (and the tree at ``root``
-    before it, whose packages then win), OpenMP/MKL at ``threads``, and (``steady``) glibc's
-    mmap and trim thresholds raised (:data:`ALLOCATOR_TUNABLES`)."""
+    """The environment a worker starts with: the project importable (this one, or the tree at
+    ``root`` in its place), OpenMP/MKL at ``threads``, and (``steady``) glibc's mmap and trim
+    thresholds raised (:data:`ALLOCATOR_TUNABLES`)."""
     if allocator not in ALLOCATORS:
         raise ValueError(f"allocator must be one of {', '.join(ALLOCATORS)}; got {allocator!r}")
     env = dict(os.environ if base is None else base)
-    path = [str(root) if root else "", str(_PROJECT_ROOT), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, path))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root or _PROJECT_ROOT), env.get("PYTHONPATH", "")]))
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     if allocator == "steady":
         env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES", ""), ALLOCATOR_TUNABLES]))
