@@ -138,6 +138,11 @@ class Side:
     named: str
     harness: bool = True
 
+    @property
+    def short(self) -> str:
+        """The commit abbreviated, with ``-dirty`` kept."""
+        return self.revision[:12] + ("-dirty" if self.revision.endswith("-dirty") else "")
+
     def as_dict(self) -> dict[str, str]:
         """What ``verdict.json`` says of this side (never its temporary folder)."""
         return {"side": self.name, "named": self.named, "revision": self.revision,

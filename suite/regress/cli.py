@@ -448,8 +448,8 @@ def run_ab(args: argparse.Namespace, started: float) -> int:
             callgrind.find_valgrind()
         repo = ab.checkout_root(Path.cwd())
         with ab.materialise(repo, against=args.against, against_path=args.against_path) as sides:
-            print(f"regress: A/B, {counter}: working tree ({sides.head.revision[:19]}) against "
-                  f"{sides.base.named} ({sides.base.revision[:19]})", file=sys.stderr)
+            print(f"regress: A/B, {counter}: working tree ({sides.head.short}) against "
+                  f"{sides.base.named} ({sides.base.short})", file=sys.stderr)
             listing = _gate_settings(args, ("-",), plugins, ab_run=True)
             zoo = ab.resolve_zoo(sides, args.attn, listing, repo)
             for name, failed in zoo.unloadable.items():
