@@ -458,12 +458,12 @@ def run_ab(args: argparse.Namespace, started: float) -> int:
                           f"{'removed' if name == 'head' else 'new'}", file=sys.stderr)
             settings = _gate_settings(args, tuple(zoo.names) or ("-",), plugins, ab_run=True)
             results = ab.only_one_side(zoo.only, settings)
-            environment = collect_environment()
             if zoo.names:
                 args.out.mkdir(parents=True, exist_ok=True)
                 judged, environment = _ab_measure(args, sides, settings, repo, threshold, zoo.unloadable)
                 results = judged + results
             else:
+                environment = collect_environment()
                 print("regress: no attention type is in both sides' zoos: nothing to judge", file=sys.stderr)
             head, base = sides.head.as_dict(), sides.base.as_dict()
     except (ValueError, RuntimeError, OSError, callgrind.CounterUnavailable) as exc:
