@@ -1,53 +1,95 @@
-"""``python -m suite STAGE [options]`` (or ``attnbench STAGE`` once installed): the harness's command line.
+"""``python -m suite COMMAND [options]`` (or ``attnbench COMMAND`` once installed): the harness's command line.
 
-Each stage lives in its own module exposing ``add_arguments(parser)`` and ``main(args) -> int``,
-and ``SETTINGS``, the dataclass its flags are made from (:mod:`suite.options`); a stage module is
-imported only when chosen, so ``--help`` stays fast.
+The commands are the registry's (:data:`suite.stages.COMMANDS`). Each lives in its own module
+exposing ``SETTINGS`` (the dataclass its flags are made from, :mod:`suite.options`),
+``add_arguments(parser)`` and ``main(settings) -> int``; a command's module is imported only
+when chosen, so ``--help`` stays fast. Input a command refuses (:class:`suite.errors.UsageError`,
+a bad plugin, a check across fields) is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
-STAGES: dict[str, tuple[str, str]] = {
-    "cost": ("suite.cost.cli", "parameters, MACs and FLOPs from fvcore, thop, torch and the closed forms"),
-    "latency": ("suite.timing.cli_latency", "CPU/CUDA latency with percentiles, ratios and a roofline"),
-    "memory": ("suite.timing.cli_memory", "bytes saved for backward, peak RSS / CUDA peak memory"),
-    "accuracy": ("suite.accuracy.cli", "ImageNet-subset accuracy deltas with paired seeds"),
-    "bench": ("suite.bench.cli", "every stage of a profile, then the report (what nox -s bench runs)"),
-    "report": ("suite.report.cli", "tables, figures and README re-rendered from a profile's raw outputs"),
-    "regress": ("suite.regress.cli", "regression gate: same-process latency ratios or instruction counts against a committed baseline"),
-}
+from .errors import USAGE_EXIT, UsageError
+from .stages import COMMANDS
+
+__all__ = ["main", "build_parser"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def build_parser(chosen: str | None) -> argparse.ArgumentParser:
+    """The parser of every command, with the flags of ``chosen`` (only its module is imported).
+    A command whose settings have no ``plugins`` field gets the shared ``--plugin`` here, so that
+    every command loads the user's own attention classes the same way."""
+    from .options import SHARED
+
     parser = argparse.ArgumentParser(
         prog="attnbench" if Path(sys.argv[0]).name == "attnbench" else "python -m suite",
         description="attnbench: measure what CNN attention blocks cost and buy.",
     )
-    sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
-    chosen = argv[0] if argv else None
-    for name, (module_path, help_text) in STAGES.items():
-        stage_parser = sub.add_parser(name, help=help_text, description=help_text)
-        stage_parser.set_defaults(_module=module_path)
-        if name == chosen:
-            importlib.import_module(module_path).add_arguments(stage_parser)
-    args = parser.parse_args(argv)
-    from .plugins import load_plugins_from_env
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, spec in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=spec.help, description=spec.help)
+        if name != chosen:
+            continue
+        module = spec.command_module()
+        module.add_arguments(command_parser)
+        if "plugins" not in {f.name for f in dataclasses.fields(module.SETTINGS)}:
+            option = SHARED["--plugin"]
+            command_parser.add_argument(option.flag, dest="_plugins", action="append", default=[],
+                                        metavar=option.metavar, help=option.help + " (default: none)")
+    return parser
 
-    load_plugins_from_env()  # the user's $ATTNBENCH_PLUGINS, before any name is resolved
-    module = importlib.import_module(args._module)
-    settings_class = getattr(module, "SETTINGS", None)
-    if settings_class is not None:
-        try:  # the checks across fields (a dataclass's __post_init__), before any work
-            settings_class(**{name: getattr(args, name) for name in settings_class.__dataclass_fields__})
+
+def _load_plugins(specs: list[str]) -> None:
+    """The user's ``$ATTNBENCH_PLUGINS`` and ``--plugin`` specs, loaded (and exported to child
+    processes) before any attention name is resolved; a bad one is a :class:`UsageError`."""
+    from .plugins import (
+        PLUGINS_ENV,
+        PluginError,
+        export_plugins,
+        load_plugins,
+        load_plugins_from_env,
+        normalize_spec,
+    )
+
+    try:
+        load_plugins_from_env()
+    except PluginError as exc:
+        raise UsageError(f"${PLUGINS_ENV}: {exc}") from None
+    try:
+        normalized = [normalize_spec(spec) for spec in specs]
+        load_plugins(normalized)
+    except PluginError as exc:
+        raise UsageError(f"--plugin: {exc}") from None
+    export_plugins(normalized)
+
+
+def settings_from(args: argparse.Namespace, settings_class: type) -> Any:
+    """The command's settings object from its parsed flags; the checks across fields (the
+    dataclass's ``__post_init__``) raise ``ValueError``, a usage error."""
+    return settings_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_class)})
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
+    args = parser.parse_args(argv)
+    module = COMMANDS[args.command].command_module()
+    try:
+        _load_plugins(getattr(args, "_plugins", []))
+        try:
+            settings = settings_from(args, module.SETTINGS)
         except ValueError as exc:
-            sub.choices[args.stage].error(str(exc))
-    return int(module.main(args) or 0)
+            raise UsageError(str(exc)) from None
+        return int(module.main(settings) or 0)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_EXIT
 
 
 if __name__ == "__main__":

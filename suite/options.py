@@ -316,11 +316,9 @@ FLAGS_END = "<!-- flags:end -->"
 
 def command_settings() -> dict[str, type]:
     """Every command of ``python -m suite`` with its settings class."""
-    import importlib
+    from .stages import COMMANDS
 
-    from .__main__ import STAGES
-
-    return {name: importlib.import_module(module).SETTINGS for name, (module, _) in STAGES.items()}
+    return {name: spec.command_module().SETTINGS for name, spec in COMMANDS.items()}
 
 
 def flags_table(commands: dict[str, type] | None = None) -> str:

@@ -10,7 +10,7 @@ A stage is three parts:
 * **tables**: the records to tidy frames, the stage's ``tables(records, folder)`` (file name
   -> frame; ``folder`` holds any other raw file a table reads, the accuracy stage's per-image
   results), which the stage writes after a run and the report rebuilds from the same records
-  (:data:`STAGE_TABLES`).
+  (the stage's :class:`suite.stages.StageSpec` names its records file and ``tables``).
 
 The runner owns the rest: which configurations are still to do (:func:`pending`), the
 progress bar, one record per configuration (:func:`measure_record`: the key, the row, the
@@ -45,7 +45,6 @@ from .portable import format_traceback
 from .records import FINAL_STATUSES, STATUS_OK, RecordStore, folder_lock, write_csv_atomic
 
 __all__ = [
-    "STAGE_TABLES",
     "stage_tables",
     "Configuration",
     "SweepResult",
@@ -63,21 +62,13 @@ __all__ = [
 ]
 
 
-STAGE_TABLES: dict[str, str] = {
-    "cost": "suite.cost.grid",
-    "latency": "suite.timing.cli_latency",
-    "memory": "suite.timing.cli_memory",
-    "accuracy": "suite.accuracy.cli",
-}
-"""The module holding each stage's ``tables(records, folder)``."""
-
-
 def stage_tables(stage: str, records: list[dict[str, Any]], folder: Path) -> dict[str, pd.DataFrame]:
     """``stage``'s tables (file name -> frame) from its records (one per key) in ``folder``, by
-    the stage's own ``tables`` (imported here: the stages pull in torch)."""
-    import importlib
+    the stage's own ``tables`` (:attr:`suite.stages.StageSpec.tables`, imported only here: the
+    stages pull in torch)."""
+    from .stages import stage as stage_spec
 
-    return importlib.import_module(STAGE_TABLES[stage]).tables(records, folder)
+    return stage_spec(stage).build_tables(records, folder)
 
 
 class Configuration(Protocol):

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from suite.records import ENVIRONMENTS_FILE, FolderLockedError, RecordStore, folder_lock
-from suite.report.load import STAGE_FILES, STAGES
-from suite.stage import STAGE_TABLES, measure_record, open_stage, pending, run_stage, stage_tables
+from suite.stage import measure_record, open_stage, pending, run_stage, stage_tables
+from suite.stages import measuring_stages
 
 
 @dataclass(frozen=True)
@@ -113,17 +113,17 @@ def test_a_folder_held_by_another_run_is_refused_before_any_work(tmp_path: Path)
     assert not called and not (tmp_path / "records.jsonl").exists()
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", list(measuring_stages()))
 def test_every_stage_builds_its_files_tables_from_records(stage: str) -> None:
-    """Each stage names its tables module, and that module's tables are the stage's files."""
-    assert stage in STAGE_TABLES
+    """Each stage's spec names its tables function, and that function's tables are the stage's files."""
+    spec = measuring_stages()[stage]
+    assert spec.tables and spec.records_file
     folder = Path(__file__).resolve().parent.parent / "reports" / "cpu" / "raw" / stage
     if not folder.is_dir():
         pytest.skip("no committed reports/cpu/raw")
-    records = RecordStore(folder / STAGE_FILES[stage]["records"]).latest_by_key()
+    records = RecordStore(folder / spec.records_file).latest_by_key()
     frames = stage_tables(stage, records, folder)
-    expected = {f for name, f in STAGE_FILES[stage].items() if name != "records" and (folder / f).is_file()}
-    expected -= {"gate_scale.csv"}  # measured once per sweep, not in the records
+    expected = {f for name, f in spec.files.items() if name not in spec.csv_only and (folder / f).is_file()}
     assert set(frames) == expected
     assert all(len(frame) for frame in frames.values())
 

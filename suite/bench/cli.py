@@ -8,12 +8,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UsageError
 from ..options import Option, add_options, choice_list, setting
 from ..records import FolderLockedError
-from .profile import STAGE_ORDER, ProfileError, apply_overrides, list_profiles, load_profile
+from ..stages import measuring_stages
+from .profile import ProfileError, apply_overrides, list_profiles, load_profile
 from .runner import BenchError, plan_runs, run_bench
 
 __all__ = ["BenchSettings", "SETTINGS", "add_arguments", "main"]
+
+STAGE_ORDER = tuple(measuring_stages())
 
 EPILOG = """\
 Stages run in order cost -> latency -> memory -> accuracy, each into OUT/raw/STAGE, then the
@@ -61,20 +65,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, BenchSettings)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(settings: BenchSettings) -> int:
+    """Plan every stage invocation of the profile (all input checked first), then run them and
+    the report; 0 when every stage succeeded, 1 otherwise, 130 when interrupted."""
     from ..plugins import PluginError, export_plugins, load_plugins, normalize_spec
 
     try:
-        specs = [normalize_spec(spec) for spec in args.plugins]
+        specs = [normalize_spec(spec) for spec in settings.plugins]
         plugin_names = load_plugins(specs)
         export_plugins(specs)  # the memory stage's worker processes load them too
-        profile = apply_overrides(load_profile(args.profile), args.overrides, attn=args.attn)
-        runs = plan_runs(profile, list(args.stages), plugin_names, progress=not args.no_progress)
+        profile = apply_overrides(load_profile(settings.profile), settings.overrides, attn=settings.attn)
+        runs = plan_runs(profile, list(settings.stages), plugin_names, progress=not settings.no_progress)
     except (ProfileError, PluginError, BenchError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = args.out or Path("reports") / profile.name
-    if args.dry_run:
+        raise UsageError(str(exc)) from None
+    out = settings.out or Path("reports") / profile.name
+    if settings.dry_run:
         for run in runs:
             print(f"python -m suite {run.stage} {' '.join(run.argv)} --out {out / 'raw' / run.stage}")
         return 0
@@ -82,11 +87,10 @@ def main(args: argparse.Namespace) -> int:
           f"{len(runs)} stage invocations", file=sys.stderr)
     started = time.perf_counter()
     try:
-        code = run_bench(profile, out, plugin_names=plugin_names, force=args.force,
-                         progress=not args.no_progress, report=not args.no_report, runs=runs)
+        code = run_bench(profile, out, plugin_names=plugin_names, force=settings.force,
+                         progress=not settings.no_progress, report=not settings.no_report, runs=runs)
     except FolderLockedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
         print("bench: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

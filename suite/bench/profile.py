@@ -22,15 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..stages import measuring_stages
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["STAGE_ORDER", "PROFILE_DIR", "Profile", "ProfileError", "list_profiles", "load_profile",
+__all__ = ["PROFILE_DIR", "Profile", "ProfileError", "list_profiles", "load_profile",
            "apply_overrides"]
 
-STAGE_ORDER = ("cost", "latency", "memory", "accuracy")
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
 
@@ -68,12 +69,13 @@ def load_profile(name_or_path: str) -> Profile:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"profile {str(path)!r} is not valid TOML: {exc}") from exc
-    unknown = set(data) - {"description", "attn", *STAGE_ORDER}
+    order = tuple(measuring_stages())
+    unknown = set(data) - {"description", "attn", *order}
     if unknown:
         raise ProfileError(f"profile {str(path)!r}: unknown keys {sorted(unknown)}; "
-                           f"accepted: description, attn, {', '.join(STAGE_ORDER)}")
+                           f"accepted: description, attn, {', '.join(order)}")
     stages: dict[str, list[dict[str, Any]]] = {}
-    for stage in STAGE_ORDER:
+    for stage in order:
         runs = data.get(stage, [])
         if isinstance(runs, dict):
             runs = [runs]
@@ -98,9 +100,10 @@ def apply_overrides(profile: Profile, overrides: list[str], attn: str | None = N
     for item in overrides:
         target, sep, value = item.partition("=")
         parts = target.strip().split(".")
-        if not sep or len(parts) not in (2, 3) or parts[0] not in STAGE_ORDER:
+        order = tuple(measuring_stages())
+        if not sep or len(parts) not in (2, 3) or parts[0] not in order:
             raise ProfileError(f"--set {item!r}: expected STAGE.KEY=VALUE or STAGE.INDEX.KEY=VALUE "
-                               f"with STAGE one of {', '.join(STAGE_ORDER)}")
+                               f"with STAGE one of {', '.join(order)}")
         stage, key = parts[0], parts[-1]
         runs = result.stages.setdefault(stage, [{}])
         if len(parts) == 3:

@@ -18,9 +18,9 @@ What makes a bench resumable and safe:
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
-import importlib
 import json
 import logging
 import shutil
@@ -32,10 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from ..env import collect_environment
-from ..options import SettingsError, from_mapping, to_argv, to_namespace
+from ..errors import USAGE_EXIT, UsageError
+from ..options import SettingsError, from_mapping, to_argv
 from ..portable import portable_text, shown_path
 from ..records import folder_lock, write_text_atomic
-from .profile import STAGE_ORDER, Profile
+from ..stages import command, measuring_stages
+from .profile import Profile
 
 __all__ = ["BenchError", "StageRun", "fingerprint", "resolve_attn", "plan_runs", "run_bench"]
 
@@ -77,9 +79,7 @@ def fingerprint() -> dict[str, Any]:
 
 def stage_module(stage: str) -> Any:
     """The module of ``python -m suite STAGE`` (its ``SETTINGS`` and ``main``)."""
-    from ..__main__ import STAGES
-
-    return importlib.import_module(STAGES[stage][0])
+    return command(stage).command_module()
 
 
 def resolve_attn(stage: str, pattern: str, extra: list[str]) -> str:
@@ -122,12 +122,13 @@ def stage_settings(profile: Profile, stage: str, index: int, table: dict[str, An
 def plan_runs(profile: Profile, stages: list[str], plugin_names: list[str], progress: bool) -> list[StageRun]:
     """Every stage invocation of the profile, in stage order, with its settings checked: bad
     input is a :class:`BenchError` before anything runs."""
-    unknown = [s for s in stages if s not in STAGE_ORDER]
+    order = list(measuring_stages())
+    unknown = [s for s in stages if s not in order]
     if unknown:  # the CLI's --stages parser refuses them first
-        raise BenchError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGE_ORDER)}")
+        raise BenchError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(order)}")
     return [StageRun(stage=stage, index=index,
                      settings=stage_settings(profile, stage, index, table, plugin_names, progress))
-            for stage in STAGE_ORDER if stage in stages
+            for stage in order if stage in stages
             for index, table in enumerate(profile.stages.get(stage, []))]
 
 
@@ -165,9 +166,11 @@ def _invoke(run: StageRun, folder: Path) -> tuple[str, str]:
 
     threads = torch.get_num_threads()
     try:
-        code = stage_module(run.stage).main(to_namespace(run.settings, out=folder))
+        code = stage_module(run.stage).main(dataclasses.replace(run.settings, out=folder))
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 2
+        code = exc.code if isinstance(exc.code, int) else USAGE_EXIT
+    except UsageError as exc:
+        return "error", f"usage error: {exc}"
     except Exception as exc:  # noqa: BLE001 - a failing stage becomes a status, the bench goes on
         return "error", f"{type(exc).__name__}: {exc}\n{portable_text(traceback.format_exc(limit=5))}"
     finally:
@@ -192,7 +195,7 @@ def run_bench(
     the report. ``runs``: the plan already made by :func:`plan_runs` (made here otherwise).
     Returns 0 when every stage succeeded, 1 otherwise; bad input raises :class:`BenchError`."""
     if runs is None:
-        runs = plan_runs(profile, list(stages or STAGE_ORDER), plugin_names or [], progress)
+        runs = plan_runs(profile, list(stages or measuring_stages()), plugin_names or [], progress)
     current = fingerprint()
     started = time.perf_counter()
     summary: dict[str, Any] = {"profile": profile.name, "profile_file": shown_path(profile.path),

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UsageError
 from ..options import Option, add_options, positive_int, setting
+from ..stages import stage
 
 __all__ = ["CostSettings", "SETTINGS", "add_arguments", "main"]
 
@@ -52,7 +54,7 @@ class CostSettings:
 
 SETTINGS = CostSettings
 
-RECORDS_FILE = "cost_records.jsonl"
+RECORDS_FILE = str(stage("cost").records_file)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,9 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, CostSettings)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(settings: CostSettings) -> int:
     """Run the selected grids. Returns 0 once the tables are written (rows with status
-    ``error`` are listed on stderr, they do not fail the run), 2 on bad options."""
+    ``error`` are listed on stderr, they do not fail the run); bad options raise
+    :class:`~suite.errors.UsageError`."""
     # noise from the counters' imports, not about anything this stage does
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*distutils Version.*", category=DeprecationWarning)
@@ -79,46 +82,43 @@ def main(args: argparse.Namespace) -> int:
     from ..stage import rewrite_tables, run_stage
     from .grid import classify_cost_error, measure_cost, model_jobs, module_jobs, tables
 
-    if args.tables_only:
-        written = rewrite_tables(args.out, RECORDS_FILE, tables).written
+    if settings.tables_only:
+        written = rewrite_tables(settings.out, RECORDS_FILE, tables).written
         print(f"cost: wrote {', '.join(map(str, written)) or 'nothing (no records)'} from the records", file=sys.stderr)
         return 0
 
     try:
-        names = modules.list_attention(args.attn, strict=True)
+        names = modules.list_attention(settings.attn, strict=True)
     except ValueError as error:
-        print(f"error: --attn: {error}", file=sys.stderr)
-        return 2
-    archs = args.arch if args.arch is not None else modules.list_archs()
+        raise UsageError(f"--attn: {error}") from None
+    archs = settings.arch if settings.arch is not None else modules.list_archs()
     unknown = [a for a in archs if a not in modules.list_archs()]
     if unknown:
-        print(f"error: unknown --arch {', '.join(unknown)}; available: {', '.join(modules.list_archs())}", file=sys.stderr)
-        return 2
+        raise UsageError(f"unknown --arch {', '.join(unknown)}; available: {', '.join(modules.list_archs())}")
     jobs = []
-    for batch in args.batch:
-        if args.level in ("module", "both"):
-            jobs += module_jobs(names, args.channels, args.size, batch)
-        if args.level in ("model", "both"):
-            jobs += model_jobs(names, archs, args.model_size, batch)
+    for batch in settings.batch:
+        if settings.level in ("module", "both"):
+            jobs += module_jobs(names, settings.channels, settings.size, batch)
+        if settings.level in ("model", "both"):
+            jobs += model_jobs(names, archs, settings.model_size, batch)
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(settings.threads)
     try:
         # counting is deterministic: a job that failed is counted again on the next run
         result, run = run_stage(
-            jobs, args.out, RECORDS_FILE, measure_cost, tables, environment=collect_environment,
-            classify=classify_cost_error, force=args.force, retry_failed=True,
-            progress=not args.no_progress, desc="cost",
+            jobs, settings.out, RECORDS_FILE, measure_cost, tables, environment=collect_environment,
+            classify=classify_cost_error, force=settings.force, retry_failed=True,
+            progress=not settings.no_progress, desc="cost",
         )
     except FolderLockedError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(str(error)) from None
     records, written = run.records, run.written
     wanted = {job.key() for job in jobs}
     failed = [r for r in records if r.get("key") in wanted and r.get("status") == "error"]
     refused = [r for r in records if r.get("key") in wanted and r.get("status") == "refused"]
     print(
         f"cost: {result.measured + result.failed} measured, {result.skipped} resumed from "
-        f"{args.out / RECORDS_FILE}, {len(failed)} with status error, {len(refused)} refused by build_model; "
+        f"{settings.out / RECORDS_FILE}, {len(failed)} with status error, {len(refused)} refused by build_model; "
         f"wrote {', '.join(map(str, written)) or 'nothing'}",
         file=sys.stderr,
     )

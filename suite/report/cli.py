@@ -4,7 +4,6 @@ stage outputs, without measuring."""
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,20 +34,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, ReportSettings)
 
 
-def main(args: argparse.Namespace) -> int:
-    from .render import render_report
+def main(settings: ReportSettings) -> int:
+    """Render the report of ``settings.out`` (refused before any file is written when it is not
+    a profile folder: :func:`suite.report.render.check_profile_folder`)."""
+    from .render import check_profile_folder, render_report
 
-    if args.portable:
+    check_profile_folder(settings.out)
+    if settings.portable:
         from ..portable import make_portable
 
-        changed = make_portable(args.out)
+        changed = make_portable(settings.out)
         print(f"report: rewrote {sum(changed.values())} absolute paths in {len(changed)} files"
               + (f" ({', '.join(f'{name} {n}' for name, n in changed.items())})" if changed else ""))
-    try:
-        result = render_report(args.out, args.profile)
-    except FileNotFoundError as exc:
-        print(f"report: {exc}", file=sys.stderr)
-        return 2
+    result = render_report(settings.out, settings.profile)
     drawn = [Path(p).name for p in result["figures"].values() if p]
     skipped = [k for k, p in result["figures"].items() if not p]
     states = ", ".join(f"{s} {state}" for s, state in result["stages"].items())

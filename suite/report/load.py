@@ -1,11 +1,12 @@
 """Reading the raw outputs of each stage, tolerating missing, empty and partial folders.
 
-A profile folder holds ``raw/<stage>/`` for the stages that ran (see :data:`STAGE_FILES`).
+A profile folder holds ``raw/<stage>/`` for the stages that ran; what each stage's folder
+holds is its :class:`suite.stages.StageSpec` (``records_file`` and ``files``).
 Every table is built from the stage's raw JSON-lines records by the stage's own table
 builders, so the report follows the records and the current code, never a CSV a run left
 behind. Only where a folder has no records file are the stage's tidy CSVs read (a folder
 written by hand or by an older version), and ``gate_scale.csv``, the accuracy stage's one
-measurement that is not in its records (:data:`CSV_ONLY`), is always read from its CSV.
+measurement that is not in its records (the spec's ``csv_only``), is always read from its CSV.
 Nothing here measures anything.
 """
 
@@ -18,19 +19,10 @@ from typing import Any
 import pandas as pd
 
 from ..records import ENVIRONMENT_FIELDS, NOT_FAILURES, RecordStore
+from ..stages import StageSpec, measuring_stages
+from ..stages import stage as stage_spec
 
-__all__ = ["CSV_ONLY", "STAGES", "STAGE_FILES", "StageData", "load_stage", "load_all", "environment_of"]
-
-STAGES: tuple[str, ...] = ("cost", "latency", "memory", "accuracy")
-
-STAGE_FILES: dict[str, dict[str, str]] = {
-    "cost": {"module": "cost_module.csv", "model": "cost_model.csv", "records": "cost_records.jsonl"},
-    "latency": {"latency": "latency.csv", "machine": "machine.csv", "records": "records.jsonl"},
-    "memory": {"memory": "memory.csv", "records": "records.jsonl"},
-    "accuracy": {"runs": "runs.csv", "deltas": "deltas.csv", "per_class": "per_class.csv",
-                 "gate_scale": "gate_scale.csv", "records": "runs.jsonl"},
-}
-"""The files each stage writes into its folder (table name -> file name)."""
+__all__ = ["StageData", "load_stage", "load_all", "environment_of"]
 
 
 @dataclass
@@ -67,48 +59,38 @@ def _latest_records(path: Path) -> list[dict[str, Any]]:
     return RecordStore(path).latest_by_key() if path.is_file() else []
 
 
-CSV_ONLY: dict[str, tuple[str, ...]] = {"accuracy": ("gate_scale",)}
-"""Tables that exist only as the stage's CSV: the accuracy stage measures each design's gate
-scale at initialisation once per sweep and writes it to ``gate_scale.csv``, not to its records."""
-
-
-def _from_records(stage: str, records: list[dict[str, Any]], folder: Path) -> dict[str, pd.DataFrame]:
-    """The stage's tables (by :data:`STAGE_FILES` name) from its raw records (one per key), by
-    the stage's own ``tables`` (:func:`suite.stage.stage_tables`), so they equal what the stage
-    writes."""
+def _from_records(spec: StageSpec, records: list[dict[str, Any]], folder: Path) -> dict[str, pd.DataFrame]:
+    """The stage's tables (by the spec's table names) from its raw records (one per key), by
+    the stage's own ``tables``, so they equal what the stage writes."""
     if not records:
         return {}
-    from ..stage import stage_tables
-
-    frames = stage_tables(stage, records, folder)
-    return {name: frames[filename] for name, filename in STAGE_FILES[stage].items() if filename in frames}
+    frames = spec.build_tables(records, folder)
+    return {name: frames[filename] for name, filename in spec.files.items() if filename in frames}
 
 
 def load_stage(raw_dir: Path, stage: str) -> StageData:
     """Read one stage's folder ``raw_dir / stage``."""
+    spec = stage_spec(stage)
     folder = Path(raw_dir) / stage
     data = StageData(stage, folder)
     if not folder.is_dir():
         data.notes.append(f"no folder {stage}/: the stage did not run or was skipped")
         return data
-    files = STAGE_FILES[stage]
-    records_file = folder / files["records"]
-    rebuilt = _from_records(stage, _latest_records(records_file), folder) if records_file.is_file() else None
+    records_file = folder / str(spec.records_file)
+    rebuilt = _from_records(spec, _latest_records(records_file), folder) if records_file.is_file() else None
     if rebuilt is not None:
-        data.notes.append(f"tables built from {files['records']} (the raw records)")
-    for name, filename in files.items():
-        if name == "records":
-            continue
-        if rebuilt is not None and name not in CSV_ONLY.get(stage, ()):
+        data.notes.append(f"tables built from {spec.records_file} (the raw records)")
+    for name, filename in spec.files.items():
+        if rebuilt is not None and name not in spec.csv_only:
             frame = rebuilt.get(name)
         else:
             frame = _read_csv(folder / filename)
         if frame is not None and not frame.empty:
             data.tables[name] = frame
     statuses = pd.concat(
-        [t["status"] for n, t in data.tables.items() if "status" in t and n != "machine"] or [pd.Series(dtype=object)]
+        [t["status"] for n, t in data.tables.items() if "status" in t and n in (spec.status_tables or spec.files)] or [pd.Series(dtype=object)]
     )
-    if stage == "accuracy" and not data.table("deltas").empty and statuses.empty:
+    if spec.ok_when_present and not data.table(spec.ok_when_present).empty and statuses.empty:
         statuses = pd.Series(["ok"])
     if statuses.empty:
         data.state = "empty"
@@ -127,8 +109,8 @@ def load_stage(raw_dir: Path, stage: str) -> StageData:
 
 
 def load_all(raw_dir: Path) -> dict[str, StageData]:
-    """Every stage of :data:`STAGES`, read from ``raw_dir``."""
-    return {stage: load_stage(raw_dir, stage) for stage in STAGES}
+    """Every measuring stage (:func:`suite.stages.measuring_stages`), read from ``raw_dir``."""
+    return {stage: load_stage(raw_dir, stage) for stage in measuring_stages()}
 
 
 def environment_of(frame: pd.DataFrame) -> dict[str, Any]:

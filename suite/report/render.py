@@ -8,21 +8,15 @@ from typing import Any
 
 import pandas as pd
 
+from ..errors import UsageError
 from ..records import write_csv_atomic, write_text_atomic
+from ..stages import load_function, measuring_stages
 from . import figure_data
 from . import figures as fig
 from .load import StageData, environment_of, load_all
 from .readme import accuracy_markdown, render_readme
-from .tables import (
-    accuracy_table,
-    cost_table,
-    latency_table,
-    memory_table,
-    per_class_table,
-    primary_contended,
-    primary_module_latency,
-    summary_table,
-)
+from .summary import summary_table
+from .tables import primary_contended, primary_module_latency
 
 __all__ = ["render_report"]
 
@@ -66,34 +60,23 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
         "stages": {stage: state}, "notes": {stage: [...]}, "types": n, "seconds": wall time}``.
 
     Raises:
-        FileNotFoundError: ``profile_dir`` does not exist.
+        UsageError: ``profile_dir`` is not a profile folder (:func:`check_profile_folder`).
     """
     start = time.perf_counter()
     profile_dir = Path(profile_dir)
-    if not profile_dir.is_dir():
-        raise FileNotFoundError(f"no report folder {profile_dir} (expected reports/<profile> holding raw/<stage>/)")
+    check_profile_folder(profile_dir)
     profile = profile or profile_dir.name
     stages: dict[str, StageData] = load_all(profile_dir / "raw")
-
-    cost = cost_table(stages["cost"])
-    latency = latency_table(stages["latency"])
-    memory = memory_table(stages["memory"])
-    accuracy = accuracy_table(stages["accuracy"])
-    per_class = per_class_table(stages["accuracy"])
-    summary = summary_table(cost, latency, memory, accuracy)
-    tables = {"summary.csv": summary, "cost.csv": cost, "latency.csv": latency, "memory.csv": memory,
-              "accuracy.csv": accuracy}
-    if not per_class.empty:
-        tables["accuracy_per_class.csv"] = per_class
+    report_tables = _report_tables(stages)
+    frames = {name: report_tables[spec.report_file] for name, spec in measuring_stages().items()}
+    cost, latency, memory, accuracy = (frames[name] for name in ("cost", "latency", "memory", "accuracy"))
+    per_class = report_tables.get("accuracy_per_class.csv", pd.DataFrame())
+    summary = summary_table(frames)
+    tables = {"summary.csv": summary, **report_tables}
     for name, frame in tables.items():
         write_csv_atomic(profile_dir / name, frame)
 
-    envs = {
-        "cost": environment_of(stages["cost"].table("module")) or environment_of(stages["cost"].table("model")),
-        "latency": environment_of(stages["latency"].table("latency")),
-        "memory": environment_of(stages["memory"].table("memory")),
-        "accuracy": environment_of(stages["accuracy"].table("runs")),
-    }
+    envs = {name: _environment(stages[name], spec.environment_tables) for name, spec in measuring_stages().items()}
     extra_env = _extra_environment(stages)
     acc_note = ""
     if not accuracy.empty:
@@ -160,6 +143,44 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
         "types": int(len(summary)),
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def check_profile_folder(folder: Path) -> None:
+    """Refuse a folder the report must not write into: one that does not exist, one without
+    ``raw/`` (an empty folder, or one stage's own output folder, whose tables the report would
+    otherwise overwrite), or one holding a stage's records itself."""
+    expected = "a profile folder holding raw/<stage>/, as written by python -m suite bench (e.g. reports/cpu)"
+    if not folder.is_dir():
+        raise UsageError(f"--out {folder}: no such folder; expected {expected}")
+    records = sorted({str(spec.records_file) for spec in measuring_stages().values()
+                      if (folder / str(spec.records_file)).is_file()})
+    if records:
+        raise UsageError(f"--out {folder}: this is a stage's output folder (it holds {', '.join(records)}), "
+                         f"not a profile folder; expected {expected}, or re-render this stage's tables with its "
+                         f"own --tables-only")
+    if not (folder / "raw").is_dir():
+        raise UsageError(f"--out {folder}: it has no raw/ folder; expected {expected}")
+
+
+def _report_tables(stages: dict[str, StageData]) -> dict[str, pd.DataFrame]:
+    """Every stage's report tables (file name -> frame): the first of a stage's tables always
+    (a header when it has no rows, so a reader sees the columns), the others where they have rows."""
+    tables: dict[str, pd.DataFrame] = {}
+    for name, spec in measuring_stages().items():
+        for index, (filename, build) in enumerate(spec.report_tables.items()):
+            frame = load_function(build)(stages[name])
+            if index == 0 or not frame.empty:
+                tables[filename] = frame
+    return tables
+
+
+def _environment(stage: StageData, table_names: tuple[str, ...]) -> dict[str, Any]:
+    """The environment recorded with the first row of the first of ``table_names`` that has one."""
+    for table_name in table_names:
+        env = environment_of(stage.table(table_name))
+        if env:
+            return env
+    return {}
 
 
 def _extra_environment(stages: dict[str, StageData]) -> dict[str, dict[str, str]]:

@@ -15,25 +15,20 @@ Column conventions (stated again in the rendered README):
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
 from modules import BASELINE
 
-from ..records import NOT_FAILURES
 from ..timing.sweep import TABLE_COLUMNS
 from .load import StageData
 
 __all__ = [
+    "ok_rows",
     "cost_table",
     "latency_table",
     "memory_table",
     "accuracy_table",
-    "summary_table",
-    "SUMMARY_COLUMNS",
     "primary_latency",
     "primary_module_latency",
     "primary_contended",
@@ -73,7 +68,8 @@ def _keep(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return frame[[c for c in columns if c in frame.columns]]
 
 
-def _ok(frame: pd.DataFrame) -> pd.DataFrame:
+def ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``frame`` with status ``ok`` (all of them when it has no status)."""
     if frame.empty or "status" not in frame:
         return frame
     return frame[frame["status"] == "ok"]
@@ -230,20 +226,6 @@ def per_class_table(stage: StageData) -> pd.DataFrame:
     return frame.drop(columns=["top1_delta", "top1_ci_low", "top1_ci_high"])
 
 
-SUMMARY_COLUMNS: list[str] = [
-    "attn", "family", "kind", "placement", "status", "stages", "problems",
-    "params_over_conv3x3", "macs_over_conv3x3", "module_channels", "params_module", "macs_module",
-    "model_arch", "extra_params", "extra_params_pct", "extra_macs_fvcore", "extra_macs_pct",
-    "latency_ratio_fwd", "latency_ratio_fwd_min", "latency_ratio_fwd_max", "latency_ratio_train",
-    "latency_passes_fwd", "latency_shapes", "latency_config", "latency_contended",
-    "model_latency_ratio_fwd", "model_latency_ratio_train", "model_latency_fwd_by_arch",
-    "act_saved_over_input", "act_saved_bytes_max", "step_peak_bytes_max",
-    "top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "n_seeds", "top1_p_holm", "top1_significant",
-]
-"""The columns of ``summary.csv``; the ``*_over_conv3x3`` and latency ratios are medians over
-the shapes measured, the memory and model-level columns are stated per column."""
-
-
 def primary_latency(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Rows of the configuration the summary reports: fp32 if measured, contiguous, eager."""
     chosen = frame
@@ -266,7 +248,7 @@ def primary_module_latency(latency: pd.DataFrame, level: str = "module") -> tupl
     the latency figures show (:func:`primary_latency`), and its label."""
     if latency.empty:
         return latency, ""
-    ok = _ok(latency)
+    ok = ok_rows(latency)
     return primary_latency(ok[ok["level"] == level])
 
 
@@ -280,148 +262,3 @@ def primary_contended(latency: pd.DataFrame) -> pd.DataFrame:
         if column in busy:
             busy = busy[busy[column].astype(str) == value]
     return busy
-
-
-def summary_table(cost: pd.DataFrame, latency: pd.DataFrame, memory: pd.DataFrame,
-                  accuracy: pd.DataFrame) -> pd.DataFrame:
-    """One row per attention type seen by any stage (the baseline excluded)."""
-    names: list[str] = []
-    for frame in (cost, latency, memory, accuracy):
-        if not frame.empty and "attn" in frame:
-            names += [n for n in frame["attn"].dropna().astype(str).unique() if n != BASELINE and n not in names]
-    rows: dict[str, dict[str, Any]] = {n: {"attn": n} for n in names}
-    stages: dict[str, list[str]] = {n: [] for n in names}
-    problems: dict[str, list[str]] = {n: [] for n in names}
-    failed: dict[str, bool] = {n: False for n in names}
-
-    def note_status(frame: pd.DataFrame, stage: str) -> None:
-        if frame.empty or "attn" not in frame:
-            return
-        for name, group in frame.groupby("attn"):
-            if name not in rows:
-                continue
-            stages[name].append(stage)
-            if "status" in group:
-                bad = group[group["status"].astype(str) != "ok"]
-                if (~bad["status"].isin(NOT_FAILURES)).any():
-                    failed[name] = True
-                if len(bad):
-                    counts = ", ".join(f"{n} {s}" for s, n in bad["status"].value_counts().items())
-                    problems[name].append(f"{stage}: {counts}")
-
-    note_status(cost, "cost")
-    note_status(latency, "latency")
-    note_status(memory, "memory")
-    note_status(accuracy, "accuracy")
-
-    if not cost.empty:
-        module = _ok(cost[cost["level"] == "module"])
-        for name, group in module.groupby("attn"):
-            if name not in rows:
-                continue
-            row = rows[name]
-            for field in ("family", "kind", "placement"):
-                row[field] = group[field].iloc[0] if field in group else None
-            row["params_over_conv3x3"] = group["params_over_conv3x3"].median()
-            row["macs_over_conv3x3"] = group["macs_over_conv3x3"].median()
-            widest = group[group["channels"] == group["channels"].max()]
-            row["module_channels"] = int(widest["channels"].iloc[0])
-            row["params_module"] = widest["params_total"].iloc[0]
-            row["macs_module"] = widest.sort_values(["height", "width"])["macs_fvcore"].iloc[-1]
-        model = _ok(cost[cost["level"] == "model"])
-        if not model.empty:
-            # the accuracy stage's backbone when the cost stage measured it, else the most measured
-            trained = accuracy["arch"].dropna().unique().tolist() if "arch" in accuracy else []
-            counted = model["arch"].value_counts()
-            arch = next((a for a in trained if a in counted.index), counted.index[0])
-            for name, group in model[model["arch"] == arch].groupby("attn"):
-                if name not in rows:
-                    continue
-                row = rows[name]
-                for field in ("family", "kind", "placement"):
-                    if pd.isna(row.get(field)) and field in group:
-                        row[field] = group[field].iloc[0]
-                row["model_arch"] = arch
-                for field in ("extra_params", "extra_params_pct", "extra_macs_fvcore", "extra_macs_pct"):
-                    row[field] = group[field].iloc[0]
-
-    if not latency.empty:
-        ok = _ok(latency)
-        module, config = primary_module_latency(latency)
-        for name, group in module.groupby("attn"):
-            if name not in rows:
-                continue
-            forward = group[group["mode"] == "forward"]["ratio"]
-            train = group[group["mode"] == "train"]["ratio"]
-            row = rows[name]
-            row["latency_config"] = config
-            row["latency_shapes"] = int(len(forward) or len(train))
-            if len(forward):
-                row["latency_ratio_fwd"] = forward.median()
-                row["latency_ratio_fwd_min"] = forward.min()
-                row["latency_ratio_fwd_max"] = forward.max()
-                if "passes" in group:
-                    row["latency_passes_fwd"] = group[group["mode"] == "forward"]["passes"].median()
-            if len(train):
-                row["latency_ratio_train"] = train.median()
-        if "status" in latency:
-            contended = latency[latency["status"] == "contended"].groupby("attn").size()
-            for name, count in contended.items():
-                if name in rows:
-                    rows[name]["latency_contended"] = int(count)
-        model, _ = primary_latency(ok[ok["level"] == "model"])
-        for name, group in model.groupby("attn"):
-            if name in rows:
-                for mode, field in (("forward", "model_latency_ratio_fwd"), ("train", "model_latency_ratio_train")):
-                    values = group[group["mode"] == mode]["ratio"]
-                    if len(values):
-                        rows[name][field] = values.median()
-                rows[name]["model_latency_fwd_by_arch"] = _by_arch(group[group["mode"] == "forward"])
-
-    if not memory.empty:
-        ok = _ok(memory)
-        for name, group in ok.groupby("attn"):
-            if name not in rows:
-                continue
-            row = rows[name]
-            saved = group["act_saved_bytes"].dropna() if "act_saved_bytes" in group else pd.Series(dtype=float)
-            if len(saved):
-                row["act_saved_over_input"] = group["act_saved_over_input"].median()
-                row["act_saved_bytes_max"] = saved.max()
-            peak = group["step_peak_bytes"].dropna() if "step_peak_bytes" in group else pd.Series(dtype=float)
-            if len(peak):
-                row["step_peak_bytes_max"] = peak.max()
-
-    if not accuracy.empty:
-        for record in accuracy.to_dict("records"):
-            name = record["attn"]
-            if name in rows:
-                for field in ("top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "n_seeds", "top1_p_holm",
-                              "top1_significant"):
-                    rows[name][field] = record.get(field)
-
-    for name, row in rows.items():
-        row["stages"] = ",".join(stages[name])
-        row["problems"] = "; ".join(problems[name])
-        row["status"] = "ok" if not failed[name] else "partial"
-        if all(_missing(row.get(k)) for k in ("params_over_conv3x3", "extra_params", "latency_ratio_fwd",
-                                               "latency_ratio_train", "act_saved_bytes_max", "top1_delta_pp")):
-            row["status"] = "failed" if failed[name] else "no results"
-    summary = pd.DataFrame(list(rows.values()), columns=SUMMARY_COLUMNS)
-    order = summary["latency_ratio_fwd"].fillna(math.inf) if len(summary) else summary["attn"]
-    return summary.assign(_order=order).sort_values(["_order", "attn"]).drop(columns="_order").reset_index(drop=True)
-
-
-def _by_arch(forward: pd.DataFrame) -> str:
-    """``arch ratio [low, high]`` per backbone, e.g. ``resnet50 1.08 [1.06, 1.10]; ...``."""
-    parts = []
-    for record in forward.sort_values("arch").to_dict("records"):
-        text = f"{record['arch']} {record['ratio']:.3g}"
-        if not _missing(record.get("ratio_ci_low")) and not _missing(record.get("ratio_ci_high")):
-            text += f" [{record['ratio_ci_low']:.3g}, {record['ratio_ci_high']:.3g}]"
-        parts.append(text)
-    return "; ".join(parts)
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
