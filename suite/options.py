@@ -322,8 +322,8 @@ def command_settings() -> dict[str, type]:
 
 
 def flags_table(commands: dict[str, type] | None = None) -> str:
-    """The README's table of every flag: its spelling, the commands that take it with their
-    defaults, and what it means (the shared ones first)."""
+    """The table of every flag (``docs/flags.md``): its spelling, the commands that take it with
+    their defaults, and what it means (the shared ones first)."""
     commands = command_settings() if commands is None else commands
     uses: dict[str, list[str]] = {}
     meaning: dict[str, str] = {}
@@ -341,21 +341,12 @@ def flags_table(commands: dict[str, type] | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m suite.options [--write]``: print the flags table, or write it into README.md."""
-    import sys
+    """``python -m suite.options [--write | --check]``: print the flags table, write it into
+    ``docs/flags.md``, or check that the page's table is current."""
+    from .readme_blocks import FLAGS_PAGE, block_command
 
-    from .readme_blocks import README, replace_block
-
-    parser = argparse.ArgumentParser(prog="python -m suite.options", description=main.__doc__)
-    parser.add_argument("--write", action="store_true", help="update README.md's flags block")
-    parser.add_argument("--readme", type=Path, default=README, help="the README to update (default: the checkout's)")
-    args = parser.parse_args(argv)
-    table = flags_table()
-    if args.write:
-        args.readme.write_text(replace_block(args.readme, FLAGS_BEGIN, FLAGS_END, table), encoding="utf-8")
-    else:
-        sys.stdout.write(table)
-    return 0
+    return block_command(argv, "python -m suite.options", "the table of every flag of every command",
+                         FLAGS_PAGE, FLAGS_BEGIN, FLAGS_END, flags_table)
 
 
 if __name__ == "__main__":

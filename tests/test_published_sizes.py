@@ -1,4 +1,4 @@
-"""The README's published-sizes table is what suite.cost.published generates now."""
+"""The published-sizes table of docs/zoo.md is what suite.cost.published generates now."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 
 from suite.cost import published
+from suite.errors import UsageError
+from suite.readme_blocks import SIZES_PAGE
 
-README = Path(__file__).resolve().parents[1] / "README.md"
 
-
-def test_readme_table_is_current() -> None:
+def test_the_zoo_page_table_is_current() -> None:
     pytest.importorskip("fvcore")
-    expected = published.update_readme(README, published.render())
-    assert README.read_text(encoding="utf-8") == expected, (
-        "README.md's published-sizes table is out of date: run python -m suite.cost.published --write"
+    expected = published.update_page(SIZES_PAGE, published.render())
+    assert SIZES_PAGE.read_text(encoding="utf-8") == expected, (
+        "docs/zoo.md's published-sizes table is out of date: run python -m suite.cost.published --write"
     )
 
 
@@ -32,8 +32,8 @@ def test_every_row_with_a_published_parameter_figure_rounds_to_it_or_says_why() 
             assert f"{ours:.{digits}f}" == row.params_m[:-1], row.design
 
 
-def test_update_readme_refuses_a_readme_without_markers(tmp_path: Path) -> None:
-    path = tmp_path / "README.md"
+def test_update_page_refuses_a_page_without_markers(tmp_path: Path) -> None:
+    path = tmp_path / "zoo.md"
     path.write_text("no block\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="published-sizes"):
-        published.update_readme(path, "| t |\n")
+    with pytest.raises(UsageError, match="published-sizes"):
+        published.update_page(path, "| t |\n")
