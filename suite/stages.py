@@ -108,7 +108,7 @@ COMMANDS: dict[str, StageSpec] = {spec.name: spec for spec in (
         headline_columns=("act_saved_bytes_max",)),
     StageSpec(
         "accuracy", "suite.accuracy.cli", "ImageNet-subset accuracy deltas with paired seeds",
-        records_file="runs.jsonl", tables="suite.accuracy.cli:tables",
+        records_file="runs.jsonl", tables="suite.accuracy.tables:tables",
         files={"runs": "runs.csv", "deltas": "deltas.csv", "per_class": "per_class.csv",
                "gate_scale": "gate_scale.csv"},
         csv_only=("gate_scale",), ok_when_present="deltas",

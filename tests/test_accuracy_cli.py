@@ -237,12 +237,12 @@ def test_tables_only_rewrites_the_tables_from_the_records(tmp_path, one_thread, 
 
 
 def test_a_run_that_raises_is_a_record_with_its_message_and_traceback(tmp_path, one_thread, monkeypatch):
-    import suite.accuracy.cli as accuracy_cli
+    import suite.accuracy.sweep as accuracy_sweep
 
     def broken(*args, **kwargs):
         raise RuntimeError("no memory for the gate")
 
-    monkeypatch.setattr(accuracy_cli, "train_run", broken)
+    monkeypatch.setattr(accuracy_sweep, "train_run", broken)
     data = _image_folder(tmp_path / "mini", classes=2)
     assert _smoke(data, tmp_path / "out", tmp_path / "cache") == 1
     records = _records(tmp_path / "out")

@@ -13,11 +13,13 @@ import pytest
 
 from suite.__main__ import main
 from suite.env import PROJECT_ROOT
+from suite.errors import UsageError
 from suite.report import render_report
 from suite.report.figure_data import pareto_front
-from suite.report.load import CSV_ONLY, STAGE_FILES, STAGES, load_stage
+from suite.report.load import load_stage
 from suite.report.readme import FIGURE_TEXT
-from suite.report.tables import SUMMARY_COLUMNS
+from suite.report.summary import summary_columns
+from suite.stages import measuring_stages
 
 TYPES = ["se", "eca", "cbam", "gsop"]
 ENV = {"date": "2026-11-23T12:00:00+00:00", "commit": "abc123", "python": "3.11.7", "cpu": "Test CPU",
@@ -130,7 +132,7 @@ def test_render_full(profile_dir: Path) -> None:
     assert result["profile"] == "cpu"
     assert result["stages"] == {"cost": "ok", "latency": "ok", "memory": "ok", "accuracy": "ok"}
     summary = pd.read_csv(profile_dir / "summary.csv")
-    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert list(summary.columns) == summary_columns()
     assert sorted(summary["attn"]) == sorted([*TYPES, "ccp_max"])  # one row per type, no baseline
     assert summary.set_index("attn").loc["ccp_max", "status"] == "no results"  # refused by the backbone
     se = summary.set_index("attn").loc["se"]
@@ -190,13 +192,13 @@ def test_missing_and_empty_stages(profile_dir: Path) -> None:
 
 
 def test_nothing_at_all(tmp_path: Path) -> None:
-    (tmp_path / "gpu").mkdir()
+    (tmp_path / "gpu" / "raw").mkdir(parents=True)
     result = render_report(tmp_path / "gpu")
     assert all(state == "missing" for state in result["stages"].values())
     assert all(path is None for path in result["figures"].values())
     assert pd.read_csv(tmp_path / "gpu" / "summary.csv").empty
     assert "missing stages: cost, latency, memory, accuracy" in (tmp_path / "gpu" / "README.md").read_text()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UsageError, match="no such folder"):
         render_report(tmp_path / "absent")
 
 
@@ -232,15 +234,15 @@ def test_every_table_built_from_the_records_matches_the_stage_csvs() -> None:
     reference = PROJECT_ROOT / "reports" / "cpu" / "raw"
     if not reference.is_dir():
         pytest.skip("no committed reports/cpu/raw")
-    for stage in STAGES:
+    for stage, spec in measuring_stages().items():
         built = load_stage(reference, stage)
         assert built.state == "ok", stage
         assert any("built from" in note for note in built.notes), stage
-        for name, filename in STAGE_FILES[stage].items():
-            if name == "records" or not (reference / stage / filename).is_file():
+        for name, filename in spec.files.items():
+            if not (reference / stage / filename).is_file():
                 continue
             written = pd.read_csv(reference / stage / filename)
-            if name in CSV_ONLY.get(stage, ()):
+            if name in spec.csv_only:
                 pd.testing.assert_frame_equal(built.tables[name], written, obj=f"{stage}/{name}")
                 continue
             as_csv = pd.read_csv(io.StringIO(built.tables[name].to_csv(index=False)))  # as the stage wrote it

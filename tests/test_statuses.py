@@ -12,7 +12,7 @@ import pytest
 from suite.records import STATUSES
 
 ROOT = Path(__file__).resolve().parents[1]
-WRITTEN = re.compile(r"""["']status["']\s*:\s*["'](\w+)["']|\bstatus\s*=\s*["'](\w+)["']|StageError\(\s*["'](\w+)["']|"""
+WRITTEN = re.compile(r"""["']status["']\s*:\s*["'](\w+)["']|\bstatus\s*=\s*["'](\w+)["']|\bstatus\s*,\s*\w+\s*=\s*["'](\w+)["']|StageError\(\s*["'](\w+)["']|"""
                      r"""return\s+["'](\w+)["']\s*,\s*(?:f?["']|message|"")|^\s+return\s+["'](oom|unsupported|compile_error|error)["']$""",
                      re.M)
 

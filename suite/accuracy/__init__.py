@@ -2,6 +2,7 @@
 
 ``data`` (ImageFolder -> uint8 decode cache), ``augment`` (batched tensor crops and flips),
 ``recipe`` (per-profile training recipes), ``train`` (one resumable, paired, optionally
-distributed run), ``stats`` (paired deltas with t intervals) and ``cli``
-(``python -m suite accuracy``).
+distributed run), ``identity`` (what makes two runs comparable), ``stats`` (paired deltas with
+t intervals), ``sweep`` (the distributed job and the loop over the runs), ``tables`` (the
+stage's tables and summary from its records) and ``cli`` (``python -m suite accuracy``).
 """

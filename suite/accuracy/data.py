@@ -202,7 +202,7 @@ def resolve_data_root(path: str | os.PathLike[str] | None, cache_dir: Path | Non
         raise DataNotFoundError(
             f"no dataset found: looked for the default Imagenette copy at {looked} and no --data "
             f"PATH was given; pass --data pointing to an ImageFolder root with train/ and val/, "
-            f"or set {DATA_ENV} (README, 'Data')"
+            f"or set {DATA_ENV} (docs/data.md)"
         )
     if not root.is_dir():
         raise DataNotFoundError(f"--data {root} does not exist")

@@ -14,7 +14,7 @@ parameters a module declares exempt (``AttentionModule.no_weight_decay``: GCT's 
 beta, SRM's style weights), a linear warm-up then a cosine decay of the learning rate per step,
 label smoothing, and
 training crops drawn from an explicit generator (see ``augment.py``). The learning rate is
-given for the global batch; it is not rescaled when ``--batch-size`` changes.
+given for the global batch; it is not rescaled when ``--batch`` changes.
 """
 
 from __future__ import annotations
@@ -129,15 +129,21 @@ seeds (``stats.seeds_for_half_width``), the widest 6. gpu: at least 8 for the 22
 
 
 def make_recipe(profile: str, **overrides: Any) -> Recipe:
-    """The ``profile``'s recipe with the non-None ``overrides`` applied."""
+    """The ``profile``'s recipe with the non-None ``overrides`` applied (keyed by
+    :class:`Recipe`'s field names). An ``image_size`` without a ``cache_size`` keeps the
+    profile's ratio of the two (the cache never smaller than the input)."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {tuple(PROFILES)}, got {profile!r}")
     changes = {k: v for k, v in overrides.items() if v is not None}
     unknown = set(changes) - {f.name for f in dataclasses.fields(Recipe)}
     if unknown:
         raise ValueError(f"unknown recipe fields: {', '.join(sorted(unknown))}")
+    base = PROFILES[profile]
+    if "image_size" in changes and "cache_size" not in changes:
+        image_size = changes["image_size"]
+        changes["cache_size"] = max(image_size, round(image_size * base.cache_size / base.image_size))
     if "classes" in changes:
         changes["classes"] = tuple(changes["classes"])
     if "rrc_scale" in changes:
         changes["rrc_scale"] = tuple(changes["rrc_scale"])
-    return dataclasses.replace(PROFILES[profile], **changes)
+    return dataclasses.replace(base, **changes)

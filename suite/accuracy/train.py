@@ -31,7 +31,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,14 @@ __all__ = [
     "build_network",
     "load_shared",
     "paired_model",
+    "Schedule",
+    "plan_schedule",
+    "TrainingState",
+    "fresh_state",
+    "restore",
+    "save_checkpoint",
+    "EpochOutcome",
+    "train_epoch",
     "train_run",
     "evaluate",
     "amp_active",
@@ -185,10 +193,13 @@ def gate_scale_at_init(attn: str, channels: int = 64, size: int = 16, seed: int 
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of an epoch's data order and crops, seeded by ``(seed, epoch)`` alone."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
 def _lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """The learning-rate factor per step: a linear warm-up over ``warmup_steps``, then a cosine
+    decay to 0 at ``total_steps``."""
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
@@ -228,6 +239,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 def _rng_state() -> dict[str, Any]:
+    """The global RNG states of torch (CPU and CUDA), numpy and Python, as a checkpoint keeps them."""
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -235,6 +247,7 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
+    """Set the global RNG states :func:`_rng_state` returned."""
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
@@ -243,6 +256,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then renamed onto it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
@@ -259,6 +273,7 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
 
 
 def _all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
+    """``values`` summed over the ranks (themselves in a single process)."""
     if not info.distributed:
         return values
     tensor = torch.tensor(values, dtype=torch.float64, device=info.device)
@@ -285,7 +300,8 @@ def amp_active(recipe: Recipe, device: torch.device) -> bool:
     return recipe.amp and (device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16()))
 
 
-def _autocast(recipe: Recipe, device: torch.device):
+def _autocast(recipe: Recipe, device: torch.device) -> torch.autocast:
+    """bf16 autocast on ``device`` where :func:`amp_active`, else a disabled one."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp_active(recipe, device))
 
 
@@ -329,9 +345,9 @@ def _gather_per_image(mine: dict[str, list], total: int, info: DistInfo) -> dict
         dist.all_gather_object(parts, mine)
     merged: dict[str, list] = {"correct": [False] * total, "top5": [False] * total, "loss": [math.nan] * total}
     for part in parts:
-        for field in merged:
-            for i, value in zip(part["index"], part[field], strict=True):
-                merged[field][i] = value
+        for column in merged:
+            for i, value in zip(part["index"], part[column], strict=True):
+                merged[column][i] = value
     return merged
 
 
@@ -355,7 +371,202 @@ class RunResult:
     message: str = ""
 
     def as_dict(self) -> dict[str, Any]:
+        """Its fields by name (the fields of the run's record)."""
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The step counts of a run, from its recipe, its training set and the ranks.
+
+    Attributes:
+        steps_per_epoch: global batches per epoch (the images of an incomplete last batch are
+            left out).
+        total_steps: optimizer steps of the whole run.
+        warmup_steps: steps of the linear warm-up (at least one).
+        per_rank: images of each global batch one rank computes.
+        diverge_at: the step loss that ends the run as ``diverged``.
+    """
+
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    per_rank: int
+    diverge_at: float
+
+
+def plan_schedule(recipe: Recipe, train_images: int, num_classes: int, world_size: int) -> Schedule:
+    """The :class:`Schedule` of ``recipe`` on ``train_images`` images of ``num_classes`` classes
+    over ``world_size`` ranks; a batch the ranks cannot split evenly, or larger than the training
+    set, is a ValueError."""
+    per_rank, remainder = divmod(recipe.batch_size, world_size)
+    if remainder:
+        raise ValueError(f"batch_size {recipe.batch_size} is not divisible by the {world_size} ranks")
+    steps_per_epoch = train_images // recipe.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size {recipe.batch_size} is larger than the training set ({train_images} images)")
+    return Schedule(
+        steps_per_epoch=steps_per_epoch,
+        total_steps=steps_per_epoch * recipe.epochs,
+        warmup_steps=max(1, round(recipe.warmup_epochs * steps_per_epoch)),
+        per_rank=per_rank,
+        diverge_at=recipe.diverge_factor * math.log(max(2, num_classes)),
+    )
+
+
+@dataclass
+class TrainingState:
+    """Everything a checkpoint holds: the model (unwrapped from DDP), optimizer and scheduler,
+    the epochs done with the mean step loss of each, and the seconds spent."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    epochs_done: int = 0
+    elapsed: float = 0.0
+    epoch_losses: list[float] = field(default_factory=list)
+
+
+def fresh_state(model: nn.Module, recipe: Recipe, schedule: Schedule) -> TrainingState:
+    """A run's state before its first step: SGD with Nesterov momentum on ``model``'s decay
+    groups (:func:`_param_groups`), a per-step warm-up then cosine schedule."""
+    optimizer = torch.optim.SGD(
+        _param_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum, nesterov=True
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(schedule.warmup_steps, schedule.total_steps))
+    return TrainingState(model, optimizer, scheduler)
+
+
+def restore(state: TrainingState, checkpoint: Path | None, run_key: str, info: DistInfo) -> int:
+    """Continue ``state`` from ``checkpoint`` when it holds the run ``run_key``: rank 0 reads it
+    and every rank loads its model, optimizer, scheduler and RNG states, epochs done, losses and
+    time. Returns the epochs it held (0: a fresh start, also without a checkpoint of this run)."""
+    saved = None
+    if checkpoint is not None and info.is_main and checkpoint.exists():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if saved.get("key") != run_key:
+            saved = None
+    saved = broadcast_object(saved, info)
+    if saved is None:
+        return 0
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    _set_rng_state(saved["rng"])
+    state.epochs_done, state.elapsed, state.epoch_losses = saved["epoch"], saved["elapsed"], list(saved["epoch_losses"])
+    return state.epochs_done
+
+
+def save_checkpoint(state: TrainingState, checkpoint: Path, run_key: str) -> None:
+    """Write ``state`` with the RNG states and ``run_key`` to ``checkpoint`` atomically (what
+    :func:`restore` reads)."""
+    _save_atomic(
+        {
+            "key": run_key,
+            "epoch": state.epochs_done,
+            "elapsed": state.elapsed,
+            "epoch_losses": state.epoch_losses,
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(),
+            "rng": _rng_state(),
+        },
+        checkpoint,
+    )
+
+
+@dataclass(frozen=True)
+class EpochOutcome:
+    """One epoch's mean step loss, or why it stopped early (``diverged``: a step loss past the
+    divergence limit, empty when the epoch finished)."""
+
+    mean_loss: float
+    diverged: str = ""
+
+
+def train_epoch(
+    net: nn.Module,
+    state: TrainingState,
+    epoch: int,
+    seed: int,
+    recipe: Recipe,
+    train: SplitData,
+    schedule: Schedule,
+    info: DistInfo,
+    *,
+    on_step: Callable[[int], None] | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> EpochOutcome:
+    """Train ``net`` (``state.model``, DDP-wrapped under torchrun) for ``epoch``: the order and
+    crops of the global batches come from a generator seeded by ``(seed, epoch)`` alone; each
+    rank computes its contiguous part of every batch. Stops at the first step loss that is not
+    finite or above ``schedule.diverge_at``. ``on_step`` and ``progress``: as in
+    :func:`train_run`."""
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    generator = _epoch_generator(seed, epoch)
+    order = torch.randperm(len(train), generator=generator)
+    lo, hi = info.rank * schedule.per_rank, (info.rank + 1) * schedule.per_rank
+    loss_sum = 0.0
+    for step in range(schedule.steps_per_epoch):
+        batch = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+        theta = _sample_crops(recipe, len(batch), generator, train.images.shape[1])
+        x, y = _rank_part(train, batch, theta, lo, hi, recipe, info.device)
+        step_loss = _optimizer_step(net, state, criterion, x, y, recipe, info)
+        if not math.isfinite(step_loss) or step_loss > schedule.diverge_at:
+            return EpochOutcome(math.nan, f"step loss {step_loss:.4g} at epoch {epoch} step {step} "
+                                          f"(limit {schedule.diverge_at:.3g})")
+        loss_sum += step_loss
+        if progress is not None:
+            progress(1, step_loss)
+        if on_step is not None:
+            on_step(epoch * schedule.steps_per_epoch + step + 1)
+    return EpochOutcome(loss_sum / schedule.steps_per_epoch)
+
+
+def _rank_part(train: SplitData, batch: torch.Tensor, theta: torch.Tensor | None, lo: int, hi: int,
+               recipe: Recipe, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's images ``[lo:hi]`` of a global ``batch`` (indices into ``train``), cropped by
+    their part of ``theta`` (None: a centre crop), and their labels, on ``device``."""
+    mine = batch[lo:hi]
+    if theta is None:
+        x = to_float(center_crop(train.images[mine], recipe.image_size), device, recipe.channels_last)
+    else:
+        x = apply_affine(to_float(train.images[mine], device), theta[lo:hi], recipe.image_size)
+    return x, train.labels[mine].to(device, non_blocking=True)
+
+
+def _optimizer_step(net: nn.Module, state: TrainingState, criterion: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    recipe: Recipe, info: DistInfo) -> float:
+    """One optimizer and scheduler step on ``(x, y)``; returns the step loss averaged over the
+    ranks."""
+    with _autocast(recipe, info.device):
+        loss = criterion(net(x), y)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    state.optimizer.step()
+    state.scheduler.step()
+    return _all_reduce_sum([loss.item()], info)[0] / info.world_size
+
+
+def _final_metrics(model: nn.Module, val: SplitData, recipe: Recipe, info: DistInfo, status: str
+                   ) -> tuple[dict[str, Any], float]:
+    """The evaluation of a run that ended ``ok`` (NaN scores otherwise) and the seconds it took,
+    after every rank takes rank 0's batch-norm statistics."""
+    if info.distributed:  # each rank updated its own BN statistics since the last broadcast
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+    if status != "ok":
+        return {"top1": math.nan, "top5": math.nan, "val_loss": math.nan, "per_image": None}, 0.0
+    started = time.perf_counter()
+    metrics = evaluate(model, val, recipe, info)
+    return metrics, time.perf_counter() - started
+
+
+def _wrap(model: nn.Module, info: DistInfo) -> nn.Module:
+    """``model`` in DistributedDataParallel under torchrun, else itself."""
+    if not info.distributed:
+        return model
+    return nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
 
 
 def train_run(
@@ -372,7 +583,9 @@ def train_run(
     on_step: Callable[[int], None] | None = None,
     progress: Callable[[int, float], None] | None = None,
 ) -> RunResult:
-    """Train and evaluate one ``(attn, seed)`` run with ``recipe``.
+    """Train and evaluate one ``(attn, seed)`` run with ``recipe``: build the paired network,
+    :func:`restore` a checkpoint of this run, then :func:`train_epoch` and
+    :func:`save_checkpoint` for each epoch left, and evaluate.
 
     Args:
         arch / attn / seed: the network and seed (``attn`` None or ``"none"``: the baseline).
@@ -386,124 +599,46 @@ def train_run(
             steps a resumed checkpoint already holds (loss NaN).
     """
     num_classes = len(train.classes)
-    per_rank, remainder = divmod(recipe.batch_size, info.world_size)
-    if remainder:
-        raise ValueError(f"batch_size {recipe.batch_size} is not divisible by the {info.world_size} ranks")
-    steps_per_epoch = len(train) // recipe.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(f"batch_size {recipe.batch_size} is larger than the training set ({len(train)} images)")
-    total_steps = steps_per_epoch * recipe.epochs
-    warmup_steps = max(1, round(recipe.warmup_epochs * steps_per_epoch))
-    diverge_at = recipe.diverge_factor * math.log(max(2, num_classes))
-
+    schedule = plan_schedule(recipe, len(train), num_classes, info.world_size)
     model, shared = paired_model(arch, attn, num_classes, seed)
     model = model.to(info.device)
     if recipe.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    params = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.SGD(
-        _param_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum, nesterov=True
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup_steps, total_steps))
-    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-
-    start_epoch, elapsed, epoch_losses = 0, 0.0, []
-    state = None
-    if checkpoint is not None and info.is_main and checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state.get("key") != run_key:
-            state = None
-    state = broadcast_object(state, info)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        start_epoch, elapsed, epoch_losses = state["epoch"], state["elapsed"], list(state["epoch_losses"])
-    resumed_from = start_epoch
-    if progress is not None and start_epoch:
-        progress(start_epoch * steps_per_epoch, math.nan)  # the steps the checkpoint holds
-
-    net: nn.Module = model
-    if info.distributed:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None
-        )
+    state = fresh_state(model, recipe, schedule)
+    resumed_from = restore(state, checkpoint, run_key, info)
+    if progress is not None and resumed_from:
+        progress(resumed_from * schedule.steps_per_epoch, math.nan)  # the steps the checkpoint holds
+    net = _wrap(model, info)
     net.train()
     status, message = "ok", ""
-    lo, hi = info.rank * per_rank, (info.rank + 1) * per_rank
-    for epoch in range(start_epoch, recipe.epochs):
+    for epoch in range(resumed_from, recipe.epochs):
         started = time.perf_counter()
-        generator = _epoch_generator(seed, epoch)
-        order = torch.randperm(len(train), generator=generator)
-        loss_sum = 0.0
-        for step in range(steps_per_epoch):
-            batch = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-            theta = _sample_crops(recipe, len(batch), generator, train.images.shape[1])
-            mine = batch[lo:hi]
-            if theta is None:
-                x = to_float(center_crop(train.images[mine], recipe.image_size), info.device, recipe.channels_last)
-            else:
-                x = apply_affine(to_float(train.images[mine], info.device), theta[lo:hi], recipe.image_size)
-            y = train.labels[mine].to(info.device, non_blocking=True)
-            with _autocast(recipe, info.device):
-                loss = criterion(net(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step_loss = _all_reduce_sum([loss.item()], info)[0] / info.world_size
-            if not math.isfinite(step_loss) or step_loss > diverge_at:
-                status = "diverged"
-                message = f"step loss {step_loss:.4g} at epoch {epoch} step {step} (limit {diverge_at:.3g})"
-                break
-            loss_sum += step_loss
-            if progress is not None:
-                progress(1, step_loss)
-            if on_step is not None:
-                on_step(epoch * steps_per_epoch + step + 1)
-        elapsed += time.perf_counter() - started
-        if status != "ok":
+        outcome = train_epoch(net, state, epoch, seed, recipe, train, schedule, info, on_step=on_step,
+                              progress=progress)
+        state.elapsed += time.perf_counter() - started
+        if outcome.diverged:
+            status, message = "diverged", outcome.diverged
             break
-        epoch_losses.append(loss_sum / steps_per_epoch)
+        state.epoch_losses.append(outcome.mean_loss)
+        state.epochs_done = epoch + 1
         if checkpoint is not None and info.is_main:
-            _save_atomic(
-                {
-                    "key": run_key,
-                    "epoch": epoch + 1,
-                    "elapsed": elapsed,
-                    "epoch_losses": epoch_losses,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": _rng_state(),
-                },
-                checkpoint,
-            )
+            save_checkpoint(state, checkpoint, run_key)
         if info.distributed:
             dist.barrier()
-
-    epochs_done = len(epoch_losses)
-    if info.distributed:  # each rank updated its own BN statistics since the last broadcast
-        for buffer in model.buffers():
-            dist.broadcast(buffer, src=0)
-    if status == "ok":
-        started = time.perf_counter()
-        metrics = evaluate(model, val, recipe, info)
-        elapsed += time.perf_counter() - started
-    else:
-        metrics = {"top1": math.nan, "top5": math.nan, "val_loss": math.nan, "per_image": None}
+    metrics, eval_seconds = _final_metrics(model, val, recipe, info, status)
+    state.elapsed += eval_seconds
+    epochs_done = len(state.epoch_losses)
     return RunResult(
         status=status,
         top1=metrics["top1"],
         top5=metrics["top5"],
         val_loss=metrics["val_loss"],
         per_image=metrics["per_image"],
-        train_loss=epoch_losses[-1] if epoch_losses else math.nan,
+        train_loss=state.epoch_losses[-1] if state.epoch_losses else math.nan,
         epochs=epochs_done,
-        wall_s=elapsed,
-        epoch_s=elapsed / max(1, epochs_done),
-        params=params,
+        wall_s=state.elapsed,
+        epoch_s=state.elapsed / max(1, epochs_done),
+        params=sum(p.numel() for p in model.parameters()),
         shared_entries=shared,
         resumed_from=resumed_from,
         bf16=amp_active(recipe, info.device),
@@ -512,6 +647,8 @@ def train_run(
 
 
 def _sample_crops(recipe: Recipe, n: int, generator: torch.Generator, cached: int) -> torch.Tensor | None:
+    """The crop (and flip) transforms of ``n`` images for ``recipe.augment`` from ``generator``
+    (None: ``none``, a centre crop)."""
     if recipe.augment == "rrc":
         return sample_rrc(n, generator, scale=recipe.rrc_scale)
     if recipe.augment == "crop":

@@ -1,0 +1,356 @@
+"""The accuracy sweep: the distributed job, the data, the plan of runs and the loop over it.
+
+One process, or every rank of a ``torchrun`` job, runs :func:`run_sweep`: it joins the job
+(:func:`suite.accuracy.train.init_distributed`), decodes the splits, keeps the designs the
+backbone can hold, plans one :class:`TrainingRun` per seed and design (the baseline first) and
+trains those the records do not hold yet (:func:`suite.stage.pending`). The first rank holds
+the output folder's lock, writes the records, the per-image results, the val manifest and
+``gate_scale.csv``, and rewrites the tables (:mod:`suite.accuracy.tables`) at the end; every
+rank takes part in every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from suite.env import collect_environment
+from suite.errors import UsageError
+from suite.portable import format_traceback, shown_path
+from suite.records import RecordStore, folder_lock, write_csv_atomic, write_text_atomic
+from suite.stage import failure_fields, pending
+
+from .data import DataNotFoundError, SplitData, list_classes, load_split, select_classes
+from .identity import design_code_version, per_image_line, run_identity, val_manifest_name
+from .recipe import DEFAULT_SEEDS, Recipe
+from .tables import write_tables
+from .train import (
+    BASELINE,
+    DistInfo,
+    amp_active,
+    broadcast_object,
+    close_distributed,
+    gate_scale_at_init,
+    init_distributed,
+    train_run,
+)
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from .cli import AccuracySettings
+
+__all__ = ["TrainingRun", "SweepSummary", "run_sweep"]
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """One training run of the sweep (a configuration of :mod:`suite.stage`): a design and a
+    seed, in a ``context`` that names everything two runs must share to be paired (the arch,
+    data, recipe, precision, threads and training code)."""
+
+    attn: str
+    seed: int
+    context: str
+
+    def key(self) -> str:
+        """Its record's key: the run, its context and the design's own code version."""
+        return f"{self.attn}|seed={self.seed}|{self.context}|design={design_code_version(self.attn)}"
+
+    def as_row(self) -> dict[str, Any]:
+        """The design and the seed."""
+        return {"attn": self.attn, "seed": self.seed}
+
+    def label(self) -> str:
+        """A few words for the progress bar."""
+        return f"{self.attn} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """How a sweep ended: its planned runs, how many of them have a finished (``ok``) record
+    (``None`` on the ranks after the first, which hold no records) and the records file."""
+
+    runs: int
+    finished: int | None
+    records: Path
+
+
+@dataclass
+class Sweep:
+    """What every run of one sweep shares: the settings and recipe, this process's place in
+    the job, the output folder and data, the comparison's identity, the environment (first rank
+    only) and the two record stores."""
+
+    settings: AccuracySettings
+    recipe: Recipe
+    info: DistInfo
+    out: Path
+    root: Path
+    train: SplitData
+    val: SplitData
+    identity: dict[str, Any]
+    environment: dict[str, Any]
+    runs: RecordStore
+    per_image: RecordStore
+
+    def say(self, text: str) -> None:
+        """Print ``text`` on the first rank only."""
+        _say(self.info, text)
+
+    def bar(self, total: int | None, desc: str, unit: str) -> tqdm | None:
+        """A progress bar on the first rank, unless ``--no-progress``."""
+        return _bar(self.info, self.settings.no_progress, total, desc, unit)
+
+
+def _say(info: DistInfo, text: str) -> None:
+    """Print ``text`` on the first rank only."""
+    if info.is_main:
+        print(text, flush=True)
+
+
+def _bar(info: DistInfo, no_progress: bool, total: int | None, desc: str, unit: str) -> tqdm | None:
+    """A progress bar on the first rank, unless ``no_progress``."""
+    if not info.is_main or no_progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=1.0, leave=False)
+
+
+def run_sweep(settings: AccuracySettings, recipe: Recipe, attns: list[str], root: Path, out: Path) -> SweepSummary:
+    """Join the job (the device ``--device``, else CUDA for the gpu preset), set the threads,
+    and run the sweep of ``attns`` (and the baseline) over the seeds into ``out``, the first rank
+    holding its lock; the job is left cleanly when the sweep ends, and without waiting for the
+    other ranks when it raised."""
+    info = init_distributed(settings.device or ("auto" if settings.preset == "gpu" else "cpu"))
+    import torch
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    if info.device.type == "cpu":
+        torch.set_flush_denormal(True)  # denormal weights late in training can slow CPU kernels many-fold
+    first = settings.first_seed
+    seeds = list(range(first, first + (settings.seeds or DEFAULT_SEEDS[settings.preset])))
+    finished = False
+    try:
+        with folder_lock(out) if info.is_main else contextlib.nullcontext():
+            summary = _sweep(settings, recipe, attns, root, seeds, out, info)
+        finished = True
+        return summary
+    finally:
+        close_distributed(finished)
+
+
+def _sweep(settings: AccuracySettings, recipe: Recipe, attns: list[str], root: Path, seeds: list[int], out: Path,
+           info: DistInfo) -> SweepSummary:
+    """Load the data, plan the runs, train those still to do and rewrite the tables."""
+    import torch
+
+    train, val = _load_data(settings, recipe, root, info)
+    attns = _placeable(attns, recipe.arch, len(train.classes), settings.attn, info)
+    identity = run_identity(recipe.fingerprint(), train.identity, val.identity, amp_active(recipe, info.device),
+                            torch.get_num_threads())
+    sweep = Sweep(settings, recipe, info, out, root, train, val, identity,
+                  collect_environment() if info.is_main else {}, RecordStore(out / "runs.jsonl"),
+                  RecordStore(out / "per_image.jsonl"))
+    plan = _plan(sweep, attns, seeds)
+    if info.is_main:
+        _write_val_manifest(out, val)
+        scales = [{"attn": a, "gate_scale_at_init": _gate_scale(a)} for a in attns]
+        write_csv_atomic(out / "gate_scale.csv", pd.DataFrame(scales, columns=["attn", "gate_scale_at_init"]))
+    _train_pending(sweep, plan)
+    if not info.is_main:
+        return SweepSummary(len(plan), None, sweep.runs.path)
+    sweep.say(write_tables(sweep.runs, out, identity))
+    latest = {r["key"]: r for r in sweep.runs.latest_by_key()}
+    finished = sum(latest.get(run.key(), {}).get("status") == "ok" for run in plan)
+    return SweepSummary(len(plan), finished, sweep.runs.path)
+
+
+def _plan(sweep: Sweep, attns: list[str], seeds: list[int]) -> list[TrainingRun]:
+    """One run per seed and design, the baseline first, in the context of everything that must
+    match for two runs to be paired (:mod:`suite.accuracy.identity`)."""
+    recipe, identity = sweep.recipe, sweep.identity
+    context = (f"{recipe.arch}|{sweep.root.name}|{recipe.fingerprint()}|data={identity['data_id']}|"
+               f"{identity['precision']}|threads={identity['threads']}|code={identity['code_version']}")
+    return [TrainingRun(attn, seed, context) for seed in seeds for attn in [BASELINE, *attns]]
+
+
+def _train_pending(sweep: Sweep, plan: list[TrainingRun]) -> None:
+    """Train the runs of ``plan`` without a final record (decided by the first rank, which holds
+    the records; a diverged run is a result), with a progress bar over all their steps."""
+    info, recipe = sweep.info, sweep.recipe
+    todo = pending(plan, sweep.runs, retry_failed=True)[0] if info.is_main else []
+    todo = broadcast_object(todo, info)
+    sweep.say(f"accuracy: profile {recipe.profile}, {recipe.arch} at {recipe.image_size} px, "
+              f"{len(sweep.train)} train / {len(sweep.val)} val images, {len(sweep.train.classes)} classes, "
+              f"{info.world_size} process(es) on {info.device}; {len(plan)} runs, "
+              f"{len(plan) - len(todo)} already done, {len(todo)} to do -> {sweep.out}")
+    steps = len(sweep.train) // recipe.batch_size
+    outer = sweep.bar(len(todo) * recipe.epochs * steps, "sweep", "step")
+    for run in todo:
+        _train_one(sweep, run, outer)
+    if outer is not None:
+        outer.close()
+
+
+def _progress(inner: tqdm | None, outer: tqdm | None) -> Callable[[int, float], None]:
+    """The ``progress`` callback of a run: advances the run's bar (showing the step loss) and the
+    sweep's."""
+    def progress(n: int, loss: float) -> None:
+        if inner is not None:
+            inner.update(n)
+            inner.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        if outer is not None:
+            outer.update(n)
+
+    return progress
+
+
+def _train_one(sweep: Sweep, run: TrainingRun, outer: tqdm | None) -> None:
+    """Train and evaluate ``run`` (every rank), and on the first rank append its record (a run
+    that raised is a record of status ``error`` with the traceback) and its per-image results,
+    and remove its checkpoint unless it failed."""
+    recipe, key = sweep.recipe, run.key()
+    checkpoint = sweep.out / "checkpoints" / f"{run.attn}-seed{run.seed}-{recipe.fingerprint()}.pt"
+    inner = sweep.bar(recipe.epochs * (len(sweep.train) // recipe.batch_size), run.label(), "step")
+    started = time.time()
+    try:
+        result = train_run(recipe.arch, run.attn, run.seed, recipe, sweep.train, sweep.val, sweep.info,
+                           checkpoint=checkpoint, run_key=key, progress=_progress(inner, outer)).as_dict()
+    except Exception as error:  # noqa: BLE001 - one broken module must not end the sweep
+        result = {**failure_fields(error, "error"), "traceback": format_traceback(error)}
+    finally:
+        if inner is not None:
+            inner.close()
+    per_image = result.pop("per_image", None)
+    if not sweep.info.is_main:
+        return
+    record = _record(sweep, run, result, started)
+    sweep.runs.append(record, environment=sweep.environment)
+    if per_image is not None:
+        sweep.per_image.append(per_image_line(key, run.attn, run.seed, per_image, sweep.val.identity))
+    if result["status"] != "error":
+        checkpoint.unlink(missing_ok=True)
+    sweep.say(_run_line(record))
+
+
+def _record(sweep: Sweep, run: TrainingRun, result: dict[str, Any], started: float) -> dict[str, Any]:
+    """The record of a finished (or failed) run: its key and row, the recipe and data, the
+    result, the environment and the comparison's identity."""
+    recipe = sweep.recipe
+    record: dict[str, Any] = {"key": run.key(), **run.as_row(), "profile": recipe.profile, "arch": recipe.arch,
+                              "data": shown_path(sweep.root), "holdout": sweep.settings.holdout,
+                              "num_classes": len(sweep.train.classes), "world_size": sweep.info.world_size,
+                              "recipe": recipe.fingerprint(), **result, "started": started,
+                              "recipe_config": recipe.as_dict()}
+    record.update(sweep.environment)
+    record.update(sweep.identity)
+    return record
+
+
+def _load_data(settings: AccuracySettings, recipe: Recipe, root: Path, info: DistInfo) -> tuple[SplitData, SplitData]:
+    """The training and evaluation splits: train/ and val/, or with ``--holdout`` the two parts
+    of train/. The first rank decodes into the cache first, the others then read it. Classes or
+    splits the data does not have are a :class:`UsageError`."""
+    try:
+        classes = select_classes(list_classes(root), recipe.classes, recipe.num_classes)
+    except (ValueError, DataNotFoundError) as error:
+        raise UsageError(str(error)) from None
+    fit, evaluated = _split_parts(recipe, settings.holdout)
+    try:
+        return (_load_part(settings, recipe, root, classes, fit, info),
+                _load_part(settings, recipe, root, classes, evaluated, info))
+    except DataNotFoundError as error:
+        raise UsageError(str(error)) from None
+
+
+SplitPart = tuple[str, int | None, str]
+"""Which images a split holds: the folder read, the images per class (None: all) and the part
+of it (``all``, or ``fit`` / ``holdout`` of train/ with ``--holdout``)."""
+
+
+def _split_parts(recipe: Recipe, holdout: float) -> tuple[SplitPart, SplitPart]:
+    """The training and the evaluation split's :data:`SplitPart`."""
+    if not holdout:
+        return ("train", recipe.train_per_class, "all"), ("val", recipe.val_per_class, "all")
+    return ("train", recipe.train_per_class, "fit"), ("train", None, "holdout")
+
+
+def _load_part(settings: AccuracySettings, recipe: Recipe, root: Path, classes: list[str],
+               part: SplitPart, info: DistInfo) -> SplitData:
+    """One split (:func:`_split_parts`), decoded by the first rank before the others read it."""
+    import torch.distributed as dist
+
+    split, per_class, which = part
+    if info.distributed and not info.is_main:
+        dist.barrier()  # rank 0 builds the cache first
+    bar = _bar(info, settings.no_progress, None, f"decode {split}" + (f" ({which})" if which != "all" else ""),
+               "img")
+    data = load_split(root, split, classes, recipe.cache_size, per_class=per_class,
+                      cache_dir=Path(settings.cache_dir) if settings.cache_dir else None, workers=settings.workers,
+                      holdout=settings.holdout, part=which, progress=bar.update if bar is not None else None)
+    if bar is not None:
+        bar.close()
+    if info.distributed and info.is_main:
+        dist.barrier()
+    if data.skipped:
+        _say(info, f"{split}: skipped {len(data.skipped)} unreadable file(s): "
+                   f"{', '.join(data.skipped[:5])}{' ...' if len(data.skipped) > 5 else ''}")
+    return data
+
+
+def _gate_scale(attn: str) -> float:
+    """:func:`gate_scale_at_init`, NaN for a module that cannot run at its probe shape."""
+    try:
+        return gate_scale_at_init(attn)
+    except Exception:  # noqa: BLE001 - a plugin refusing the probe must not stop the sweep
+        return math.nan
+
+
+def _write_val_manifest(out: Path, val: SplitData) -> None:
+    """The val images the per-image records refer to, once per data identity."""
+    path = out / val_manifest_name(val.identity)
+    if not path.exists():
+        manifest = {"val_id": val.identity, "classes": val.classes, "files": val.files,
+                    "labels": val.labels.tolist()}
+        write_text_atomic(path, json.dumps(manifest) + "\n")
+
+
+def _placeable(attns: list[str], arch: str, num_classes: int, spec: str, info: DistInfo) -> list[str]:
+    """The entries of ``attns`` that ``build_model`` can put into ``arch``; the others are
+    skipped with their reason. An entry named explicitly in ``spec`` (not by a pattern) that
+    cannot be placed is a :class:`UsageError`."""
+    from .train import build_network
+
+    explicit = {s.strip() for s in spec.split(",") if not any(ch in s for ch in "*?[")}
+    fit, refused = [], {}
+    for name in attns:
+        try:
+            build_network(arch, name, num_classes)
+        except ValueError as error:
+            refused[name] = str(error)
+        else:
+            fit.append(name)
+    for name, reason in refused.items():
+        _say(info, f"skipping {name}: {reason}")
+    if refused.keys() & explicit:
+        raise UsageError(f"cannot build {arch} with {', '.join(sorted(refused.keys() & explicit))}")
+    return fit
+
+
+def _run_line(r: dict[str, Any]) -> str:
+    """A run's result in one line: its scores, or its status and message."""
+    if r["status"] == "ok":
+        return (f"{r['attn']:>14s} seed {r['seed']}: top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%  "
+                f"val loss {r['val_loss']:.3f}  {r['epochs']} epochs  {r['wall_s']:.0f} s")
+    return f"{r['attn']:>14s} seed {r['seed']}: {r['status']} ({r.get('message', '')})"
