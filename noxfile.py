@@ -1,4 +1,4 @@
-"""nox sessions: ``bench``, ``report``, ``tests``, ``lint``, ``regress``, ``benchmarks`` (``nox -s NAME``).
+"""nox sessions: ``bench``, ``report``, ``tests``, ``quick``, ``lint``, ``regress``, ``benchmarks`` (``nox -s NAME``).
 
 Sessions create their environments with uv when it is installed (``pip install "nox[uv]"``):
 all of them share uv's package cache, so the first one downloads torch and the later ones link
@@ -113,6 +113,15 @@ def tests(session: nox.Session) -> None:
     """Run the test suite: ``nox -s tests [-- PYTEST_ARGS]``."""
     _install(session, "-e", ".[test]")
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def quick(session: nox.Session) -> None:
+    """The fast tier, what a contributor runs before each commit: every test not marked ``slow``
+    (under 2 minutes on 2 cores once the environment exists): ``nox -s quick [-- PYTEST_ARGS]``.
+    ``nox -s tests`` is the full suite, the one CI runs."""
+    _install(session, "-e", ".[test]")
+    session.run("python", "-m", "pytest", "-q", "-m", "not slow", *session.posargs)
 
 
 @nox.session
