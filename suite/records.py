@@ -38,6 +38,9 @@ __all__ = [
     "compact_record",
     "expand_record",
     "environment_id",
+    "ENV_PREFIX",
+    "environment_columns",
+    "current_environment_names",
     "ENVIRONMENT_FIELDS",
     "environment_fields",
     "write_csv_atomic",
@@ -89,8 +92,28 @@ ENVIRONMENT_FIELDS: tuple[str, ...] = (
     "torch_version", "torchvision_version", "fvcore_version", "thop_version", "numpy_version",
     "pandas_version", "timm_version", "gpu", "gpu_driver", "cuda",
 )
-"""The fields of :func:`suite.env.collect_environment` (the latency and memory stages name them
-with ``env_`` before, and add their own settings with that prefix)."""
+"""The fields of :func:`suite.env.collect_environment`; every stage's records name them with
+:data:`ENV_PREFIX` before (:func:`environment_columns`), beside the configuration's own fields
+(a row's ``threads`` is what it ran with, ``env_threads`` torch's setting when the run began)."""
+
+ENV_PREFIX = "env_"
+"""What every environment field of a record or table starts with (a stage's own environment
+settings, the latency stage's ``env_timer`` for instance, too)."""
+
+
+def environment_columns(environment: dict[str, Any]) -> dict[str, Any]:
+    """``environment`` as every stage's records and tables name it: :data:`ENV_PREFIX` before each field."""
+    return {f"{ENV_PREFIX}{k}": v for k, v in environment.items()}
+
+
+def current_environment_names(environment: dict[str, Any]) -> dict[str, Any]:
+    """An environment as stored by an older version (the cost and accuracy stages wrote
+    :data:`ENVIRONMENT_FIELDS` without the prefix) under the names every stage uses now; an
+    environment already named so is returned as it is. Applied when records are read, so
+    committed and users' older folders read as new ones."""
+    if not any(k in ENVIRONMENT_FIELDS for k in environment):
+        return environment
+    return {(f"{ENV_PREFIX}{k}" if k in ENVIRONMENT_FIELDS else k): v for k, v in environment.items()}
 
 ENVIRONMENTS_FILE = "environments.jsonl"
 """The file, beside a folder's records, that holds each environment its records name in ``env_id``."""
@@ -159,9 +182,10 @@ class RecordStore:
         self._written_environments: set[str] | None = None  # ids in the file, read at the first append
 
     def read(self) -> list[dict[str, Any]]:
-        """All complete records, in the order written, each with its environment's fields (a
-        torn line, or one that is not a JSON object, is skipped)."""
-        environments = self.environments()
+        """All complete records, in the order written, each with its environment's fields under
+        their current names (:func:`current_environment_names`; a torn line, or one that is not a
+        JSON object, is skipped)."""
+        environments = {env_id: current_environment_names(fields) for env_id, fields in self.environments().items()}
         return [expand_record(record, environments) for record in _read_lines(self.path)]
 
     def environments(self) -> dict[str, dict[str, Any]]:
@@ -338,9 +362,9 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
 
 def environment_fields(record: dict[str, Any]) -> dict[str, Any]:
     """The fields of ``record`` that describe its environment, in the record's order: those named
-    ``env_*`` where it has them (the latency and memory stages, whose rows also have a
-    configuration's own ``threads``), else those of :data:`ENVIRONMENT_FIELDS`."""
-    prefixed = {k: v for k, v in record.items() if k.startswith("env_") and k != ENV_ID}
+    with :data:`ENV_PREFIX`, else (a record inlined by an older version of the cost or accuracy
+    stage) those of :data:`ENVIRONMENT_FIELDS`."""
+    prefixed = {k: v for k, v in record.items() if k.startswith(ENV_PREFIX) and k != ENV_ID}
     return prefixed or {k: v for k, v in record.items() if k in ENVIRONMENT_FIELDS}
 
 

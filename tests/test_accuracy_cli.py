@@ -47,7 +47,7 @@ def test_smoke_profile_end_to_end_and_rerun_skips(imagenette_root, cache_dir, tm
     for r in records:
         assert 0.0 <= r["top1"] <= r["top5"] <= 1.0
         assert r["epochs"] == 2 and r["wall_s"] > 0 and r["val_loss"] > 0
-        assert r["commit"] and r["torch_version"] and r["recipe_config"]["image_size"] == 32
+        assert r["env_commit"] and r["env_torch_version"] and r["threads"] >= 1 and r["recipe_config"]["image_size"] == 32
     assert not list((out / "checkpoints").glob("*.pt"))  # removed once the row is written
     runs = pd.read_csv(out / "runs.csv")
     assert list(runs["attn"]) == ["none", "none", "se", "se"]

@@ -68,7 +68,8 @@ def test_refused_shape_is_an_error_row_and_the_run_resumes(tmp_path, capsys, ref
     assert len(ok) == 3
     assert (ok["macs_fvcore"] == ok["macs_formula"]).all()
     for column in ("macs_thop", "macs_thop_shipped", "macs_fvcore_shipped", "flops_torch",
-                   "act_saved_bytes", "torch_version", "fvcore_version", "thop_version", "commit", "date"):
+                   "act_saved_bytes", "env_torch_version", "env_fvcore_version", "env_thop_version", "env_commit",
+                   "env_date"):
         assert column in table.columns, column
     # a re-run measures only what is not ok yet
     assert main(args) == 0

@@ -13,6 +13,8 @@ from suite.records import (
     ENVIRONMENTS_FILE,
     RecordStore,
     compact_record,
+    current_environment_names,
+    environment_columns,
     environment_fields,
     expand_record,
     main,
@@ -116,6 +118,25 @@ def test_the_committed_records_name_their_environment(stage: str) -> None:
     written = _lines(records_file)
     assert all("env_id" in line for line in written)
     copied = [k for line in written for k in line if k.startswith("env_") and k != "env_id"]
-    if stage in ("cost", "accuracy"):  # the stages whose environment fields have no prefix
+    if stage in ("cost", "accuracy"):  # stored by a version that wrote these stages' fields without the prefix
         copied += [k for line in written for k in line if k in ENVIRONMENT_FIELDS]
     assert not copied
+    read = RecordStore(records_file).read()
+    assert all(record["env_commit"] for record in read)
+    assert not any(k in ENVIRONMENT_FIELDS and k != "threads" for record in read for k in record)
+
+
+def test_every_stage_names_the_environment_with_the_prefix() -> None:
+    assert environment_columns({"commit": "abc", "threads": 2}) == {"env_commit": "abc", "env_threads": 2}
+
+
+def test_an_environment_stored_without_the_prefix_reads_under_the_current_names(tmp_path: Path) -> None:
+    """Older cost and accuracy records stored their environment unprefixed; they read as new ones,
+    and a record's own field of the same name (the accuracy run's ``threads``) is its own."""
+    path = tmp_path / "records.jsonl"
+    (tmp_path / ENVIRONMENTS_FILE).write_text(json.dumps(
+        {"env_id": "old", "fields": {"commit": "abc", "threads": 2, "cpu": "AMD EPYC"}}) + "\n")
+    path.write_text(json.dumps({"key": "a", "threads": 1, "env_id": "old", "status": "ok"}) + "\n")
+    assert RecordStore(path).read() == [
+        {"key": "a", "threads": 1, "env_commit": "abc", "env_threads": 2, "env_cpu": "AMD EPYC", "status": "ok"}]
+    assert current_environment_names({"env_commit": "abc"}) == {"env_commit": "abc"}

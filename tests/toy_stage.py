@@ -17,6 +17,7 @@ import pandas as pd
 import modules
 from suite.errors import UsageError
 from suite.options import add_options, setting
+from suite.records import environment_columns
 from suite.stage import run_stage
 from suite.stages import StageSpec
 
@@ -82,6 +83,6 @@ def main(settings: ToySettings) -> int:
         raise UsageError(f"--attn: {exc}") from None
     run_stage([ToyConfig(n) for n in names], settings.out, str(SPEC.records_file),
               lambda config: {"name_length": len(config.attn)}, tables,
-              environment=lambda: {"commit": "toy"}, classify=lambda exc: "error",
+              environment=lambda: environment_columns({"commit": "toy"}), classify=lambda exc: "error",
               force=settings.force, progress=not settings.no_progress)
     return 0

@@ -25,7 +25,13 @@ import pandas as pd
 from suite.env import collect_environment
 from suite.errors import UsageError
 from suite.portable import format_traceback, shown_path
-from suite.records import RecordStore, folder_lock, write_csv_atomic, write_text_atomic
+from suite.records import (
+    RecordStore,
+    environment_columns,
+    folder_lock,
+    write_csv_atomic,
+    write_text_atomic,
+)
 from suite.stage import failure_fields, pending
 
 from .data import DataNotFoundError, SplitData, list_classes, load_split, select_classes
@@ -160,7 +166,7 @@ def _sweep(settings: AccuracySettings, recipe: Recipe, attns: list[str], root: P
     identity = run_identity(recipe.fingerprint(), train.identity, val.identity, amp_active(recipe, info.device),
                             torch.get_num_threads())
     sweep = Sweep(settings, recipe, info, out, root, train, val, identity,
-                  collect_environment() if info.is_main else {}, RecordStore(out / "runs.jsonl"),
+                  environment_columns(collect_environment()) if info.is_main else {}, RecordStore(out / "runs.jsonl"),
                   RecordStore(out / "per_image.jsonl"))
     plan = _plan(sweep, attns, seeds)
     if info.is_main:

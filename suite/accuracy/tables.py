@@ -40,6 +40,16 @@ LEGACY_FIELDS = {"note": "message"}
 """Record fields of older runs, by the name the tables give them now (the text of a run that is
 not ``ok`` is its ``message``, as in every stage)."""
 
+
+def current_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A run's record under the names the tables use now, without its traceback. Older runs
+    named fields as :data:`LEGACY_FIELDS` says, and stored the run's thread count (a field of its
+    identity) only with their environment, where it now reads as ``env_threads``."""
+    current = {LEGACY_FIELDS.get(k, k): v for k, v in record.items() if k != "traceback"}
+    if "threads" not in current and "env_threads" in current:
+        current["threads"] = current["env_threads"]
+    return current
+
 PerImage = dict[str, dict[int, list[bool]]]
 """Top-1 right or wrong per val image, ``{attn: {seed: [bool, ...]}}``."""
 
@@ -51,7 +61,7 @@ def build_tables(
     default the last record's; :func:`suite.accuracy.identity.same_comparison`), the runs
     table (baseline first, then by attention type and seed) and the paired delta table. Runs
     of different recipes, data, precision, thread counts or code are never compared."""
-    records = [{LEGACY_FIELDS.get(k, k): v for k, v in r.items() if k != "traceback"} for r in records]
+    records = [current_record(r) for r in records]
     if records:
         identity = identity or {k: records[-1].get(k) for k in IDENTITY_FIELDS}
         records = same_comparison(records, identity)

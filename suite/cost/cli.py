@@ -78,7 +78,7 @@ def main(settings: CostSettings) -> int:
     import modules
 
     from ..env import collect_environment
-    from ..records import FolderLockedError
+    from ..records import FolderLockedError, environment_columns
     from ..stage import rewrite_tables, run_stage
     from .grid import classify_cost_error, measure_cost, model_jobs, module_jobs, tables
 
@@ -106,7 +106,7 @@ def main(settings: CostSettings) -> int:
     try:
         # counting is deterministic: a job that failed is counted again on the next run
         result, run = run_stage(
-            jobs, settings.out, RECORDS_FILE, measure_cost, tables, environment=collect_environment,
+            jobs, settings.out, RECORDS_FILE, measure_cost, tables, environment=lambda: environment_columns(collect_environment()),
             classify=classify_cost_error, force=settings.force, retry_failed=True,
             progress=not settings.no_progress, desc="cost",
         )

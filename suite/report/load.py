@@ -114,7 +114,8 @@ def load_all(raw_dir: Path) -> dict[str, StageData]:
 
 
 def environment_of(frame: pd.DataFrame) -> dict[str, Any]:
-    """The environment recorded with the first row of ``frame`` (``env_`` prefix removed)."""
+    """The environment recorded with the first row of ``frame``, by its fields' plain names (the
+    tables name them with :data:`~suite.records.ENV_PREFIX`; a CSV of an older version may not)."""
     if frame is None or frame.empty:
         return {}
     row = frame.iloc[0]
