@@ -31,6 +31,7 @@ from . import (  # noqa: F401  (imported to register their entries)
 from ._base import AttentionModule, Shape
 from ._registry import (
     BASELINE,
+    NO_OFFICIAL_CODE,
     AttentionInfo,
     BlockSelector,
     create,
@@ -47,6 +48,7 @@ __all__ = [
     "AttentionInfo",
     "AttentionModule",
     "BlockSelector",
+    "NO_OFFICIAL_CODE",
     "Shape",
     "build_model",
     "create",

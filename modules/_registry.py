@@ -24,6 +24,7 @@ __all__ = [
     "unregister_attention",
     "list_attention",
     "BASELINE",
+    "NO_OFFICIAL_CODE",
     "get_info",
     "create",
 ]
@@ -102,9 +103,26 @@ class BlockSelector:
 ALL_BLOCKS = BlockSelector()
 
 
+NO_OFFICIAL_CODE = "no official code"
+"""How an ``official_source`` starts for a type whose design has no official code."""
+
+
 @dataclass(frozen=True)
 class AttentionInfo:
-    """Metadata of one registered attention type."""
+    """Metadata of one registered attention type.
+
+    ``official_source`` says where the design and its default placement are read from, in one of
+    two forms:
+
+    * ``"https://github.com/<owner>/<repo> <file>[, <file>] (<the insertion in that code>)"``: the
+      official repository that defines the block and inserts it into the backbone (a second
+      repository is named after it where the entry follows that one's configuration, e.g. timm's);
+    * ``"no official code: <paper>, <venue or arXiv id>, Sec. <n> (<what it says>)"`` (starting
+      with :data:`NO_OFFICIAL_CODE`): a type without official code (plain global pooling, the
+      designs of the user's seed texts), cited by the paper section that defines it, or by its
+      source text where there is no paper; the text says whether the placement is the paper's or
+      our own choice.
+    """
 
     name: str
     factory: Callable[..., nn.Module]
@@ -167,7 +185,8 @@ def register_attention(
     ``out_channels``. ``backbone_kwargs`` are extra keyword arguments :func:`modules.build_model`
     passes when it inserts the entry into a backbone (e.g. ``out_norm_layer=None`` for a conv
     entry whose own trailing norm would duplicate the block's). ``placement`` and ``blocks`` are
-    the official insertion (``official_source`` names the file it is read from);
+    the official insertion (``official_source`` names the file it is read from, in the form
+    :class:`AttentionInfo` describes);
     ``stage_kwargs`` maps a 1-based ResNet stage to keyword arguments used there (e.g. FcaNet's
     per-stage DCT grid), applied to the ImageNet ResNets only. ``last_stage_stride`` is a
     backbone change of the official network (GSoP-Net1's stride-1 ``layer4``), applied with the

@@ -161,6 +161,8 @@ register_attention(
     arxiv="1807.06514",
     kind="gate",
     placement="transition",
+    official_source="https://github.com/Jongchan/attention-module MODELS/bam.py, "
+    "MODELS/model_resnet.py (bam1, bam2, bam3 after layer1, layer2, layer3)",
     placement_note=(
         "the paper puts one BAM at each bottleneck where the map is downsampled (end of a stage), "
         "not in every block (ImageNet ResNets: after stages 1-3, none after the last); its residual "

@@ -238,6 +238,10 @@ class Cbam(AttentionModule):
 
 
 _PAPER = "CBAM: Convolutional Block Attention Module"
+_OFFICIAL_SOURCE = (
+    "https://github.com/Jongchan/attention-module MODELS/cbam.py, MODELS/model_resnet.py (CBAM after "
+    "bn3 of every Bottleneck, bn2 of every BasicBlock, before the add)"
+)
 register_attention(
     "cbam",
     Cbam,
@@ -245,6 +249,7 @@ register_attention(
     paper=_PAPER,
     arxiv="1807.06521",
     kind="gate",
+    official_source=_OFFICIAL_SOURCE,
     description="channel gate (shared MLP on avg+max, r=16) then spatial gate (7x7 conv+BN on [max,mean])",
 )
 register_attention(
@@ -254,6 +259,7 @@ register_attention(
     paper=_PAPER,
     arxiv="1807.06521",
     kind="gate",
+    official_source=f"{_OFFICIAL_SOURCE}; the channel gate alone is the code's CBAM(no_spatial=True)",
     description="CBAM's channel gate only: sigmoid(MLP(avg) + MLP(max)) -> scale, shared MLP, r=16",
 )
 register_attention(
@@ -263,5 +269,7 @@ register_attention(
     paper=_PAPER,
     arxiv="1807.06521",
     kind="gate",
+    official_source=f"{_OFFICIAL_SOURCE}; the spatial gate alone is the code's SpatialGate, which "
+    "the code never uses without the channel gate (the placement is CBAM's)",
     description="CBAM's spatial gate only: sigmoid(BN(conv7x7([max_c, mean_c]))) -> scale",
 )

@@ -67,7 +67,7 @@ from ._base import (
     padded_output_size,
     reduced_channels,
 )
-from ._registry import BlockSelector, register_attention
+from ._registry import NO_OFFICIAL_CODE, BlockSelector, register_attention
 
 __all__ = ["CoordAttention", "DyCAConv", "coordinate_mip"]
 
@@ -290,6 +290,11 @@ class DyCAConv(AttentionModule):
         return gates + pooled + mix + weighting + scale + conv + out_norm + out_act
 
 
+_DYCACONV_SOURCE = (
+    f"{NO_OFFICIAL_CODE}: a Q&A page's dynamic coordinate-attention snippet (the user's seed 003), "
+    "no paper; the placement is our choice, the conv rule (in place of every block's 3x3 conv)"
+)
+
 register_attention(
     "ca",
     CoordAttention,
@@ -298,7 +303,7 @@ register_attention(
     arxiv="2103.02907",
     kind="gate",
     blocks=BlockSelector(skip_unexpanded=True),
-    official_source="houqb/CoordAttention mbv2_ca.py (after the depthwise conv of every inverted "
+    official_source="https://github.com/houqb/CoordAttention mbv2_ca.py (after the depthwise conv of every inverted "
     "residual with expand ratio != 1)",
     description="strip means over W and H -> shared 1x1 C->max(8,C/32) + BN + h_swish -> "
     "1x1 convs -> sigmoid gates a_h, a_w; y = x * a_w * a_h",
@@ -311,6 +316,7 @@ register_attention(
     arxiv=None,
     kind="conv",
     backbone_kwargs={"out_norm_layer": None, "out_act_layer": None},
+    official_source=_DYCACONV_SOURCE,
     description="CA gates mixed by softmax(FC(GAP)): x * (w0*a_w + w1*a_h) -> conv kxk -> BN -> SiLU",
 )
 register_attention(
@@ -321,6 +327,8 @@ register_attention(
     arxiv=None,
     kind="conv",
     backbone_kwargs={"out_norm_layer": None, "out_act_layer": None},
+    official_source=f"{_DYCACONV_SOURCE}; the max strips are the user's request in the same "
+    "text, with adaptive max pooling",
     description="DyCAConv whose shared CA conv also sees max-pooled strips (concatenated "
     "along channels, 2C -> mip)",
     add_maxpool=True,

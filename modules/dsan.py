@@ -71,7 +71,7 @@ from ._base import (
     numel,
     reduced_channels,
 )
-from ._registry import register_attention
+from ._registry import NO_OFFICIAL_CODE, register_attention
 
 __all__ = ["DsanChannelAttention", "DSANet", "dsan_net"]
 
@@ -125,6 +125,10 @@ register_attention(
     paper="DSAN channel attention (Keras sketch in a CSDN blog post on cross-channel pooling; no paper)",
     arxiv=None,
     kind="gate",
+    official_source=f"{NO_OFFICIAL_CODE}: a Keras sketch in a CSDN blog post on cross-channel "
+    "pooling (the user's seed 000), no paper, which applies it once to its small network's last "
+    "map; the ResNet placement is our choice, SE's rule (after the last BN of every block, before "
+    "the add)",
     description="cat[GAP, GMP] (2C) -> FC C/r -> ReLU -> FC C -> sigmoid -> scale (r=16)",
 )
 

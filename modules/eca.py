@@ -133,6 +133,10 @@ class EfficientChannelAttention(AttentionModule):
 
 
 _PAPER = "ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks"
+_OFFICIAL_SOURCE = (
+    "https://github.com/BangguWu/ECANet models/eca_module.py, models/eca_resnet.py (eca_layer after "
+    "bn3 of every ECABottleneck, bn2 of every ECABasicBlock, before the add)"
+)
 register_attention(
     "eca",
     EfficientChannelAttention,
@@ -140,6 +144,7 @@ register_attention(
     paper=_PAPER,
     arxiv="1910.03151",
     kind="gate",
+    official_source=_OFFICIAL_SOURCE,
     description="GAP -> 1-D conv over channels, adaptive k (gamma=2, b=1), no bias -> sigmoid -> scale",
 )
 register_attention(
@@ -149,6 +154,7 @@ register_attention(
     paper=_PAPER,
     arxiv="1910.03151",
     kind="gate",
+    official_source=_OFFICIAL_SOURCE,
     description="ECA with a fixed k=3 (the official code's default), no bias",
     kernel_size=3,
 )
@@ -159,6 +165,8 @@ register_attention(
     paper=_PAPER,
     arxiv="1910.03151",
     kind="gate",
+    official_source=f"{_OFFICIAL_SOURCE}; the circular padding: "
+    "https://github.com/huggingface/pytorch-image-models timm/layers/eca.py (CecaModule)",
     description="ECA with circular padding over channels, adaptive k (timm's CecaModule)",
     circular=True,
 )

@@ -203,7 +203,7 @@ register_attention(
         3: {"dct_h": 14, "dct_w": 14},
         4: {"dct_h": 7, "dct_w": 7},
     },
-    official_source="cfzd/FcaNet model/fcanet.py (after bn3 of every block; DCT grid 56/28/14/7 "
+    official_source="https://github.com/cfzd/FcaNet model/fcanet.py (after bn3 of every block; DCT grid 56/28/14/7 "
     "by stage)",
     description=(
         "Multi-spectral channel attention: 16 DCT frequencies (top16) on the stage's map size "

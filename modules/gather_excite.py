@@ -152,6 +152,11 @@ register_attention(
     paper="Gather-Excite: Exploiting Feature Context in Convolutional Neural Networks",
     arxiv="1810.12348",
     kind="gate",
+    official_source="https://github.com/hujie-frank/GENet models/RN50-GEP.prototxt, "
+    "models/RN50-GEPF.prototxt, models/RN50-GEPP.prototxt (Caffe: GE after the last BN of every "
+    "block, joined to the shortcut by an Axpy layer, i.e. before the add); the configuration "
+    "registered here: https://github.com/huggingface/pytorch-image-models "
+    "timm/layers/gather_excite.py (GatherExcite defaults)",
     description="timm's default GatherExcite: global parameter-free gather (GAP) -> "
     "MLP C->C/16->C -> sigmoid -> scale",
 )

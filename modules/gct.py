@@ -102,7 +102,7 @@ register_attention(
     arxiv="1909.11519",
     kind="gate",
     placement="pre_conv",
-    official_source="z-x-yang/GCT PyTorch/resnet.py (a GCT before the stem conv, conv1, conv2, "
+    official_source="https://github.com/z-x-yang/GCT PyTorch/resnet.py (a GCT before the stem conv, conv1, conv2, "
     "conv3 and the downsample conv)",
     description="alpha * l2 norm over HW -> gamma / rms over C -> 1 + tanh(. + beta) -> scale (3C params)",
 )

@@ -146,7 +146,7 @@ class GlobalContext(AttentionModule):
 
 _OFFICIAL_BLOCKS = BlockSelector(stages=(2, 3, 4))
 _OFFICIAL_SOURCE = (
-    "xvjiarui/GCNet configs (stage_with_gcb=(False, True, True, True): every block of c3-c5, "
+    "https://github.com/xvjiarui/GCNet configs (stage_with_gcb=(False, True, True, True): every block of c3-c5, "
     "after the last BN)"
 )
 

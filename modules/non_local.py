@@ -139,7 +139,7 @@ register_attention(
     blocks=BlockSelector(stages=(2, 3), every=2),
     placement_note="O((HW)^2) cost: the paper adds a few blocks (5 in res3/res4), never one per "
     "residual branch",
-    official_source="facebookresearch/video-nonlocal-net lib/models/resnet_video.py "
+    official_source="https://github.com/facebookresearch/video-nonlocal-net lib/models/resnet_video.py "
     "(nonlocal_mod = 2 in res3 and res4: 2 + 3 units after blocks, USE_SCALE: True)",
     description="embedded Gaussian: theta, phi, g 1x1 C->C/2; softmax(theta^T phi) g -> 1x1 "
     "C/2->C -> BN (gamma 0) -> residual add",

@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._base import AttentionModule, Shape, check_divisible, check_positive_int, numel
-from ._registry import register_attention
+from ._registry import NO_OFFICIAL_CODE, register_attention
 
 __all__ = ["GlobalAvgPool", "GlobalMaxPool", "CrossChannelPool"]
 
@@ -209,6 +209,21 @@ class CrossChannelPool(AttentionModule):
 
 _GAP_PAPER = "Network In Network"
 _GMP_PAPER = "Is object localization for free? Weakly-supervised learning with CNNs (CVPR 2015)"
+_GAP_SOURCE = (
+    f"{NO_OFFICIAL_CODE}: Lin, Chen, Yan, Network In Network, ICLR 2014, arXiv:1312.4400, Sec. 3.2 "
+    "(global average pooling of the last feature maps in place of the fully connected classifier): "
+    "the classifier's global pooling"
+)
+_GMP_SOURCE = (
+    f"{NO_OFFICIAL_CODE}: Oquab, Bottou, Laptev, Sivic, Is object localization for free?, CVPR 2015 "
+    "(no arXiv version), Sec. 3 (a global max-pooling layer over the last score maps): the "
+    "classifier's global pooling"
+)
+_CCP_SOURCE = (
+    f"{NO_OFFICIAL_CODE}: Goodfellow et al., Maxout Networks, ICML 2013, arXiv:1302.4389, Sec. 3 "
+    "(the maxout unit: the max over groups of k linear pieces); no backbone placement (it changes "
+    "the channel count)"
+)
 for _name, _impl, _text in (
     ("gap_adaptive", "adaptive", "F.adaptive_avg_pool2d(x, 1)"),
     ("gap_kernel", "kernel", "F.avg_pool2d(x, (H, W))"),
@@ -222,6 +237,7 @@ for _name, _impl, _text in (
         arxiv="1312.4400",
         kind="pool",
         placement="head",
+        official_source=_GAP_SOURCE,
         description=f"global average pooling (N,C,H,W)->(N,C,1,1) as {_text}",
         impl=_impl,
     )
@@ -238,6 +254,7 @@ for _name, _impl, _text in (
         arxiv=None,
         kind="pool",
         placement="head",
+        official_source=_GMP_SOURCE,
         description=f"global max pooling (N,C,H,W)->(N,C,1,1) as {_text}",
         impl=_impl,
     )
@@ -255,6 +272,7 @@ for _name, _mode in (("ccp_max", "max"), ("ccp_mean", "mean")):
         kind="pool",
         placement="none",
         placement_note=_CCP_NOTE,
+        official_source=_CCP_SOURCE,
         description=f"cross-channel {_mode} pooling over groups of k consecutive channels, C -> C/k (k=2)",
         mode=_mode,
     )

@@ -151,7 +151,7 @@ register_attention(
     blocks=BlockSelector(last_only=True),
     stage_kwargs={1: {"dr_stride": 2}},
     last_stage_stride=1,
-    official_source="ZilinGao/Global-Second-order-Pooling-Convolutional-Networks "
+    official_source="https://github.com/ZilinGao/Global-Second-order-Pooling-Convolutional-Networks "
     "torchvision/models/resnet.py (chan_att after bn3 of the last block of each stage, before "
     "the add; DR_stride 2 in stage 1; layer4 stride 1)",
     description="relu -> 1x1 C->128 + BN + ReLU -> covariance 128x128 -> BN -> row-wise "

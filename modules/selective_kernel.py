@@ -289,6 +289,10 @@ register_attention(
     arxiv="1903.06586",
     kind="conv",
     placement="conv",
+    official_source="https://github.com/implus/SKNet models/sknet50.prototxt (Caffe: an SK unit in "
+    "place of the 3x3 grouped conv of every ResNeXt bottleneck); the configuration registered "
+    "here: https://github.com/huggingface/pytorch-image-models timm/layers/selective_kernel.py "
+    "(SelectiveKernel defaults)",
     description=(
         "Selective Kernel conv (timm config): 3x3 and 3x3-dilation-2 paths on split input, each "
         "conv-BN-ReLU; GAP of their sum -> FC d (BN, ReLU) -> FC 2C -> softmax over paths -> weighted sum"

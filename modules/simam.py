@@ -89,6 +89,6 @@ register_attention(
     arxiv=None,
     kind="gate",
     placement="after_conv2",
-    official_source="ZjjConan/SimAM networks/imagenet/resnet.py (conv2 -> SimAM -> bn2)",
+    official_source="https://github.com/ZjjConan/SimAM networks/imagenet/resnet.py (conv2 -> SimAM -> bn2)",
     description="Parameter-free energy gate: x * sigmoid((x-mu)^2 / (4 (var + 1e-4)) + 0.5), per channel",
 )

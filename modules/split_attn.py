@@ -210,6 +210,8 @@ register_attention(
     arxiv="2004.08955",
     kind="conv",
     placement="conv",
+    official_source="https://github.com/zhanghang1989/ResNeSt resnest/torch/models/splat.py, "
+    "resnest/torch/models/resnet.py (SplAtConv2d as conv2, the 3x3 conv, of every Bottleneck)",
     description=(
         "Split attention (radix 2, cardinality 1): grouped conv to 2C, BN, ReLU; GAP of the split sum "
         "-> FC (BN, ReLU) -> FC 2C -> softmax over radix -> weighted sum of splits"

@@ -119,6 +119,8 @@ register_attention(
     paper="Squeeze-and-Excitation Networks",
     arxiv="1709.01507",
     kind="gate",
+    official_source="https://github.com/hujie-frank/SENet models/SE-ResNet-50.prototxt (Caffe: the "
+    "SE unit on the residual branch after the last BN of every block, before the add)",
     description="GAP -> FC C/r -> ReLU -> FC C -> sigmoid -> scale (r=16)",
 )
 register_attention(
@@ -128,5 +130,9 @@ register_attention(
     paper="CenterMask: Real-Time Anchor-Free Instance Segmentation",
     arxiv="1911.06667",
     kind="gate",
+    official_source="https://github.com/youngwanLEE/CenterMask "
+    "maskrcnn_benchmark/modeling/backbone/vovnet.py (eSEModule at the end of every OSA module of "
+    "VoVNetV2, after its concat 1x1 conv, before the identity add; it has no ResNet placement, so "
+    "ResNets get SE's: after the last BN of every block, before the add)",
     description="Effective SE: GAP -> FC C -> hard sigmoid -> scale",
 )

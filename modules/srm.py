@@ -105,5 +105,8 @@ register_attention(
     paper="SRM: A Style-based Recalibration Module for Convolutional Neural Networks",
     arxiv="1903.10829",
     kind="gate",
+    official_source="https://github.com/hyunjaelee410/style-based-recalibration-module "
+    "models/recalibration_modules.py, models/resnet.py (SRMLayer after bn3 of every Bottleneck, "
+    "bn2 of every BasicBlock, before the add)",
     description="Style pooling (channel mean, std) -> channel-wise FC (2 weights/channel) -> BN -> sigmoid -> scale",
 )

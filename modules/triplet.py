@@ -149,6 +149,9 @@ register_attention(
     paper="Rotate to Attend: Convolutional Triplet Attention Module",
     arxiv="2010.03045",
     kind="gate",
+    official_source="https://github.com/landskape-ai/triplet-attention MODELS/triplet_attention.py, "
+    "MODELS/resnet.py (TripletAttention after bn3 of every Bottleneck, bn2 of every BasicBlock, "
+    "before the add)",
     description=(
         "Three Z-pool (max, mean) -> 7x7 conv -> BN -> sigmoid gates on the (C,W), (H,C) and (H,W) "
         "planes, averaged"

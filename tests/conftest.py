@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The harness's cache folder in a temporary folder for the whole session, so that no test
+    reads or writes the user's ``~/.cache/attnbench``: ``$ATTNBENCH_CACHE``, which
+    ``suite.accuracy.data.default_cache_dir`` reads first; worker processes inherit it."""
+    cache = tmp_path_factory.mktemp("attnbench-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ATTNBENCH_CACHE", str(cache))
+        yield cache
 
 
 @pytest.fixture()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,9 +16,16 @@ import pandas as pd
 import pytest
 from plugin_fixtures import write_half_gate
 
+from suite.accuracy.data import default_cache_dir
 from suite.env import PROJECT_ROOT
+from suite.report.readme import FIGURE_TEXT
 
 pytestmark = pytest.mark.slow
+
+LATENCY_FIGURES = {"latency_heatmap": "module", "latency_scaling": "module", "model_latency": "model"}
+"""The figures drawn from latency rows, with the level of those rows. On a busy machine every
+row of a level may rightly be ``contended`` (no clean measurement); the figure is then not
+drawn and the README says why. Every other figure is drawn on any machine."""
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -58,14 +66,35 @@ def test_smoke_profile_with_plugin_writes_every_output(tmp_path: Path) -> None:
         assert {line.get("env_id") for line in lines} <= {e["env_id"] for e in environments}, stage
         assert not [k for line in lines for k in line if k in ("env_commit", "commit")], stage
 
-    figures = sorted((out / "figures").glob("*.png"))
-    assert len(figures) >= 5
-    for figure in figures:
-        data = figure.read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, figure.name
+    _assert_every_figure_drawn_or_explained(out)
+    cache = Path(os.environ["ATTNBENCH_CACHE"])  # the session's temporary cache (conftest.py)
+    assert any(cache.glob("*.pt")), "the accuracy stage did not use the tests' cache"
+
+
+def _assert_every_figure_drawn_or_explained(out: Path) -> None:
+    """Each figure of the report is a PNG the README shows, or, for a latency figure whose rows
+    the machine's load made all ``contended``, a README line that says why it is not drawn."""
     readme = (out / "README.md").read_text()
-    for figure in figures:
-        assert f"figures/{figure.name}" in readme
+    latency = pd.read_csv(out / "latency.csv")
+    assert set(latency["status"]) <= {"ok", "contended"}, latency[["attn", "status", "message"]]
+    for key, (title, _) in FIGURE_TEXT.items():
+        figure = out / "figures" / f"{key}.png"
+        section = readme.split(f"### {title}\n", 1)[1].split("\n#", 1)[0]
+        if figure.exists():
+            data = figure.read_bytes()
+            assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, figure.name
+            assert f"](figures/{figure.name})" in section, key
+            continue
+        assert key in LATENCY_FIGURES, f"{key} is not drawn: {section.strip()}"
+        rows = latency[latency["level"] == LATENCY_FIGURES[key]]
+        assert len(rows) and (rows["status"] == "contended").all(), (key, rows[["attn", "status"]])
+        assert re.search(r"_Not drawn: [^\n]*successful[^\n]*latency", section), (key, section)
+
+
+def test_the_tests_use_a_temporary_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    cache = default_cache_dir()
+    assert cache.is_relative_to(tmp_path_factory.getbasetemp())
+    assert not cache.is_relative_to(Path.home() / ".cache")
 
 
 def test_killed_bench_resumes_without_redoing_work(tmp_path: Path) -> None:
@@ -96,3 +125,17 @@ def test_killed_bench_resumes_without_redoing_work(tmp_path: Path) -> None:
     assert len(records) >= measured_before
     table = pd.read_csv(out / "raw" / "latency" / "latency.csv")
     assert not table.duplicated(subset=["key"]).any()
+
+
+@pytest.mark.parametrize(("path", "ignored"), [
+    ("reports/smoke/README.md", True),  # the smoke profile's default output: a check, not a report
+    ("reports/smoke/raw/latency/records.jsonl", True),
+    ("reports/regress/baseline-run-1.json", True),  # a baseline run's per-run measurement
+    ("reports/cpu/README.md", False),  # committed reference reports stay tracked
+    ("reports/regress/ab_gate_ratio.json", False),
+])
+def test_run_outputs_are_ignored_and_reference_reports_are_not(path: str, ignored: bool) -> None:
+    if not (PROJECT_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    check = subprocess.run(["git", "check-ignore", "--quiet", "--no-index", path], cwd=PROJECT_ROOT)
+    assert check.returncode == (0 if ignored else 1), path

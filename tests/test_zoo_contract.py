@@ -53,6 +53,24 @@ def test_metadata_is_complete(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_official_source_names_a_repository_or_a_paper_section(name: str) -> None:
+    """Every type says where its design and placement come from (``AttentionInfo``'s convention):
+    an official repository's URL and files, or, without official code, the paper's section."""
+    info = modules.get_info(name)
+    source = info.official_source
+    assert source.strip(), f"{name} has no official_source"
+    if source.startswith(modules.NO_OFFICIAL_CODE):
+        if info.arxiv:
+            assert f"arXiv:{info.arxiv}" in source and "Sec. " in source, (name, source)
+        else:
+            assert "Sec. " in source or "no paper" in source, (name, source)
+    else:
+        repository, _, files = source.partition(" ")
+        assert repository.startswith("https://github.com/") and repository.count("/") == 4, source
+        assert files.strip(), f"{name}: official_source names a repository but no file"
+
+
+@pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("channels", CHANNELS)
 def test_shape_grad_nan_and_params(name: str, channels: int) -> None:
     module = _seeded(name, channels)

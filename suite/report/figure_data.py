@@ -27,6 +27,7 @@ __all__ = [
     "ScatterPanel",
     "CostBenefitData",
     "cost_benefit_data",
+    "BUSY",
     "HeatmapData",
     "latency_heatmap_data",
     "CounterData",
@@ -145,11 +146,16 @@ class HeatmapData:
     """The ratio to the conv per type and shape, a table per mode."""
 
     modes: list[str]
-    shapes: dict[str, list[str]]  # the shapes measured in each mode, in order
+    shapes: dict[str, list[str]]  # the shapes measured or contended in each mode, in order
     order: list[str]  # the types, top to bottom
     cells: dict[str, pd.DataFrame]  # mode -> ratio (types x shapes; NaN: not measured)
-    labels: dict[str, pd.DataFrame] | None  # mode -> each cell's text ("busy": contended), None: too many
+    labels: dict[str, pd.DataFrame]  # mode -> each cell's text: the ratio ("" past
+    # MAX_ANNOTATED_COLUMNS), "busy" for a contended cell without a clean measurement
     bound: float  # the colour scale's half-width in log2(ratio)
+
+
+BUSY = "busy"
+"""The text of a heatmap cell whose rows were all contended (no clean measurement)."""
 
 
 def _shape_label(row: pd.Series) -> str:
@@ -157,42 +163,51 @@ def _shape_label(row: pd.Series) -> str:
 
 
 MAX_ANNOTATED_COLUMNS = 24
-"""A heatmap with more shape columns than this shows colours only."""
+"""A heatmap with more shape columns than this shows the ratios as colours only."""
 
 
 def latency_heatmap_data(latency: pd.DataFrame, contended: pd.DataFrame | None = None) -> HeatmapData | str:
     """Module-level ok rows as ratio tables; ``contended`` rows (no clean measurement) mark
-    their cells ``busy``, never a number."""
+    their cells ``busy``, never a number, and add their type and shape to the grid when no ok
+    row has them."""
     data = latency[(latency["status"] == "ok") & (latency["level"] == "module")].dropna(subset=["ratio"])
     if data.empty:
         return NEEDS_LATENCY
-    busy = set()
-    if contended is not None and not contended.empty:
-        marked = contended[contended["level"] == "module"]
-        busy = {(r["attn"], r["mode"], _shape_label(r)) for _, r in marked.iterrows()}
-    data = data.assign(shape=data.apply(_shape_label, axis=1)).sort_values(["batch", "channels", "size"])
+    data = data.assign(shape=data.apply(_shape_label, axis=1))
     modes = [m for m in MODES if m in set(data["mode"])]
-    shapes = {mode: list(dict.fromkeys(data.loc[data["mode"] == mode, "shape"])) for mode in modes}
-    order = _with_rest(type_order(data[data["mode"] == modes[0]], "ratio"), set(data["attn"]))
+    busy = _contended_cells(contended, modes)
+    grid = (pd.concat([data, busy]) if not busy.empty else data).sort_values(["batch", "channels", "size"])
+    shapes = {mode: list(dict.fromkeys(grid.loc[grid["mode"] == mode, "shape"])) for mode in modes}
+    order = _with_rest(type_order(data[data["mode"] == modes[0]], "ratio"), set(grid["attn"]))
     values = np.log2(data["ratio"].clip(lower=1e-3))
     bound = max(abs(values.min()), abs(values.max()), 1.0)
     annotate = sum(len(v) for v in shapes.values()) <= MAX_ANNOTATED_COLUMNS
     cells, labels = {}, {}
     for mode in modes:
-        sub = data[data["mode"] == mode]
-        agg = sub.groupby(["attn", "shape"])["ratio"].median().unstack("shape")
+        agg = data[data["mode"] == mode].groupby(["attn", "shape"])["ratio"].median().unstack("shape")
         cells[mode] = agg = agg.reindex(index=order, columns=shapes[mode])
-        if annotate:
-            labels[mode] = _cell_labels(agg, {(a, sh) for a, m, sh in busy if m == mode})
-    return HeatmapData(modes, shapes, order, cells, labels if annotate else None, bound)
+        busy_here = busy[busy["mode"] == mode]
+        labels[mode] = _cell_labels(agg, set(zip(busy_here["attn"], busy_here["shape"], strict=True)), annotate)
+    return HeatmapData(modes, shapes, order, cells, labels, bound)
 
 
-def _cell_labels(agg: pd.DataFrame, busy: set[tuple[str, str]]) -> pd.DataFrame:
-    """Each cell's ratio in two digits; an unmeasured cell of a contended row says ``busy``."""
-    labels = agg.apply(lambda col: col.map(lambda v: "" if pd.isna(v) else f"{v:.2g}"))
+def _contended_cells(contended: pd.DataFrame | None, modes: list[str]) -> pd.DataFrame:
+    """The module-level contended rows of ``modes``: attn, mode, batch, channels, size, shape."""
+    columns = ["attn", "mode", "batch", "channels", "size"]
+    if contended is not None and not contended.empty:
+        marked = contended.loc[(contended["level"] == "module") & contended["mode"].isin(modes), columns]
+        if not marked.empty:
+            return marked.assign(shape=marked.apply(_shape_label, axis=1))
+    return pd.DataFrame(columns=[*columns, "shape"])
+
+
+def _cell_labels(agg: pd.DataFrame, busy: set[tuple[str, str]], annotate: bool) -> pd.DataFrame:
+    """Each cell's ratio in two digits (``""`` without ``annotate``); an unmeasured cell of a
+    contended row says :data:`BUSY`."""
+    labels = agg.apply(lambda col: col.map(lambda v: "" if pd.isna(v) or not annotate else f"{v:.2g}"))
     for attn, shape in busy:
-        if attn in labels.index and shape in labels.columns and pd.isna(agg.loc[attn, shape]):
-            labels.loc[attn, shape] = "busy"
+        if pd.isna(agg.loc[attn, shape]):
+            labels.loc[attn, shape] = BUSY
     return labels
 
 

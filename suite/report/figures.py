@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
@@ -29,6 +30,7 @@ from matplotlib.transforms import Bbox  # noqa: E402
 
 from ..records import write_bytes_atomic  # noqa: E402
 from .figure_data import (  # noqa: E402
+    BUSY,
     CostBenefitData,
     CounterData,
     HeatmapData,
@@ -165,11 +167,11 @@ def latency_heatmap_figure(data: HeatmapData, path: Path, caption: str) -> tuple
                                                            for k, m in enumerate(modes)]})
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-data.bound, vmax=data.bound)
     for k, (ax, mode) in enumerate(zip(axes[0], modes, strict=True)):
-        labels = data.labels[mode] if data.labels is not None else None
         sns.heatmap(np.log2(data.cells[mode].clip(lower=1e-3)), ax=ax, cmap="RdBu_r", norm=norm,
-                    cbar=k == len(modes) - 1, annot=labels, fmt="", annot_kws={"fontsize": 7},
+                    cbar=k == len(modes) - 1, annot=data.labels[mode], fmt="", annot_kws={"fontsize": 7},
                     cbar_kws={"label": "log2(ratio to the conv); red = slower"},
                     linewidths=0.3, linecolor="white")
+        _label_unmeasured_cells(ax, data.cells[mode], data.labels[mode])
         ax.set_facecolor("0.88")  # cells not measured: grey, not the white of a ratio near 1
         ax.set_title(f"{mode} ({'eval, no_grad' if mode == 'forward' else 'forward + backward'})")
         ax.set_xlabel("input shape (batch, channels, H=W)")
@@ -179,10 +181,19 @@ def latency_heatmap_figure(data: HeatmapData, path: Path, caption: str) -> tuple
             label.set_ha("right")
         ax.tick_params(axis="y", labelsize=8, rotation=0)
     _caption(fig, "Latency ratio to a 3x3 conv C->C on the same input (cell: ratio; 1 = as slow as the conv; "
-             "grey: not measured; 'busy': contended, no clean measurement; rows sorted by the median forward "
+             f"grey: not measured; '{BUSY}': contended, no clean measurement; rows sorted by the median forward "
              "ratio)", caption)
     fig.tight_layout()
     return _save(fig, path), ""
+
+
+def _label_unmeasured_cells(ax: plt.Axes, cells: pd.DataFrame, labels: pd.DataFrame) -> None:
+    """Write the labels of the unmeasured (NaN) cells, e.g. ``busy``: seaborn masks those cells
+    and annotates none of them."""
+    unmeasured = cells.isna().to_numpy() & (labels.to_numpy() != "")
+    for row, column in zip(*np.nonzero(unmeasured), strict=True):
+        ax.text(column + 0.5, row + 0.5, labels.iat[row, column], ha="center", va="center", fontsize=7,
+                color="0.25")
 
 
 # --------------------------------------------------------------------------- (c) counter agreement
