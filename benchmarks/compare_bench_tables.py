@@ -9,8 +9,9 @@ AFTER) and compare. Every CSV of BEFORE (the report's tables and the stages' tab
 holds a measurement (times, ratios, intervals, RSS, the machine's peaks, load averages, the
 messages that quote a measured interval) or the identity of the run (date, commit, the code
 hashes in the accuracy keys). BEFORE's columns are first renamed as the tables name them now
-(``suite.timing.sweep.TABLE_COLUMNS``: ``name`` is ``attn``; :data:`RENAMED`), so a folder
-written before that vocabulary compares, and AFTER may add measured columns (named in the
+(``suite.timing.sweep.TABLE_COLUMNS``: ``name`` is ``attn``; :data:`RENAMED`; an environment
+field without the ``env_`` prefix that AFTER names with it: :func:`_environment_renamed`), so a
+folder written before that vocabulary compares, and AFTER may add measured columns (named in the
 line). Prints one line per table; exit 1 when anything else differs.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from suite.records import ENV_PREFIX, ENVIRONMENT_FIELDS
 from suite.timing.sweep import TABLE_COLUMNS
 
 MEASURED = re.compile(
@@ -38,6 +40,13 @@ RENAMED = {"ratio_to_ref": "ratio", "wall_seconds": "wall_s", "note": "message"}
 """Columns renamed to the stages' names: the report's latency ratio is ``ratio``; in every stage
 a record's wall time is ``wall_s`` (the cost stage's was ``wall_seconds`` before it ran on
 ``suite.stage``) and why a row is not ok is its ``message`` (the accuracy stage's ``note``)."""
+
+
+def _environment_renamed(before: pd.DataFrame, after: pd.DataFrame) -> dict[str, str]:
+    """BEFORE's environment columns written without the prefix (the cost and accuracy stages did)
+    by the name AFTER gives them (:data:`suite.records.ENV_PREFIX`)."""
+    return {c: ENV_PREFIX + c for c in before.columns
+            if c in ENVIRONMENT_FIELDS and ENV_PREFIX + c in after.columns and ENV_PREFIX + c not in before.columns}
 
 
 def _same(x: pd.Series, y: pd.Series) -> bool:
@@ -60,6 +69,10 @@ def compare(before: Path, after: Path) -> list[str]:
             lines.append(f"DIFFERS {rel}: missing in {after}")
             continue
         a, b = pd.read_csv(path).rename(columns={**TABLE_COLUMNS, **RENAMED}), pd.read_csv(other)
+        renamed = _environment_renamed(a, b)
+        if renamed:  # the environment, which a row's own threads may also name, is env_* now
+            a = pd.concat([a.drop(columns=list(renamed)), a[list(renamed)].rename(columns=renamed)], axis=1)
+            a = a[[c for c in b.columns if c in a.columns] + [c for c in a.columns if c not in b.columns]]
         # a measured column only AFTER has (the load average the runner adds to every record) is fine
         added = [c for c in b.columns if c not in a.columns and MEASURED.search(c)]
         b = b.drop(columns=added)
