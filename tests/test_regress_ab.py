@@ -6,6 +6,7 @@ own ``compare`` on both sides' files, and one real A/B run that catches a plante
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from suite.errors import UsageError
 from suite.regress import ab, cli
 from suite.regress.ab import ABCase, RevisionError, Side, Sides
 from suite.regress.cases import RegressSettings
@@ -201,7 +203,7 @@ def test_resolve_zoo_marks_types_only_one_side_has_and_refuses_a_pattern_neither
     zoo = ab.resolve_zoo(sides, "se,eca*,gone", RegressSettings(), tmp_path)
     assert zoo.names == ["se", "eca"] and zoo.only == {"eca_new": "new", "gone": "removed"}
     assert zoo.unloadable == {"head": {}, "base": {"new_plugin.py": "ImportError: no such file"}}
-    rows = ab.only_one_side(zoo.only, RegressSettings(modes=("forward",)))
+    rows = ab.only_one_side(zoo.only, RegressSettings(mode=("forward",)))
     assert [(r.case, r.verdict) for r in rows] == [("eca_new|forward|b2c64s28", "new"),
                                                    ("gone|forward|b2c64s28", "removed")]
     with pytest.raises(ValueError, match="'nothing' matches no attention type in either side's zoo"):
@@ -246,30 +248,29 @@ def test_the_table_states_the_rule_and_every_row() -> None:
 
 # -- the command line --------------------------------------------------------------------------------
 
-def _args(tmp_path: Path, *extra: str) -> argparse.Namespace:
+def _args(tmp_path: Path, *extra: str) -> cli.GateSettings:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    return parser.parse_args(["--attn", "se", "--mode", "forward", "--out", str(tmp_path / "out"), *extra])
+    parsed = parser.parse_args(["--attn", "se", "--mode", "forward", "--out", str(tmp_path / "out"), *extra])
+    return cli.GateSettings(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(cli.GateSettings)})
 
 
-def test_cli_unknown_revision_exits_2_and_leaves_the_tree_untouched(repo, tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch,
-                                                                     capsys: pytest.CaptureFixture) -> None:
+def test_cli_unknown_revision_is_a_usage_error_and_leaves_the_tree_untouched(
+        repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(repo["root"])
     before = _state(repo["root"])
-    assert cli.main(_args(tmp_path, "--against", "v9.9")) == cli.EXIT_ERROR
-    assert "'v9.9': not a revision" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="'v9.9': not a revision"):
+        cli.main(_args(tmp_path, "--against", "v9.9"))
     assert _state(repo["root"]) == before
     assert not (tmp_path / "out" / "verdict.json").exists()
 
 
-def test_cli_not_a_checkout_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture) -> None:
+def test_cli_not_a_checkout_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     plain = tmp_path / "plain"
     plain.mkdir()
-    assert cli.main(_args(tmp_path, "--against-path", str(plain))) == cli.EXIT_ERROR
-    assert "is not a git checkout" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="is not a git checkout"):
+        cli.main(_args(tmp_path, "--against-path", str(plain)))
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -279,10 +280,10 @@ def test_cli_not_a_checkout_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     (("--update-baseline",), "--update-baseline writes the file named by --baseline FILE"),
     (("--against", "HEAD", "--rounds", "1"), "--rounds must be at least 2 with --against"),
 ])
-def test_cli_refuses_flags_that_contradict_each_other(tmp_path: Path, extra, message,
-                                                      capsys: pytest.CaptureFixture) -> None:
-    assert cli.main(_args(tmp_path, *extra)) == cli.EXIT_ERROR
-    assert message in capsys.readouterr().err
+def test_cli_refuses_flags_that_contradict_each_other(tmp_path: Path, extra, message) -> None:
+    with pytest.raises(UsageError) as refused:
+        cli.main(_args(tmp_path, *extra))
+    assert message in str(refused.value)
 
 
 def _other_class_baseline(tmp_path: Path) -> Path:

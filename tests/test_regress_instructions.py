@@ -5,6 +5,7 @@ valgrind process counting SE and its planted 5% copy."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import modules
+from suite.errors import UsageError
 from suite.plugins import load_plugins
 from suite.regress import callgrind, cli
 from suite.regress.cases import RegressSettings
@@ -128,11 +130,12 @@ def test_instruction_baseline_tolerance_and_verdicts() -> None:
     assert math.isclose(baseline["cases"]["se|forward|s"]["spread"], math.log(1001 / 1000))  # the farther sample
 
 
-def _args(tmp_path: Path, *extra: str) -> argparse.Namespace:
+def _args(tmp_path: Path, *extra: str) -> cli.GateSettings:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    return parser.parse_args(["--counter", "instructions", "--attn", "se", "--mode", "forward",
-                              "--baseline", str(tmp_path / "baseline.json"), "--out", str(tmp_path / "out"), *extra])
+    parsed = parser.parse_args(["--counter", "instructions", "--attn", "se", "--mode", "forward",
+                                "--baseline", str(tmp_path / "baseline.json"), "--out", str(tmp_path / "out"), *extra])
+    return cli.GateSettings(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(cli.GateSettings)})
 
 
 @pytest.fixture
@@ -181,19 +184,17 @@ def test_cli_takes_a_baseline_then_passes_fails_and_refuses_another_class(tmp_pa
     assert verdict["results"][0]["verdict"] == "incomparable" and verdict["mismatch"]
 
 
-def test_cli_refuses_a_ratio_baseline_for_the_instruction_counter(tmp_path: Path, stub_counts,
-                                                                  capsys: pytest.CaptureFixture) -> None:
+def test_cli_refuses_a_ratio_baseline_for_the_instruction_counter(tmp_path: Path, stub_counts) -> None:
     (tmp_path / "baseline.json").write_text((ROOT / "suite" / "regress" / "baselines" / "regress_cpu.json").read_text())
-    assert cli.main(_args(tmp_path)) == cli.EXIT_ERROR
-    assert "holds ratio values, not instructions" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="holds ratio values, not instructions"):
+        cli.main(_args(tmp_path))
 
 
-def test_cli_says_when_valgrind_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture) -> None:
+def test_cli_says_when_valgrind_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    assert cli.main(_args(tmp_path)) == cli.EXIT_ERROR
-    err = capsys.readouterr().err
-    assert "valgrind is not installed" in err and "apt-get install valgrind" in err
+    with pytest.raises(UsageError) as refused:
+        cli.main(_args(tmp_path))
+    assert "valgrind is not installed" in str(refused.value) and "apt-get install valgrind" in str(refused.value)
     assert not (tmp_path / "out").exists()  # nothing done
 
 
@@ -230,7 +231,7 @@ def test_callgrind_counts_se_and_sees_the_planted_five_percent(planted_se, tmp_p
     counts = callgrind.collect(settings, tmp_path / "cg")
     assert counts.errors == {}
     assert counts.dispatch["threads"] == 1 and counts.dispatch["aten_isa"]
-    for mode in settings.modes:
+    for mode in settings.mode:
         se, planted = (counts.cases[f"{name}|{mode}|b2c64s28"] for name in ("se", "se_plus5"))
         repeats = se["instructions_repeats"]
         assert max(repeats) / min(repeats) < 1.005  # deterministic to well under the 1% floor

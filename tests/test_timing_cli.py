@@ -5,6 +5,7 @@ bookkeeping is checked."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 import modules
+from suite.errors import UsageError
 from suite.records import RecordStore
 from suite.stage import run_configs
 from suite.timing import cli_latency, cli_memory
@@ -24,7 +26,8 @@ FAST = ["--batch", "1", "--size", "8", "--channels", "8", "--threads", "1", "--n
 def _run(cli, argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    return cli.main(parser.parse_args(argv))
+    parsed = parser.parse_args(argv)
+    return cli.main(cli.SETTINGS(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(cli.SETTINGS)}))
 
 
 ROUNDS = ["--rounds", "2", "--budget-s", "0.02", "--warmup-s", "0", "--servers", "1",
@@ -55,8 +58,8 @@ def test_latency_failures_are_rows_and_the_sweep_goes_on(tmp_path: Path, failing
     rows = _rows(out)
     assert all("env_torch_version" in r and "env_cpu" in r and r["env_threads"] == 1 for r in rows)
     rounds = [r for r in RecordStore(out / "records.jsonl").read() if r.get("record") == "latency_round"]
-    assert sum(r["name"] == "zz_exploding" for r in rounds) == 1  # a failure ends the configuration
-    assert any("traceback" in r for r in rounds if r["status"] == "error" and r["name"] == "zz_exploding")
+    assert sum(r["attn"] == "zz_exploding" for r in rounds) == 1  # a failure ends the configuration
+    assert any("traceback" in r for r in rounds if r["status"] == "error" and r["attn"] == "zz_exploding")
 
 
 def test_latency_resume_skips_recorded_keys_and_force_remeasures(tmp_path: Path) -> None:
@@ -78,7 +81,7 @@ def test_retry_failed_remeasures_only_failures(tmp_path: Path, failing_entries) 
     base = ["--attn", "zz_refuses,se", "--mode", "forward", *ROUNDS, "--no-roofline", "--out", str(out), *FAST]
     assert _run(cli_latency, base) == 0
     assert _run(cli_latency, [*base, "--retry-failed"]) == 0
-    names = [r["name"] for r in _rows(out)]
+    names = [r["attn"] for r in _rows(out)]
     assert sorted(names) == ["se", "zz_refuses", "zz_refuses"]
 
 
@@ -140,16 +143,17 @@ def test_compile_failure_is_a_status(monkeypatch) -> None:
         raise RuntimeError("inductor says no")
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    config = Config(stage="latency", name="se", mode="forward", compile="compile", batch=1, channels=8, size=8)
+    config = Config(stage="latency", attn="se", mode="forward", compile="compile", batch=1, channels=8, size=8)
     with pytest.raises(StageError) as info:
         build_workload(config)
     assert info.value.status == "compile_error" and "inductor says no" in str(info.value)
 
 
-def test_unknown_pattern_fails_before_measuring_and_lists_names(tmp_path: Path, capsys) -> None:
+def test_unknown_pattern_fails_before_measuring_and_lists_names(tmp_path: Path) -> None:
     out = tmp_path / "lat"
-    assert _run(cli_latency, ["--attn", "se,nope*", "--out", str(out), *FAST]) == 2
-    err = capsys.readouterr().err
+    with pytest.raises(UsageError) as refused:
+        _run(cli_latency, ["--attn", "se,nope*", "--out", str(out), *FAST])
+    err = str(refused.value)
     assert "nope*" in err and "se" in err and "eca" in err
     assert not (out / "records.jsonl").exists()
 
@@ -157,13 +161,13 @@ def test_unknown_pattern_fails_before_measuring_and_lists_names(tmp_path: Path, 
 def test_grid_expand_and_keys() -> None:
     axes = profile_axes("cpu", "latency").override(channels=(16,), mode=("forward",))
     configs = expand("latency", ["se", "eca"], axes, device="cpu", threads=2)
-    assert [c.name for c in configs] == ["se", "eca"]
+    assert [c.attn for c in configs] == ["se", "eca"]
     assert configs[0].key() == "latency|module|-|se|forward|cpu|fp32|contiguous|eager|b8|c16|s28|t2"
     assert len({c.key() for c in expand("latency", ["se"], Axes(batch=(1, 2), dtype=("fp32", "bf16")), device="cpu", threads=1)}) == 8
     with pytest.raises(ValueError, match="dtype must be one of"):
-        Config(stage="latency", name="se", mode="forward", dtype="fp8")
+        Config(stage="latency", attn="se", mode="forward", dtype="fp8")
     with pytest.raises(ValueError, match="batch must be a positive int"):
-        Config(stage="latency", name="se", mode="forward", batch=0)
+        Config(stage="latency", attn="se", mode="forward", batch=0)
     with pytest.raises(ValueError, match="unknown axes"):
         Axes().override(colour=("red",))
 
@@ -189,10 +193,10 @@ def test_bad_flag_values_are_refused_by_the_parser() -> None:
 
 def test_run_configs_classifies_exceptions_and_counts(tmp_path: Path) -> None:
     store = RecordStore(tmp_path / "r.jsonl")
-    configs = [Config(stage="latency", name=n, mode="forward") for n in ("a", "b", "c")]
+    configs = [Config(stage="latency", attn=n, mode="forward") for n in ("a", "b", "c")]
 
     def measure(config: Config) -> dict:
-        if config.name == "b":
+        if config.attn == "b":
             raise torch.OutOfMemoryError("CUDA out of memory")
         return {"value": 1}
 
@@ -200,7 +204,7 @@ def test_run_configs_classifies_exceptions_and_counts(tmp_path: Path) -> None:
 
     result = run_configs(configs, store, measure, environment={"env_x": 1}, classify=classify_error, progress=False)
     assert (result.measured, result.failed, result.skipped) == (2, 1, 0)
-    by_name = {r["name"]: r for r in store.read()}
+    by_name = {r["attn"]: r for r in store.read()}
     assert by_name["b"]["status"] == "oom" and by_name["a"]["status"] == "ok"
     assert by_name["a"]["env_x"] == 1 and "loadavg_1m" in by_name["a"]
     again = run_configs(configs, store, measure, environment={}, classify=classify_error, progress=False)
@@ -228,7 +232,7 @@ def test_memory_worker_reports_a_failing_module(tmp_path: Path) -> None:
     from suite.timing.workloads import StageError
 
     with pytest.raises(StageError) as info:
-        measure_memory_cpu(Config(stage="memory", name="no_such_module", mode="forward", batch=1, channels=8, size=8))
+        measure_memory_cpu(Config(stage="memory", attn="no_such_module", mode="forward", batch=1, channels=8, size=8))
     assert info.value.status == "build_error"
     assert not out.exists()
 
@@ -236,7 +240,7 @@ def test_memory_worker_reports_a_failing_module(tmp_path: Path) -> None:
 def test_memory_worker_spawn_protocol(tmp_path: Path) -> None:
     from suite.timing.memory import MARKER, worker_main
 
-    config = Config(stage="memory", name="se", mode="train", batch=1, channels=8, size=8)
+    config = Config(stage="memory", attn="se", mode="train", batch=1, channels=8, size=8)
     import contextlib
     import io
 
@@ -251,9 +255,10 @@ def test_memory_worker_spawn_protocol(tmp_path: Path) -> None:
 
 def test_model_level_takes_a_list_of_backbones_and_refuses_unknown_ones(tmp_path: Path, capsys) -> None:
     out = tmp_path / "lat"
-    assert _run(cli_latency, ["--level", "model", "--arch", "resnet18,resnet99", "--attn", "se", "--out", str(out),
-                              *FAST]) == 2
-    err = capsys.readouterr().err
+    with pytest.raises(UsageError) as refused:
+        _run(cli_latency, ["--level", "model", "--arch", "resnet18,resnet99", "--attn", "se", "--out", str(out),
+                           *FAST])
+    err = str(refused.value)
     assert "resnet99" in err and "resnet50" in err and not out.exists()
     assert _run(cli_latency, ["--level", "model", "--arch", "resnet18,mobilenet_v2", "--attn", "se,gsop",
                               "--mode", "forward", "--dry-run", *FAST]) == 0

@@ -18,7 +18,8 @@ from suite.timing.contention import (
     read_proc_stat,
 )
 from suite.timing.grid import Config
-from suite.timing.rounds import RoundPlan, _Progress, _progress_from_records, aggregate_rounds
+from suite.timing.resume import RoundProgress, progress_from_records
+from suite.timing.round_stats import RoundPlan, aggregate_rounds
 from suite.timing.stats import across_rounds
 from suite.timing.timer import RoundOptions, sample_round
 
@@ -215,7 +216,7 @@ def _round(module: float, reference: float, copy: float | None = None, status: s
 
 def test_rows_come_from_the_rounds() -> None:
     plan = RoundPlan(rounds=3, max_rounds=3, rel_tol=0.05)
-    progress = _Progress(0, clean=[_round(1e-3, 2e-3, 1e-4), _round(1.2e-3, 2.2e-3, 1.1e-4), _round(0.9e-3, 2e-3, 1e-4)])
+    progress = RoundProgress(0, clean=[_round(1e-3, 2e-3, 1e-4), _round(1.2e-3, 2.2e-3, 1.1e-4), _round(0.9e-3, 2e-3, 1e-4)])
     row = aggregate_rounds(progress, plan)
     ratios = [0.5, 1.2 / 2.2, 0.45]
     expected = across_rounds(ratios)
@@ -232,21 +233,21 @@ def test_the_ratio_pairs_adjacent_visits() -> None:
     # the machine slows down 2x between the first and the second cycle: both callables feel it, and
     # the paired ratio stays 0.5 where a ratio of whole-round medians would not
     record = {"samples_s": {"module": [[1.0, 1.0, 1.0], [2.0]], "reference": [[2.0], [4.0, 4.0, 4.0]]}}
-    from suite.timing.rounds import _per_round
+    from suite.timing.round_stats import per_round
 
-    assert _per_round([record], "ratio") == [pytest.approx(0.5)]
-    assert _per_round([record], "module") == [pytest.approx(1.0)] and _per_round([record], "reference") == [4.0]
+    assert per_round([record], "ratio") == [pytest.approx(0.5)]
+    assert per_round([record], "module") == [pytest.approx(1.0)] and per_round([record], "reference") == [4.0]
 
 
 def test_too_few_clean_rounds_is_contended_with_no_numbers_and_a_failure_keeps_its_status() -> None:
     plan = RoundPlan(rounds=3, max_rounds=3, max_attempts=4)
     busy = _round(1e-3, 2e-3, status="contended", message="every window of this round was contended: x")
-    progress = _Progress(0, clean=[_round(1e-3, 2e-3)], contended=[busy, busy, busy])
+    progress = RoundProgress(0, clean=[_round(1e-3, 2e-3)], contended=[busy, busy, busy])
     assert not progress.needs_round(plan)  # 4 tries spent
     row = aggregate_rounds(progress, plan)
     assert row["status"] == "contended" and math.isnan(row["median_ms"]) and math.isnan(row["ratio"])
     assert row["message"].startswith("1 of 3 rounds clean after 4 tries")
-    failed = _Progress(0, clean=[_round(1e-3, 2e-3)], failed={"status": "oom", "message": "out of memory"})
+    failed = RoundProgress(0, clean=[_round(1e-3, 2e-3)], failed={"status": "oom", "message": "out of memory"})
     assert not failed.needs_round(plan)
     row = aggregate_rounds(failed, plan)
     assert (row["status"], row["message"]) == ("oom", "out of memory") and math.isnan(row["ratio"])
@@ -254,8 +255,8 @@ def test_too_few_clean_rounds_is_contended_with_no_numbers_and_a_failure_keeps_i
 
 def test_extra_rounds_go_only_where_the_interval_is_still_wide() -> None:
     plan = RoundPlan(rounds=3, max_rounds=5, rel_tol=0.05)
-    tight = _Progress(0, clean=[_round(1e-3, 2e-3), _round(1.001e-3, 2e-3), _round(0.999e-3, 2e-3)])
-    wide = _Progress(0, clean=[_round(1e-3, 2e-3), _round(2e-3, 2e-3), _round(0.5e-3, 2e-3)])
+    tight = RoundProgress(0, clean=[_round(1e-3, 2e-3), _round(1.001e-3, 2e-3), _round(0.999e-3, 2e-3)])
+    wide = RoundProgress(0, clean=[_round(1e-3, 2e-3), _round(2e-3, 2e-3), _round(0.5e-3, 2e-3)])
     assert not tight.needs_round(plan) and wide.needs_round(plan)
     wide.clean += [_round(1e-3, 2e-3), _round(1e-3, 2e-3)]
     assert not wide.needs_round(plan)  # max_rounds reached
@@ -264,25 +265,25 @@ def test_extra_rounds_go_only_where_the_interval_is_still_wide() -> None:
 
 
 def test_resume_continues_a_generation_and_force_starts_a_new_one() -> None:
-    a = Config(stage="latency", name="se", mode="forward")
-    b = Config(stage="latency", name="eca", mode="forward")
+    a = Config(stage="latency", attn="se", mode="forward")
+    b = Config(stage="latency", attn="eca", mode="forward")
     records = [
         {"record": "latency_round", "key": f"{a.key()}|g0|r0", "config_key": a.key(), "generation": 0, **_round(1e-3, 2e-3)},
         {"record": "latency_round", "key": f"{a.key()}|g0|r1", "config_key": a.key(), "generation": 0, **_round(1e-3, 2e-3)},
         {"record": "latency", "key": a.key(), "generation": 0, "status": "ok"},
         {"record": "latency_round", "key": f"{b.key()}|g0|r0", "config_key": b.key(), "generation": 0, **_round(1e-3, 2e-3)},
     ]
-    state = _progress_from_records(records, [a, b], force=False, retry_failed=False)
+    state = progress_from_records(records, [a, b], force=False, retry_failed=False)
     assert state[a.key()] is None  # done
     assert state[b.key()].generation == 0 and len(state[b.key()].clean) == 1  # interrupted: resumes
-    forced = _progress_from_records(records, [a, b], force=True, retry_failed=False)
+    forced = progress_from_records(records, [a, b], force=True, retry_failed=False)
     assert forced[a.key()].generation == 1 and forced[a.key()].clean == []
     assert forced[b.key()].generation == 1
     records[2]["status"] = "contended"
-    retried = _progress_from_records(records, [a, b], force=False, retry_failed=True)
+    retried = progress_from_records(records, [a, b], force=False, retry_failed=True)
     assert retried[a.key()].generation == 1 and retried[b.key()].generation == 0
     records[2]["status"] = "refused"  # a deliberate outcome: --retry-failed leaves it
-    assert _progress_from_records(records, [a, b], force=False, retry_failed=True)[a.key()] is None
+    assert progress_from_records(records, [a, b], force=False, retry_failed=True)[a.key()] is None
 
 
 def test_snapshot_fields() -> None:
@@ -292,7 +293,7 @@ def test_snapshot_fields() -> None:
 
 
 def test_worker_environment_sets_threads_and_the_allocator() -> None:
-    from suite.timing.rounds import worker_environment
+    from suite.timing.pool import worker_environment
     from suite.timing.worker import ALLOCATOR_TUNABLES
 
     env = worker_environment(1, "steady", base={"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "PATH": "/bin"})

@@ -14,7 +14,7 @@ from suite.timing.workloads import StageError, build_workload, classify_error, i
 
 
 def _config(**kw) -> Config:
-    base = {"stage": "latency", "name": "se", "mode": "forward", "batch": 2, "channels": 16, "size": 8, "threads": 1}
+    base = {"stage": "latency", "attn": "se", "mode": "forward", "batch": 2, "channels": 16, "size": 8, "threads": 1}
     return Config(**{**base, **kw})
 
 
@@ -32,10 +32,10 @@ def test_weights_are_seeded_and_the_global_rng_is_left_alone() -> None:
     """Two processes must time the same computation: weights come from a fixed seed."""
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    first = instantiate(_config(name="gsop", channels=32))
+    first = instantiate(_config(attn="gsop", channels=32))
     assert torch.equal(torch.get_rng_state(), before)
     torch.manual_seed(456)  # a different global state must not change the weights
-    second = instantiate(_config(name="gsop", channels=32))
+    second = instantiate(_config(attn="gsop", channels=32))
     for a, b in zip(first[0].state_dict().values(), second[0].state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert torch.equal(first[1].weight, second[1].weight)
@@ -68,7 +68,7 @@ def test_conv_kind_is_built_channels_to_channels() -> None:
     conv_names = modules.list_attention(kind="conv")
     if not conv_names:
         pytest.skip("no conv-kind entry registered")
-    w = build_workload(_config(name=conv_names[0]))
+    w = build_workload(_config(attn=conv_names[0]))
     assert w.output_shape == (2, 16, 8, 8)
 
 
@@ -76,13 +76,13 @@ def test_pool_kind_keeps_the_cc_reference() -> None:
     pools = [n for n in modules.list_attention(kind="pool") if n.startswith("ccp")]
     if not pools:
         pytest.skip("no cross-channel pooling registered")
-    w = build_workload(_config(name=pools[0]))
+    w = build_workload(_config(attn=pools[0]))
     assert w.output_shape[1] < 16 and w.reference_name == "conv3x3(16->16)"
 
 
 def test_unknown_name_is_a_build_error() -> None:
     with pytest.raises(StageError) as info:
-        build_workload(_config(name="nope"))
+        build_workload(_config(attn="nope"))
     assert info.value.status == "build_error" and "nope" in str(info.value)
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from suite.errors import UsageError
 from suite.records import RecordStore, folder_lock
+from suite.stages import stage
 
 from ..options import (
     Option,
@@ -207,7 +208,7 @@ def main(settings: AccuracySettings) -> int:
 
 def _tables_only(out: Path) -> int:
     """``--tables-only``: rewrite the tables and ``summary.md`` in ``out`` from its records."""
-    records = out / "runs.jsonl"
+    records = out / str(stage("accuracy").records_file)
     if not records.is_file():
         raise UsageError(f"--tables-only: no records in {out} (expected {records})")
     with folder_lock(out):

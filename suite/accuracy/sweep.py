@@ -33,6 +33,7 @@ from suite.records import (
     write_text_atomic,
 )
 from suite.stage import failure_fields, pending
+from suite.stages import stage
 
 from .data import DataNotFoundError, SplitData, list_classes, load_split, select_classes
 from .identity import design_code_version, per_image_line, run_identity, val_manifest_name
@@ -166,7 +167,7 @@ def _sweep(settings: AccuracySettings, recipe: Recipe, attns: list[str], root: P
     identity = run_identity(recipe.fingerprint(), train.identity, val.identity, amp_active(recipe, info.device),
                             torch.get_num_threads())
     sweep = Sweep(settings, recipe, info, out, root, train, val, identity,
-                  environment_columns(collect_environment()) if info.is_main else {}, RecordStore(out / "runs.jsonl"),
+                  environment_columns(collect_environment()) if info.is_main else {}, RecordStore(out / str(stage("accuracy").records_file)),
                   RecordStore(out / "per_image.jsonl"))
     plan = _plan(sweep, attns, seeds)
     if info.is_main:

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 from .callgrind import Counts
 
 if TYPE_CHECKING:
-    from ..timing.rounds import RoundWorkers
+    from ..timing.pool import RoundWorkers
 from .cases import WORKER_RECORD_KEYS, GateCase, RegressSettings, case_id, gate_job
 
 __all__ = [
@@ -285,7 +285,7 @@ def _side_env(side: Side, threads: int, allocator: str, repo: Path) -> dict[str,
     user's ``PYTHONPATH`` inside ``repo`` moved to the side's copy (so nothing of the live tree
     is imported); for a project of plugins, the installed attnbench after them."""
     from ..plugins import PLUGINS_ENV
-    from ..timing.rounds import worker_environment
+    from ..timing.pool import worker_environment
 
     env = worker_environment(threads, allocator, root=side.root)
     inherited = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
@@ -473,13 +473,13 @@ def only_one_side(names: Mapping[str, str], settings: RegressSettings) -> list[A
     return [ABCase(case_id(name, mode, settings), verdict=status,
                    message="only the working tree's zoo has this type" if status == "new"
                    else "only the base's zoo has this type")
-            for name, status in names.items() for mode in settings.modes]
+            for name, status in names.items() for mode in settings.mode]
 
 
 def _start_workers(sides: Sides, threads: int, timeout_s: float, repo: Path,
                    stack: contextlib.ExitStack) -> dict[str, RoundWorkers]:
     """One worker server per side, both importing torch at once (one per core)."""
-    from ..timing.rounds import RoundWorkers
+    from ..timing.pool import RoundWorkers
 
     def start(side: Side) -> RoundWorkers:
         env = _side_env(side, threads, "inherited", repo)
@@ -495,7 +495,7 @@ def measure_ratio_sides(sides: Sides, settings: Mapping[str, RegressSettings], *
                         timeout_s: float, repo: Path, on_job: Callable[[str, int], None] | None = None,
                         ) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """``{side: {case: [fields of each round]}}``: ``rounds`` rounds; in each, both sides start a
-    new worker server (:class:`suite.timing.rounds.RoundWorkers`, the two importing torch at once,
+    new worker server (:class:`suite.timing.pool.RoundWorkers`, the two importing torch at once,
     before anything is measured), then each side's worker measures every case, the side that goes
     first alternating. A new server per round: a server's memory layout, inherited by each worker
     it forks, moved all 8 cases of one side by 1-3% in the same direction on unchanged code when

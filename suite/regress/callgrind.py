@@ -11,7 +11,7 @@ instrumentation after the import (a small C shim, compiled on first use, issues 
 client requests torch does not expose).
 
 **Quantity.** Instructions executed (Callgrind's ``Ir``) per call of the step: a forward
-(eval, ``no_grad``) or a training step (forward and backward), the median over ``repeats``
+(eval, ``no_grad``) or a training step (forward and backward), the median over ``visits``
 counted repetitions of ``calls`` calls. Callgrind's cache simulation runs beside it with a
 fixed geometry (:data:`CACHE_GEOMETRY`, not the host's, so the counts of misses compare
 across hosts): first-level data misses (``D1mr + D1mw``), instruction-cache misses (``I1mr``)
@@ -49,7 +49,7 @@ from typing import Any
 
 from ..records import RecordStore
 from ..stage import progress_bar
-from ..timing.rounds import worker_environment
+from ..timing.pool import worker_environment
 from .callgrind_worker import LABEL_PREFIX
 from .cases import RegressSettings
 
@@ -230,7 +230,7 @@ def collect(settings: RegressSettings, work_dir: Path, *, rotate: int = 0, root:
     ``root``: the tree whose ``suite`` and ``modules`` the worker imports (it starts there; the
     regression gate's A/B runs count each side in its own tree), this project when None.
     ``label`` names the progress bar; ``env``: the worker's environment (by default this
-    project's, :func:`suite.timing.rounds.worker_environment` with the ``steady`` allocator).
+    project's, :func:`suite.timing.pool.worker_environment` with the ``steady`` allocator).
 
     Raises :class:`CounterUnavailable` when valgrind is missing or the process fails as a
     whole; a case that fails is in ``Counts.errors``. A progress bar on stderr counts the cases."""
@@ -240,7 +240,7 @@ def collect(settings: RegressSettings, work_dir: Path, *, rotate: int = 0, root:
     work_dir.mkdir(parents=True)
     manifest = work_dir / "manifest.jsonl"
     settings_path = work_dir / "settings.json"
-    settings_path.write_text(json.dumps(settings.to_json()))
+    settings_path.write_text(json.dumps(settings.to_wire()))  # read by either revision's worker
     with progress_bar(len(settings.cases()), label, unit="case") as progress:
         shim, why = build_shim(work_dir)
         if shim is None:

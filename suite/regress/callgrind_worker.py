@@ -16,7 +16,7 @@ different rotations, so that its spread includes how much a count depends on wha
    latency stage runs) and run each step ``warmup`` times, uninstrumented;
 3. start the instrumentation (with the shim; without it valgrind instruments from the start,
    about 5x slower), then per case: one instrumented call, which translates the code it runs,
-   and ``repeats`` counted repetitions of ``calls`` calls each, with the garbage collector off;
+   and ``visits`` counted repetitions of ``calls`` calls each (``--visits``), with the garbage collector off;
    every repetition ends in a Callgrind dump labelled ``attnbench:CASE:REPETITION``.
 
 The manifest (JSON lines) gets a ``facts`` row, then per case a ``counted`` row with the labels
@@ -204,7 +204,7 @@ def _count_all(settings: Any, workloads: dict[str, Any], requests: Any, manifest
     gc.disable()
     for index, (case, (name, mode, workload)) in enumerate(workloads.items(), start=1):
         started = time.perf_counter()
-        labels = [f"{LABEL_PREFIX}:{case}:{rep}" for rep in range(settings.repeats)]
+        labels = [f"{LABEL_PREFIX}:{case}:{rep}" for rep in range(settings.visits)]
         try:
             workload.step()  # instrumented, not collected: translates the code the step runs
             for label in labels:

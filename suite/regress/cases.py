@@ -4,8 +4,8 @@ A case is measured exactly as ``python -m suite latency`` measures a configurati
 (:func:`suite.timing.workloads.build_workload`: the module and a 3x3 conv ``C -> C`` of the same
 input as reference, eval + ``no_grad`` for ``forward``, forward + backward for ``train``), with
 :func:`suite.timing.timer.measure_interleaved` under :func:`suite.timing.timer.cpu_settings`.
-The measurement is repeated ``repeats`` times in the same process and the case's ratio is the
-median of the per-repeat ratios ``module min / reference min``.
+The measurement is repeated ``visits`` times in the same process (``--visits``) and the case's
+ratio is the median of the per-visit ratios ``module min / reference min``.
 
 Why the fastest samples and not the medians: on a shared machine a neighbour's CPU bursts slow
 whichever callable happens to run during them, and the medians follow what fraction of each
@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from suite.timing.job import Job
 
 __all__ = [
     "DEFAULT_ATTN",
@@ -31,6 +35,7 @@ __all__ = [
     "RegressSettings",
     "gate_case",
     "gate_job",
+    "WIRE_NAMES",
     "WORKER_RECORD_KEYS",
     "case_id",
     "config_for",
@@ -42,51 +47,67 @@ DEFAULT_ATTN: tuple[str, ...] = ("se", "eca", "cbam", "ca")
 """The default small set: four common gates, memory-bound (the noisy kind), 8 cases with both modes."""
 
 
+WIRE_NAMES: dict[str, str] = {"mode": "modes", "visits": "repeats"}
+"""Fields of :class:`RegressSettings` whose key in the worker protocol differs from their name:
+``{field: wire key}``. Every revision's gate worker (``gate_case``, the Callgrind worker) reads
+these keys, and the committed baselines' ``settings`` hold them."""
+
+
 @dataclass(frozen=True)
 class RegressSettings:
-    """What the cases measure; written to JSON by the gate, read by ``tests/benchmarks`` (ratio
-    counter) and by :mod:`suite.regress.callgrind_worker` (instruction counter)."""
+    """What the cases measure. Field names follow the flags of ``python -m suite regress``
+    (``mode``: ``--mode``, ``visits``: ``--visits``). Written to the gate's files with
+    :meth:`to_json`, sent to a worker with :meth:`to_wire` (:func:`gate_case` and
+    :mod:`suite.regress.callgrind_worker` read it), read back from either with :meth:`from_json`."""
 
     attn: tuple[str, ...] = DEFAULT_ATTN
-    modes: tuple[str, ...] = ("forward", "train")
+    mode: tuple[str, ...] = ("forward", "train")
     batch: int = 2
     channels: int = 64
     size: int = 28
     threads: int = 1
-    repeats: int = 3  # measurements per case in one process; the case's value is their median
-    budget_s: float = 0.25  # ratio: timer budget of one repeat (module and reference together)
-    visit_s: float = 0.02  # ratio: time on one callable before switching to the other
+    visits: int = 3  # measurements per case in one process; the case's value is their median
+    budget_s: float = 0.25  # ratio: timer budget of one of the visits (module and reference together)
+    visit_s: float = 0.02  # ratio: the timer's time on one callable before switching to the other
     calls: int = 4  # instructions: calls of the step per counted repetition
     warmup: int = 3  # instructions: uninstrumented calls of each step before counting
     plugins: tuple[str, ...] = field(default_factory=tuple)  # suite.plugins specs: extra types to gate
 
     def __post_init__(self) -> None:
-        for axis in ("batch", "channels", "size", "threads", "repeats", "calls", "warmup"):
+        for axis in ("batch", "channels", "size", "threads", "visits", "calls", "warmup"):
             value = getattr(self, axis)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{axis} must be a positive int, got {value!r}")
         if self.budget_s <= 0 or self.visit_s <= 0:
             raise ValueError(f"budget_s and visit_s must be > 0, got {self.budget_s}, {self.visit_s}")
-        if not self.attn or not self.modes:
-            raise ValueError("attn and modes must name at least one value each")
+        if not self.attn or not self.mode:
+            raise ValueError("attn and mode must name at least one value each")
 
     @property
     def shape_label(self) -> str:
         return f"b{self.batch}c{self.channels}s{self.size}"
 
     def cases(self) -> list[tuple[str, str]]:
-        return [(name, mode) for name in self.attn for mode in self.modes]
+        return [(name, mode) for name in self.attn for mode in self.mode]
 
     def to_json(self) -> dict[str, Any]:
+        """The settings as the gate's files record them (the field names)."""
         return asdict(self)
 
+    def to_wire(self) -> dict[str, Any]:
+        """The settings as a worker of any revision reads them (keys renamed by :data:`WIRE_NAMES`)."""
+        return {WIRE_NAMES.get(name, name): value for name, value in asdict(self).items()}
+
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RegressSettings:
-        data = dict(data)
-        for key in ("attn", "modes", "plugins"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)
+    def from_json(cls, data: Mapping[str, Any]) -> RegressSettings:
+        """The settings of :meth:`to_json`'s or :meth:`to_wire`'s form (a committed baseline's
+        ``settings`` are in the wire form)."""
+        by_wire = {wire: name for name, wire in WIRE_NAMES.items()}
+        fields = {by_wire.get(key, key): value for key, value in data.items()}
+        for key in ("attn", "mode", "plugins"):
+            if key in fields:
+                fields[key] = tuple(fields[key])
+        return cls(**fields)
 
 
 def load_settings(path: str | Path | None) -> RegressSettings:
@@ -104,7 +125,7 @@ def case_id(name: str, mode: str, settings: RegressSettings) -> str:
 def config_for(name: str, mode: str, settings: RegressSettings):  # -> suite.timing.grid.Config
     from suite.timing.grid import Config
 
-    return Config(stage="regress", name=name, mode=mode, batch=settings.batch,
+    return Config(stage="regress", attn=name, mode=mode, batch=settings.batch,
                   channels=settings.channels, size=settings.size, threads=settings.threads)
 
 
@@ -124,21 +145,26 @@ WORKER_RECORD_KEYS = ("status", "threads_set", "flush_denormal", "allocator_tuna
 """What the worker adds to a case's facts (its settings record); not part of the facts."""
 
 
-def gate_job(settings: RegressSettings) -> dict[str, Any]:
+def gate_job(settings: RegressSettings) -> Job:
     """The worker job that measures the cases of ``settings`` (:func:`gate_case` as the runner of
-    :mod:`suite.timing.worker`): the gate's threads, on the CPU, flush-denormal off."""
-    return {"runner": "suite.regress.cases:gate_case", "gate_settings": settings.to_json(),
-            "threads": settings.threads, "flush_denormal": False, "device": "cpu",
-            "cudnn_benchmark": False, "tf32": False}
+    :mod:`suite.timing.worker`): the gate's threads, on the CPU, flush-denormal off; the cases
+    are added per job (:meth:`suite.timing.job.Job.with_items`)."""
+    from suite.timing.job import Job
+
+    return Job(threads=settings.threads, device="cpu", runner="suite.regress.cases:gate_case",
+               gate_settings=settings.to_wire())
 
 
-def gate_case(raw: dict[str, Any], job: dict[str, Any]) -> tuple[str, Any]:
+def gate_case(raw: dict[str, Any], job: Job) -> tuple[str, Callable[[], dict[str, Any]]]:
     """The worker's runner for one gate case: its key and a callable that measures it under the
-    job's gate settings (``job["gate_settings"]``) and returns its facts with status ``ok``."""
+    job's gate settings (:attr:`suite.timing.job.Job.gate_settings`) and returns its facts with
+    status ``ok``."""
     from suite.plugins import load_plugins
     from suite.timing.timer import cpu_settings
 
-    settings = RegressSettings.from_json(job["gate_settings"])
+    if job.gate_settings is None:
+        raise ValueError("a gate job names its gate_settings")
+    settings = RegressSettings.from_json(job.gate_settings)
 
     def measure() -> dict[str, Any]:
         load_plugins(settings.plugins)
@@ -167,7 +193,7 @@ def measure_case(name: str, mode: str, settings: RegressSettings) -> tuple[dict[
     median_ratios: list[float] = []
     module_s: list[float] = []
     reference_s: list[float] = []
-    for _ in range(settings.repeats):
+    for _ in range(settings.visits):
         summaries = measure_interleaved({"module": workload.step, "reference": workload.reference_step},
                                         options=options)
         module, reference = summaries["module"], summaries["reference"]
@@ -192,6 +218,6 @@ def measure_case(name: str, mode: str, settings: RegressSettings) -> tuple[dict[
         "ratio": statistics.median(ratios),
         "ratio_repeats": ratios,
         "ratio_median": statistics.median(median_ratios),
-        "repeats": settings.repeats,
+        "repeats": settings.visits,
     }
     return facts, workload

@@ -49,11 +49,12 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..env import collect_environment
+from ..errors import UsageError
 from ..options import (
     Option,
     add_options,
@@ -134,7 +135,7 @@ class GateSettings:
         "--counter", "what is compared: 'ratio' (time / same-process reference conv) or 'instructions' (per call, "
         "under Callgrind; needs valgrind)", choices=COUNTERS, group=WHAT), "ratio")
     attn: str = setting("--attn", ",".join(DEFAULTS.attn))
-    mode: tuple[str, ...] = setting(MODE, DEFAULTS.modes)
+    mode: tuple[str, ...] = setting(MODE, DEFAULTS.mode)
     batch: tuple[int, ...] = setting("--batch", (DEFAULTS.batch,), default_text=f"{DEFAULTS.batch}; one value")
     channels: tuple[int, ...] = setting("--channels", (DEFAULTS.channels,), default_text=f"{DEFAULTS.channels}; one value")
     size: tuple[int, ...] = setting("--size", (DEFAULTS.size,), default_text=f"{DEFAULTS.size}; one value")
@@ -142,7 +143,7 @@ class GateSettings:
     visits: int | None = setting(Option(
         "--visits", "measurements per case in one process (ratio: interleaved with the reference; instructions: "
         "counted repetitions); the case's value is their median", parse=positive_int, metavar="N", group=WHAT),
-        None, default_text=(f"{DEFAULTS.repeats}; {AB_VISITS} with --against (ratio: its rounds give the spread; "
+        None, default_text=(f"{DEFAULTS.visits}; {AB_VISITS} with --against (ratio: its rounds give the spread; "
                                      "instructions: the sides' counts are compared in one context)"))
     budget_s: float = setting("--budget-s", DEFAULTS.budget_s,
                               default_text=f"{DEFAULTS.budget_s}; ratio counter: of one measurement")
@@ -222,12 +223,12 @@ CASE_TIMEOUT_S = 600.0
 
 def run_cases(settings: RegressSettings, json_path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Measure every case in one fresh worker process, forked from a server that imported torch
-    and the zoo, as the latency stage's rounds are (:class:`suite.timing.rounds.RoundWorkers`);
+    and the zoo, as the latency stage's rounds are (:class:`suite.timing.pool.RoundWorkers`);
     write ``json_path`` in pytest-benchmark's JSON format (each case's facts in ``extra_info``).
 
     Returns ``{case: facts}`` of the measured cases and ``{case: "status: message"}`` of those
     that could not be measured. The worker inherits the allocator and sets the gate's threads."""
-    from ..timing.rounds import RoundWorkers, worker_environment
+    from ..timing.pool import RoundWorkers, worker_environment
     from .cases import GateCase, case_id, gate_job
 
     cases = [GateCase(name, mode, case_id(name, mode, settings)) for name, mode in settings.cases()]
@@ -308,24 +309,28 @@ def measure(counter: str, settings: RegressSettings, out: Path, label: str, *, r
     return Measured(counts.cases, counts.errors, environment, callgrind.machine_class(counts.dispatch))
 
 
-def _gate_settings(args: argparse.Namespace, names: tuple[str, ...], plugins: tuple[str, ...],
+def _gate_settings(settings: GateSettings, names: tuple[str, ...], plugins: tuple[str, ...],
                    *, ab_run: bool = False) -> RegressSettings:
-    visits = args.visits or (AB_VISITS if ab_run else DEFAULTS.repeats)
-    return RegressSettings(attn=names, modes=args.mode, batch=args.batch[0], channels=args.channels[0],
-                           size=args.size[0], threads=args.threads, repeats=visits,
-                           budget_s=args.budget_s, calls=args.calls, plugins=plugins)
+    """What the cases of ``names`` measure, from the flags (``--visits`` defaults to
+    :data:`AB_VISITS` in an A/B run)."""
+    visits = settings.visits or (AB_VISITS if ab_run else DEFAULTS.visits)
+    return RegressSettings(attn=names, mode=settings.mode, batch=settings.batch[0], channels=settings.channels[0],
+                           size=settings.size[0], threads=settings.threads, visits=visits,
+                           budget_s=settings.budget_s, calls=settings.calls, plugins=plugins)
 
 
-def _plugins(args: argparse.Namespace) -> tuple[str, ...]:
-    return tuple(normalize_spec(spec) for spec in args.plugins)  # the benchmarks run from the project root
+def _plugins(settings: GateSettings) -> tuple[str, ...]:
+    return tuple(normalize_spec(spec) for spec in settings.plugins)  # the benchmarks run from the project root
 
 
-def _settings(args: argparse.Namespace) -> RegressSettings:
-    plugins = _plugins(args)
+def _regress_settings(settings: GateSettings) -> RegressSettings:
+    """The measurement settings of a stored-baseline run: ``--attn`` resolved in this zoo, with
+    the ``--plugin`` types loaded."""
+    plugins = _plugins(settings)
     load_plugins(plugins)
     import modules
 
-    return _gate_settings(args, tuple(modules.list_attention(args.attn, strict=True)), plugins)
+    return _gate_settings(settings, tuple(modules.list_attention(settings.attn, strict=True)), plugins)
 
 
 def _print_mismatch(baseline: dict[str, Any], machine: dict[str, Any], mismatch: list[str]) -> None:
@@ -335,47 +340,58 @@ def _print_mismatch(baseline: dict[str, Any], machine: dict[str, Any], mismatch:
           "your own (--update-baseline --baseline my_baseline.json).")
 
 
-def _update_baseline(args: argparse.Namespace, settings: RegressSettings, started: float) -> int:
-    counter = args.counter
-    repeats = DEFAULT_REPEATS[counter] if args.repeats is None else args.repeats
+class MeasurementFailed(RuntimeError):
+    """The measurement failed as a whole (a worker that did not start, a counter that crashed):
+    not the user's input, so not a usage error; :func:`main` prints it and exits
+    :data:`EXIT_ERROR`."""
+
+
+def _measure_or_refuse(counter: str, regress: RegressSettings, out: Path, label: str, *, rotate: int = 0) -> Measured:
+    """:func:`measure`; a measurement that failed as a whole is :class:`MeasurementFailed`."""
+    try:
+        return measure(counter, regress, out, label, rotate=rotate)
+    except (RuntimeError, OSError) as exc:
+        raise MeasurementFailed(str(exc)) from exc
+
+
+def _update_baseline(settings: GateSettings, regress: RegressSettings, baseline_path: Path, started: float) -> int:
+    """Measure in ``--repeats`` processes and write the baseline to ``baseline_path``."""
+    counter = settings.counter
+    repeats = DEFAULT_REPEATS[counter] if settings.repeats is None else settings.repeats
     runs, last = [], None
-    step = max(1, len(settings.cases()) // repeats)  # instructions: each process in another order
+    step = max(1, len(regress.cases()) // repeats)  # instructions: each process in another order
     for i in range(repeats):
         print(f"regress: baseline process {i + 1}/{repeats}", file=sys.stderr)
-        try:
-            last = measure(counter, settings, args.out, f"baseline-run-{i + 1}", rotate=i * step)
-        except (RuntimeError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
+        last = _measure_or_refuse(counter, regress, settings.out, f"baseline-run-{i + 1}", rotate=i * step)
         runs.append(last.cases)
         for case, why in last.errors.items():
             print(f"regress: {case} could not be measured and is left out of the baseline ({why})", file=sys.stderr)
-    assert last is not None
-    floor = DEFAULT_FLOORS[counter] if args.floor is None else args.floor
-    baseline = build_baseline(runs, environment=last.environment, machine=last.machine, settings=settings.to_json(),
-                              floor=floor, factor=args.factor, counter=counter)
-    write_text_atomic(args.baseline, json.dumps(baseline, indent=1, sort_keys=True) + "\n")
+    assert last is not None  # --repeats >= 1 (_check_arguments)
+    floor = DEFAULT_FLOORS[counter] if settings.floor is None else settings.floor
+    baseline = build_baseline(runs, environment=last.environment, machine=last.machine, settings=regress.to_json(),
+                              floor=floor, factor=settings.factor, counter=counter)
+    write_text_atomic(baseline_path, json.dumps(baseline, indent=1, sort_keys=True) + "\n")
     print(f"{'case':32s} {counter:>14s} {'spread':>7s} {'tolerance':>9s}")
     for case, entry in baseline["cases"].items():
         value = f"{entry[counter]:14,.0f}" if counter == "instructions" else f"{entry[counter]:14.4f}"
         print(f"{case:32s} {value} {entry['spread']:7.2%} {entry['tolerance']:9.2%}")
     print(f"regress: baseline of {len(baseline['cases'])} cases from {repeats} processes written to "
-          f"{args.baseline} in {time.perf_counter() - started:.0f} s")
+          f"{baseline_path} in {time.perf_counter() - started:.0f} s")
     return 0
 
 
-def _confirm(args: argparse.Namespace, settings: RegressSettings, baseline: dict[str, Any],
+def _confirm(settings: GateSettings, regress: RegressSettings, baseline: dict[str, Any],
              values: dict[str, list[float]], results: list[CaseResult], errors: dict[str, str]) -> list[CaseResult]:
     """Re-measure the regressing ratio cases in fresh processes (``--confirm`` times)."""
-    aliases = dict(args.baseline_name)
-    for attempt in range(args.confirm):
+    aliases = dict(settings.baseline_name)
+    for attempt in range(settings.confirm):
         suspects = {r.case.split("|")[0] for r in results if r.verdict == "regression"}
         if not suspects:
             break
         print(f"regress: confirming {len(suspects)} regressing type(s) in a fresh process "
-              f"({attempt + 1}/{args.confirm}): {', '.join(sorted(suspects))}", file=sys.stderr)
-        again = RegressSettings.from_json({**settings.to_json(), "attn": sorted(suspects)})
-        confirmation = measure("ratio", again, args.out, f"benchmark-confirm-{attempt + 1}").cases
+              f"({attempt + 1}/{settings.confirm}): {', '.join(sorted(suspects))}", file=sys.stderr)
+        again = replace(regress, attn=tuple(sorted(suspects)))
+        confirmation = _measure_or_refuse("ratio", again, settings.out, f"benchmark-confirm-{attempt + 1}").cases
         for r in results:
             if r.verdict == "regression" and r.case in confirmation:
                 values[r.case].append(confirmation[r.case]["ratio"])
@@ -400,32 +416,18 @@ def _verdict(results: list[CaseResult], mismatch: list[str], summary: str) -> in
     return 0
 
 
-def _ab_measure(args: argparse.Namespace, sides: Sides, settings: RegressSettings, repo: Path,
+def _ab_measure(settings: GateSettings, sides: Sides, regress: RegressSettings, repo: Path,
                 threshold: float, unloadable: dict[str, dict[str, str]]) -> tuple[list[ab.ABCase], dict[str, Any]]:
     """Measure both sides with the chosen counter, write each side's measurements to ``--out``
     and return the verdict per case with the environment."""
-    out: Path = args.out
-    per_side = {side.name: ab.side_settings(settings, side, repo, drop=unloadable[side.name]) for side in sides}
+    per_side = {side.name: ab.side_settings(regress, side, repo, drop=unloadable[side.name]) for side in sides}
     revisions = {side.name: side.revision for side in sides}
-    if args.counter == "ratio":
-        with cpu_settings(settings.threads):
-            environment = collect_environment()
-        jobs = 2 * args.rounds
-        from ..stage import progress_bar
-
-        with progress_bar(jobs, "A/B rounds", unit="worker") as bar:
-            rounds = ab.measure_ratio_sides(sides, per_side, rounds=args.rounds, timeout_s=CASE_TIMEOUT_S,
-                                            repo=repo, on_job=lambda name, index: bar.update(1))
-        for name, cases in rounds.items():
-            measured = {case: ab.side_benchmark_facts(fields) for case, fields in cases.items()
-                        if any(f.get("status") == "ok" for f in fields)}
-            write_text_atomic(out / f"benchmark-{name}.json",
-                              json.dumps(benchmark_json(measured, commit=revisions[name]), indent=1) + "\n")
-        return ab.judge_ratios(rounds["head"], rounds["base"], threshold), environment
-    counts = ab.measure_instruction_sides(sides, per_side, out, repo)
+    if settings.counter == "ratio":
+        return _ab_measure_ratios(settings, sides, per_side, revisions, repo, threshold)
+    counts = ab.measure_instruction_sides(sides, per_side, settings.out, repo)
     environment = _instruction_environment(counts["head"])
     for name, count in counts.items():
-        write_text_atomic(out / f"instructions-{name}.json", json.dumps(
+        write_text_atomic(settings.out / f"instructions-{name}.json", json.dumps(
             {"revision": revisions[name], "environment": environment, "settings": per_side[name].to_json(),
              "wall_s": count.wall_s, "cases": count.cases, "errors": count.errors}, indent=1) + "\n")
     errors: dict[str, str] = {}
@@ -435,148 +437,217 @@ def _ab_measure(args: argparse.Namespace, sides: Sides, settings: RegressSetting
     return ab.judge_instructions(counts["head"].cases, counts["base"].cases, errors, threshold), environment
 
 
-def run_ab(args: argparse.Namespace, started: float) -> int:
+def _ab_measure_ratios(settings: GateSettings, sides: Sides, per_side: dict[str, RegressSettings],
+                       revisions: dict[str, str], repo: Path, threshold: float) -> tuple[list[ab.ABCase], dict[str, Any]]:
+    """The ratio counter's A/B measurement: ``--rounds`` rounds of both sides' workers, each
+    side's ``benchmark-<side>.json``, the verdict per case and the environment."""
+    from ..stage import progress_bar
+
+    with cpu_settings(per_side["head"].threads):
+        environment = collect_environment()
+    with progress_bar(2 * settings.rounds, "A/B rounds", unit="worker") as bar:
+        rounds = ab.measure_ratio_sides(sides, per_side, rounds=settings.rounds, timeout_s=CASE_TIMEOUT_S,
+                                        repo=repo, on_job=lambda name, index: bar.update(1))
+    for name, cases in rounds.items():
+        measured = {case: ab.side_benchmark_facts(fields) for case, fields in cases.items()
+                    if any(f.get("status") == "ok" for f in fields)}
+        write_text_atomic(settings.out / f"benchmark-{name}.json",
+                          json.dumps(benchmark_json(measured, commit=revisions[name]), indent=1) + "\n")
+    return ab.judge_ratios(rounds["head"], rounds["base"], threshold), environment
+
+
+def run_ab(settings: GateSettings, started: float) -> int:
     """The A/B gate: the working tree against ``--against`` (or ``--against-path``), both
     measured here (:mod:`suite.regress.ab`); the table, ``verdict.json`` and each side's
-    measurements in ``--out``."""
-    counter = args.counter
-    threshold = AB_THRESHOLDS[counter] if args.threshold is None else args.threshold
+    measurements in ``--out``. A revision, folder or counter that cannot be used is a
+    :class:`UsageError`."""
+    counter = settings.counter
+    threshold = AB_THRESHOLDS[counter] if settings.threshold is None else settings.threshold
     try:
-        from_env = tuple(normalize_spec(spec) for spec in os.environ.get(PLUGINS_ENV, "").split(";") if spec.strip())
-        plugins = tuple(dict.fromkeys(_plugins(args) + from_env))  # both, as the stored-baseline gate loads them
-        if counter == "instructions":
-            callgrind.find_valgrind()
-        repo = ab.checkout_root(Path.cwd())
-        with ab.materialise(repo, against=args.against, against_path=args.against_path) as sides:
-            print(f"regress: A/B, {counter}: working tree ({sides.head.short}) against "
-                  f"{sides.base.named} ({sides.base.short})", file=sys.stderr)
-            listing = _gate_settings(args, ("-",), plugins, ab_run=True)
-            zoo = ab.resolve_zoo(sides, args.attn, listing, repo)
-            for name, failed in zoo.unloadable.items():
-                for spec, why in failed.items():
-                    print(f"regress: the {name} side cannot load the plugin {spec} ({why}); its types count as "
-                          f"{'removed' if name == 'head' else 'new'}", file=sys.stderr)
-            settings = _gate_settings(args, tuple(zoo.names) or ("-",), plugins, ab_run=True)
-            results = ab.only_one_side(zoo.only, settings)
-            if zoo.names:
-                args.out.mkdir(parents=True, exist_ok=True)
-                judged, environment = _ab_measure(args, sides, settings, repo, threshold, zoo.unloadable)
-                results = judged + results
-            else:
-                environment = collect_environment()
-                print("regress: no attention type is in both sides' zoos: nothing to judge", file=sys.stderr)
-            head, base = sides.head.as_dict(), sides.base.as_dict()
-    except (ValueError, RuntimeError, OSError, callgrind.CounterUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        results, environment, regress, head, base = _run_ab_sides(settings, threshold)
+    except (ValueError, callgrind.CounterUnavailable) as exc:  # a revision, folder or counter it cannot use
+        raise UsageError(str(exc)) from exc
+    except (RuntimeError, OSError) as exc:
+        raise MeasurementFailed(str(exc)) from exc
     print(ab.format_ab_table(results, counter, threshold))
     elapsed = time.perf_counter() - started
     verdict = {
         "mode": "ab",
         "counter": counter,
         "head": head,
-        "base": {**base, "named": shown_path(base["named"]) if args.against_path else base["named"]},
+        "base": {**base, "named": shown_path(base["named"]) if settings.against_path else base["named"]},
         "threshold": threshold,
-        "rounds": args.rounds if counter == "ratio" else 1,
+        "rounds": settings.rounds if counter == "ratio" else 1,
         "rule": ab.RULES[counter].format(threshold=threshold),
         "environment": environment,
-        "settings": settings.to_json(),
+        "settings": regress.to_json(),
         "results": [r.as_dict() for r in results],
         "wall_s": elapsed,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out / "verdict.json", json.dumps(verdict, indent=1) + "\n")
+    settings.out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(settings.out / "verdict.json", json.dumps(verdict, indent=1) + "\n")
     return _verdict(results, [], f"regress: A/B against {base['named']}: {len(results)} cases in {elapsed:.0f} s: ")
 
 
-def _against_head(args: argparse.Namespace, started: float, mismatch: list[str]) -> int:
+def _run_ab_sides(settings: GateSettings, threshold: float) -> tuple[
+        list[ab.ABCase], dict[str, Any], RegressSettings, dict[str, str], dict[str, str]]:
+    """Materialise both sides, resolve their zoos and measure the cases both have; the results,
+    the environment, the measurement settings and what ``verdict.json`` says of each side."""
+    counter = settings.counter
+    from_env = tuple(normalize_spec(spec) for spec in os.environ.get(PLUGINS_ENV, "").split(";") if spec.strip())
+    plugins = tuple(dict.fromkeys(_plugins(settings) + from_env))  # both, as the stored-baseline gate loads them
+    if counter == "instructions":
+        callgrind.find_valgrind()
+    repo = ab.checkout_root(Path.cwd())
+    with ab.materialise(repo, against=settings.against, against_path=settings.against_path) as sides:
+        print(f"regress: A/B, {counter}: working tree ({sides.head.short}) against "
+              f"{sides.base.named} ({sides.base.short})", file=sys.stderr)
+        listing = _gate_settings(settings, ("-",), plugins, ab_run=True)
+        zoo = ab.resolve_zoo(sides, settings.attn, listing, repo)
+        for name, failed in zoo.unloadable.items():
+            for spec, why in failed.items():
+                print(f"regress: the {name} side cannot load the plugin {spec} ({why}); its types count as "
+                      f"{'removed' if name == 'head' else 'new'}", file=sys.stderr)
+        regress = _gate_settings(settings, tuple(zoo.names) or ("-",), plugins, ab_run=True)
+        results = ab.only_one_side(zoo.only, regress)
+        if zoo.names:
+            settings.out.mkdir(parents=True, exist_ok=True)
+            judged, environment = _ab_measure(settings, sides, regress, repo, threshold, zoo.unloadable)
+            results = judged + results
+        else:
+            environment = collect_environment()
+            print("regress: no attention type is in both sides' zoos: nothing to judge", file=sys.stderr)
+        return results, environment, regress, sides.head.as_dict(), sides.base.as_dict()
+
+
+def _against_head(settings: GateSettings, started: float, mismatch: list[str]) -> int:
     """No committed baseline of this machine class: judge the working tree against ``HEAD``."""
-    print(f"regress: no committed {args.counter} baseline for this machine class (it differs in "
+    print(f"regress: no committed {settings.counter} baseline for this machine class (it differs in "
           f"{'; '.join(m.split(':')[0] for m in mismatch)}): judging the working tree against HEAD, "
           "both measured here (--against HEAD)")
-    args.against = "HEAD"
-    return run_ab(args, started)
+    return run_ab(replace(settings, against="HEAD", baseline=None), started)
 
 
-def _check_ab_arguments(args: argparse.Namespace, explicit_baseline: bool) -> None:
-    """``ValueError`` for A/B flags combined with what only a stored baseline means."""
-    if args.against is not None and args.against_path is not None:
-        raise ValueError("--against and --against-path both name the base: give one")
-    if args.against is None and args.against_path is None:
-        return
-    if args.counter == "ratio" and args.rounds < 2:
-        raise ValueError(f"--rounds must be at least 2 with --against (an interval needs two rounds), got {args.rounds}")
-    clashes = [flag for flag, given in (("--baseline", explicit_baseline), ("--update-baseline", args.update_baseline),
-                                        ("--baseline-name", bool(args.baseline_name))) if given]
-    if clashes:
-        raise ValueError(f"--against measures both sides here; {', '.join(clashes)} applies to a stored baseline")
+def _check_arguments(settings: GateSettings) -> None:
+    """:class:`UsageError` for flags that contradict each other: A/B flags combined with what
+    only a stored baseline means, or ``--update-baseline`` without the file to write."""
+    if settings.against is not None and settings.against_path is not None:
+        raise UsageError("--against and --against-path both name the base: give one")
+    if settings.against is not None or settings.against_path is not None:
+        if settings.counter == "ratio" and settings.rounds < 2:
+            raise UsageError("--rounds must be at least 2 with --against (an interval needs two rounds), "
+                             f"got {settings.rounds}")
+        clashes = [flag for flag, given in (("--baseline", settings.baseline is not None),
+                                            ("--update-baseline", settings.update_baseline),
+                                            ("--baseline-name", bool(settings.baseline_name))) if given]
+        if clashes:
+            raise UsageError(f"--against measures both sides here; {', '.join(clashes)} applies to a stored baseline")
+    if settings.update_baseline and settings.baseline is None:
+        raise UsageError("--update-baseline writes the file named by --baseline FILE: name it (a committed "
+                         f"baseline, {shown_path(DEFAULT_BASELINES[settings.counter])}, is rewritten only when "
+                         "named on purpose)")
+    if settings.repeats is not None and settings.repeats < 1:
+        raise UsageError(f"--repeats must be >= 1, got {settings.repeats}")
 
 
-def main(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    counter = args.counter
-    explicit_baseline = args.baseline is not None
-    args.baseline = args.baseline or DEFAULT_BASELINES[counter]
+def main(settings: GateSettings) -> int:
+    """Run the gate; its exit codes are :data:`EXIT_REGRESSION`, :data:`EXIT_ERROR` (a case or
+    the whole measurement that failed) and :data:`EXIT_MISMATCH`; refused input raises
+    :class:`UsageError` (exit 2 as well)."""
     try:
-        _check_ab_arguments(args, explicit_baseline)
-        if args.update_baseline and not explicit_baseline:
-            raise ValueError("--update-baseline writes the file named by --baseline FILE: name it (a committed "
-                             f"baseline, {shown_path(args.baseline)}, is rewritten only when named on purpose)")
-    except ValueError as exc:
+        return _gate(settings)
+    except MeasurementFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    if args.against is not None or args.against_path is not None:
-        return run_ab(args, started)
+
+
+def _gate(settings: GateSettings) -> int:
+    started = time.perf_counter()
+    _check_arguments(settings)
+    if settings.against is not None or settings.against_path is not None:
+        return run_ab(settings, started)
     try:
-        if args.repeats is not None and args.repeats < 1:
-            raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
-        settings = _settings(args)
-        if counter == "instructions":
+        regress = _regress_settings(settings)
+        if settings.counter == "instructions":
             callgrind.find_valgrind()  # before any work: a clear message when it is missing
     except (ValueError, callgrind.CounterUnavailable) as exc:  # bad --attn, a PluginError, no valgrind
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    if args.update_baseline:
-        return _update_baseline(args, settings, started)
+        raise UsageError(str(exc)) from exc
+    settings.out.mkdir(parents=True, exist_ok=True)
+    if settings.update_baseline:
+        assert settings.baseline is not None  # _check_arguments refuses --update-baseline without it
+        return _update_baseline(settings, regress, settings.baseline, started)
+    return _stored_baseline_gate(settings, regress, started)
 
+
+def _load_gated_baseline(settings: GateSettings, path: Path) -> dict[str, Any]:
+    """The baseline at ``path`` for ``--counter``; :class:`UsageError` when it cannot be used."""
     try:
-        baseline = load_baseline(args.baseline)
-        if counter_of(baseline) != counter:
-            raise ValueError(f"it holds {counter_of(baseline)} values, not {counter} (pass --counter "
-                             f"{counter_of(baseline)}, or a baseline taken with --counter {counter})")
+        baseline = load_baseline(path)
+        if counter_of(baseline) != settings.counter:
+            raise ValueError(f"it holds {counter_of(baseline)} values, not {settings.counter} (pass --counter "
+                             f"{counter_of(baseline)}, or a baseline taken with --counter {settings.counter})")
     except (OSError, ValueError) as exc:
-        print(f"error: cannot use the baseline {args.baseline}: {exc} (judge against a revision with "
-              "--against REF, or take a baseline with --update-baseline --baseline FILE)", file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError(f"cannot use the baseline {path}: {exc} (judge against a revision with --against REF, "
+                         "or take a baseline with --update-baseline --baseline FILE)") from exc
+    return baseline
+
+
+def _stored_baseline_gate(settings: GateSettings, regress: RegressSettings, started: float) -> int:
+    """Judge the cases against ``--baseline`` (the committed baseline of ``--counter`` when not
+    given; A/B against ``HEAD`` when that one is of another machine class)."""
+    counter = settings.counter
+    explicit = settings.baseline is not None
+    path = settings.baseline or DEFAULT_BASELINES[counter]
+    baseline = _load_gated_baseline(settings, path)
     if counter == "ratio":  # the ratio class is known before measuring: nothing is measured in vain
-        expected = machine_class(collect_environment(), threads=settings.threads)
+        expected = machine_class(collect_environment(), threads=regress.threads)
         mismatch = machine_mismatch(baseline.get("machine_class", {}), expected, soft=SOFT_KEYS[counter])
-        if mismatch and not explicit_baseline:
-            return _against_head(args, started, mismatch)
-        if mismatch and args.on_mismatch == "fail":
+        if mismatch and not explicit:
+            return _against_head(settings, started, mismatch)
+        if mismatch and settings.on_mismatch == "fail":
             _print_mismatch(baseline, expected, mismatch)
             print("regress: nothing measured (--on-mismatch fail); --on-mismatch warn measures and shows the "
                   "numbers without judging them")
             return EXIT_MISMATCH
-    try:
-        current = measure(counter, settings, out, "benchmark" if counter == "ratio" else "instructions")
-    except (RuntimeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    current = _measure_or_refuse(counter, regress, settings.out, "benchmark" if counter == "ratio" else "instructions")
     mismatch = machine_mismatch(baseline.get("machine_class", {}), current.machine, soft=SOFT_KEYS[counter])
-    if mismatch and not explicit_baseline:
-        return _against_head(args, started, mismatch)
+    if mismatch and not explicit:
+        return _against_head(settings, started, mismatch)
+    results = _judge(settings, regress, baseline, current, mismatch)
     warnings = machine_warnings(baseline.get("machine_class", {}), current.machine, SOFT_KEYS[counter])
+    if warnings and not mismatch:
+        print(f"regress: WARNING: judged across {'; '.join(warnings)}: {WARNING_REASONS[counter]}; to be "
+              "sure, judge against a revision measured here (--against REF)")
+    elapsed = time.perf_counter() - started
+    verdict = {
+        "counter": counter,
+        "baseline": shown_path(path),
+        "machine_class": current.machine,
+        "baseline_machine_class": baseline.get("machine_class"),
+        "mismatch": mismatch,
+        "warnings": warnings,
+        "environment": current.environment,
+        "settings": regress.to_json(),
+        "results": [r.as_dict() for r in results],
+        "wall_s": elapsed,
+    }
+    write_text_atomic(settings.out / "verdict.json", json.dumps(verdict, indent=1) + "\n")
+    if mismatch:
+        _print_mismatch(baseline, current.machine, mismatch)
+        if settings.on_mismatch == "fail":
+            return EXIT_MISMATCH
+    return _verdict(results, mismatch, f"regress: {len(results)} cases in {elapsed:.0f} s: ")
+
+
+def _judge(settings: GateSettings, regress: RegressSettings, baseline: dict[str, Any], current: Measured,
+           mismatch: list[str]) -> list[CaseResult]:
+    """Each case's verdict against the baseline (regressing ratio cases confirmed; every case
+    ``incomparable`` across machine classes), with the table printed."""
+    counter = settings.counter
     values = {case: [facts[counter]] for case, facts in current.cases.items()}
-    results = compare(baseline, values, baseline_names=dict(args.baseline_name), errors=current.errors)
+    results = compare(baseline, values, baseline_names=dict(settings.baseline_name), errors=current.errors)
     if counter == "ratio" and not mismatch:  # nothing is judged across machine classes
-        try:
-            results = _confirm(args, settings, baseline, values, results, current.errors)
-        except (RuntimeError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
+        results = _confirm(settings, regress, baseline, values, results, current.errors)
     if mismatch:
         for r in results:
             if r.verdict != "error":
@@ -584,27 +655,4 @@ def main(args: argparse.Namespace) -> int:
     beside = {case: {key: facts[key] for key in ("d1_misses", "ll_misses")}
               for case, facts in current.cases.items()} if counter == "instructions" else None
     print(format_table(results, counter, beside))
-    if warnings and not mismatch:
-        print(f"regress: WARNING: judged across {'; '.join(warnings)}: {WARNING_REASONS[counter]}; to be "
-              "sure, judge against a revision measured here (--against REF)")
-    elapsed = time.perf_counter() - started
-    verdict = {
-        "counter": counter,
-        "baseline": shown_path(args.baseline),
-        "machine_class": current.machine,
-        "baseline_machine_class": baseline.get("machine_class"),
-        "mismatch": mismatch,
-        "warnings": warnings,
-        "environment": current.environment,
-        "settings": settings.to_json(),
-        "results": [r.as_dict() for r in results],
-        "wall_s": elapsed,
-    }
-    write_text_atomic(out / "verdict.json", json.dumps(verdict, indent=1) + "\n")
-    if mismatch:
-        _print_mismatch(baseline, current.machine, mismatch)
-        if args.on_mismatch == "fail":
-            return EXIT_MISMATCH
-    return _verdict(results, mismatch, f"regress: {len(results)} cases in {elapsed:.0f} s: ")
-
-
+    return results

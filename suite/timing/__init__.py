@@ -1,8 +1,12 @@
 """Latency and memory you can trust: the ``latency`` and ``memory`` stages of the harness.
 
 * :mod:`.stats` -- median, IQR, p90/p99 and the order-statistic 95% CI of the median;
-* :mod:`.timer` -- the adaptive timer (warm-up, calls per sample, interleaving, stop at a CI
-  of +-1% or a budget) with ``perf_counter`` / CUDA-event clocks and explicit settings;
+* :mod:`.timer` -- the timers (a round of samples, ``sample_round``; the adaptive
+  ``measure_interleaved`` the regression gate's cases use) with ``perf_counter`` / CUDA-event
+  clocks and explicit settings;
+* :mod:`.rounds` -- latency in rounds of fresh worker processes: the loop; :mod:`.pool` the
+  processes, :mod:`.job` what is sent to one, :mod:`.worker` what runs in it,
+  :mod:`.round_stats` a row from its rounds, :mod:`.resume` where the rounds stand;
 * :mod:`.grid` -- configurations and the cpu / gpu profiles of default axes;
 * :mod:`.workloads` -- what is run: module or model, its reference, forward or training step;
 * :mod:`.roofline` -- measured bandwidth and matmul rate, the bound of each forward;

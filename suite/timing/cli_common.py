@@ -3,7 +3,6 @@ configurations, and the settings context (threads, cuDNN / TF32) with the enviro
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
@@ -13,8 +12,9 @@ from typing import Any
 import torch
 
 from ..env import collect_environment
+from ..errors import UsageError
 from .grid import Config, expand
-from .sweep import axes_from_args, busy_warning
+from .sweep import GridSettings, axes_from_args, busy_warning
 from .timer import cpu_settings, cuda_settings, default_threads
 
 __all__ = ["SweepPlan", "plan_sweep", "measurement_settings"]
@@ -31,51 +31,61 @@ class SweepPlan:
     configs: list[Config]
 
 
-def plan_sweep(args: argparse.Namespace, stage: str, cpu_threads: int | None = None) -> SweepPlan | int:
-    """The plan for ``stage`` from the CLI arguments, or an exit code after printing the error
-    (a bad ``--device``, no CUDA, an unknown ``--attn`` pattern), before anything is measured.
-    Without ``--threads``: ``cpu_threads`` on the CPU when given, else the cores this process may use."""
-    device = args.device or "cpu"
-    try:
-        torch_device = torch.device(device)
-    except RuntimeError as exc:
-        print(f"error: --device {device!r}: {exc}", file=sys.stderr)
-        return 2
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
-        return 2
+def plan_sweep(settings: GridSettings, stage: str, cpu_threads: int | None = None) -> SweepPlan:
+    """The plan for ``stage`` from its settings, before anything is measured; a bad ``--device``,
+    no CUDA, an unknown ``--attn`` pattern or ``--arch`` raise :class:`UsageError`. Without
+    ``--threads``: ``cpu_threads`` on the CPU when given, else the cores this process may use."""
+    device = settings.device or "cpu"
+    torch_device = _torch_device(device)
     import modules
 
     try:
-        names = modules.list_attention(args.attn, strict=True)
+        names = modules.list_attention(settings.attn, strict=True)
     except ValueError as exc:
-        print(f"error: --attn: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--attn: {exc}") from exc
     stage_default = cpu_threads if cpu_threads is not None and torch_device.type == "cpu" else None
-    threads = args.threads if args.threads is not None else (stage_default or default_threads())
+    threads = settings.threads if settings.threads is not None else (stage_default or default_threads())
     if threads < 1:
-        print(f"error: --threads must be >= 1, got {threads}", file=sys.stderr)
-        return 2
-    archs = [""]
-    if args.level == "model":
-        archs = list(args.arch)
-        unknown = [a for a in archs if a not in modules.list_archs()]
-        if unknown or not archs:
-            print(f"error: --arch {','.join(archs)!r}: unknown {', '.join(unknown) or 'empty list'}; "
-                  f"accepted: {', '.join(modules.list_archs())}", file=sys.stderr)
-            return 2
-    axes = axes_from_args(args, stage, device)
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    archs = _archs(settings)
+    axes = axes_from_args(settings, stage, device)
     configs = [config for arch in archs for config in expand(
-        stage, names, axes, device=device, threads=threads, level=args.level, arch=arch)]
+        stage, names, axes, device=device, threads=threads, level=settings.level, arch=arch)]
     return SweepPlan(device, torch_device, threads, axes, configs)
 
 
+def _torch_device(device: str) -> torch.device:
+    """``device`` as torch's; :class:`UsageError` for a name torch refuses or CUDA it cannot see."""
+    try:
+        torch_device = torch.device(device)
+    except RuntimeError as exc:
+        raise UsageError(f"--device {device!r}: {exc}") from exc
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda but torch sees no CUDA device")
+    return torch_device
+
+
+def _archs(settings: GridSettings) -> list[str]:
+    """The backbones of a model-level sweep (``[""]`` at module level); :class:`UsageError` for
+    an unknown or empty ``--arch``."""
+    if settings.level != "model":
+        return [""]
+    import modules
+
+    archs = list(settings.arch)
+    unknown = [a for a in archs if a not in modules.list_archs()]
+    if unknown or not archs:
+        raise UsageError(f"--arch {','.join(archs)!r}: unknown {', '.join(unknown) or 'empty list'}; "
+                         f"accepted: {', '.join(modules.list_archs())}")
+    return archs
+
+
 @contextlib.contextmanager
-def measurement_settings(args: argparse.Namespace, plan: SweepPlan) -> Iterator[dict[str, Any]]:
+def measurement_settings(settings: GridSettings, plan: SweepPlan) -> Iterator[dict[str, Any]]:
     """Set threads (and cuDNN benchmark / TF32 on CUDA) for the sweep; yield the environment
     with those settings recorded. Warns on stderr when the CPU is busy."""
     cuda_context = (
-        cuda_settings(cudnn_benchmark=args.cudnn_benchmark == "on", tf32=args.tf32 == "on")
+        cuda_settings(cudnn_benchmark=settings.cudnn_benchmark == "on", tf32=settings.tf32 == "on")
         if plan.torch_device.type == "cuda" else contextlib.nullcontext({})
     )
     with cpu_settings(plan.threads) as cpu_record, cuda_context as cuda_record:

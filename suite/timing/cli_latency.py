@@ -25,10 +25,11 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
 from ..options import (
     Option,
     non_negative_float,
@@ -37,17 +38,24 @@ from ..options import (
     positive_int,
     setting,
 )
-from ..records import FolderLockedError, RecordStore
-from ..stage import open_stage, rewrite_tables
-from .cli_common import measurement_settings, plan_sweep
+from ..records import FolderLockedError, RecordStore, environment_columns
+from ..stage import SweepResult, open_stage, rewrite_tables
+from ..stages import stage
+from .cli_common import SweepPlan, measurement_settings, plan_sweep
 from .contention import ContentionLimits
 from .grid import Config
+from .job import Job
+from .pool import ALLOCATORS, ISOLATIONS, RoundWorkers, worker_environment
 from .roofline import MachinePeaks, measure_machine, min_bytes, roofline
-from .rounds import ALLOCATORS, ISOLATIONS, RoundPlan, RoundWorkers, run_rounds, worker_environment
-from .sweep import GridSettings, add_grid_arguments, env_columns, stage_table
-from .timer import RoundOptions, TimerOptions
+from .round_stats import RoundPlan
+from .rounds import run_rounds
+from .sweep import GridSettings, add_grid_arguments, stage_table
+from .timer import RoundOptions
 
-__all__ = ["LatencySettings", "SETTINGS", "add_arguments", "add_roofline", "main", "round_plan", "round_settings", "LEADING_COLUMNS"]
+__all__ = ["LatencySettings", "SETTINGS", "add_arguments", "add_roofline", "main", "round_job", "round_plan", "LEADING_COLUMNS"]
+
+RECORDS_FILE = str(stage("latency").records_file)
+"""The stage's raw records in its folder (:mod:`suite.stages`)."""
 
 LEADING_COLUMNS = (
     "attn", "level", "arch", "mode", "device", "dtype", "memory_format", "compile",
@@ -154,9 +162,8 @@ class _LazyPeaks:
         if not self.measured:
             self.measured = True
             copy_bytes = self.copy_mib << 20 if self.copy_mib else None
-            options = TimerOptions(budget_s=1.0, rel_tol=0.02, warmup_s=0.05)
-            self.peaks = measure_machine(self.device, self.dtypes, copy_bytes=copy_bytes, options=options)
-            env_fields = env_columns(self.environment)
+            self.peaks = measure_machine(self.device, self.dtypes, copy_bytes=copy_bytes)
+            env_fields = environment_columns(self.environment)
             for row in self.peaks.as_rows():
                 self.store.append({
                     "record": "machine",
@@ -184,26 +191,27 @@ def add_roofline(config: Config, row: dict[str, Any], peaks: MachinePeaks | None
     return row
 
 
-def round_plan(args: argparse.Namespace, device_type: str) -> RoundPlan:
-    """The rounds of each configuration from the flags (a ValueError names a bad value)."""
+def round_plan(settings: LatencySettings, device_type: str) -> RoundPlan:
+    """The rounds of each configuration from the settings (a ValueError names a bad value)."""
     kind = "cuda" if device_type == "cuda" else "cpu"
-    rounds = ROUNDS_DEFAULT[kind] if args.rounds is None else args.rounds
-    max_rounds = rounds if args.max_rounds is None else args.max_rounds
-    max_attempts = 2 * max(rounds, max_rounds) if args.max_attempts is None else args.max_attempts
-    return RoundPlan(rounds=rounds, max_rounds=max_rounds, max_attempts=max_attempts, rel_tol=args.rel_tol)
+    rounds = ROUNDS_DEFAULT[kind] if settings.rounds is None else settings.rounds
+    max_rounds = rounds if settings.max_rounds is None else settings.max_rounds
+    max_attempts = 2 * max(rounds, max_rounds) if settings.max_attempts is None else settings.max_attempts
+    return RoundPlan(rounds=rounds, max_rounds=max_rounds, max_attempts=max_attempts, rel_tol=settings.rel_tol)
 
 
-def round_settings(args: argparse.Namespace, plan: RoundPlan, device: str, threads: int, budget_s: float) -> dict[str, Any]:
-    """What every worker job carries: per-round sampling, contention limits, process settings."""
-    options = RoundOptions(sample_s=budget_s / plan.rounds, warmup_s=args.warmup_s,
-                           min_samples=args.min_samples, max_samples=args.max_samples)
-    limits = ContentionLimits(min_cpu_share=args.min_cpu_share, max_other_cores=args.max_other_cores,
-                              max_steal_share=args.max_steal)
-    if args.retries < 0:
-        raise ValueError(f"--retries must be >= 0, got {args.retries}")
-    return {"options": asdict(options), "limits": asdict(limits), "retries": args.retries,
-            "threads": threads, "device": device, "flush_denormal": args.flush_denormal == "on",
-            "cudnn_benchmark": args.cudnn_benchmark == "on", "tf32": args.tf32 == "on"}
+def round_job(settings: LatencySettings, plan: RoundPlan, device: str, threads: int, budget_s: float) -> Job:
+    """The job every latency round sends its worker (the configurations are added per round):
+    per-round sampling, contention limits, retries and the process settings."""
+    if settings.retries < 0:
+        raise ValueError(f"--retries must be >= 0, got {settings.retries}")
+    options = RoundOptions(sample_s=budget_s / plan.rounds, warmup_s=settings.warmup_s,
+                           min_samples=settings.min_samples, max_samples=settings.max_samples)
+    limits = ContentionLimits(min_cpu_share=settings.min_cpu_share, max_other_cores=settings.max_other_cores,
+                              max_steal_share=settings.max_steal)
+    return Job(threads=threads, device=device, flush_denormal=settings.flush_denormal == "on",
+               cudnn_benchmark=settings.cudnn_benchmark == "on", tf32=settings.tf32 == "on",
+               options=options, limits=limits, retries=settings.retries)
 
 
 def tables(records: list[dict[str, Any]], folder: Path | None = None) -> dict[str, Any]:
@@ -224,50 +232,55 @@ def _rows(records: list[dict[str, Any]]) -> int:
     return sum(r.get("record", "latency") == "latency" for r in records)
 
 
-def main(args: argparse.Namespace) -> int:
-    plan = plan_sweep(args, "latency", cpu_threads=DEFAULT_THREADS["cpu"])
-    if isinstance(plan, int):
-        return plan
-    device, torch_device, axes, configs = plan.device, plan.torch_device, plan.axes, plan.configs
-    if args.dry_run:
-        for config in configs:
+def main(settings: LatencySettings) -> int:
+    plan = plan_sweep(settings, "latency", cpu_threads=DEFAULT_THREADS["cpu"])
+    if settings.dry_run:
+        for config in plan.configs:
             print(config.key())
         return 0
-    kind = "cuda" if torch_device.type == "cuda" else "cpu"
-    budget = BUDGET_DEFAULT_S[kind] if args.budget_s is None else args.budget_s  # > 0: its parser checks
+    kind = "cuda" if plan.torch_device.type == "cuda" else "cpu"
+    budget = BUDGET_DEFAULT_S[kind] if settings.budget_s is None else settings.budget_s  # > 0: its parser checks
     try:
-        rounds = round_plan(args, torch_device.type)
-        settings = round_settings(args, rounds, device, plan.threads, budget)
-        env = worker_environment(plan.threads, args.allocator)
+        rounds = round_plan(settings, plan.torch_device.type)
+        job = round_job(settings, rounds, plan.device, plan.threads, budget)
+        env = worker_environment(plan.threads, settings.allocator)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out: Path = args.out
-    if args.tables_only:
-        run = rewrite_tables(out, "records.jsonl", tables)
+        raise UsageError(str(exc)) from exc
+    out: Path = settings.out
+    if settings.tables_only:
+        run = rewrite_tables(out, RECORDS_FILE, tables)
         print(f"latency: {_rows(run.records)} rows in {out / 'latency.csv'}, from the records", file=sys.stderr)
         return 0
     try:
-        with open_stage(out, "records.jsonl", tables) as run, measurement_settings(args, plan) as environment:
-            environment["clock"] = "cuda_event" if torch_device.type == "cuda" else "perf_counter"
-            environment["timer"] = (f"rounds={rounds.rounds} max_rounds={rounds.max_rounds} budget_s={budget} "
-                                    f"isolation={args.isolation} allocator={args.allocator} "
-                                    f"flush_denormal={args.flush_denormal} rel_tol={rounds.rel_tol}")
-            peaks = _LazyPeaks(device, axes.dtype, args.roofline_copy_mib, run.store, environment, not args.no_roofline)
-            if not args.no_roofline and any(c.mode == "forward" and c.level == "module" for c in configs):
-                peaks.get()  # before any worker starts: nothing else runs while it measures
-            with RoundWorkers(isolation=args.isolation, servers=args.servers, env=env,
-                              timeout_s=args.timeout_s) as workers:
-                result = run_rounds(
-                    configs, run.store, workers, settings, rounds, environment=environment,
-                    finish=lambda config, row: add_roofline(config, row, peaks.get()),
-                    force=args.force, retry_failed=args.retry_failed, limit=args.limit,
-                    progress=not args.no_progress,
-                )
+        run, result = _measure(settings, plan, rounds, job, env, budget)
     except FolderLockedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc
     print(f"latency: {result.measured} measured, {result.contended} contended, {result.failed} failed "
           f"(rows with a status), {result.skipped} already recorded, in {result.rounds_run} rounds; "
           f"{_rows(run.records)} rows in {out / 'latency.csv'}", file=sys.stderr)
     return 130 if result.interrupted else 0
+
+
+def _measure(settings: LatencySettings, plan: SweepPlan, rounds: RoundPlan, job: Job, env: dict[str, str],
+             budget: float) -> tuple[Any, SweepResult]:
+    """Measure the plan's configurations in rounds into ``settings.out``; the stage run and the
+    sweep's result (:class:`FolderLockedError` when another run holds the folder)."""
+    configs = plan.configs
+    with open_stage(settings.out, RECORDS_FILE, tables) as run, measurement_settings(settings, plan) as environment:
+        environment["clock"] = "cuda_event" if plan.torch_device.type == "cuda" else "perf_counter"
+        environment["timer"] = (f"rounds={rounds.rounds} max_rounds={rounds.max_rounds} budget_s={budget} "
+                                f"isolation={settings.isolation} allocator={settings.allocator} "
+                                f"flush_denormal={settings.flush_denormal} rel_tol={rounds.rel_tol}")
+        peaks = _LazyPeaks(plan.device, plan.axes.dtype, settings.roofline_copy_mib, run.store, environment,
+                           not settings.no_roofline)
+        if not settings.no_roofline and any(c.mode == "forward" and c.level == "module" for c in configs):
+            peaks.get()  # before any worker starts: nothing else runs while it measures
+        with RoundWorkers(isolation=settings.isolation, servers=settings.servers, env=env,
+                          timeout_s=settings.timeout_s) as workers:
+            result = run_rounds(
+                configs, run.store, workers, job, rounds, environment=environment,
+                finish=lambda config, row: add_roofline(config, row, peaks.get()),
+                force=settings.force, retry_failed=settings.retry_failed, limit=settings.limit,
+                progress=not settings.no_progress,
+            )
+    return run, result

@@ -18,16 +18,21 @@ from typing import Any
 
 import pandas as pd
 
+from ..errors import UsageError
 from ..options import setting
-from ..records import FolderLockedError
+from ..records import FolderLockedError, environment_columns
 from ..stage import rewrite_tables, run_stage
+from ..stages import stage
 from .cli_common import measurement_settings, plan_sweep
 from .grid import Config
 from .memory import ISOLATIONS, measure_memory_cpu, measure_memory_cuda
-from .sweep import GridSettings, add_grid_arguments, env_columns, stage_table
+from .sweep import GridSettings, add_grid_arguments, stage_table
 from .workloads import classify_error
 
 __all__ = ["MemorySettings", "SETTINGS", "add_arguments", "main", "measure_memory", "tables", "LEADING_COLUMNS"]
+
+RECORDS_FILE = str(stage("memory").records_file)
+"""The stage's raw records in its folder (:mod:`suite.stages`)."""
 
 LEADING_COLUMNS = (
     "attn", "level", "arch", "mode", "device", "dtype", "memory_format", "compile",
@@ -77,31 +82,29 @@ def _rows(records: list[dict[str, Any]]) -> int:
     return sum(r.get("record", "memory") == "memory" for r in records)
 
 
-def main(args: argparse.Namespace) -> int:
-    plan = plan_sweep(args, "memory")
-    if isinstance(plan, int):
-        return plan
+def main(settings: MemorySettings) -> int:
+    plan = plan_sweep(settings, "memory")
     configs = plan.configs
-    if args.dry_run:
+    if settings.dry_run:
         for config in configs:
             print(config.key())
         return 0
-    out: Path = args.out
-    if args.tables_only:
-        run = rewrite_tables(out, "records.jsonl", tables)
+    out: Path = settings.out
+    if settings.tables_only:
+        run = rewrite_tables(out, RECORDS_FILE, tables)
         print(f"memory: {_rows(run.records)} rows in {out / 'memory.csv'}, from the records", file=sys.stderr)
         return 0
     try:
-        with measurement_settings(args, plan) as environment:
+        with measurement_settings(settings, plan) as environment:
             result, run = run_stage(
-                configs, out, "records.jsonl",
-                lambda c: measure_memory(c, isolation=args.isolation, timeout_s=args.timeout_s), tables,
-                environment=lambda: env_columns(environment), classify=classify_error, force=args.force,
-                retry_failed=args.retry_failed, limit=args.limit, progress=not args.no_progress, desc="memory",
+                configs, out, RECORDS_FILE,
+                lambda c: measure_memory(c, isolation=settings.isolation, timeout_s=settings.timeout_s), tables,
+                environment=lambda: environment_columns(environment), classify=classify_error, force=settings.force,
+                retry_failed=settings.retry_failed, limit=settings.limit, progress=not settings.no_progress,
+                desc="memory",
             )
     except FolderLockedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc
     print(f"memory: {result.measured} measured, {result.failed} failed (rows with a status), "
           f"{result.skipped} already recorded; {_rows(run.records)} rows in {out / 'memory.csv'}", file=sys.stderr)
     return 130 if result.interrupted else 0

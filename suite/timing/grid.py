@@ -46,12 +46,18 @@ MODES: tuple[str, ...] = ("forward", "train")
 LEVELS: tuple[str, ...] = ("module", "model")
 
 
+WIRE_NAMES: dict[str, str] = {"attn": "name"}
+""":class:`Config` fields by the name a worker's job gives them (:meth:`Config.to_wire`)."""
+FIELD_NAMES: dict[str, str] = {wire: field for field, wire in WIRE_NAMES.items()}
+
+
 @dataclass(frozen=True)
 class Config:
-    """One measured point. ``channels`` is the module's input channels (3 at model level)."""
+    """One measured point: ``attn`` the attention type (the name every stage's records and tables
+    give it), ``channels`` the module's input channels (3 at model level)."""
 
     stage: str
-    name: str
+    attn: str
     mode: str
     level: str = "module"
     arch: str = ""
@@ -89,7 +95,7 @@ class Config:
     def key(self) -> str:
         """A stable string naming this configuration (the resume key)."""
         parts = [
-            self.stage, self.level, self.arch or "-", self.name, self.mode, self.device,
+            self.stage, self.level, self.arch or "-", self.attn, self.mode, self.device,
             self.dtype, self.memory_format, self.compile,
             f"b{self.batch}", f"c{self.channels}", f"s{self.size}", f"t{self.threads}",
         ]
@@ -102,7 +108,18 @@ class Config:
     def label(self) -> str:
         """A few words for the progress bar."""
         where = f"{self.arch} " if self.level == "model" else ""
-        return f"{where}{self.name} {self.mode} b{self.batch} c{self.channels} s{self.size}"
+        return f"{where}{self.attn} {self.mode} b{self.batch} c{self.channels} s{self.size}"
+
+    def to_wire(self) -> dict[str, Any]:
+        """Its fields as a worker process reads them: the attention type under ``name``, the
+        field's name in every revision's workers (the regression gate drives older revisions'
+        workers with this form)."""
+        return {WIRE_NAMES.get(k, k): v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Config:
+        """The configuration of :meth:`to_wire`'s dict (or of :meth:`as_row`'s)."""
+        return cls(**{FIELD_NAMES.get(k, k): v for k, v in data.items()})
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
@@ -194,7 +211,7 @@ def expand(
     ):
         configs.append(
             Config(
-                stage=stage, name=name, mode=mode, level=level, arch=arch, device=device,
+                stage=stage, attn=name, mode=mode, level=level, arch=arch, device=device,
                 dtype=dtype, memory_format=fmt, compile=comp, batch=batch, channels=chans,
                 size=size, threads=threads,
             )

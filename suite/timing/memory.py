@@ -35,7 +35,6 @@ import resource
 import signal
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +201,7 @@ def _measure_in_child(config_json: str) -> dict[str, Any]:
     """What a fresh process reports for one configuration: its fields, or a status and message
     (the plugins the parent passed on in ``$ATTNBENCH_PLUGINS`` are loaded first)."""
     load_plugins_from_env()
-    config = Config(**json.loads(config_json))
+    config = Config.from_wire(json.loads(config_json))
     try:
         return _measure_cpu_here(config)
     except StageError as exc:
@@ -223,7 +222,7 @@ def _run_forkserver(config: Config, timeout_s: float) -> dict[str, Any]:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(_FORKSERVER_PRELOAD)
     parent_conn, child_conn = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child, args=(json.dumps(asdict(config)), child_conn), daemon=True)
+    process = ctx.Process(target=_child, args=(json.dumps(config.to_wire()), child_conn), daemon=True)
     process.start()
     child_conn.close()
     try:
@@ -246,7 +245,7 @@ def _run_spawn(config: Config, timeout_s: float, python: str | None) -> dict[str
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH", "")]))
     env.setdefault("OMP_NUM_THREADS", str(config.threads))
-    command = [python or sys.executable, "-m", "suite.timing.memory", json.dumps(asdict(config))]
+    command = [python or sys.executable, "-m", "suite.timing.memory", json.dumps(config.to_wire())]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=_PROJECT_ROOT)
     except subprocess.TimeoutExpired:

@@ -7,9 +7,11 @@ Measured in the same run as the latencies (:func:`measure_machine`):
 * **matmul rate**: ``a @ b`` with square ``n x n`` matrices in each dtype measured
   (1024 on CPU, 8192 on CUDA), ``n**3`` MACs per call.
 
-Both are timed with the same timer, thread count and settings as the modules, and -- as
-STREAM does for its bandwidth -- the rate is taken from the *best* sample: a peak is what
-the hardware can do, and on a shared machine the median sample is already disturbed.
+Both are sampled with the modules' timer (:func:`suite.timing.timer.sample_round`: warmed until
+steady, then about a second of samples, :data:`PEAK_OPTIONS`), at the same thread count and
+settings, and -- as STREAM does for its bandwidth -- the rate is taken from the *best* sample:
+a peak is what the hardware can do, and on a shared machine the median sample is already
+disturbed.
 
 The bound of one forward (:func:`roofline`), a *model* stated here:
 
@@ -35,7 +37,7 @@ faster than that, as the timer calls the module on the same input again and agai
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,9 +45,9 @@ from typing import Any
 import torch
 
 from .grid import AUTOCAST_DTYPES
-from .timer import TimerOptions, clock_for, measure
+from .timer import RoundOptions, clock_for, sample_round
 
-__all__ = ["MachinePeaks", "last_level_cache_bytes", "measure_bandwidth", "measure_matmul_rate", "measure_machine", "min_bytes", "roofline"]
+__all__ = ["MachinePeaks", "PEAK_OPTIONS", "best_sample_s", "last_level_cache_bytes", "measure_bandwidth", "measure_matmul_rate", "measure_machine", "min_bytes", "roofline"]
 
 
 @dataclass(frozen=True)
@@ -94,17 +96,29 @@ def _defaults(device: torch.device) -> tuple[int, int]:
     return 128 << 20, 1024
 
 
-def measure_bandwidth(device: str | torch.device, nbytes: int | None = None, *, options: TimerOptions | None = None) -> float:
+PEAK_OPTIONS = RoundOptions(sample_s=1.0, warmup_s=0.05)
+"""How a peak is sampled: warmed until steady, then about a second of samples."""
+
+
+def best_sample_s(fn: Callable[[], Any], device: torch.device, options: RoundOptions | None = None) -> float:
+    """The fastest per-call time (seconds) of ``fn`` over one round of samples on ``device``'s
+    clock (:func:`suite.timing.timer.sample_round`)."""
+    taken = sample_round({"peak": fn}, clock=clock_for(device), options=options or PEAK_OPTIONS)
+    return min(v for visit in taken.samples["peak"] for v in visit)
+
+
+def measure_bandwidth(device: str | torch.device, nbytes: int | None = None, *,
+                      options: RoundOptions | None = None) -> float:
     """Copy bandwidth in bytes/s (read + write) of a ``nbytes`` tensor copy on ``device``."""
     device = torch.device(device)
     nbytes = nbytes or _defaults(device)[0]
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
     dst = torch.empty_like(src)
-    summary = measure(lambda: dst.copy_(src), clock=clock_for(device), options=options or TimerOptions(budget_s=2.0, rel_tol=0.02))
-    return 2 * src.numel() * src.element_size() / summary.min
+    return 2 * src.numel() * src.element_size() / best_sample_s(lambda: dst.copy_(src), device, options)
 
 
-def measure_matmul_rate(device: str | torch.device, dtype: str = "fp32", n: int | None = None, *, options: TimerOptions | None = None) -> float:
+def measure_matmul_rate(device: str | torch.device, dtype: str = "fp32", n: int | None = None, *,
+                        options: RoundOptions | None = None) -> float:
     """Square matmul rate in MACs/s for dtype ``dtype`` (``fp32``, ``bf16``, ``fp16``)."""
     device = torch.device(device)
     n = n or _defaults(device)[1]
@@ -112,8 +126,7 @@ def measure_matmul_rate(device: str | torch.device, dtype: str = "fp32", n: int 
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=generator).to(device=device, dtype=torch_dtype)
     b = torch.randn(n, n, generator=generator).to(device=device, dtype=torch_dtype)
-    summary = measure(lambda: torch.mm(a, b), clock=clock_for(device), options=options or TimerOptions(budget_s=2.0, rel_tol=0.02))
-    return n**3 / summary.min
+    return n**3 / best_sample_s(lambda: torch.mm(a, b), device, options)
 
 
 def measure_machine(
@@ -122,7 +135,7 @@ def measure_machine(
     *,
     copy_bytes: int | None = None,
     matmul_n: int | None = None,
-    options: TimerOptions | None = None,
+    options: RoundOptions | None = None,
 ) -> MachinePeaks:
     """Bandwidth and per-dtype matmul rates of ``device`` (a dtype that fails gets ``nan``)."""
     device = torch.device(device)

@@ -34,7 +34,6 @@ __all__ = [
     "records_to_frame",
     "stage_table",
     "busy_warning",
-    "env_columns",
 ]
 
 
@@ -133,11 +132,6 @@ def axes_from_args(args: argparse.Namespace, stage: str, device: str) -> Axes:
     )
 
 
-def env_columns(environment: dict[str, Any]) -> dict[str, Any]:
-    """The environment as the latency and memory records name it (``env_`` before each field)."""
-    return {f"env_{k}": v for k, v in environment.items()}
-
-
 def busy_warning(threads: int) -> str | None:
     """A warning when the machine is already busy (load average above the free cores)."""
     load = loadavg()
@@ -152,8 +146,9 @@ def busy_warning(threads: int) -> str | None:
 
 TABLE_COLUMNS = {"name": "attn", "formula_macs": "macs_formula"}
 """Record fields that the tables (the stage's and the report's) name as every other stage does:
-the attention type is ``attn`` and the closed-form MACs ``macs_formula``, as in the cost and
-accuracy tables; the records keep the field names of :class:`~suite.timing.grid.Config`."""
+the closed-form MACs are ``macs_formula`` (the records name them after the modules' method
+``formula_macs``), and the attention type is ``attn``, as records name it too (records written
+before named it ``name``, which this reads)."""
 
 
 def records_to_frame(records: Iterable[dict[str, Any]], leading: Sequence[str]) -> pd.DataFrame:

@@ -14,7 +14,9 @@ Processes. ``python -m suite.timing.worker --serve`` imports torch and the zoo o
 round is a fresh process (its own heap, page placement and thread pool) without paying the
 imports again. The server runs nothing itself, so the children start from the same clean
 state. ``--once`` runs one job in the process itself (the ``spawn`` isolation: a new
-interpreter per round). Results go to stdout as one ``ROUND`` line (JSON) per configuration.
+interpreter per round). A job is one :class:`suite.timing.job.Job` in its wire form; results go
+to stdout as one ``ROUND`` line (JSON) per configuration. What a process keeps between rounds
+(the reference steps it built, their calibration) is its :class:`WorkerState`.
 
 The measurement environment is set here, not inherited: the thread count
 (``torch.set_num_threads``), the flush-denormal mode, cuDNN autotuning and TF32 on CUDA; the
@@ -29,10 +31,12 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..portable import format_traceback
+from .job import Job
 
 READY = "ATTNBENCH_READY"
 CHILD = "ATTNBENCH_CHILD "
@@ -45,7 +49,7 @@ memory is kept, so a step's tensors reuse the same pages from the second call on
 being mapped and faulted in afresh (which made the same module 1.3-3x slower in some processes
 than in others on the 2-core VM)."""
 
-__all__ = ["ALLOCATOR_TUNABLES", "CHILD", "DONE", "READY", "ROUND", "job_payload", "measure_round", "run_job", "main"]
+__all__ = ["ALLOCATOR_TUNABLES", "CHILD", "DONE", "READY", "ROUND", "WorkerState", "measure_round", "run_job", "main"]
 
 _PRELOAD = ("torch", "torchvision", "modules", "suite.timing.workloads", "suite.timing.timer")
 
@@ -87,27 +91,63 @@ def _rss_for(device: str) -> Any:
     return _resident_bytes
 
 
-_REFERENCES: dict[str, Any] = {}
-"""Reference steps built in this process, by :func:`suite.timing.workloads.reference_key`: the
-3x3 conv (or plain backbone) of a shape is built and warmed once per round, not per type."""
-_CALLS: dict[str, tuple[int, float]] = {}
-"""Calls per sample and seconds per sample of each cached reference, calibrated on its first
-round in this process."""
+@dataclass
+class WorkerState:
+    """What a worker process keeps between the rounds it measures.
+
+    ``references``: reference steps built in this process, by
+    :func:`suite.timing.workloads.reference_key` (the 3x3 conv, or plain backbone, of a shape is
+    built and warmed once per process, not once per attention type). ``calls``: calls per sample
+    and seconds per sample of each cached reference, calibrated on its first clean round in this
+    process. ``flush_denormal``: ``on`` / ``off`` as set for this process, ``unsupported`` where
+    torch refuses (no SSE3), ``not set`` before :meth:`apply_settings`.
+    """
+
+    references: dict[str, Any] = field(default_factory=dict)
+    calls: dict[str, tuple[int, float]] = field(default_factory=dict)
+    flush_denormal: str = "not set"
+
+    def apply_settings(self, job: Job) -> Any:
+        """Set threads and flush-denormal for this process; return the CUDA settings context."""
+        import contextlib
+
+        import torch
+
+        from .timer import cuda_settings
+
+        torch.set_num_threads(job.threads)
+        supported = torch.set_flush_denormal(job.flush_denormal)
+        wanted = "on" if job.flush_denormal else "off"
+        self.flush_denormal = wanted if supported or not job.flush_denormal else "unsupported"
+        if job.device.startswith("cuda"):
+            return cuda_settings(cudnn_benchmark=job.cudnn_benchmark, tf32=job.tf32)
+        return contextlib.nullcontext({})
+
+    def settings_record(self) -> dict[str, Any]:
+        """The process settings in force, recorded with every result."""
+        import torch
+
+        return {
+            "threads_set": torch.get_num_threads(),
+            "flush_denormal": self.flush_denormal,
+            "allocator_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+            "pid": os.getpid(),
+        }
 
 
-def measure_round(config: Any, job: dict[str, Any], probe: Any = None) -> dict[str, Any]:
+def measure_round(config: Any, job: Job, state: WorkerState, probe: Any = None) -> dict[str, Any]:
     """Measure ``config`` once in this process; the result fields of its round record."""
     import torch
 
-    from .contention import ContentionLimits, CpuProbe, CpuUsage, assess
-    from .timer import RoundOptions, clock_for, sample_round
+    from .contention import CpuProbe, CpuUsage, assess
+    from .timer import clock_for, sample_round
     from .workloads import StageError, build_workload, classify_error, reference_key
 
-    options = RoundOptions(**job["options"])
-    limits = ContentionLimits(**job["limits"])
+    if job.options is None or job.limits is None:
+        raise ValueError("a latency round's job names its options and limits")
     probe = probe or CpuProbe()
     started = time.perf_counter()
-    workload = build_workload(config, _REFERENCES)
+    workload = build_workload(config, state.references)
     built = time.perf_counter()
     cache_key = reference_key(config)
     fns = {"module": workload.step, "reference": workload.reference_step}
@@ -117,17 +157,17 @@ def measure_round(config: Any, job: dict[str, Any], probe: Any = None) -> dict[s
     rss = _rss_for(config.device)
     rejected: list[str] = []
     cpus = os.cpu_count() or 1
-    for _attempt in range(int(job["retries"]) + 1):
+    for _attempt in range((job.retries or 0) + 1):
         start = probe.snapshot()
         try:
-            taken = sample_round(fns, clock=clock, options=options, rss=rss,
-                                 calibrated={"reference": _CALLS[cache_key]} if cache_key in _CALLS else None)
+            taken = sample_round(fns, clock=clock, options=job.options, rss=rss,
+                                 calibrated={"reference": state.calls[cache_key]} if cache_key in state.calls else None)
         except Exception as exc:  # noqa: BLE001 - the configuration's status, not the round's end
             raise StageError(classify_error(exc), f"{type(exc).__name__}: {exc}") from exc
         usage = CpuUsage.between(start, probe.snapshot(), threads=config.threads, cpus=cpus)
-        reason = assess(usage, limits) if config.device == "cpu" else ""
-        if cache_key in _REFERENCES and not reason:  # calibrated in a clean window only
-            _CALLS.setdefault(cache_key, (taken.calls_per_sample["reference"], taken.block_s["reference"]))
+        reason = assess(usage, job.limits) if config.device == "cpu" else ""
+        if cache_key in state.references and not reason:  # calibrated in a clean window only
+            state.calls.setdefault(cache_key, (taken.calls_per_sample["reference"], taken.block_s["reference"]))
         if not reason:
             break
         rejected.append(reason)
@@ -154,73 +194,37 @@ def measure_round(config: Any, job: dict[str, Any], probe: Any = None) -> dict[s
     return fields
 
 
-def _settings_record() -> dict[str, Any]:
-    import torch
-
-    return {
-        "threads_set": torch.get_num_threads(),
-        "flush_denormal": _FLUSH_DENORMAL,
-        "allocator_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-        "pid": os.getpid(),
-    }
+Runner = Callable[[dict[str, Any], Job], tuple[str, Callable[[], dict[str, Any]]]]
+"""A job's runner: an item's fields and the job -> the item's key and a callable measuring it."""
 
 
-_FLUSH_DENORMAL: str = "not set"
-"""``on`` / ``off`` as set for this process, or ``unsupported`` (no SSE3: torch refuses)."""
+def _runner(job: Job, state: WorkerState) -> Runner:
+    """The job's runner (:attr:`Job.runner`), or the latency round of a configuration."""
+    if not job.runner:
+        from .grid import Config
 
+        def latency_round(raw: dict[str, Any], job: Job) -> tuple[str, Callable[[], dict[str, Any]]]:
+            config = Config.from_wire(raw)
+            return config.key(), lambda: measure_round(config, job, state)
 
-def _apply_settings(job: dict[str, Any]) -> Any:
-    """Set threads and flush-denormal for this process; return the CUDA settings context."""
-    import contextlib
-
-    import torch
-
-    from .timer import cuda_settings
-
-    global _FLUSH_DENORMAL
-    torch.set_num_threads(int(job["threads"]))
-    wanted = bool(job["flush_denormal"])
-    supported = torch.set_flush_denormal(wanted)
-    _FLUSH_DENORMAL = ("on" if wanted else "off") if supported or not wanted else "unsupported"
-    if str(job["device"]).startswith("cuda"):
-        return cuda_settings(cudnn_benchmark=bool(job["cudnn_benchmark"]), tf32=bool(job["tf32"]))
-    return contextlib.nullcontext({})
-
-
-def job_payload(configs: list[Any], **settings: Any) -> dict[str, Any]:
-    """The JSON job for ``configs`` (dataclasses) with the round's settings."""
-    return {"configs": [asdict(c) for c in configs], **settings}
-
-
-def _latency_round(raw: dict[str, Any], job: dict[str, Any]) -> tuple[str, Any]:
-    """The default runner: one latency round of the configuration ``raw`` (a ``Config`` as a dict)."""
-    from .grid import Config
-
-    config = Config(**raw)
-    return config.key(), lambda: measure_round(config, job)
-
-
-def _runner(job: dict[str, Any]) -> Any:
-    """The job's runner: ``job["runner"]`` (``"package.module:function"``, taking an item and the
-    job and returning its key and a callable that measures it) or :func:`_latency_round`."""
-    if not job.get("runner"):
-        return _latency_round
+        return latency_round
     import importlib
 
-    module, _, name = str(job["runner"]).partition(":")
+    module, _, name = job.runner.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
-def run_job(job: dict[str, Any], out: Any = None) -> None:
+def run_job(job: Job, out: Any = None, state: WorkerState | None = None) -> None:
     """Measure every item of ``job`` in this process, one ``ROUND`` line each (an item is a
     latency configuration, or what the job's runner measures: the regression gate's cases)."""
     from .workloads import StageError, classify_error
 
     out = out or sys.stdout
-    runner = _runner(job)
-    with _apply_settings(job) as cuda_record:
-        settings = {**_settings_record(), **cuda_record}
-        for raw in job["configs"]:
+    state = state or WorkerState()
+    runner = _runner(job, state)
+    with state.apply_settings(job) as cuda_record:
+        settings = {**state.settings_record(), **cuda_record}
+        for raw in job.items:
             key, measure = runner(raw, job)
             try:
                 fields = measure()
@@ -256,7 +260,7 @@ def _serve() -> int:
     for line in sys.stdin:
         if not line.strip():
             continue
-        job = json.loads(line)
+        job = Job.from_wire(json.loads(line))
         sys.stdout.flush()
         pid = os.fork()
         if pid == 0:  # the child: a fresh process for this round
@@ -277,7 +281,7 @@ def _serve() -> int:
 
 def _once() -> int:
     _preload()
-    job = json.loads(sys.stdin.readline())
+    job = Job.from_wire(json.loads(sys.stdin.readline()))
     print(CHILD + str(os.getpid()), flush=True)
     run_job(job)
     print(DONE + "0", flush=True)

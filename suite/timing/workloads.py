@@ -161,16 +161,16 @@ def _instantiate(config: Config, with_reference: bool) -> tuple[nn.Module, nn.Mo
     try:
         if config.level == "model":
             try:
-                model = modules.build_model(config.arch, attn=config.name)
+                model = modules.build_model(config.arch, attn=config.attn)
             except ValueError as exc:  # the entry has no place in this backbone: a deliberate outcome
                 raise StageError("refused", str(exc)) from exc
             reference = modules.build_model(config.arch, attn=None) if with_reference else None
             return model, reference, f"{config.arch}(attn=None)"
-        info = modules.get_info(config.name)
+        info = modules.get_info(config.attn)
         kwargs: dict[str, Any] = {}
         if info.kind == "conv":
             kwargs = {"out_channels": config.channels, "kernel_size": 3, "stride": 1}
-        module = modules.create(config.name, config.channels, **kwargs)
+        module = modules.create(config.attn, config.channels, **kwargs)
     except StageError:
         raise
     except Exception as exc:  # noqa: BLE001 - reported as a row
