@@ -34,6 +34,7 @@ def _records(out: Path) -> list[dict]:
     return RecordStore(out / "runs.jsonl").read()
 
 
+@pytest.mark.slow
 def test_smoke_profile_end_to_end_and_rerun_skips(imagenette_root, cache_dir, tmp_path, one_thread, capsys):
     out = tmp_path / "out"
     argv = ["accuracy", "--preset", "smoke", "--attn", "se", "--seeds", "2", "--out", str(out),

@@ -65,6 +65,7 @@ class _Crash(BaseException):
     """Stands for a kill: not an Exception, so nothing on the way catches it."""
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_equals_uninterrupted(smoke, tmp_path):
     train, val = smoke()
     recipe = make_recipe("smoke", epochs=3)

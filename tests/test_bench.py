@@ -129,6 +129,7 @@ def test_bench_resumes_without_redoing_finished_stages(tmp_path: Path) -> None:
     assert len((out / "raw" / "cost" / "cost_records.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_failing_stage_is_a_status_and_the_bench_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import suite.cost.cli
 

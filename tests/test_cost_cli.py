@@ -78,6 +78,7 @@ def test_refused_shape_is_an_error_row_and_the_run_resumes(tmp_path, capsys, ref
     assert len(pd.read_csv(out / "cost_module.csv")) == 4
 
 
+@pytest.mark.slow
 def test_model_level_rows_carry_deltas(tmp_path, capsys):
     out = tmp_path / "cost"
     rc = main(["cost", "--level", "model", "--arch", "mobilenet_v2", "--attn", "ese",

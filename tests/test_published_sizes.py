@@ -11,6 +11,7 @@ from suite.errors import UsageError
 from suite.readme_blocks import SIZES_PAGE
 
 
+@pytest.mark.slow
 def test_the_zoo_page_table_is_current() -> None:
     pytest.importorskip("fvcore")
     expected = published.update_page(SIZES_PAGE, published.render())
@@ -19,6 +20,7 @@ def test_the_zoo_page_table_is_current() -> None:
     )
 
 
+@pytest.mark.slow
 def test_every_row_with_a_published_parameter_figure_rounds_to_it_or_says_why() -> None:
     import modules
 

@@ -168,6 +168,7 @@ def test_gate_catches_a_planted_slowdown_and_passes_the_original(slowed_se: Path
     assert slowed["change"] > 0.3  # twice the gate's work: +50-100% measured, beside the fixed overhead of a call
 
 
+@pytest.mark.slow
 def test_gate_refuses_a_baseline_from_another_machine_class(tmp_path: Path) -> None:
     """No measurement is compared across machine classes; --on-mismatch decides the exit code."""
     baseline = _baseline({"se|forward|b1c8s8": [0.5, 0.5]})
@@ -187,6 +188,7 @@ def test_gate_refuses_a_baseline_from_another_machine_class(tmp_path: Path) -> N
     assert row.endswith("incomparable")
 
 
+@pytest.mark.slow
 def test_gate_judges_across_a_torch_minor_version_with_a_warning(tmp_path: Path) -> None:
     """A baseline of this machine class but another torch minor: measured, judged, warned."""
     baseline = _baseline({"se|forward|b1c8s8": [0.5, 0.5]})
@@ -226,6 +228,7 @@ BROKEN = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_gate_reports_a_case_that_cannot_run_and_measures_the_rest(tmp_path: Path) -> None:
     plugin = tmp_path / "broken_gate.py"
     plugin.write_text(BROKEN)

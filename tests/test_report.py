@@ -127,6 +127,7 @@ def _check_png(path: Path, min_kib: float = 15) -> None:
     assert len(data) > min_kib * 1024, f"{path} is only {len(data)} bytes"
 
 
+@pytest.mark.slow
 def test_render_full(profile_dir: Path) -> None:
     result = render_report(profile_dir)
     assert result["profile"] == "cpu"
@@ -202,6 +203,7 @@ def test_nothing_at_all(tmp_path: Path) -> None:
         render_report(tmp_path / "absent")
 
 
+@pytest.mark.slow
 def test_latency_rebuilt_from_records(profile_dir: Path) -> None:
     """A sweep killed before it wrote latency.csv: the raw records still render."""
     folder = profile_dir / "raw" / "latency"
@@ -215,6 +217,7 @@ def test_latency_rebuilt_from_records(profile_dir: Path) -> None:
     assert len(pd.read_csv(profile_dir / "latency.csv")) == len(_latency_rows())
 
 
+@pytest.mark.slow
 def test_cli(profile_dir: Path, capsys) -> None:
     assert main(["report", "--out", str(profile_dir), "--profile", "cpu"]) == 0
     assert "5 attention types" in capsys.readouterr().out

@@ -39,6 +39,7 @@ def _rows(out: Path) -> list[dict]:
     return [r for r in RecordStore(out / "records.jsonl").read() if r.get("record") == "latency"]
 
 
+@pytest.mark.slow
 def test_latency_failures_are_rows_and_the_sweep_goes_on(tmp_path: Path, failing_entries) -> None:
     out = tmp_path / "lat"
     argv = ["--attn", "zz_exploding,zz_refuses,zz_crashing,se", "--mode", "forward", *ROUNDS,
@@ -62,6 +63,7 @@ def test_latency_failures_are_rows_and_the_sweep_goes_on(tmp_path: Path, failing
     assert any("traceback" in r for r in rounds if r["status"] == "error" and r["attn"] == "zz_exploding")
 
 
+@pytest.mark.slow
 def test_latency_resume_skips_recorded_keys_and_force_remeasures(tmp_path: Path) -> None:
     out = tmp_path / "lat"
     base = ["--attn", "se", *ROUNDS, "--no-roofline", "--out", str(out), *FAST]
@@ -76,6 +78,7 @@ def test_latency_resume_skips_recorded_keys_and_force_remeasures(tmp_path: Path)
     assert len(pd.read_csv(out / "latency.csv")) == 2  # latest record per key
 
 
+@pytest.mark.slow
 def test_retry_failed_remeasures_only_failures(tmp_path: Path, failing_entries) -> None:
     out = tmp_path / "lat"
     base = ["--attn", "zz_refuses,se", "--mode", "forward", *ROUNDS, "--no-roofline", "--out", str(out), *FAST]
@@ -85,6 +88,7 @@ def test_retry_failed_remeasures_only_failures(tmp_path: Path, failing_entries) 
     assert sorted(names) == ["se", "zz_refuses", "zz_refuses"]
 
 
+@pytest.mark.slow
 def test_a_latency_run_that_never_gets_the_cpu_is_contended_not_ok(tmp_path: Path) -> None:
     # a cpu share above 1 is never reached: every window is contended, so every row must be
     out = tmp_path / "lat"
@@ -100,6 +104,7 @@ def test_a_latency_run_that_never_gets_the_cpu_is_contended_not_ok(tmp_path: Pat
     assert len(rounds) == 3 and all(len(r["rejected"]) == 2 for r in rounds)
 
 
+@pytest.mark.slow
 def test_spawn_isolation_runs_each_round_in_a_new_interpreter(tmp_path: Path) -> None:
     out = tmp_path / "lat"
     argv = ["--attn", "se", "--mode", "forward", *ROUNDS, "--isolation", "spawn", "--no-roofline",
@@ -110,6 +115,7 @@ def test_spawn_isolation_runs_each_round_in_a_new_interpreter(tmp_path: Path) ->
     assert all(r["allocator_tunables"] == "" or "mmap_threshold" not in r["allocator_tunables"] for r in rounds)
 
 
+@pytest.mark.slow
 def test_latency_roofline_columns_for_forward_only(tmp_path: Path) -> None:
     out = tmp_path / "lat"
     argv = ["--attn", "se", *ROUNDS, "--roofline-copy-mib", "1", "--out", str(out), *FAST]
@@ -126,6 +132,7 @@ def test_latency_roofline_columns_for_forward_only(tmp_path: Path) -> None:
     assert {"copy_bandwidth_GBps", "matmul_GMACps"} <= set(machine["quantity"])
 
 
+@pytest.mark.slow
 def test_unsupported_dtype_is_a_status_row(tmp_path: Path, failing_entries) -> None:
     out = tmp_path / "lat"
     argv = ["--attn", "zz_nohalf", "--mode", "forward", "--dtype", "fp32,fp16", *ROUNDS,
@@ -211,6 +218,7 @@ def test_run_configs_classifies_exceptions_and_counts(tmp_path: Path) -> None:
     assert (again.measured, again.skipped) == (0, 3)
 
 
+@pytest.mark.slow
 def test_memory_cli_subprocess_rows_and_failures(tmp_path: Path) -> None:
     out = tmp_path / "mem"
     argv = ["--attn", "se,gap_mean", "--out", str(out), *FAST]
@@ -266,6 +274,7 @@ def test_model_level_takes_a_list_of_backbones_and_refuses_unknown_ones(tmp_path
     assert len(keys) == 4 and {k.split("|")[2] for k in keys} == {"resnet18", "mobilenet_v2"}
 
 
+@pytest.mark.slow
 def test_a_model_level_refusal_is_refused_not_failed(tmp_path: Path) -> None:
     out = tmp_path / "lat"
     argv = ["--level", "model", "--arch", "resnet18", "--attn", "ccp_max", "--mode", "forward", *ROUNDS,
@@ -276,6 +285,7 @@ def test_a_model_level_refusal_is_refused_not_failed(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("stage", ["latency", "memory"])
+@pytest.mark.slow
 def test_tables_only_rewrites_the_tables_from_the_records_and_measures_nothing(tmp_path: Path, stage: str) -> None:
     cli, table = (cli_latency, "latency.csv") if stage == "latency" else (cli_memory, "memory.csv")
     out = tmp_path / stage
