@@ -70,8 +70,10 @@ def compare(before: Path, after: Path) -> list[str]:
             continue
         a, b = pd.read_csv(path).rename(columns={**TABLE_COLUMNS, **RENAMED}), pd.read_csv(other)
         renamed = _environment_renamed(a, b)
-        if renamed:  # the environment, which a row's own threads may also name, is env_* now
-            a = pd.concat([a.drop(columns=list(renamed)), a[list(renamed)].rename(columns=renamed)], axis=1)
+        if renamed:  # the environment is env_* now; a column AFTER also has plainly (an accuracy
+            # run's own threads, which BEFORE stored as the environment's) stays as well
+            kept = [c for c in renamed if c not in b.columns]
+            a = pd.concat([a.drop(columns=kept), a[list(renamed)].rename(columns=renamed)], axis=1)
             a = a[[c for c in b.columns if c in a.columns] + [c for c in a.columns if c not in b.columns]]
         # a measured column only AFTER has (the load average the runner adds to every record) is fine
         added = [c for c in b.columns if c not in a.columns and MEASURED.search(c)]
