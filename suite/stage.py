@@ -58,6 +58,7 @@ __all__ = [
     "run_stage",
     "write_tables",
     "progress_bar",
+    "interruptible_run",
     "loadavg",
 ]
 
@@ -160,6 +161,22 @@ def progress_bar(total: int, desc: str, unit: str = "cfg") -> Any:
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
 
+@contextlib.contextmanager
+def interruptible_run(result: SweepResult, total: int, desc: str, *, progress: bool = True,
+                      unit: str = "cfg") -> Iterator[Any]:
+    """The progress bar of a run (``None`` without progress or without work); a
+    ``KeyboardInterrupt`` inside ends the run with ``result.interrupted`` set (what was recorded
+    stays), and the bar is closed either way."""
+    bar = progress_bar(total, desc, unit) if progress and total > 0 else None
+    try:
+        yield bar
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def run_configs(
     configs: Sequence[C],
     store: RecordStore,
@@ -178,8 +195,7 @@ def run_configs(
     stops the run; what was recorded stays, and the result says it was interrupted."""
     todo, skipped = pending(configs, store, force=force, retry_failed=retry_failed, limit=limit)
     result = SweepResult(skipped=skipped)
-    bar = progress_bar(len(todo), desc) if progress and todo else None
-    try:
+    with interruptible_run(result, len(todo), desc, progress=progress) as bar:
         for config in todo:
             if bar is not None:
                 bar.set_postfix_str(config.label(), refresh=False)
@@ -191,11 +207,6 @@ def run_configs(
                 result.failed += 1
             if bar is not None:
                 bar.update(1)
-    except KeyboardInterrupt:
-        result.interrupted = True
-    finally:
-        if bar is not None:
-            bar.close()
     return result
 
 

@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..records import STATUS_OK, RecordStore, environment_columns
-from ..stage import SweepResult, progress_bar
+from ..stage import SweepResult, interruptible_run
 from ..stage import loadavg as _loadavg
 from .grid import Config
 from .job import Job
@@ -88,22 +88,21 @@ def run_rounds(
         active = active[:limit]
     env_fields = environment_columns(environment)
     total = sum(max(0, plan.rounds - len(state[c.key()].clean)) for c in active)  # type: ignore[union-attr]
-    bar = progress_bar(total, "latency rounds", unit="cfg-round") if progress and total > 0 else None
     round_index = 0
+    with interruptible_run(result, total, "latency rounds", progress=progress, unit="cfg-round") as bar:
 
-    def on_result(config: Config, fields: dict[str, Any]) -> None:
-        entry = state[config.key()]
-        assert entry is not None
-        record = {"record": "latency_round", "key": f"{config.key()}|g{entry.generation}|r{entry.attempts}",
-                  "config_key": config.key(), "generation": entry.generation, "round": entry.attempts,
-                  "pass": round_index,
-                  **config.as_row(), **fields, "loadavg_1m": _loadavg(), **env_fields}
-        store.append(record, environment=env_fields)
-        add_round(entry, record)
-        if bar is not None:
-            bar.update(1)
+        def on_result(config: Config, fields: dict[str, Any]) -> None:
+            entry = state[config.key()]
+            assert entry is not None
+            record = {"record": "latency_round", "key": f"{config.key()}|g{entry.generation}|r{entry.attempts}",
+                      "config_key": config.key(), "generation": entry.generation, "round": entry.attempts,
+                      "pass": round_index,
+                      **config.as_row(), **fields, "loadavg_1m": _loadavg(), **env_fields}
+            store.append(record, environment=env_fields)
+            add_round(entry, record)
+            if bar is not None:
+                bar.update(1)
 
-    try:
         # a run killed after a configuration's last round but before its row: write the row now
         _write_finished_rows(active, state, store, plan, finish, env_fields, result)
         while True:
@@ -117,11 +116,6 @@ def run_rounds(
             result.rounds_run += 1
             round_index += 1
             _write_finished_rows(todo, state, store, plan, finish, env_fields, result)
-    except KeyboardInterrupt:
-        result.interrupted = True
-    finally:
-        if bar is not None:
-            bar.close()
     return result
 
 
