@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -161,11 +162,15 @@ def test_gate_catches_a_planted_slowdown_and_passes_the_original(slowed_se: Path
     print(gated.stdout)
     assert gated.returncode == 1, gated.stdout + gated.stderr
     verdicts = {r["case"]: r for r in json.loads((tmp_path / "gate" / "verdict.json").read_text())["results"]}
-    assert verdicts["se|forward|b2c64s28"]["verdict"] in ("ok", "faster")  # the unchanged original passes
-    slowed = verdicts["se_twice|forward|b2c64s28"]
+    original, slowed = verdicts["se|forward|b2c64s28"], verdicts["se_twice|forward|b2c64s28"]
     assert slowed["verdict"] == "regression"
     assert len(slowed["values"]) == 2  # confirmed in a fresh process
     assert slowed["change"] > 0.3  # twice the gate's work: +50-100% measured, beside the fixed overhead of a call
+    # what holds on a busy machine too: the two are timed in the same processes, so a neighbour
+    # moves both; twice the work stays well apart from the original
+    assert slowed["change"] > original["change"] + 0.2
+    if os.getloadavg()[0] < (os.cpu_count() or 1):  # quiet enough for the original's own +10.5% tolerance
+        assert original["verdict"] in ("ok", "faster")
 
 
 @pytest.mark.slow
