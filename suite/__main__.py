@@ -76,6 +76,8 @@ def settings_from(args: argparse.Namespace, settings_class: type) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (``sys.argv[1:]`` by default), load the user's plugins and run the chosen
+    command's ``main`` on its settings; its exit status, or 2 for refused input."""
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)

@@ -148,6 +148,15 @@ def expand_record(record: dict[str, Any], environments: dict[str, dict[str, Any]
     return whole
 
 
+def _inline_environment_renamed(record: dict[str, Any]) -> dict[str, Any]:
+    """A record that carries its environment inline, as the cost and accuracy stages wrote them
+    before environments were stored beside the records (unprefixed, with ``commit`` and
+    ``date``), under the current names; any other record as it is."""
+    if any(k.startswith(ENV_PREFIX) for k in record) or not {"commit", "date"} <= record.keys():
+        return record
+    return current_environment_names(record)
+
+
 def compact_record(record: dict[str, Any], environment: dict[str, Any], env_id: str) -> dict[str, Any]:
     """``record`` (normalised as JSON) with the fields equal to ``environment``'s replaced by
     ``env_id``, at the place of the first of them; the whole record when that would not read
@@ -186,7 +195,8 @@ class RecordStore:
         their current names (:func:`current_environment_names`; a torn line, or one that is not a
         JSON object, is skipped)."""
         environments = {env_id: current_environment_names(fields) for env_id, fields in self.environments().items()}
-        return [expand_record(record, environments) for record in _read_lines(self.path)]
+        return [expand_record(record, environments) if ENV_ID in record else _inline_environment_renamed(record)
+                for record in _read_lines(self.path)]
 
     def environments(self) -> dict[str, dict[str, Any]]:
         """Every environment written beside these records, by id."""

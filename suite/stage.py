@@ -45,7 +45,6 @@ from .portable import format_traceback
 from .records import FINAL_STATUSES, STATUS_OK, RecordStore, folder_lock, write_csv_atomic
 
 __all__ = [
-    "stage_tables",
     "Configuration",
     "SweepResult",
     "pending",
@@ -61,15 +60,6 @@ __all__ = [
     "interruptible_run",
     "loadavg",
 ]
-
-
-def stage_tables(stage: str, records: list[dict[str, Any]], folder: Path) -> dict[str, pd.DataFrame]:
-    """``stage``'s tables (file name -> frame) from its records (one per key) in ``folder``, by
-    the stage's own ``tables`` (:attr:`suite.stages.StageSpec.tables`, imported only here: the
-    stages pull in torch)."""
-    from .stages import stage as stage_spec
-
-    return stage_spec(stage).build_tables(records, folder)
 
 
 class Configuration(Protocol):

@@ -140,3 +140,7 @@ def test_an_environment_stored_without_the_prefix_reads_under_the_current_names(
     assert RecordStore(path).read() == [
         {"key": "a", "threads": 1, "env_commit": "abc", "env_threads": 2, "env_cpu": "AMD EPYC", "status": "ok"}]
     assert current_environment_names({"env_commit": "abc"}) == {"env_commit": "abc"}
+    inline = tmp_path / "inline.jsonl"
+    inline.write_text(json.dumps({"key": "b", "commit": "abc", "date": "d", "torch_version": "2.1", "x": 1}) + "\n")
+    assert RecordStore(inline).read() == [
+        {"key": "b", "env_commit": "abc", "env_date": "d", "env_torch_version": "2.1", "x": 1}]

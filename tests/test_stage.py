@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from suite.records import ENVIRONMENTS_FILE, FolderLockedError, RecordStore, folder_lock
-from suite.stage import measure_record, open_stage, pending, run_stage, stage_tables
+from suite.stage import measure_record, open_stage, pending, run_stage
 from suite.stages import measuring_stages
 
 
@@ -122,7 +122,7 @@ def test_every_stage_builds_its_files_tables_from_records(stage: str) -> None:
     if not folder.is_dir():
         pytest.skip("no committed reports/cpu/raw")
     records = RecordStore(folder / spec.records_file).latest_by_key()
-    frames = stage_tables(stage, records, folder)
+    frames = spec.build_tables(records, folder)
     expected = {f for name, f in spec.files.items() if name not in spec.csv_only and (folder / f).is_file()}
     assert set(frames) == expected
     assert all(len(frame) for frame in frames.values())

@@ -13,7 +13,6 @@ import toy_stage
 from suite import stages
 from suite.__main__ import main as suite_main
 from suite.bench.profile import load_profile
-from suite.bench.runner import run_bench
 from suite.stages import COMMANDS, measuring_stages
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +46,8 @@ def test_a_toy_stage_runs_from_the_command_line_the_bench_and_the_report(
     profile_file = tmp_path / "toy.toml"
     profile_file.write_text('description = "toy"\nattn = "se,eca"\n[[toy]]\n', encoding="utf-8")
     out = tmp_path / "bench"
-    assert run_bench(load_profile(str(profile_file)), out, stages=["toy"], progress=False) == 0
+    assert suite_main(["bench", "--profile", str(profile_file), "--stages", "toy", "--out", str(out),
+                       "--no-progress"]) == 0
     assert (out / "raw" / "toy" / "toy_records.jsonl").is_file()
     summary = pd.read_csv(out / "summary.csv")
     assert dict(zip(summary["attn"], summary["toy_name_length"], strict=True)) == {"se": 2, "eca": 3}

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from suite.errors import UsageError
-from suite.records import RecordStore, folder_lock
+from suite.records import FolderLockedError, RecordStore, folder_lock
 from suite.stages import stage
 
 from ..options import (
@@ -194,11 +194,14 @@ def main(settings: AccuracySettings) -> int:
     """Run the sweep, or with ``--tables-only`` rewrite the tables; 0 on success, 1 when none of
     the runs finished. Refused input is a :class:`UsageError`."""
     out = Path(settings.out) if settings.out else Path("runs") / "accuracy" / settings.preset
-    if settings.tables_only:
-        return _tables_only(out)
-    recipe = recipe_of(settings)
-    attns = resolve_attention(settings.attn)
-    summary = run_sweep(settings, recipe, attns, _data_root(settings), out)
+    try:
+        if settings.tables_only:
+            return _tables_only(out)
+        recipe = recipe_of(settings)
+        attns = resolve_attention(settings.attn)
+        summary = run_sweep(settings, recipe, attns, _data_root(settings), out)
+    except FolderLockedError as exc:  # another run writes this folder
+        raise UsageError(str(exc)) from None
     if summary.finished == 0:
         print(f"error: none of the {summary.runs} runs finished (see the statuses above and {summary.records})",
               file=sys.stderr)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
-from ..options import Option, add_options, choice_list, setting
+from ..options import Option, add_options, comma_list, setting
 from ..records import FolderLockedError
 from ..stages import measuring_stages
 from .profile import ProfileError, apply_overrides, list_profiles, load_profile
@@ -17,11 +17,10 @@ from .runner import BenchError, plan_runs, run_bench
 
 __all__ = ["BenchSettings", "SETTINGS", "add_arguments", "main"]
 
-STAGE_ORDER = tuple(measuring_stages())
 
 EPILOG = """\
-Stages run in order cost -> latency -> memory -> accuracy, each into OUT/raw/STAGE, then the
-report renders OUT/{cost,latency,memory,accuracy,summary}.csv, OUT/figures/*.png and
+Stages run in order {order}, each into OUT/raw/STAGE, then the
+report renders OUT/{{{stages},summary}}.csv, OUT/figures/*.png and
 OUT/README.md. Re-running resumes: finished stage invocations are skipped, an interrupted one
 resumes from its records; results of another commit or environment are moved to
 OUT/raw/STAGE.previous and measured afresh (as with --force). A failing stage is recorded in
@@ -42,9 +41,10 @@ class BenchSettings:
     profile: str = setting("--profile", "cpu", default_text=f"cpu; shipped: {', '.join(list_profiles())}")
     out: Path | None = setting("--out", None, default_text="reports/PROFILE under the current folder")
     attn: str | None = setting("--attn", None, default_text="the profile's")
-    stages: tuple[str, ...] = setting(Option(
-        "--stages", "the stages to run, comma-separated", parse=choice_list(STAGE_ORDER), metavar="STAGE[,STAGE...]",
-        group="what to measure"), STAGE_ORDER)
+    stages: tuple[str, ...] | None = setting(Option(
+        "--stages", "the stages to run, comma-separated (checked against the registry, suite/stages.py, before "
+        "anything runs)", parse=comma_list, metavar="STAGE[,STAGE...]", group="what to measure"), None,
+        default_text=f"every stage: {','.join(measuring_stages())}")
     overrides: list[str] = setting(Option(
         "--set", "override a profile value, e.g. latency.batch=1,8 or accuracy.seeds=1 (repeatable; KEY is the "
         "stage's flag without dashes; checked with the whole plan before any stage runs)", kind="append",
@@ -60,8 +60,9 @@ SETTINGS = BenchSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bench's flags, from :class:`BenchSettings`, and the examples."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = EPILOG
+    parser.epilog = EPILOG.format(order=" -> ".join(measuring_stages()), stages=",".join(measuring_stages()))
     add_options(parser, BenchSettings)
 
 
@@ -75,7 +76,8 @@ def main(settings: BenchSettings) -> int:
         plugin_names = load_plugins(specs)
         export_plugins(specs)  # the memory stage's worker processes load them too
         profile = apply_overrides(load_profile(settings.profile), settings.overrides, attn=settings.attn)
-        runs = plan_runs(profile, list(settings.stages), plugin_names, progress=not settings.no_progress)
+        stages = list(settings.stages or measuring_stages())
+        runs = plan_runs(profile, stages, plugin_names, progress=not settings.no_progress)
     except (ProfileError, PluginError, BenchError) as exc:
         raise UsageError(str(exc)) from None
     out = settings.out or Path("reports") / profile.name

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from suite.timing.grid import Config
     from suite.timing.job import Job
 
 __all__ = [
@@ -122,7 +123,8 @@ def case_id(name: str, mode: str, settings: RegressSettings) -> str:
     return f"{name}|{mode}|{settings.shape_label}"
 
 
-def config_for(name: str, mode: str, settings: RegressSettings):  # -> suite.timing.grid.Config
+def config_for(name: str, mode: str, settings: RegressSettings) -> Config:
+    """The latency stage's configuration of one gate case (its workload is what the case times)."""
     from suite.timing.grid import Config
 
     return Config(stage="regress", attn=name, mode=mode, batch=settings.batch,

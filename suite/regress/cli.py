@@ -465,9 +465,11 @@ def run_ab(settings: GateSettings, started: float) -> int:
     threshold = AB_THRESHOLDS[counter] if settings.threshold is None else settings.threshold
     try:
         results, environment, regress, head, base = _run_ab_sides(settings, threshold)
+    except MeasurementFailed:
+        raise
     except (ValueError, callgrind.CounterUnavailable) as exc:  # a revision, folder or counter it cannot use
         raise UsageError(str(exc)) from exc
-    except (RuntimeError, OSError) as exc:
+    except (RuntimeError, OSError) as exc:  # git or the folders failing under it
         raise MeasurementFailed(str(exc)) from exc
     print(ab.format_ab_table(results, counter, threshold))
     elapsed = time.perf_counter() - started
@@ -512,7 +514,10 @@ def _run_ab_sides(settings: GateSettings, threshold: float) -> tuple[
         results = ab.only_one_side(zoo.only, regress)
         if zoo.names:
             settings.out.mkdir(parents=True, exist_ok=True)
-            judged, environment = _ab_measure(settings, sides, regress, repo, threshold, zoo.unloadable)
+            try:
+                judged, environment = _ab_measure(settings, sides, regress, repo, threshold, zoo.unloadable)
+            except (ValueError, RuntimeError, OSError, callgrind.CounterUnavailable) as exc:
+                raise MeasurementFailed(str(exc)) from exc  # the sides were usable; measuring them failed
             results = judged + results
         else:
             environment = collect_environment()
@@ -562,6 +567,8 @@ def main(settings: GateSettings) -> int:
 
 
 def _gate(settings: GateSettings) -> int:
+    """The A/B gate (``--against``/``--against-path``), or the stored-baseline gate: taking a
+    baseline with ``--update-baseline``, or judging against one."""
     started = time.perf_counter()
     _check_arguments(settings)
     if settings.against is not None or settings.against_path is not None:

@@ -69,15 +69,39 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
     stages: dict[str, StageData] = load_all(profile_dir / "raw")
     report_tables = _report_tables(stages)
     frames = {name: report_tables[spec.report_file] for name, spec in measuring_stages().items()}
-    cost, latency, memory, accuracy = (frames[name] for name in ("cost", "latency", "memory", "accuracy"))
-    per_class = report_tables.get("accuracy_per_class.csv", pd.DataFrame())
     summary = summary_table(frames)
     tables = {"summary.csv": summary, **report_tables}
     for name, frame in tables.items():
         write_csv_atomic(profile_dir / name, frame)
-
     envs = {name: _environment(stages[name], spec.environment_tables) for name, spec in measuring_stages().items()}
-    extra_env = _extra_environment(stages)
+    captions = _captions(profile, frames, envs)
+    paths, notes = _draw_figures(profile_dir / "figures", summary, frames, captions)
+    relative = {k: (f"figures/{p.name}" if p else None) for k, p in paths.items()}
+    accuracy = frames["accuracy"]
+    per_class = report_tables.get("accuracy_per_class.csv", pd.DataFrame())
+    accuracy_text = accuracy_markdown(accuracy, per_class, stages["accuracy"].table("runs")) if not accuracy.empty else ""
+    readme = render_readme(profile, summary, relative, notes, envs, _extra_environment(stages), stages, captions,
+                           list(tables), accuracy_text)
+    write_text_atomic(profile_dir / "README.md", readme)
+    return {
+        "profile": profile,
+        "dir": str(profile_dir),
+        "tables": [str(profile_dir / n) for n in tables],
+        "readme": str(profile_dir / "README.md"),
+        "figures": {k: (str(p) if p else None) for k, p in paths.items()},
+        "figure_notes": notes,
+        "stages": {n: d.state for n, d in stages.items()},
+        "notes": {n: d.notes for n, d in stages.items()},
+        "types": int(len(summary)),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _captions(profile: str, frames: dict[str, pd.DataFrame], envs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Each figure's caption: profile, device, dtype, threads and commit of what it shows (the
+    counter agreement: how the MACs were counted); the latency figures name the configuration
+    they show."""
+    cost, latency, memory, accuracy = (frames[name] for name in ("cost", "latency", "memory", "accuracy"))
     acc_note = ""
     if not accuracy.empty:
         acc_note = f"accuracy: {_values(accuracy, 'profile') or '?'} recipe, {_values(accuracy, 'arch') or '?'}"
@@ -94,17 +118,24 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
         "model_latency": _caption(profile, latency[latency["level"] == "model"] if "level" in latency else latency,
                                   envs["latency"]),
     }
-    # the latency figures show one configuration (fp32, contiguous, eager when measured), as the
-    # summary does, rather than a median over dtypes and compile modes
-    primary, latency_config = primary_module_latency(latency)
-    contended_rows = primary_contended(latency)
-    primary_model, _ = primary_module_latency(latency, level="model")
+    _, latency_config = primary_module_latency(latency)
     if latency_config:
         for key in ("latency_heatmap", "latency_scaling"):
             captions[key] += f" | shown: {latency_config}"
-    figdir = profile_dir / "figures"
-    paths: dict[str, Path | None] = {}
-    notes: dict[str, str] = {}
+    return captions
+
+
+def _draw_figures(figdir: Path, summary: pd.DataFrame, frames: dict[str, pd.DataFrame],
+                  captions: dict[str, str]) -> tuple[dict[str, Path | None], dict[str, str]]:
+    """Draw every figure into ``figdir``: its path (``None`` where it is not drawn) and its note
+    (why not, or what it shows). A figure that cannot be drawn says why; an older file of it is
+    removed, so that it cannot contradict the README."""
+    cost, latency, memory = frames["cost"], frames["latency"], frames["memory"]
+    # the latency figures show one configuration (fp32, contiguous, eager when measured), as the
+    # summary does, rather than a median over dtypes and compile modes
+    primary, _ = primary_module_latency(latency)
+    contended_rows = primary_contended(latency)
+    primary_model, _ = primary_module_latency(latency, level="model")
     figures = {  # what each figure shows (figure_data), and the function that draws it
         "cost_benefit": (lambda: figure_data.cost_benefit_data(summary), fig.cost_benefit_figure),
         "latency_heatmap": (lambda: figure_data.latency_heatmap_data(primary, contended_rows),
@@ -114,6 +145,8 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
         "memory": (lambda: figure_data.memory_data(memory, cost), fig.memory_figure),
         "model_latency": (lambda: figure_data.model_latency_data(primary_model, latency), fig.model_latency_figure),
     }
+    paths: dict[str, Path | None] = {}
+    notes: dict[str, str] = {}
     for key, (derive, draw) in figures.items():
         try:
             data = derive()
@@ -126,23 +159,7 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
         stale = figdir / f"{key}.png"
         if paths[key] is None and stale.exists():
             stale.unlink()  # a figure from an older render would contradict this README
-    relative = {k: (f"figures/{p.name}" if p else None) for k, p in paths.items()}
-    accuracy_text = accuracy_markdown(accuracy, per_class, stages["accuracy"].table("runs")) if not accuracy.empty else ""
-    readme = render_readme(profile, summary, relative, notes, envs, extra_env, stages, captions, list(tables),
-                           accuracy_text)
-    write_text_atomic(profile_dir / "README.md", readme)
-    return {
-        "profile": profile,
-        "dir": str(profile_dir),
-        "tables": [str(profile_dir / n) for n in tables],
-        "readme": str(profile_dir / "README.md"),
-        "figures": {k: (str(p) if p else None) for k, p in paths.items()},
-        "figure_notes": notes,
-        "stages": {n: d.state for n, d in stages.items()},
-        "notes": {n: d.notes for n, d in stages.items()},
-        "types": int(len(summary)),
-        "seconds": round(time.perf_counter() - start, 2),
-    }
+    return paths, notes
 
 
 def check_profile_folder(folder: Path) -> None:

@@ -38,6 +38,7 @@ def summary_columns(specs: dict[str, StageSpec] | None = None) -> list[str]:
 
 
 def _type_names(frames: dict[str, pd.DataFrame]) -> list[str]:
+    """Every attention type the stages' tables name, in the order first seen (the baseline left out)."""
     names: list[str] = []
     for frame in frames.values():
         if not frame.empty and "attn" in frame:
@@ -64,10 +65,13 @@ def _note_statuses(rows: Rows, frame: pd.DataFrame, stage: str) -> None:
 
 
 def _missing(value: Any) -> bool:
+    """Whether a summary cell holds no value (``None`` or NaN)."""
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _finish(row: dict[str, Any], headline: list[str]) -> dict[str, Any]:
+    """The row with its stages and problems as text and its status: ``partial`` where a stage
+    failed for it, ``no results`` (``failed``) where none of the ``headline`` columns has a value."""
     failed = row.pop("_failed", False)
     row["stages"] = ",".join(row["stages"])
     row["problems"] = "; ".join(row["problems"])

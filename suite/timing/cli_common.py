@@ -14,7 +14,7 @@ import torch
 from ..env import collect_environment
 from ..errors import UsageError
 from .grid import Config, expand
-from .sweep import GridSettings, axes_from_args, busy_warning
+from .sweep import GridSettings, axes_from_settings, busy_warning
 from .timer import cpu_settings, cuda_settings, default_threads
 
 __all__ = ["SweepPlan", "plan_sweep", "measurement_settings"]
@@ -48,7 +48,7 @@ def plan_sweep(settings: GridSettings, stage: str, cpu_threads: int | None = Non
     if threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
     archs = _archs(settings)
-    axes = axes_from_args(settings, stage, device)
+    axes = axes_from_settings(settings, stage, device)
     configs = [config for arch in archs for config in expand(
         stage, names, axes, device=device, threads=threads, level=settings.level, arch=arch)]
     return SweepPlan(device, torch_device, threads, axes, configs)

@@ -233,6 +233,9 @@ def _rows(records: list[dict[str, Any]]) -> int:
 
 
 def main(settings: LatencySettings) -> int:
+    """Plan the grid (refused input is a :class:`~suite.errors.UsageError`), then list it
+    (``--dry-run``), rewrite the tables (``--tables-only``) or measure it in rounds; 0 once the
+    tables are written, 130 when interrupted (what was measured stays)."""
     plan = plan_sweep(settings, "latency", cpu_threads=DEFAULT_THREADS["cpu"])
     if settings.dry_run:
         for config in plan.configs:

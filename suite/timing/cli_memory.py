@@ -83,6 +83,9 @@ def _rows(records: list[dict[str, Any]]) -> int:
 
 
 def main(settings: MemorySettings) -> int:
+    """Plan the grid (refused input is a :class:`~suite.errors.UsageError`), then list it
+    (``--dry-run``), rewrite the table (``--tables-only``) or measure each configuration in a
+    fresh process; 0 once the table is written, 130 when interrupted."""
     plan = plan_sweep(settings, "memory")
     configs = plan.configs
     if settings.dry_run:

@@ -30,7 +30,7 @@ __all__ = [
     "GridSettings",
     "TABLE_COLUMNS",
     "add_grid_arguments",
-    "axes_from_args",
+    "axes_from_settings",
     "records_to_frame",
     "stage_table",
     "busy_warning",
@@ -124,11 +124,13 @@ def _epilog(stage: str) -> str:
     )
 
 
-def axes_from_args(args: argparse.Namespace, stage: str, device: str) -> Axes:
-    preset = args.preset or ("gpu" if device.startswith("cuda") else "cpu")
+def axes_from_settings(settings: GridSettings, stage: str, device: str) -> Axes:
+    """The grid's axes: the preset's (``--preset``, by default the device's), with each axis the
+    settings give replacing the preset's."""
+    preset = settings.preset or ("gpu" if device.startswith("cuda") else "cpu")
     return profile_axes(preset, stage).override(
-        batch=args.batch, size=args.size, channels=args.channels, dtype=args.dtype,
-        memory_format=args.memory_format, compile=args.compile, mode=args.mode,
+        batch=settings.batch, size=settings.size, channels=settings.channels, dtype=settings.dtype,
+        memory_format=settings.memory_format, compile=settings.compile, mode=settings.mode,
     )
 
 
