@@ -20,7 +20,7 @@ import pytest
 from suite.errors import UsageError
 from suite.regress import ab, cli
 from suite.regress.ab import ABCase, RevisionError, Side, Sides
-from suite.regress.cases import RegressSettings
+from suite.regress.cases import EARLIER_TIMER, GATE_TIMER, RegressSettings
 from suite.regress.gate import SOFT_KEYS, machine_mismatch, machine_warnings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -398,6 +398,17 @@ def test_an_instruction_class_that_differs_only_in_the_cpu_vendor_is_judged_with
     assert machine_warnings(amd, intel, SOFT_KEYS["instructions"]) == [
         "cpu_vendor: baseline 'AuthenticAMD', this run 'GenuineIntel'"]
     assert machine_mismatch(amd, {**intel, "aten_isa": "AVX512"}, soft=SOFT_KEYS["instructions"])
+
+
+def test_sides_that_time_their_ratios_differently_are_not_judged() -> None:
+    """A base from before the gate's timer changed records no timer: its ratios are not compared."""
+    new = [{"status": "ok", "ratio": 1.0, "timer": GATE_TIMER}] * 3
+    old = [{"status": "ok", "ratio": 1.0}] * 3
+    (case,) = ab.judge_ratios({"c": new}, {"c": old}, 0.05)
+    assert case.verdict == "incomparable" and EARLIER_TIMER in case.message and GATE_TIMER in case.message
+    (same,) = ab.judge_ratios({"c": new}, {"c": new}, 0.05)
+    assert same.verdict == "ok"
+    assert cli._verdict([case], [], "regress: ") == cli.EXIT_MISMATCH
 
 
 # -- one real A/B run ---------------------------------------------------------------------------------

@@ -17,11 +17,13 @@ import torch
 import modules
 from suite.env import collect_environment
 from suite.plugins import load_plugins
+from suite.regress.cases import EARLIER_TIMER, GATE_TIMER
 from suite.regress.gate import (
     SOFT_KEYS,
     build_baseline,
     compare,
     format_table,
+    load_baseline,
     machine_class,
     machine_mismatch,
     machine_warnings,
@@ -56,7 +58,7 @@ def _baseline(cases: dict[str, list[float]], floor: float = 0.1, factor: float =
     runs = [{case: {"ratio": r[i], "reference_ms": 1.0, "module_ms": r[i]} for case, r in cases.items()}
             for i in range(len(next(iter(cases.values()))))]
     env = {"cpu": "cpu A", "torch_version": "2.5.1+cpu"}
-    return build_baseline(runs, environment=env, machine=machine_class(env, threads=1), settings={},
+    return build_baseline(runs, environment=env, machine=machine_class(env, threads=1, timer=GATE_TIMER), settings={},
                           floor=floor, factor=factor)
 
 
@@ -75,7 +77,7 @@ def test_baseline_keeps_the_samples_median_and_derived_tolerance() -> None:
     assert entry["ratio"] == pytest.approx(0.11)
     assert entry["samples"] == [0.10, 0.11, 0.12]
     assert entry["tolerance"] == pytest.approx(3 * math.log(0.11 / 0.10))  # the farther sample
-    assert baseline["machine_class"] == {"cpu": "cpu A", "threads": 1, "device": "cpu", "torch": "2.5"}
+    assert baseline["machine_class"] == {"cpu": "cpu A", "threads": 1, "device": "cpu", "torch": "2.5", "timer": GATE_TIMER}
 
 
 def test_compare_verdicts_and_aliases() -> None:
@@ -107,9 +109,10 @@ def test_a_case_that_could_not_be_measured_is_an_error_row() -> None:
 
 
 def test_machine_class_mismatch_is_named() -> None:
-    a = machine_class({"cpu": "Xeon A", "torch_version": "2.5.1"}, threads=1)
-    assert machine_mismatch(a, machine_class({"cpu": "Xeon A", "torch_version": "2.5.0+cpu"}, threads=1)) == []
-    b = machine_class({"cpu": "EPYC B", "torch_version": "2.6.0"}, threads=2)
+    a = machine_class({"cpu": "Xeon A", "torch_version": "2.5.1"}, threads=1, timer=GATE_TIMER)
+    same = machine_class({"cpu": "Xeon A", "torch_version": "2.5.0+cpu"}, threads=1, timer=GATE_TIMER)
+    assert machine_mismatch(a, same) == []
+    b = machine_class({"cpu": "EPYC B", "torch_version": "2.6.0"}, threads=2, timer=GATE_TIMER)
     diffs = machine_mismatch(a, b)
     assert len(diffs) == 3
     assert any("EPYC B" in d for d in diffs) and any("'2.6'" in d for d in diffs)
@@ -117,6 +120,21 @@ def test_machine_class_mismatch_is_named() -> None:
     assert len(machine_mismatch(a, b, soft=SOFT_KEYS["ratio"])) == 2
     assert machine_warnings(a, b, SOFT_KEYS["ratio"]) == ["torch: baseline '2.5', this run '2.6'"]
     assert SOFT_KEYS["instructions"] == ("cpu_vendor",)  # judged with a warning
+
+
+def test_ratios_of_another_timer_are_never_compared(tmp_path: Path) -> None:
+    """A ratio baseline that names no timer was taken with the earlier one: its class differs."""
+    path = tmp_path / "old.json"
+    old = _baseline({"se|forward|b1c8s8": [0.5, 0.5]})
+    del old["machine_class"]["timer"]
+    path.write_text(json.dumps(old))
+    loaded = load_baseline(path)
+    assert loaded["machine_class"]["timer"] == EARLIER_TIMER
+    now = {**loaded["machine_class"], "timer": GATE_TIMER}
+    assert machine_mismatch(loaded["machine_class"], now, soft=SOFT_KEYS["ratio"]) == [
+        f"timer: baseline {EARLIER_TIMER!r}, this run {GATE_TIMER!r}"]
+    committed = load_baseline(ROOT / "suite" / "regress" / "baselines" / "regress_cpu.json")
+    assert committed["machine_class"]["timer"] == EARLIER_TIMER
 
 
 def test_ratios_from_benchmark_json_reads_the_extra_info() -> None:
@@ -197,7 +215,7 @@ def test_gate_refuses_a_baseline_from_another_machine_class(tmp_path: Path) -> N
 def test_gate_judges_across_a_torch_minor_version_with_a_warning(tmp_path: Path) -> None:
     """A baseline of this machine class but another torch minor: measured, judged, warned."""
     baseline = _baseline({"se|forward|b1c8s8": [0.5, 0.5]})
-    baseline["machine_class"] = {**machine_class(collect_environment(), threads=1), "torch": "1.0"}
+    baseline["machine_class"] = {**machine_class(collect_environment(), threads=1, timer=GATE_TIMER), "torch": "1.0"}
     path = tmp_path / "baseline.json"
     path.write_text(json.dumps(baseline))
     gated = _gate("--attn", "se", "--mode", "forward", "--batch", "1", "--channels", "8", "--size", "8",

@@ -58,10 +58,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .callgrind import Counts
+from .cases import EARLIER_TIMER, WORKER_RECORD_KEYS, GateCase, RegressSettings, case_id, gate_job
 
 if TYPE_CHECKING:
     from ..timing.pool import RoundWorkers
-from .cases import WORKER_RECORD_KEYS, GateCase, RegressSettings, case_id, gate_job
 
 __all__ = [
     "ABCase",
@@ -386,7 +386,7 @@ def resolve_zoo(sides: Sides, patterns: str, settings: RegressSettings, repo: Pa
 class ABCase:
     """One case's A/B result: the base's and head's values (ratio: geometric mean over rounds;
     instructions: per call), the change ``head / base - 1`` with its 95% interval (ratio
-    counter), the rounds judged and the verdict (ok, regression, faster, new, removed, error)."""
+    counter), the rounds judged and the verdict (ok, regression, faster, new, removed, error, incomparable)."""
 
     case: str
     base: float | None = None
@@ -437,6 +437,14 @@ def judge_ratios(head: Mapping[str, Sequence[dict[str, Any]]], base: Mapping[str
             name, fields = failed[0]
             results.append(ABCase(case, verdict="error",
                                   message=f"{name}: {fields.get('status')}: {fields.get('message', '')}"[:500]))
+            continue
+        timers = {name: {fields.get("timer", EARLIER_TIMER) for fields in rounds}
+                  for name, rounds in (("head", head[case]), ("base", base.get(case, [])))}
+        if timers["head"] != timers["base"]:  # a revision from before the gate's timer changed
+            results.append(ABCase(case, verdict="incomparable", message=(
+                f"the sides time their ratios differently (head: {', '.join(sorted(timers['head']))}; base: "
+                f"{', '.join(sorted(timers['base']))}); compare with a revision that has the same timer, or "
+                "count instructions (--counter instructions)")))
             continue
         pairs = [(h["ratio"], b["ratio"]) for h, b in zip(head[case], base[case], strict=False)]
         interval = across_rounds([h / b for h, b in pairs])

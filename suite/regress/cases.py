@@ -2,10 +2,13 @@
 
 A case is measured exactly as ``python -m suite latency`` measures a configuration
 (:func:`suite.timing.workloads.build_workload`: the module and a 3x3 conv ``C -> C`` of the same
-input as reference, eval + ``no_grad`` for ``forward``, forward + backward for ``train``), with
-:func:`suite.timing.timer.measure_interleaved` under :func:`suite.timing.timer.cpu_settings`.
-The measurement is repeated ``visits`` times in the same process (``--visits``) and the case's
-ratio is the median of the per-visit ratios ``module min / reference min``.
+input as reference, eval + ``no_grad`` for ``forward``, forward + backward for ``train``), and
+timed as it times a round: :func:`suite.timing.timer.sample_round` (:data:`GATE_TIMER`; warm-up
+until memory is steady, then the module and the reference sampled in alternation) under
+:func:`suite.timing.timer.cpu_settings`. The measurement is repeated ``visits`` times in the same
+process (``--visits``) and the case's ratio is the median of the per-visit ratios
+``module min / reference min``. The timer is part of a ratio's machine class
+(:func:`suite.regress.gate.machine_class`): ratios of another timer are never compared.
 
 Why the fastest samples and not the medians: on a shared machine a neighbour's CPU bursts slow
 whichever callable happens to run during them, and the medians follow what fraction of each
@@ -30,7 +33,17 @@ if TYPE_CHECKING:
     from suite.timing.grid import Config
     from suite.timing.job import Job
 
+GATE_TIMER = "sample_round"
+"""How the gate's ratio cases are timed (:func:`suite.timing.timer.sample_round`, as the latency
+stage's rounds are). Ratios recorded without a timer came from the earlier
+``measure_interleaved`` (:data:`EARLIER_TIMER`)."""
+
+EARLIER_TIMER = "measure_interleaved"
+"""The timer of ratio cases and baselines that do not name one."""
+
 __all__ = [
+    "GATE_TIMER",
+    "EARLIER_TIMER",
     "DEFAULT_ATTN",
     "GateCase",
     "RegressSettings",
@@ -68,7 +81,7 @@ class RegressSettings:
     size: int = 28
     threads: int = 1
     visits: int = 3  # measurements per case in one process; the case's value is their median
-    budget_s: float = 0.25  # ratio: timer budget of one of the visits (module and reference together)
+    budget_s: float = 0.25  # ratio: sampling time of one of the visits (module and reference together)
     visit_s: float = 0.02  # ratio: the timer's time on one callable before switching to the other
     calls: int = 4  # instructions: calls of the step per counted repetition
     warmup: int = 3  # instructions: uninstrumented calls of each step before counting
@@ -185,24 +198,25 @@ def measure_case(name: str, mode: str, settings: RegressSettings) -> tuple[dict[
     """
     import torch
 
-    from suite.timing.timer import TimerOptions, measure_interleaved
+    from suite.timing.timer import RoundOptions, sample_round
     from suite.timing.workloads import build_workload
 
     config = config_for(name, mode, settings)
     workload = build_workload(config)
-    options = TimerOptions(budget_s=settings.budget_s, visit_s=settings.visit_s)
+    options = RoundOptions(sample_s=settings.budget_s, visit_s=settings.visit_s)
     ratios: list[float] = []
     median_ratios: list[float] = []
     module_s: list[float] = []
     reference_s: list[float] = []
     for _ in range(settings.visits):
-        summaries = measure_interleaved({"module": workload.step, "reference": workload.reference_step},
-                                        options=options)
-        module, reference = summaries["module"], summaries["reference"]
-        module_s.append(module.median)
-        reference_s.append(reference.median)
-        ratios.append(module.min / reference.min)
-        median_ratios.append(module.median / reference.median)
+        samples = sample_round({"module": workload.step, "reference": workload.reference_step},
+                               options=options).samples
+        module = [t for visit in samples["module"] for t in visit]
+        reference = [t for visit in samples["reference"] for t in visit]
+        module_s.append(statistics.median(module))
+        reference_s.append(statistics.median(reference))
+        ratios.append(min(module) / min(reference))
+        median_ratios.append(statistics.median(module) / statistics.median(reference))
     facts = {
         "case": case_id(name, mode, settings),
         "attn": name,
@@ -221,5 +235,6 @@ def measure_case(name: str, mode: str, settings: RegressSettings) -> tuple[dict[
         "ratio_repeats": ratios,
         "ratio_median": statistics.median(median_ratios),
         "repeats": settings.visits,
+        "timer": GATE_TIMER,
     }
     return facts, workload

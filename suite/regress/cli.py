@@ -37,7 +37,8 @@ against ``HEAD``. With ``--baseline`` given, another class is not judged (exit 3
 Exit status: 0 no regression; 1 regression; 2 the benchmarks failed to run, a case could not be
 measured (its row says why), valgrind is missing (instructions), an unknown revision or a folder
 that is not a git checkout (A/B), or bad arguments; 3 the baseline is from another machine class
-and ``--on-mismatch fail``.
+(its CPU, threads, device or timer) and ``--on-mismatch fail``, or an A/B base timed its ratios
+with another timer (a revision from before the gate timed them as the latency stage does).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ from ..timing.sweep import MODE
 from ..timing.timer import cpu_settings
 from . import ab, callgrind
 from .ab import AB_THRESHOLDS, AB_VISITS, DEFAULT_ROUNDS, Sides
-from .cases import WORKER_RECORD_KEYS, RegressSettings
+from .cases import GATE_TIMER, WORKER_RECORD_KEYS, RegressSettings
 from .gate import (
     COUNTERS,
     DEFAULT_FACTOR,
@@ -299,7 +300,7 @@ def measure(counter: str, settings: RegressSettings, out: Path, label: str, *, r
         with cpu_settings(settings.threads):  # the environment records the thread count measured with
             environment = collect_environment()
         cases, errors = run_cases(settings, out / f"{label}.json")
-        return Measured(cases, errors, environment, machine_class(environment, threads=settings.threads))
+        return Measured(cases, errors, environment, machine_class(environment, threads=settings.threads, timer=GATE_TIMER))
     counts = callgrind.collect(settings, out / "callgrind", rotate=rotate)
     environment = _instruction_environment(counts)
     write_text_atomic(out / f"{label}.json", json.dumps(
@@ -404,6 +405,10 @@ def _verdict(results: list[CaseResult], mismatch: list[str], summary: str) -> in
     if failed:
         print(summary + f"ERROR, {len(failed)} case(s) could not be measured: {', '.join(failed)}")
         return EXIT_ERROR
+    unjudged = [r.case for r in results if r.verdict == "incomparable"] if not mismatch else []
+    if unjudged:  # A/B sides whose ratios were timed differently
+        print(summary + f"INCOMPARABLE, {len(unjudged)} case(s) not judged (see their messages): {', '.join(unjudged)}")
+        return EXIT_MISMATCH
     if mismatch:
         return 0  # --on-mismatch warn
     regressions = [r.case for r in results if r.verdict == "regression"]
@@ -607,7 +612,7 @@ def _stored_baseline_gate(settings: GateSettings, regress: RegressSettings, star
     path = settings.baseline or DEFAULT_BASELINES[counter]
     baseline = _load_gated_baseline(settings, path)
     if counter == "ratio":  # the ratio class is known before measuring: nothing is measured in vain
-        expected = machine_class(collect_environment(), threads=regress.threads)
+        expected = machine_class(collect_environment(), threads=regress.threads, timer=GATE_TIMER)
         mismatch = machine_mismatch(baseline.get("machine_class", {}), expected, soft=SOFT_KEYS[counter])
         if mismatch and not explicit:
             return _against_head(settings, started, mismatch)

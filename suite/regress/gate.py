@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .cases import EARLIER_TIMER
+
 __all__ = [
     "BASELINE_FORMAT",
     "CaseResult",
@@ -79,12 +81,14 @@ DEFAULT_INSTRUCTION_FLOOR = 0.01
 DEFAULT_FACTOR = 3.0
 
 
-def machine_class(environment: Mapping[str, Any], *, threads: int) -> dict[str, Any]:
+def machine_class(environment: Mapping[str, Any], *, threads: int, timer: str) -> dict[str, Any]:
     """What must match for two runs' ratios to be comparable (the gate measures on the CPU;
-    ``device`` is kept in the class so that a GPU gate's baselines would never compare)."""
+    ``device`` is kept in the class so that a GPU gate's baselines would never compare; ``timer``:
+    how the ratios were timed, :data:`suite.regress.cases.GATE_TIMER`)."""
     version = str(environment.get("torch_version", "")).split("+")[0]
     major_minor = ".".join(version.split(".")[:2])
-    return {"cpu": environment.get("cpu", ""), "threads": int(threads), "device": "cpu", "torch": major_minor}
+    return {"cpu": environment.get("cpu", ""), "threads": int(threads), "device": "cpu", "torch": major_minor,
+            "timer": timer}
 
 
 def machine_mismatch(baseline: Mapping[str, Any], current: Mapping[str, Any], *,
@@ -274,7 +278,11 @@ def format_table(results: Sequence[CaseResult], counter: str = "ratio",
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
+    """The baseline at ``path``; a ratio baseline that names no timer in its machine class was
+    timed by the earlier timer, and says so (:data:`suite.regress.cases.EARLIER_TIMER`)."""
     data = json.loads(Path(path).read_text())
     if data.get("format") != BASELINE_FORMAT:
         raise ValueError(f"{path}: not a regress baseline (format {data.get('format')!r}, expected {BASELINE_FORMAT!r})")
+    if counter_of(data) == "ratio" and isinstance(data.get("machine_class"), dict):
+        data["machine_class"].setdefault("timer", EARLIER_TIMER)
     return data
