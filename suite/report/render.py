@@ -74,8 +74,11 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
     for name, frame in tables.items():
         write_csv_atomic(profile_dir / name, frame)
     envs = {name: _environment(stages[name], spec.environment_tables) for name, spec in measuring_stages().items()}
-    captions = _captions(profile, frames, envs)
-    paths, notes = _draw_figures(profile_dir / "figures", summary, frames, captions)
+    # the latency figures show one configuration (fp32, contiguous, eager when measured), as the
+    # summary does, rather than a median over dtypes and compile modes
+    primary, latency_config = primary_module_latency(frames["latency"])
+    captions = _captions(profile, frames, envs, latency_config)
+    paths, notes = _draw_figures(profile_dir / "figures", summary, frames, primary, captions)
     relative = {k: (f"figures/{p.name}" if p else None) for k, p in paths.items()}
     accuracy = frames["accuracy"]
     per_class = report_tables.get("accuracy_per_class.csv", pd.DataFrame())
@@ -97,7 +100,8 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
     }
 
 
-def _captions(profile: str, frames: dict[str, pd.DataFrame], envs: dict[str, dict[str, Any]]) -> dict[str, str]:
+def _captions(profile: str, frames: dict[str, pd.DataFrame], envs: dict[str, dict[str, Any]],
+              latency_config: str) -> dict[str, str]:
     """Each figure's caption: profile, device, dtype, threads and commit of what it shows (the
     counter agreement: how the MACs were counted); the latency figures name the configuration
     they show."""
@@ -118,22 +122,18 @@ def _captions(profile: str, frames: dict[str, pd.DataFrame], envs: dict[str, dic
         "model_latency": _caption(profile, latency[latency["level"] == "model"] if "level" in latency else latency,
                                   envs["latency"]),
     }
-    _, latency_config = primary_module_latency(latency)
     if latency_config:
         for key in ("latency_heatmap", "latency_scaling"):
             captions[key] += f" | shown: {latency_config}"
     return captions
 
 
-def _draw_figures(figdir: Path, summary: pd.DataFrame, frames: dict[str, pd.DataFrame],
+def _draw_figures(figdir: Path, summary: pd.DataFrame, frames: dict[str, pd.DataFrame], primary: pd.DataFrame,
                   captions: dict[str, str]) -> tuple[dict[str, Path | None], dict[str, str]]:
     """Draw every figure into ``figdir``: its path (``None`` where it is not drawn) and its note
     (why not, or what it shows). A figure that cannot be drawn says why; an older file of it is
     removed, so that it cannot contradict the README."""
     cost, latency, memory = frames["cost"], frames["latency"], frames["memory"]
-    # the latency figures show one configuration (fp32, contiguous, eager when measured), as the
-    # summary does, rather than a median over dtypes and compile modes
-    primary, _ = primary_module_latency(latency)
     contended_rows = primary_contended(latency)
     primary_model, _ = primary_module_latency(latency, level="model")
     figures = {  # what each figure shows (figure_data), and the function that draws it

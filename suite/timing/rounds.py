@@ -45,19 +45,11 @@ from ..stage import SweepResult, interruptible_run
 from ..stage import loadavg as _loadavg
 from .grid import Config
 from .job import Job
-from .pool import ALLOCATORS, ISOLATIONS, RoundWorkers, worker_environment
+from .pool import RoundWorkers
 from .resume import RoundProgress, add_round, progress_from_records
 from .round_stats import CONTENDED, RoundPlan, aggregate_rounds
 
-__all__ = [
-    "ALLOCATORS",
-    "ISOLATIONS",
-    "RoundPlan",
-    "RoundWorkers",
-    "aggregate_rounds",
-    "run_rounds",
-    "worker_environment",
-]
+__all__ = ["run_rounds"]
 
 
 def run_rounds(
