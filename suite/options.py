@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .shard import parse_shard
+
 __all__ = [
     "Option", "SettingsError", "SHARED", "setting", "options_of", "add_options", "from_mapping",
     "to_argv", "command_settings", "flags_table", "FLAGS_BEGIN", "FLAGS_END", "positive_int", "non_negative_int", "positive_float", "non_negative_float",
@@ -182,6 +184,9 @@ SHARED: dict[str, Option] = {option.flag: option for option in (
            "restored)", choices=("on", "off"), group="CUDA"),
     Option("--tf32", "TF32 for fp32 matmuls and convolutions during CUDA runs (set explicitly, recorded, "
            "restored)", choices=("on", "off"), group="CUDA"),
+    Option("--shard", "measure part K of N of the plan (every N-th configuration from the K-th, the same on every "
+           "machine): run the parts on separate GPUs or nodes, then join their folders with python -m suite merge",
+           parse=parse_shard, metavar="K/N", group="processes"),
 )}
 """The options several commands share, by flag: one spelling, parser and help for each idea."""
 
