@@ -61,7 +61,10 @@ STATUSES: dict[str, str] = {
     "unsupported": "an operation is not implemented for this dtype or device",
     "compile_error": "torch.compile failed where the eager call ran",
     "timeout": "its process ran longer than --timeout-s",
-    "contended": "latency: too few rounds got the CPU they asked for, so no numbers",
+    "contended": "latency: too few rounds got the CPU they asked for, or on CUDA shared the GPU with another "
+                 "process, so no numbers",
+    "graph_error": "latency --cuda-graph on: the step could not be captured into a CUDA graph (a host sync, a CPU "
+                   "tensor, a data-dependent shape, a non-capturable optimizer); the message says why",
     "refused": "build_model has no place for the design in this backbone (a deliberate outcome, not a failure)",
     "diverged": "accuracy: the training loss went non-finite; scored at chance level, so it counts against the design",
     "interrupted": "bench: the stage was interrupted; running the same command again resumes it",
@@ -91,10 +94,12 @@ ENVIRONMENT_FIELDS: tuple[str, ...] = (
     "date", "commit", "python", "platform", "cpu", "cpu_count", "threads", "interop_threads",
     "torch_version", "torchvision_version", "fvcore_version", "thop_version", "numpy_version",
     "pandas_version", "timm_version", "gpu", "gpu_driver", "cuda",
+    "gpu_index", "gpu_uuid", "compute_capability", "gpu_sms", "gpu_memory_bytes", "gpu_l2_bytes", "cudnn",
 )
 """The fields of :func:`suite.env.collect_environment`; every stage's records name them with
 :data:`ENV_PREFIX` before (:func:`environment_columns`), beside the configuration's own fields
-(a row's ``threads`` is what it ran with, ``env_threads`` torch's setting when the run began)."""
+(a row's ``threads`` is what it ran with, ``env_threads`` torch's setting when the run began). The GPU
+fields after ``cuda`` are recorded on a CUDA device only (:func:`suite.env.gpu_environment`)."""
 
 ENV_PREFIX = "env_"
 """What every environment field of a record or table starts with (a stage's own environment

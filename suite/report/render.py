@@ -41,9 +41,22 @@ def _caption(profile: str, frame: pd.DataFrame, env: dict[str, Any], extra: str 
     parts.append(f"dtype {dtype}" if dtype else "dtype fp32")
     threads = _values(ok, "threads") or str(env.get("threads", "?"))
     parts.append(f"threads {threads}")
+    parts.extend(_cuda_timing_notes(ok))
     if env.get("commit"):
         parts.append(f"commit {env['commit']}")
     return " | ".join(parts) + (f" | {extra}" if extra else "")
+
+
+def _cuda_timing_notes(ok: pd.DataFrame) -> list[str]:
+    """On CUDA rows: which timing mode the numbers come from (CUDA events around eager launches, or
+    CUDA-graph replays) and how many rows were host-bound (the host's enqueue took at least 90% of the
+    event time, so the figure is Python dispatch rather than GPU work: see ``host_bound``)."""
+    notes = []
+    if modes := _values(ok, "timing_mode"):
+        notes.append(f"timing {modes}")
+    if "host_bound" in ok and (bound := int(ok["host_bound"].astype("boolean").fillna(False).sum())):
+        notes.append(f"{bound} of {len(ok)} rows host-bound (dispatch, not GPU time)")
+    return notes
 
 
 def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, Any]:

@@ -6,7 +6,9 @@ each importing torch and the zoo once and forking a child per job; ``spawn`` sta
 interpreter per job (``--once``). A job is one :class:`suite.timing.job.Job` line on the
 process's stdin; results come back as ``ROUND`` lines (:mod:`suite.timing.worker`). A child that
 dies or exceeds the timeout on one item costs that item its round; the rest of the job goes on
-in a new child.
+in a new child. A child that exits with :data:`suite.timing.worker.CUDA_ERROR_EXIT` after
+reporting an item (an error of the CUDA context, which would fail every later item in that
+process) costs nothing more: the rest of the job goes on in a new child.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .job import Job
-from .worker import ALLOCATOR_TUNABLES, CHILD, DONE, READY, ROUND
+from .worker import ALLOCATOR_TUNABLES, CHILD, CUDA_ERROR_EXIT, DONE, READY, ROUND
 
 __all__ = ["ALLOCATORS", "ISOLATIONS", "Item", "RoundWorkers", "worker_environment"]
 
@@ -113,7 +115,8 @@ class RoundWorkers:
     measurement) and fork a child per job; jobs go to the servers in turn, so rounds also differ
     in the server's library layout. ``spawn``: a new interpreter per job. A child that dies or
     exceeds ``timeout_s`` on one configuration costs that configuration its round (status
-    ``error`` / ``oom`` / ``timeout``); the rest of the job goes on in a new child.
+    ``error`` / ``oom`` / ``timeout``); the rest of the job goes on in a new child, as it does
+    after a child reported a CUDA error and left.
 
     ``cwd``: the folder the processes start in (``python -m`` puts it first on their path: the
     regression gate's A/B runs start each side's workers in that side's tree).
@@ -215,9 +218,12 @@ class RoundWorkers:
 
     def _run_job(self, process: _Process, items: list[Item], job: Job,
                  on_result: Callable[[Item, dict[str, Any]], None]) -> list[Item]:
-        """Send one job of ``items``; return the items still to measure after a crash or timeout."""
+        """Send one job of ``items``; return the items still to measure after a crash, a timeout or
+        a CUDA error (:data:`~suite.timing.worker.CUDA_ERROR_EXIT`: the item that raised it was
+        reported, the next one is not charged)."""
         by_key = {item.key(): item for item in items}
         remaining = list(items)
+        reported = 0
         process.mark_stderr()
         if process.proc.stdin is None:
             raise RuntimeError("the worker process has no stdin to send its job to")
@@ -250,11 +256,14 @@ class RoundWorkers:
                         f"worker wrote an unreadable result and died: {process.stderr_tail()}")})
                     return remaining[1:]
                 remaining.remove(item)
+                reported += 1
                 on_result(item, fields)
             elif DONE in line:
                 code = line.split(DONE, 1)[1]
                 if code == "eof" and process.proc.poll() is not None:
                     code = str(process.proc.returncode)
+                if remaining and code == str(CUDA_ERROR_EXIT) and reported:
+                    return remaining  # a fresh child for the rest
                 if remaining:
                     status = "oom" if code in ("-9", "137") else "error"
                     on_result(remaining[0], {"status": status, "message": (

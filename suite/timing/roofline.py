@@ -9,7 +9,8 @@ Measured in the same run as the latencies (:func:`measure_machine`):
 
 Both are sampled with the modules' timer (:func:`suite.timing.timer.sample_round`: warmed until
 steady, then about a second of samples, :data:`PEAK_OPTIONS`), at the same thread count and
-settings, and -- as STREAM does for its bandwidth -- the rate is taken from the *best* sample:
+settings (on CUDA: on the measured device, made current while measuring, with events on its
+stream and its cached memory given back afterwards), and -- as STREAM does for its bandwidth -- the rate is taken from the *best* sample:
 a peak is what the hardware can do, and on a shared machine the median sample is already
 disturbed.
 
@@ -36,8 +37,9 @@ faster than that, as the timer calls the module on the same input again and agai
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,7 +104,7 @@ PEAK_OPTIONS = RoundOptions(sample_s=1.0, warmup_s=0.05)
 
 def best_sample_s(fn: Callable[[], Any], device: torch.device, options: RoundOptions | None = None) -> float:
     """The fastest per-call time (seconds) of ``fn`` over one round of samples on ``device``'s
-    clock (:func:`suite.timing.timer.sample_round`)."""
+    clock (:func:`suite.timing.timer.sample_round`; CUDA events on that device's stream)."""
     taken = sample_round({"peak": fn}, clock=clock_for(device), options=options or PEAK_OPTIONS)
     return min(v for visit in taken.samples["peak"] for v in visit)
 
@@ -129,6 +131,20 @@ def measure_matmul_rate(device: str | torch.device, dtype: str = "fp32", n: int 
     return n**3 / best_sample_s(lambda: torch.mm(a, b), device, options)
 
 
+@contextlib.contextmanager
+def _on_device(device: torch.device) -> Iterator[None]:
+    """``device`` as the current CUDA device while measuring (nothing on the CPU); its cached
+    memory is given back after, so that the workers have the GPU to themselves."""
+    if device.type != "cuda":
+        yield
+        return
+    with torch.cuda.device(device):
+        try:
+            yield
+        finally:
+            torch.cuda.empty_cache()
+
+
 def measure_machine(
     device: str | torch.device,
     dtypes: Iterable[str] = ("fp32",),
@@ -143,12 +159,13 @@ def measure_machine(
     copy_bytes = copy_bytes or default_bytes
     matmul_n = matmul_n or default_n
     rates: dict[str, float] = {}
-    for dtype in dict.fromkeys(dtypes):
-        try:
-            rates[dtype] = measure_matmul_rate(device, dtype, matmul_n, options=options)
-        except (RuntimeError, NotImplementedError):
-            rates[dtype] = math.nan
-    bandwidth = measure_bandwidth(device, copy_bytes, options=options)
+    with _on_device(device):
+        for dtype in dict.fromkeys(dtypes):
+            try:
+                rates[dtype] = measure_matmul_rate(device, dtype, matmul_n, options=options)
+            except (RuntimeError, NotImplementedError):
+                rates[dtype] = math.nan
+        bandwidth = measure_bandwidth(device, copy_bytes, options=options)
     return MachinePeaks(str(device), bandwidth, rates, copy_bytes, matmul_n, last_level_cache_bytes(device))
 
 

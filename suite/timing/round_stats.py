@@ -8,6 +8,13 @@ only); the times are the medians of all of the round's samples. Across rounds, e
 centre and 95% interval are Student's t on the log of its per-round values
 (:func:`suite.timing.stats.across_rounds`), so the variation between processes is inside them.
 :class:`RoundPlan` says how many rounds a configuration gets and when it is done.
+
+GPU rows also carry what the rounds recorded about how they were timed (:mod:`suite.timing.cuda`):
+``timing_mode`` (``eager-launch`` or ``cuda-graph``), ``flush_l2``, ``tf32_matmul``,
+``tf32_conv``, ``cudnn_benchmark``, ``cuda_device`` and ``gpu_check``; and ``host_bound``
+(``ref_host_bound`` for the reference): the module's host enqueue time was at least 90% of its
+GPU time in at least half of the clean rounds, so its time is Python's dispatch, not the GPU's
+work; ``host_ms`` is the median over rounds of its host enqueue time per call.
 """
 
 from __future__ import annotations
@@ -23,10 +30,12 @@ from .stats import across_rounds, percentile
 if TYPE_CHECKING:
     from .resume import RoundProgress
 
-__all__ = ["CONTENDED", "NUMERIC_COLUMNS", "RoundPlan", "aggregate_rounds", "per_round", "ratio_converged"]
+__all__ = ["CONTENDED", "NUMERIC_COLUMNS", "ROW_SETTINGS", "RoundPlan", "aggregate_rounds", "per_round",
+           "ratio_converged"]
 
 CONTENDED = "contended"
-"""The status of a round (and of a row) whose windows did not get the CPU they asked for."""
+"""The status of a round (and of a row) whose windows did not get the CPU they asked for, or, on
+CUDA, shared the GPU with another process."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,14 @@ def _names(prefix: str, suffix: str = "") -> tuple[str, str, str, str]:
     return f"{prefix}{suffix}", f"{prefix}_ci_low{suffix}", f"{prefix}_ci_high{suffix}", f"{prefix}_ci_rel"
 
 
+ROW_SETTINGS = (
+    "reference", "params", "param_bytes", "formula_macs", "compile_s", "input_shape", "output_shape",
+    "input_element_size", "threads_set", "flush_denormal", "allocator_tunables",
+    "cuda_device", "timing_mode", "flush_l2", "tf32_matmul", "tf32_conv", "cudnn_benchmark", "gpu_check",
+)
+"""Fields a row copies from its latest round where the round has them (the CUDA settings only
+GPU rounds record)."""
+
 NUMERIC_COLUMNS = (
     "median_ms", "ci_low_ms", "ci_high_ms", "ci_rel", "iqr_ms", "p90_ms", "p99_ms", "min_ms", "n",
     "ref_median_ms", "ref_ci_low_ms", "ref_ci_high_ms", "ref_ci_rel", "ratio", "ratio_ci_low",
@@ -123,8 +140,7 @@ def aggregate_rounds(progress: RoundProgress, plan: RoundPlan) -> dict[str, Any]
     last = (clean or contended or [progress.failed or {}])[-1]
     row: dict[str, Any] = {"record": "latency", "generation": progress.generation,
                            "rounds": len(clean), "rounds_contended": len(contended)}
-    for key in ("reference", "params", "param_bytes", "formula_macs", "compile_s", "input_shape",
-                "output_shape", "input_element_size", "threads_set", "flush_denormal", "allocator_tunables"):
+    for key in ROW_SETTINGS:
         if key in last:
             row[key] = last[key]
     if progress.failed is not None:
@@ -168,5 +184,22 @@ def _measured_fields(clean: list[dict[str, Any]], plan: RoundPlan) -> dict[str, 
     row["cpu_share_min"] = min(_finite(r.get("cpu_share") for r in clean), default=math.nan)
     row["other_cores_max"] = max(_finite(r.get("other_cores") for r in clean), default=math.nan)
     row["warmup_steady"] = all(r.get("warmup_steady", False) for r in clean)
+    row.update(_host_fields(clean))
     return row
+
+
+def _host_fields(clean: list[dict[str, Any]]) -> dict[str, Any]:
+    """``host_bound``, ``ref_host_bound`` and ``host_ms`` of rounds that timed the host's enqueue
+    (GPU rounds; nothing for CPU rounds): bound when at least half the rounds were."""
+    timed = [r for r in clean if isinstance(r.get("host_bound"), dict)]
+    if not timed:
+        return {}
+    fields: dict[str, Any] = {}
+    for column, name in (("host_bound", "module"), ("ref_host_bound", "reference")):
+        flags = [bool(r["host_bound"][name]) for r in timed if name in r["host_bound"]]
+        if flags:
+            fields[column] = 2 * sum(flags) >= len(flags)
+    hosts = _finite(r.get("host_s", {}).get("module") for r in timed)
+    fields["host_ms"] = _median(hosts) * 1e3 if hosts else math.nan
+    return fields
 

@@ -4,8 +4,9 @@ How a measurement goes (:func:`measure_interleaved`; :func:`measure` is the one-
 
 1. **Settings** are set explicitly and recorded (:func:`cpu_settings`, :func:`cuda_settings`):
    the intra-op thread count on CPU; ``cudnn.benchmark`` and TF32 for matmuls and convolutions
-   on CUDA. Both are context managers that restore the previous state, so nothing leaks into
-   the rest of the process (timm's benchmark script turns TF32 on for the whole process).
+   on CUDA (PyTorch's defaults unless asked otherwise: :data:`TF32_MODES`). Both are context
+   managers that restore the previous state, so nothing leaks into the rest of the process
+   (timm's benchmark script turns TF32 on for the whole process).
 2. **Warm-up**: each callable runs until ``warmup_s`` has passed (and at least
    ``warmup_calls`` times): caches, allocator pools and cuDNN's algorithm search settle.
 3. **Calibration**: a call shorter than ``short_call_s`` (0.2 ms) is timed in blocks of
@@ -26,6 +27,17 @@ How a measurement goes (:func:`measure_interleaved`; :func:`measure` is the one-
 
 The clocks are small objects with ``time(fn, calls) -> seconds`` so that tests can drive the
 loop with synthetic samples; the budget uses an injectable ``now`` for the same reason.
+
+**On CUDA** (:class:`CudaEventClock`) a sample is the GPU time between two CUDA events recorded
+on the *configuration's* device's current stream (``torch.cuda.current_stream(device)``, not the
+process's current device) around the block of calls; the end event is synchronized before it is
+read, so the GPU is idle when the next block starts. The clock also reads ``perf_counter``
+around the launch loop, before synchronizing: the host's enqueue time of the block
+(``last_host_s``). When enqueueing takes as long as the GPU's time (:mod:`suite.timing.cuda`'s
+``HOST_BOUND_SHARE``), the GPU waited for Python's dispatch and the sample is host time. With an
+L2 flush (``flush``), every call of a block gets its own pair of events and a write of a buffer
+twice the L2's size before it, outside its events (the pattern of Triton's ``do_bench``), so
+each call reads its inputs from device memory.
 """
 
 from __future__ import annotations
@@ -37,7 +49,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -48,6 +60,7 @@ __all__ = [
     "Clock",
     "CpuClock",
     "CudaEventClock",
+    "TF32_MODES",
     "TimerOptions",
     "clock_for",
     "cpu_settings",
@@ -86,31 +99,81 @@ class CpuClock:
 
 
 class CudaEventClock:
-    """GPU time between two CUDA events recorded on the current stream around the calls.
+    """GPU time between two CUDA events recorded on ``device``'s current stream around the calls
+    (``device=None``: the current device's current stream).
 
-    The end event is synchronized before reading, so each sample is complete. ``event_factory``
-    exists for tests; by default it makes ``torch.cuda.Event(enable_timing=True)``.
+    The end event is synchronized before reading, so each sample is complete. ``last_host_s``:
+    the host's time to enqueue the latest block (``perf_counter`` around the launch loop, before
+    the synchronize). ``flush``: a callable run before each call, outside its events (an L2
+    flush, :func:`suite.timing.cuda.make_l2_flush`); each call then gets its own events and the
+    block's time is their sum. ``event_factory`` exists for tests; by default it makes
+    ``torch.cuda.Event(enable_timing=True)``.
     """
 
     name = "cuda_event"
 
-    def __init__(self, event_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(self, device: str | torch.device | None = None, event_factory: Callable[[], Any] | None = None,
+                 flush: Callable[[], Any] | None = None) -> None:
+        self.device = None if device is None else torch.device(device)
         self._event_factory = event_factory or (lambda: torch.cuda.Event(enable_timing=True))
+        self._flush = flush
         self._start = self._event_factory()
         self._end = self._event_factory()
+        self._pairs: list[tuple[Any, Any]] = []
+        self.last_host_s = 0.0
 
     def time(self, fn: Callable[[], Any], calls: int) -> float:
-        self._start.record()
+        stream = None if self.device is None else torch.cuda.current_stream(self.device)
+        if self._flush is not None:
+            return self._time_flushed(fn, calls, stream)
+        host_start = time.perf_counter()
+        _record(self._start, stream)
         for _ in range(calls):
             fn()
-        self._end.record()
+        _record(self._end, stream)
+        self.last_host_s = time.perf_counter() - host_start
         self._end.synchronize()
         return float(self._start.elapsed_time(self._end)) / 1e3  # elapsed_time is in ms
 
+    def _time_flushed(self, fn: Callable[[], Any], calls: int, stream: Any) -> float:
+        """``calls`` calls, each after a flush and between its own two events; one synchronize."""
+        while len(self._pairs) < calls:
+            self._pairs.append((self._event_factory(), self._event_factory()))
+        pairs = self._pairs[:calls]
+        assert self._flush is not None
+        host = 0.0
+        for start, end in pairs:
+            self._flush()
+            _record(start, stream)
+            host_start = time.perf_counter()
+            fn()
+            host += time.perf_counter() - host_start
+            _record(end, stream)
+        self.last_host_s = host
+        pairs[-1][1].synchronize()
+        return sum(float(start.elapsed_time(end)) for start, end in pairs) / 1e3
 
-def clock_for(device: str | torch.device) -> Clock:
-    """The clock for ``device``: CUDA events on ``cuda``, ``perf_counter`` otherwise."""
-    return CudaEventClock() if torch.device(device).type == "cuda" else CpuClock()
+
+def _record(event: Any, stream: Any) -> None:
+    """Record ``event`` on ``stream`` (``None``: the current stream)."""
+    if stream is None:
+        event.record()
+    else:
+        event.record(stream)
+
+
+def clock_for(device: str | torch.device, *, flush_l2: bool = False) -> Clock:
+    """The clock for ``device``: CUDA events on that device's stream on ``cuda`` (with an L2 flush
+    before every call when ``flush_l2``), ``perf_counter`` otherwise."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return CpuClock()
+    flush = None
+    if flush_l2:
+        from .cuda import make_l2_flush
+
+        flush = make_l2_flush(device)
+    return CudaEventClock(device, flush=flush)
 
 
 def default_threads() -> int:
@@ -134,51 +197,88 @@ def cpu_settings(threads: int) -> Iterator[dict[str, Any]]:
         torch.set_num_threads(previous)
 
 
-def _has_fp32_precision_api() -> bool:
-    return hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(
-        getattr(torch.backends.cudnn, "conv", None), "fp32_precision"
-    )
+TF32_MODES: dict[str, tuple[bool, bool]] = {
+    "default": (False, True),
+    "on": (True, True),
+    "off": (False, False),
+}
+"""``--tf32`` -> (TF32 for fp32 matmuls, TF32 for cuDNN convolutions). ``default`` is PyTorch's
+own: IEEE fp32 matmuls (``torch.get_float32_matmul_precision() == "highest"``) and TF32
+convolutions, what a user's code gets without setting anything."""
+
+
+def _precision_objects() -> list[Any]:
+    """The objects with an ``fp32_precision`` attribute (torch >= 2.9) that TF32 for CUDA
+    matmuls and cuDNN touches: cuBLAS matmuls, cuDNN convolutions and RNNs, cuDNN as a whole."""
+    cudnn = torch.backends.cudnn
+    candidates = (torch.backends.cuda.matmul, getattr(cudnn, "conv", None), getattr(cudnn, "rnn", None), cudnn)
+    found = []
+    for obj in candidates:
+        try:
+            if obj is not None and isinstance(obj.fp32_precision, str):
+                found.append(obj)
+        except (AttributeError, RuntimeError):
+            continue
+    return found
+
+
+def _legacy_tf32() -> tuple[bool | None, bool | None]:
+    """``(torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)``; ``None`` for
+    a getter that raises (torch >= 2.9 refuses to answer after the two APIs were mixed)."""
+    values: list[bool | None] = []
+    for read in (lambda: torch.backends.cuda.matmul.allow_tf32, lambda: torch.backends.cudnn.allow_tf32):
+        try:
+            values.append(bool(read()))
+        except RuntimeError:
+            values.append(None)
+    return values[0], values[1]
+
+
+def _set_legacy_tf32(matmul: bool | None, conv: bool | None) -> None:
+    if matmul is not None:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+    if conv is not None:
+        torch.backends.cudnn.allow_tf32 = conv
 
 
 @contextlib.contextmanager
-def cuda_settings(*, cudnn_benchmark: bool, tf32: bool) -> Iterator[dict[str, Any]]:
-    """Set cuDNN autotuning and TF32 (matmul and convolution) explicitly; restore after.
+def cuda_settings(*, cudnn_benchmark: bool, tf32: str | bool) -> Iterator[dict[str, Any]]:
+    """Set cuDNN autotuning and TF32 (``tf32``: a :data:`TF32_MODES` name, or a bool for ``on`` /
+    ``off``) explicitly; yield the settings read back, for the record; restore the previous state.
 
-    Uses ``torch.backends.*.fp32_precision`` ("tf32" / "ieee") where torch has it (>= 2.9) and
-    the legacy ``allow_tf32`` flags otherwise (mixing the two APIs is refused by torch).
-    Yields the settings read back, for the record. Setting these flags does not need a GPU.
+    TF32 is set through the legacy setters (``torch.backends.cuda.matmul.allow_tf32``,
+    ``torch.backends.cudnn.allow_tf32``): they exist in every torch >= 1.7, and from 2.9 on they
+    also set the ``fp32_precision`` of matmuls, convolutions and RNNs, so both APIs agree and both
+    getters answer (inductor on torch 2.9-2.11 reads the legacy ones; setting only the new API
+    makes them raise). On exit the legacy values are set back, then every ``fp32_precision`` as
+    it was (a legacy matmul getter that raised before still raises: its flag is set back to the
+    opposite of ``fp32_precision``, the disagreement that made it raise). Setting these flags does
+    not need a GPU.
     """
+    mode = ("on" if tf32 else "off") if isinstance(tf32, bool) else tf32
+    if mode not in TF32_MODES:
+        raise ValueError(f"tf32 must be one of {', '.join(TF32_MODES)}; got {tf32!r}")
+    matmul_tf32, conv_tf32 = TF32_MODES[mode]
     cudnn = torch.backends.cudnn
     saved_benchmark = cudnn.benchmark
-    new_api = _has_fp32_precision_api()
-    if new_api:
-        saved = (torch.backends.cuda.matmul.fp32_precision, cudnn.conv.fp32_precision)
-        precision = "tf32" if tf32 else "ieee"
-        torch.backends.cuda.matmul.fp32_precision = precision
-        cudnn.conv.fp32_precision = precision
-    else:  # pragma: no cover - torch < 2.9
-        saved = (torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32)
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        cudnn.allow_tf32 = tf32
+    saved_legacy = _legacy_tf32()
+    saved_precision = [(obj, obj.fp32_precision) for obj in _precision_objects()]
+    if saved_legacy[0] is None:  # the getter raised: the legacy flag disagreed with fp32_precision
+        saved_legacy = (torch.backends.cuda.matmul.fp32_precision != "tf32", saved_legacy[1])
+    _set_legacy_tf32(matmul_tf32, conv_tf32)
     cudnn.benchmark = cudnn_benchmark
     try:
-        if new_api:
-            matmul_tf32 = torch.backends.cuda.matmul.fp32_precision == "tf32"
-            conv_tf32 = cudnn.conv.fp32_precision == "tf32"
-        else:  # pragma: no cover
-            matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
-            conv_tf32 = cudnn.allow_tf32
+        matmul_now, conv_now = _legacy_tf32()
         yield {
             "cudnn_benchmark": bool(cudnn.benchmark),
-            "tf32_matmul": bool(matmul_tf32),
-            "tf32_conv": bool(conv_tf32),
+            "tf32_matmul": bool(matmul_now),
+            "tf32_conv": bool(conv_now),
         }
     finally:
         cudnn.benchmark = saved_benchmark
-        if new_api:
-            torch.backends.cuda.matmul.fp32_precision, cudnn.conv.fp32_precision = saved
-        else:  # pragma: no cover
-            torch.backends.cuda.matmul.allow_tf32, cudnn.allow_tf32 = saved
+        _set_legacy_tf32(*saved_legacy)
+        for obj, precision in saved_precision:
+            obj.fp32_precision = precision
 
 
 @dataclass(frozen=True)
@@ -382,6 +482,9 @@ class RoundSamples:
     block_s: dict[str, float]
     """Seconds of one sample block of each callable as calibrated before sampling (warm-up's
     fastest recent call times calls per sample)."""
+    host_s: dict[str, list[float]] = field(default_factory=dict)
+    """Per-call host enqueue time (seconds) of each sample, in the order of ``samples``, where the
+    clock measures it (:class:`CudaEventClock`); empty on the CPU."""
 
 
 def _resident_bytes() -> int:
@@ -462,6 +565,7 @@ def sample_round(
         last_block[name] = single * calls[name]
     block_s = dict(last_block)
     samples: dict[str, list[list[float]]] = {name: [] for name in names}
+    host: dict[str, list[float]] = {name: [] for name in names}
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
@@ -470,7 +574,8 @@ def sample_round(
         while True:
             for name in names:
                 samples[name].append([])
-                spent += _round_visit(fns[name], calls[name], samples[name][-1], last_block, name, clock, options)
+                spent += _round_visit(fns[name], calls[name], samples[name][-1], last_block, name, clock, options,
+                                      host[name])
             counts = [sum(map(len, visits)) for visits in samples.values()]
             enough = min(counts) >= options.min_samples
             full = max(counts) >= options.max_samples
@@ -480,7 +585,7 @@ def sample_round(
         if gc_was_enabled:
             gc.enable()
     return RoundSamples(samples=samples, calls_per_sample=calls, warmup_calls=warm_calls, warmup_steady=all_steady,
-                        block_s=block_s)
+                        block_s=block_s, host_s={name: times for name, times in host.items() if times})
 
 
 def _round_visit(
@@ -491,9 +596,10 @@ def _round_visit(
     name: str,
     clock: Clock,
     options: RoundOptions,
+    host_sink: list[float] | None = None,
 ) -> float:
-    """One visit of :func:`sample_round`; appends per-call times to ``sink``, returns the time
-    sampled."""
+    """One visit of :func:`sample_round`; appends per-call times to ``sink`` (and, where the clock
+    measures it, per-call host enqueue times to ``host_sink``), returns the time sampled."""
     short = last_block[name] < options.visit_s / 4
     if short:  # the other callables evicted its data: re-warm for rewarm_s, untimed
         warmed = 0.0
@@ -503,6 +609,9 @@ def _round_visit(
     while True:
         block = clock.time(fn, calls)
         sink.append(block / calls)
+        host = getattr(clock, "last_host_s", None)
+        if host is not None and host_sink is not None:
+            host_sink.append(host / calls)
         last_block[name] = block
         spent += block
         if not short or spent >= options.visit_s or len(sink) >= options.max_samples:

@@ -19,19 +19,29 @@ to stdout as one ``ROUND`` line (JSON) per configuration. What a process keeps b
 (the reference steps it built, their calibration) is its :class:`WorkerState`.
 
 The measurement environment is set here, not inherited: the thread count
-(``torch.set_num_threads``), the flush-denormal mode, cuDNN autotuning and TF32 on CUDA; the
-allocator tunables arrive in the environment the parent starts the server with
-(:data:`ALLOCATOR_TUNABLES`). Each result records what was in force.
+(``torch.set_num_threads``), the flush-denormal mode and, on CUDA, the device (first, before
+anything touches CUDA), cuDNN autotuning and TF32; the allocator tunables arrive in the
+environment the parent starts the server with (:data:`ALLOCATOR_TUNABLES`). Each result records
+what was in force.
+
+On CUDA a round also times the host's enqueue beside the GPU's events (``host_s``,
+``host_bound``), can replay each step from a CUDA graph (``timing_mode``) and flush the L2
+before every timed call (``flush_l2``), and checks that no other process used the GPU during
+the window (``gpu_check``): :mod:`suite.timing.cuda` says how. A configuration that fails with
+an error of the CUDA context writes its result, then the child exits with
+:data:`CUDA_ERROR_EXIT` and the pool measures the rest of the round in a fresh process. The
+server never forks once CUDA is initialised in it (it exits with :data:`FORK_REFUSED_EXIT`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,15 +53,23 @@ CHILD = "ATTNBENCH_CHILD "
 ROUND = "ATTNBENCH_ROUND "
 DONE = "ATTNBENCH_DONE "
 
+CUDA_ERROR_EXIT = 86
+"""A child's exit status after a configuration failed with an error of the CUDA context: that
+configuration's result was written; the rest of its job needs a fresh process."""
+FORK_REFUSED_EXIT = 87
+"""The server's exit status when CUDA was initialised in it before a fork
+(:func:`suite.timing.cuda.fork_refusal`)."""
+
 ALLOCATOR_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
 """glibc malloc tunables of the ``steady`` allocator: every block comes from the heap and freed
 memory is kept, so a step's tensors reuse the same pages from the second call on instead of
 being mapped and faulted in afresh (which made the same module 1.3-3x slower in some processes
 than in others on the 2-core VM)."""
 
-__all__ = ["ALLOCATOR_TUNABLES", "CHILD", "DONE", "READY", "ROUND", "WorkerState", "measure_round", "run_job", "main"]
+__all__ = ["ALLOCATOR_TUNABLES", "CHILD", "CUDA_ERROR_EXIT", "DONE", "FORK_REFUSED_EXIT", "READY", "ROUND",
+           "WorkerState", "measure_round", "run_job", "main"]
 
-_PRELOAD = ("torch", "torchvision", "modules", "suite.timing.workloads", "suite.timing.timer")
+_PRELOAD = ("torch", "torchvision", "modules", "suite.timing.workloads", "suite.timing.timer", "suite.timing.cuda")
 
 
 def _copy_step(x: Any) -> Any:
@@ -100,27 +118,34 @@ class WorkerState:
     built and warmed once per process, not once per attention type). ``calls``: calls per sample
     and seconds per sample of each cached reference, calibrated on its first clean round in this
     process. ``flush_denormal``: ``on`` / ``off`` as set for this process, ``unsupported`` where
-    torch refuses (no SSE3), ``not set`` before :meth:`apply_settings`.
+    torch refuses (no SSE3), ``not set`` before :meth:`apply_settings`. ``gpu_query``: how the
+    compute processes on a GPU are listed (:func:`suite.timing.cuda.query_gpu_processes` unless a
+    test injects one).
     """
 
     references: dict[str, Any] = field(default_factory=dict)
     calls: dict[str, tuple[int, float]] = field(default_factory=dict)
     flush_denormal: str = "not set"
+    gpu_query: Callable[[int], Any] | None = None
 
     def apply_settings(self, job: Job) -> Any:
-        """Set threads and flush-denormal for this process; return the CUDA settings context."""
-        import contextlib
-
+        """Make a CUDA job's device current (before anything else touches CUDA), set threads and
+        flush-denormal for this process; return the CUDA settings context (its record names the
+        device, TF32 and cuDNN settings, the timing mode and the L2 flush)."""
         import torch
 
-        from .timer import cuda_settings
+        cuda = job.device.startswith("cuda")
+        index = None
+        if cuda:
+            from .cuda import set_device
 
+            index = set_device(job.device)
         torch.set_num_threads(job.threads)
         supported = torch.set_flush_denormal(job.flush_denormal)
         wanted = "on" if job.flush_denormal else "off"
         self.flush_denormal = wanted if supported or not job.flush_denormal else "unsupported"
-        if job.device.startswith("cuda"):
-            return cuda_settings(cudnn_benchmark=job.cudnn_benchmark, tf32=job.tf32)
+        if cuda:
+            return _cuda_context(job, index)
         return contextlib.nullcontext({})
 
     def settings_record(self) -> dict[str, Any]:
@@ -135,8 +160,57 @@ class WorkerState:
         }
 
 
+@contextlib.contextmanager
+def _cuda_context(job: Job, index: int | None) -> Iterator[dict[str, Any]]:
+    """cuDNN autotuning and TF32 as the job says (:func:`suite.timing.timer.cuda_settings`); yields
+    the record of every CUDA round: the device index, those settings, the timing mode and the L2
+    flush."""
+    from .cuda import TIMING_MODES
+    from .timer import cuda_settings
+
+    with cuda_settings(cudnn_benchmark=job.cudnn_benchmark, tf32=job.tf32_mode) as record:
+        yield {**record, "cuda_device": index, "timing_mode": TIMING_MODES[job.cuda_graph], "flush_l2": job.flush_l2}
+
+
+def _cuda_index(device: str) -> int:
+    import torch
+
+    index = torch.device(device).index
+    return int(index) if index is not None else int(torch.cuda.current_device())
+
+
+def _host_fields(taken: Any) -> dict[str, Any]:
+    """Per callable: the median host enqueue time per call (``host_s``) and whether the round was
+    host-bound (``host_bound``, :func:`suite.timing.cuda.host_bound`)."""
+    import statistics
+
+    from .cuda import host_bound
+
+    host_s, bound = {}, {}
+    for name, times in taken.host_s.items():
+        events = [v for visit in taken.samples[name] for v in visit]
+        host_s[name] = float(f"{statistics.median(times):.5g}")
+        bound[name] = host_bound(times, events)
+    return {"host_s": host_s, "host_bound": bound}
+
+
+def _gpu_fields(check: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {"gpu_check": check.state}
+    if check.others:
+        fields["gpu_others"] = [p.describe() for p in check.others]
+    if check.note:
+        fields["gpu_check_note"] = check.note
+    return fields
+
+
 def measure_round(config: Any, job: Job, state: WorkerState, probe: Any = None) -> dict[str, Any]:
-    """Measure ``config`` once in this process; the result fields of its round record."""
+    """Measure ``config`` once in this process; the result fields of its round record.
+
+    On CUDA (:mod:`suite.timing.cuda`): with ``job.cuda_graph`` each step is captured into a CUDA
+    graph and its replay is timed; with ``job.flush_l2`` the clock flushes the L2 before every
+    timed call; the window is contended when another process held the GPU; the record adds the
+    host enqueue times and whether each callable was host-bound.
+    """
     import torch
 
     from .contention import CpuProbe, CpuUsage, assess
@@ -146,18 +220,26 @@ def measure_round(config: Any, job: Job, state: WorkerState, probe: Any = None) 
     if job.options is None or job.limits is None:
         raise ValueError("a latency round's job names its options and limits")
     probe = probe or CpuProbe()
+    cuda = config.device.startswith("cuda")
+    graphed = cuda and job.cuda_graph
     started = time.perf_counter()
-    workload = build_workload(config, state.references)
+    workload = build_workload(config, state.references, graph_safe=graphed)
     built = time.perf_counter()
     cache_key = reference_key(config)
     fns = {"module": workload.step, "reference": workload.reference_step}
     if config.level == "module":
         fns["copy"] = _copy_step(workload.input)
-    clock = clock_for(config.device)
+    if graphed:
+        from .cuda import capture_graph
+
+        fns = {name: capture_graph(fn, config.device) for name, fn in fns.items()}
+    clock = clock_for(config.device, flush_l2=cuda and job.flush_l2)
     rss = _rss_for(config.device)
     rejected: list[str] = []
     cpus = os.cpu_count() or 1
+    gpu = None
     for _attempt in range((job.retries or 0) + 1):
+        gpu_before = _gpu_check(config.device, state) if cuda else None  # outside the CPU window
         start = probe.snapshot()
         try:
             taken = sample_round(fns, clock=clock, options=job.options, rss=rss,
@@ -165,7 +247,13 @@ def measure_round(config: Any, job: Job, state: WorkerState, probe: Any = None) 
         except Exception as exc:  # noqa: BLE001 - the configuration's status, not the round's end
             raise StageError(classify_error(exc), f"{type(exc).__name__}: {exc}") from exc
         usage = CpuUsage.between(start, probe.snapshot(), threads=config.threads, cpus=cpus)
-        reason = assess(usage, job.limits) if config.device == "cpu" else ""
+        if cuda:
+            from .cuda import merge_checks
+
+            gpu = merge_checks(gpu_before, _gpu_check(config.device, state))
+            reason = gpu.reason(_cuda_index(config.device))
+        else:
+            reason = assess(usage, job.limits) if config.device == "cpu" else ""
         if cache_key in state.references and not reason:  # calibrated in a clean window only
             state.calls.setdefault(cache_key, (taken.calls_per_sample["reference"], taken.block_s["reference"]))
         if not reason:
@@ -188,10 +276,21 @@ def measure_round(config: Any, job: Job, state: WorkerState, probe: Any = None) 
                       for name, visits in taken.samples.items()},
         **_facts(workload),
     }
+    if taken.host_s:
+        fields.update(_host_fields(taken))
+    if gpu is not None:
+        fields.update(_gpu_fields(gpu))
     del workload, fns
-    if config.device.startswith("cuda"):
+    if cuda:
         torch.cuda.empty_cache()
     return fields
+
+
+def _gpu_check(device: str, state: WorkerState) -> Any:
+    """Who holds the GPU now (:func:`suite.timing.cuda.gpu_check`)."""
+    from .cuda import gpu_check
+
+    return gpu_check(_cuda_index(device), state.gpu_query)
 
 
 Runner = Callable[[dict[str, Any], Job], tuple[str, Callable[[], dict[str, Any]]]]
@@ -214,27 +313,42 @@ def _runner(job: Job, state: WorkerState) -> Runner:
     return getattr(importlib.import_module(module), name)
 
 
-def run_job(job: Job, out: Any = None, state: WorkerState | None = None) -> None:
+def run_job(job: Job, out: Any = None, state: WorkerState | None = None) -> int:
     """Measure every item of ``job`` in this process, one ``ROUND`` line each (an item is a
-    latency configuration, or what the job's runner measures: the regression gate's cases)."""
+    latency configuration, or what the job's runner measures: the regression gate's cases).
+
+    Returns 0, or :data:`CUDA_ERROR_EXIT` when an item failed with an error of the CUDA context
+    (:func:`suite.timing.cuda.is_cuda_error`): its line is written and the items after it are
+    left to a fresh process, since every later CUDA call of this one would fail too."""
+    from .cuda import is_cuda_error
     from .workloads import StageError, classify_error
 
     out = out or sys.stdout
     state = state or WorkerState()
-    runner = _runner(job, state)
     with state.apply_settings(job) as cuda_record:
+        runner = _runner(job, state)
         settings = {**state.settings_record(), **cuda_record}
         for raw in job.items:
             key, measure = runner(raw, job)
+            failure: BaseException | None = None
             try:
                 fields = measure()
             except StageError as exc:
+                failure = exc
                 fields = {"status": exc.status, "message": str(exc)[:2000], "traceback": format_traceback(exc)}
             except Exception as exc:  # noqa: BLE001
+                failure = exc
                 fields = {"status": classify_error(exc), "message": f"{type(exc).__name__}: {exc}"[:2000],
                           "traceback": format_traceback(exc)}
+            spoiled = failure is not None and is_cuda_error(failure)
+            if spoiled:
+                fields["message"] = (f"{fields['message']} [a CUDA error: the rest of the round went to a fresh "
+                                     "worker process]")[:2000]
             out.write(ROUND + json.dumps({"key": key, **fields, **settings}) + "\n")
             out.flush()
+            if spoiled:
+                return CUDA_ERROR_EXIT
+    return 0
 
 
 def _preload() -> None:
@@ -254,19 +368,29 @@ def _preload() -> None:
 
 
 def _serve() -> int:
-    """Fork a child per job line on stdin; report its pid and, when it ends, its exit status."""
+    """Fork a child per job line on stdin; report its pid and, when it ends, its exit status.
+    Refuses (exit :data:`FORK_REFUSED_EXIT`, the reason on stderr) to fork once CUDA is
+    initialised in this process."""
+    from .cuda import fork_refusal
+
     _preload()
+    if refusal := fork_refusal():
+        print(refusal, file=sys.stderr, flush=True)
+        return FORK_REFUSED_EXIT
     print(READY, flush=True)
     for line in sys.stdin:
         if not line.strip():
             continue
         job = Job.from_wire(json.loads(line))
+        if refusal := fork_refusal():
+            print(refusal, file=sys.stderr, flush=True)
+            return FORK_REFUSED_EXIT
         sys.stdout.flush()
         pid = os.fork()
         if pid == 0:  # the child: a fresh process for this round
             code = 0
             try:
-                run_job(job)
+                code = run_job(job)
             except BaseException:  # noqa: BLE001 - reported through the exit code and stderr
                 traceback.print_exc()
                 code = 1
@@ -283,9 +407,9 @@ def _once() -> int:
     _preload()
     job = Job.from_wire(json.loads(sys.stdin.readline()))
     print(CHILD + str(os.getpid()), flush=True)
-    run_job(job)
-    print(DONE + "0", flush=True)
-    return 0
+    code = run_job(job)
+    print(DONE + str(code), flush=True)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

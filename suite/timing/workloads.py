@@ -19,7 +19,9 @@ Steps (both the module's and the reference's, built the same way):
 
 Dtype: ``bf16`` / ``fp16`` run the forward under ``torch.autocast`` with the *input* already
 in that dtype (inside an autocast network the activations between layers are low precision);
-parameters stay fp32, as autocast keeps them. Memory format ``channels_last`` converts the
+parameters stay fp32, as autocast keeps them. Steps that will be captured into a CUDA graph
+(``graph_safe``, :func:`suite.timing.cuda.capture_graph`) run autocast with its weight-cast
+cache off, as graph capture requires. Memory format ``channels_last`` converts the
 input and the parameters. ``compile`` wraps both modules in ``torch.compile``; the first call
 (which compiles) happens here, is timed and reported as ``compile_s``.
 """
@@ -99,10 +101,13 @@ def _autocast(config: Config) -> contextlib.AbstractContextManager[Any]:
     return torch.autocast(device_type=config.torch_device.type, dtype=dtype)
 
 
-def make_step(module: Callable[[Tensor], Tensor], x: Tensor, config: Config, grad: Tensor | None = None) -> Callable[[], Any]:
-    """The callable the timer runs for ``config.mode`` (see the module docstring)."""
+def make_step(module: Callable[[Tensor], Tensor], x: Tensor, config: Config, grad: Tensor | None = None, *,
+              graph_safe: bool = False) -> Callable[[], Any]:
+    """The callable the timer runs for ``config.mode`` (see the module docstring); ``graph_safe``:
+    autocast without its cache, so that the step can be captured into a CUDA graph."""
     autocast = AUTOCAST_DTYPES[config.dtype]
     device_type = config.torch_device.type
+    cache = {"cache_enabled": False} if graph_safe else {}
 
     if config.mode == "forward":
 
@@ -110,7 +115,7 @@ def make_step(module: Callable[[Tensor], Tensor], x: Tensor, config: Config, gra
             with torch.no_grad():
                 if autocast is None:
                     return module(x)
-                with torch.autocast(device_type=device_type, dtype=autocast):
+                with torch.autocast(device_type=device_type, dtype=autocast, **cache):
                     return module(x)
 
         return forward_step
@@ -126,7 +131,7 @@ def make_step(module: Callable[[Tensor], Tensor], x: Tensor, config: Config, gra
         if autocast is None:
             out = module(x)
         else:
-            with torch.autocast(device_type=device_type, dtype=autocast):
+            with torch.autocast(device_type=device_type, dtype=autocast, **cache):
                 out = module(x)
         out.backward(grad)
 
@@ -230,19 +235,21 @@ def _output_grad(out: Tensor, config: Config, seed: int) -> Tensor | None:
     return grad
 
 
-def _reference_step(reference: nn.Module, x: Tensor, config: Config) -> Callable[[], Any]:
+def _reference_step(reference: nn.Module, x: Tensor, config: Config, graph_safe: bool) -> Callable[[], Any]:
     """The reference's step, after the eager first call that checks it runs."""
     ref_out, _ = _first_call(reference, x, config, compiled=False)
-    return make_step(reference, x, config, _output_grad(ref_out, config, seed=2))
+    return make_step(reference, x, config, _output_grad(ref_out, config, seed=2), graph_safe=graph_safe)
 
 
-def build_workload(config: Config, reference_cache: dict[str, tuple[Callable[[], Any], str]] | None = None) -> Workload:
+def build_workload(config: Config, reference_cache: dict[str, tuple[Callable[[], Any], str]] | None = None, *,
+                   graph_safe: bool = False) -> Workload:
     """Build the module, its reference, the input and both steps; raise StageError on failure.
 
     With ``reference_cache`` (eager configurations only), the reference step of an earlier
     configuration with the same :func:`reference_key` is reused (already built, run and warm),
     and a new one is stored there: a worker visiting many types of one shape builds and warms its
-    3x3 conv or plain backbone once.
+    3x3 conv or plain backbone once. ``graph_safe``: steps fit for CUDA-graph capture
+    (:func:`make_step`); a worker's jobs are all one or all the other, so its cache holds one kind.
     """
     cacheable = reference_cache is not None and config.compile == "eager"
     cached = reference_cache.get(reference_key(config)) if cacheable and reference_cache is not None else None
@@ -263,7 +270,7 @@ def build_workload(config: Config, reference_cache: dict[str, tuple[Callable[[],
         reference_step = cached[0]
     else:
         assert reference is not None
-        reference_step = _reference_step(reference, x, config)
+        reference_step = _reference_step(reference, x, config, graph_safe)
     if config.compile == "compile":
         # a fresh dynamo cache per configuration: the reference's nn.Conv2d.forward is one code
         # object for every config, and past the recompile limit dynamo silently runs eager
@@ -275,7 +282,8 @@ def build_workload(config: Config, reference_cache: dict[str, tuple[Callable[[],
             raise StageError("compile_error", f"{type(exc).__name__}: {exc}") from exc
         _, compile_s = _first_call(run_module, x, config, compiled=True)
         ref_out, _ = _first_call(run_reference, x, config, compiled=True)
-        reference_step = make_step(run_reference, x, config, _output_grad(ref_out, config, seed=2))
+        reference_step = make_step(run_reference, x, config, _output_grad(ref_out, config, seed=2),
+                                   graph_safe=graph_safe)
     if cacheable and cached is None and reference_cache is not None:
         reference_cache[reference_key(config)] = (reference_step, reference_name)
 
@@ -288,7 +296,7 @@ def build_workload(config: Config, reference_cache: dict[str, tuple[Callable[[],
         except NotImplementedError:
             formula_macs = None
     return Workload(
-        step=make_step(run_module, x, config, grad),
+        step=make_step(run_module, x, config, grad, graph_safe=graph_safe),
         reference_step=reference_step,
         reference_name=reference_name,
         module=module,
