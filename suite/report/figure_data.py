@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..timing.grid import MODES
+from .tables import primary_latency
 
 __all__ = [
     "COUNTERS",
@@ -340,12 +341,13 @@ def _scaling_panel(mode: str, axis: str, rows: pd.DataFrame, fixed: str) -> Scal
 # --------------------------------------------------------------------------- (e) memory
 @dataclass
 class MemoryPanel:
-    """Bytes per type (``mib``) at one shape."""
+    """Bytes per type (``mib``) of one configuration at one shape: a row per type and mode."""
 
     rows: pd.DataFrame  # attn, mode, mib
     label: str
     shape: str
     by_mode: bool  # a bar per mode (more than one mode measured)
+    config: str = ""  # the configuration shown ("cuda:0 fp32 contiguous eager"; "" where the rows name none)
 
 
 @dataclass
@@ -356,8 +358,10 @@ class MemoryData:
 
 
 def memory_data(memory: pd.DataFrame, cost: pd.DataFrame) -> MemoryData | str:
-    """Bytes saved for backward and the step's CUDA peak per type, at the largest shape
-    measured; the cost stage's saved-activation bytes without a memory stage."""
+    """Bytes saved for backward and the step's CUDA peak per type, of one configuration
+    (:func:`_one_configuration`: fp32 and contiguous where measured) at the largest shape
+    measured, never averaged over dtypes or memory formats; the cost stage's saved-activation
+    bytes without a memory stage."""
     ok = memory[memory["status"] == "ok"] if not memory.empty else memory
     if not ok.empty:
         panels, note = _memory_stage_panels(ok)
@@ -372,18 +376,35 @@ def memory_data(memory: pd.DataFrame, cost: pd.DataFrame) -> MemoryData | str:
 
 
 def _largest(rows: pd.DataFrame, height: str, width: str) -> pd.DataFrame:
-    """The rows at the largest input (batch x channels x height x width)."""
+    """The rows at the largest input (batch x channels x height x width); of inputs as large, the
+    one with the most channels, then the largest image."""
+    shape = ["batch", "channels", height, width]
     rows = rows.assign(volume=rows["batch"] * rows["channels"] * rows[height] * rows[width])
-    return rows[rows["volume"] == rows["volume"].max()]
+    largest = rows.sort_values(["volume", "channels", height, width, "batch"]).iloc[-1]
+    return rows[(rows[shape] == largest[shape]).all(axis=1)]
+
+
+def _one_configuration(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows of one configuration, and its words: module level where measured, then the
+    latency summary's choice (:func:`suite.report.tables.primary_latency`: one device, fp32 where
+    measured, contiguous where measured, eager), then one backbone and one thread count (the most
+    rows). A bar then stands for one measurement per type and mode."""
+    if "level" in rows and (rows["level"] == "module").any():
+        rows = rows[rows["level"] == "module"]
+    rows, words = primary_latency(rows)
+    for column in ("arch", "threads"):
+        if column in rows and rows[column].nunique() > 1:
+            rows = rows[rows[column] == rows[column].value_counts().index[0]]
+    return rows, words
 
 
 def _shape_words(rows: pd.DataFrame, height: str) -> str:
     return f"batch {int(rows['batch'].iloc[0])}, C={int(rows['channels'].iloc[0])}, {int(rows[height].iloc[0])} px"
 
 
-def _panel(rows: pd.DataFrame, column: str, label: str, shape: str) -> MemoryPanel:
+def _panel(rows: pd.DataFrame, column: str, label: str, shape: str, config: str = "") -> MemoryPanel:
     rows = rows.assign(mib=rows[column] / 2**20)
-    return MemoryPanel(rows, label, shape, by_mode=rows["mode"].nunique() > 1)
+    return MemoryPanel(rows, label, shape, by_mode=rows["mode"].nunique() > 1, config=config)
 
 
 def _memory_stage_panels(ok: pd.DataFrame) -> tuple[list[MemoryPanel], str]:
@@ -398,9 +419,12 @@ def _memory_stage_panels(ok: pd.DataFrame) -> tuple[list[MemoryPanel], str]:
         sub = rows.dropna(subset=[column])
         if sub.empty:
             continue
+        sub, config = _one_configuration(sub)
         sub = _largest(sub, "size", "size")
-        panels.append(_panel(sub, column, label, _shape_words(sub, "size")))
+        panels.append(_panel(sub, column, label, _shape_words(sub, "size"), config))
+    shown = sorted({p.config for p in panels if p.config})
     note = "from the memory stage, at the largest input measured" + (
+        f"; shown: {' and '.join(shown)} (other configurations in memory.csv)" if shown else "") + (
         "" if len(cuda) else "; the CPU step's RSS growth is in memory.csv, not drawn (page-granular)")
     return panels, note
 

@@ -301,7 +301,8 @@ def _end_labels(ax: plt.Axes, xs: np.ndarray, ys: np.ndarray, labels: list[str],
 
 # --------------------------------------------------------------------------- (e) memory
 def memory_figure(data: MemoryData, path: Path, caption: str) -> tuple[Path, str]:
-    """Bytes saved for backward and the step's peak memory per type, a panel per quantity."""
+    """Bytes saved for backward and the step's peak memory per type, a panel per quantity, each
+    of one configuration (named in its title and the figure's)."""
     fig, axes = plt.subplots(1, len(data.panels), figsize=(6.5 * len(data.panels) + 2, 3.0 + 0.28 * len(data.order)),
                              squeeze=False, sharey=True)
     for ax, panel in zip(axes[0], data.panels, strict=True):
@@ -309,13 +310,15 @@ def memory_figure(data: MemoryData, path: Path, caption: str) -> tuple[Path, str
         sns.barplot(data=panel.rows, x="mib", y="attn", order=data.order, ax=ax, orient="h", errorbar=None, **style)
         ax.set_xlabel(panel.label)
         ax.set_ylabel("attention type")
-        ax.set_title(panel.shape, fontsize=10)
+        ax.set_title(f"{panel.shape} | {panel.config}" if panel.config else panel.shape, fontsize=10)
         if panel.by_mode:
             ax.legend(title="mode", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         for container in ax.containers:
             ax.bar_label(container, fmt=lambda v: f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}", fontsize=7, padding=2)
         ax.grid(True, axis="x", alpha=0.3)
-    _caption(fig, "Memory per attention type (rows sorted by saved bytes)", caption)
+    shown = sorted({panel.config for panel in data.panels if panel.config})
+    title = "Memory per attention type (rows sorted by saved bytes)" + (f"; shown: {' and '.join(shown)}" if shown else "")
+    _caption(fig, title, caption)
     fig.tight_layout()
     return _save(fig, path), data.note
 

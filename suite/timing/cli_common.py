@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ..env import collect_environment
+from ..shard import select_shard
 from ..errors import UsageError
 from .grid import Config, expand
 from .sweep import GridSettings, axes_from_settings, busy_warning
@@ -32,7 +33,7 @@ class SweepPlan:
 
 
 def plan_sweep(settings: GridSettings, stage: str, cpu_threads: int | None = None) -> SweepPlan:
-    """The plan for ``stage`` from its settings, before anything is measured; a bad ``--device``,
+    """The plan for ``stage`` from its settings (part ``--shard`` of it), before anything is measured; a bad ``--device``,
     no CUDA, an unknown ``--attn`` pattern or ``--arch`` raise :class:`UsageError`. Without
     ``--threads``: ``cpu_threads`` on the CPU when given, else the cores this process may use."""
     device = settings.device or "cpu"
@@ -49,8 +50,8 @@ def plan_sweep(settings: GridSettings, stage: str, cpu_threads: int | None = Non
         raise UsageError(f"--threads must be >= 1, got {threads}")
     archs = _archs(settings)
     axes = axes_from_settings(settings, stage, device)
-    configs = [config for arch in archs for config in expand(
-        stage, names, axes, device=device, threads=threads, level=settings.level, arch=arch)]
+    configs = select_shard([config for arch in archs for config in expand(
+        stage, names, axes, device=device, threads=threads, level=settings.level, arch=arch)], settings.shard)
     return SweepPlan(device, torch_device, threads, axes, configs)
 
 
@@ -82,16 +83,17 @@ def _archs(settings: GridSettings) -> list[str]:
 
 @contextlib.contextmanager
 def measurement_settings(settings: GridSettings, plan: SweepPlan) -> Iterator[dict[str, Any]]:
-    """Set threads (and cuDNN benchmark / TF32 on CUDA) for the sweep; yield the environment
-    with those settings recorded. Warns on stderr when the CPU is busy."""
+    """Set threads (and cuDNN benchmark / TF32 on CUDA, ``--tf32`` a
+    :data:`~suite.timing.timer.TF32_MODES` name) for the sweep; yield the environment with those
+    settings recorded. Warns on stderr when the CPU is busy."""
     cuda_context = (
-        cuda_settings(cudnn_benchmark=settings.cudnn_benchmark == "on", tf32=settings.tf32 == "on")
+        cuda_settings(cudnn_benchmark=settings.cudnn_benchmark == "on", tf32=settings.tf32)
         if plan.torch_device.type == "cuda" else contextlib.nullcontext({})
     )
     with cpu_settings(plan.threads) as cpu_record, cuda_context as cuda_record:
         if plan.torch_device.type == "cpu" and (warning := busy_warning(plan.threads)):
             print(warning, file=sys.stderr)
-        environment = collect_environment()
+        environment = collect_environment(str(plan.torch_device))
         environment.update(cpu_record)
         environment.update(cuda_record)
         yield environment

@@ -25,10 +25,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..env import gpu_state
 from ..errors import UsageError
 from ..options import (
     Option,
@@ -50,7 +52,7 @@ from .roofline import MachinePeaks, measure_machine, min_bytes, roofline
 from .round_stats import RoundPlan
 from .rounds import run_rounds
 from .sweep import GridSettings, add_grid_arguments, stage_table
-from .timer import RoundOptions
+from .timer import TF32_MODES, RoundOptions
 
 __all__ = ["LatencySettings", "SETTINGS", "add_arguments", "add_roofline", "main", "round_job", "round_plan", "LEADING_COLUMNS"]
 
@@ -202,16 +204,26 @@ def round_plan(settings: LatencySettings, device_type: str) -> RoundPlan:
 
 def round_job(settings: LatencySettings, plan: RoundPlan, device: str, threads: int, budget_s: float) -> Job:
     """The job every latency round sends its worker (the configurations are added per round):
-    per-round sampling, contention limits, retries and the process settings."""
+    per-round sampling, contention limits, retries and the process settings. The CUDA-only
+    settings (TF32 of convolutions, CUDA graphs, the L2 flush) go only into a CUDA job, so a CPU
+    job's wire line is what every revision's worker reads; asking for a graph or a flush without
+    CUDA raises a ValueError."""
     if settings.retries < 0:
         raise ValueError(f"--retries must be >= 0, got {settings.retries}")
+    cuda = device.startswith("cuda")
+    if not cuda and (settings.cuda_graph == "on" or settings.flush_l2):
+        flag = "--cuda-graph on" if settings.cuda_graph == "on" else "--flush-l2"
+        raise ValueError(f"{flag} times GPU work and needs --device cuda[:i]; got --device {device}")
+    matmul_tf32, conv_tf32 = TF32_MODES[settings.tf32]
+    cuda_fields: dict[str, Any] = {"tf32_conv": conv_tf32, "cuda_graph": settings.cuda_graph == "on",
+                                   "flush_l2": settings.flush_l2} if cuda else {}
     options = RoundOptions(sample_s=budget_s / plan.rounds, warmup_s=settings.warmup_s,
                            min_samples=settings.min_samples, max_samples=settings.max_samples)
     limits = ContentionLimits(min_cpu_share=settings.min_cpu_share, max_other_cores=settings.max_other_cores,
                               max_steal_share=settings.max_steal)
     return Job(threads=threads, device=device, flush_denormal=settings.flush_denormal == "on",
-               cudnn_benchmark=settings.cudnn_benchmark == "on", tf32=settings.tf32 == "on",
-               options=options, limits=limits, retries=settings.retries)
+               cudnn_benchmark=settings.cudnn_benchmark == "on", tf32=matmul_tf32,
+               options=options, limits=limits, retries=settings.retries, **cuda_fields)
 
 
 def tables(records: list[dict[str, Any]], folder: Path | None = None) -> dict[str, Any]:
@@ -224,6 +236,9 @@ def tables(records: list[dict[str, Any]], folder: Path | None = None) -> dict[st
     machine = [r for r in records if r.get("record") == "machine"]
     if machine:
         frames["machine.csv"] = pd.DataFrame(machine)
+    gpu_states = [r for r in records if r.get("record") == "gpu_state"]
+    if gpu_states:
+        frames["gpu_state.csv"] = pd.DataFrame(gpu_states)
     return frames
 
 
@@ -274,10 +289,13 @@ def _measure(settings: LatencySettings, plan: SweepPlan, rounds: RoundPlan, job:
         environment["timer"] = (f"rounds={rounds.rounds} max_rounds={rounds.max_rounds} budget_s={budget} "
                                 f"isolation={settings.isolation} allocator={settings.allocator} "
                                 f"flush_denormal={settings.flush_denormal} rel_tol={rounds.rel_tol}")
+        if plan.torch_device.type == "cuda":
+            environment["timer"] += f" cuda_graph={settings.cuda_graph} flush_l2={settings.flush_l2} tf32={settings.tf32}"
         peaks = _LazyPeaks(plan.device, plan.axes.dtype, settings.roofline_copy_mib, run.store, environment,
                            not settings.no_roofline)
         if not settings.no_roofline and any(c.mode == "forward" and c.level == "module" for c in configs):
             peaks.get()  # before any worker starts: nothing else runs while it measures
+        _record_gpu_state(run.store, plan, "before")
         with RoundWorkers(isolation=settings.isolation, servers=settings.servers, env=env,
                           timeout_s=settings.timeout_s) as workers:
             result = run_rounds(
@@ -286,4 +304,16 @@ def _measure(settings: LatencySettings, plan: SweepPlan, rounds: RoundPlan, job:
                 force=settings.force, retry_failed=settings.retry_failed, limit=settings.limit,
                 progress=not settings.no_progress,
             )
+        _record_gpu_state(run.store, plan, "after")
     return run, result
+
+
+def _record_gpu_state(store: Any, plan: SweepPlan, when: str) -> None:
+    """On CUDA, append the GPU's clocks, temperature, power and throttle reasons now (``when``:
+    before or after the run) as a ``gpu_state`` record (``gpu_state.csv``): a run whose clocks
+    fell or that throttled says so beside its rows."""
+    if plan.torch_device.type != "cuda":
+        return
+    state = gpu_state(str(plan.torch_device))
+    store.append({"record": "gpu_state", "key": f"gpu_state|{when}|{time.time():.0f}", "when": when,
+                  "device": str(plan.torch_device), "measured_at": round(time.time(), 3), **state})

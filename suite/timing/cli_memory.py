@@ -1,7 +1,8 @@
 """``python -m suite memory``: memory of a forward and of a training step per attention type.
 
 CPU: bytes saved for backward, and peak RSS in a fresh process per configuration.
-CUDA: peak allocated memory (``reset_peak_memory_stats`` / ``max_memory_allocated``).
+CUDA: peak allocated memory (``reset_peak_memory_stats`` / ``max_memory_allocated``), in a new
+interpreter per configuration, killed after ``--timeout-s``.
 See :mod:`suite.timing.memory` for the method.
 
 Writes into ``--out`` (default ``reports/memory``) ``records.jsonl`` (raw, naming the
@@ -25,7 +26,7 @@ from ..stage import rewrite_tables, run_stage
 from ..stages import stage
 from .cli_common import measurement_settings, plan_sweep
 from .grid import Config
-from .memory import ISOLATIONS, measure_memory_cpu, measure_memory_cuda
+from .memory import ISOLATIONS, measure_memory_cpu, measure_memory_cuda_isolated
 from .sweep import GridSettings, add_grid_arguments, stage_table
 from .workloads import classify_error
 
@@ -60,12 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure_memory(config: Config, *, isolation: str = "forkserver", timeout_s: float = 300.0) -> dict[str, Any]:
-    """One configuration's memory record (fields only; the sweep adds config and environment)."""
+    """One configuration's memory record (fields only; the sweep adds config and environment),
+    measured in a fresh process: ``isolation`` on the CPU, a spawned interpreter on CUDA; one that
+    takes more than ``timeout_s`` is a ``timeout``."""
     if config.compile == "compile":
         # the compiled graph's memory is what the GPU profile cares about; measured eagerly here
         raise NotImplementedError("the memory stage measures eager execution only; use --compile eager")
     if config.torch_device.type == "cuda":
-        fields = measure_memory_cuda(config)
+        fields = measure_memory_cuda_isolated(config, timeout_s=timeout_s)
     else:
         fields = measure_memory_cpu(config, isolation=isolation, timeout_s=timeout_s)
     return {"record": "memory", "status": "ok", "message": "", **fields}

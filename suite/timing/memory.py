@@ -1,15 +1,22 @@
 """Memory of one forward or training step: CUDA peak allocation, or CPU peak RSS and the bytes
 autograd saves for backward.
 
-CUDA (in this process, :func:`measure_memory_cuda`): one warm-up step (cuDNN's algorithm
-search allocates workspaces once), then ``reset_peak_memory_stats``, a second step, and
-``max_memory_allocated`` -- reported as the absolute peak and as the peak above what was
-allocated before the step (module, input, gradients of the warm-up set to ``None``).
+CUDA (:func:`measure_memory_cuda_isolated`): each configuration runs in a new ``python``
+interpreter (spawned, never forked: the parent has initialised CUDA) with a timeout, under the
+parent's cuDNN and TF32 flags (:func:`backend_flags`). There :func:`measure_memory_cuda` runs
+one warm-up step (cuDNN's algorithm search allocates workspaces once), then
+``reset_peak_memory_stats``, a second step, and ``max_memory_allocated`` -- reported as the
+absolute peak and as the peak above what was allocated before the step (module, input,
+gradients of the warm-up set to ``None``). A child that hangs is killed at the timeout (status
+``timeout``), one that dies is an ``error`` (``oom`` when killed by SIGKILL, the kernel's OOM
+killer), and a CUDA out-of-memory error in the step is ``oom``; a sticky CUDA error ends with its
+process, so the next configuration starts on a clean device.
 
 CPU (:func:`measure_memory_cpu`): each configuration runs in a fresh ``python`` subprocess
 (forked from a clean pre-imported server, or spawned: see :func:`measure_memory_cpu`),
-so nothing allocated by an earlier configuration or by the parent's
-own sweep inflates the figure. The worker builds the module and input, then
+so nothing allocated by an earlier configuration or by the parent's own sweep inflates the
+figure. This process itself is never forked: the ``forkserver`` server is a new interpreter
+that imports the libraries and initialises no CUDA. The worker builds the module and input, then
 
 1. for a ``train`` config, counts the bytes saved for backward with the cost stage's
    ``saved_activations`` (see :func:`saved_bytes`);
@@ -48,8 +55,10 @@ from .workloads import StageError, classify_error, instantiate, make_input, prep
 
 __all__ = [
     "ISOLATIONS",
+    "backend_flags",
     "measure_memory_cpu",
     "measure_memory_cuda",
+    "measure_memory_cuda_isolated",
     "saved_bytes",
     "worker_main",
     "MARKER",
@@ -190,20 +199,59 @@ def _measure_cpu_here(config: Config) -> dict[str, Any]:
     return row
 
 
+def backend_flags() -> dict[str, Any]:
+    """This process's cuDNN autotuning and TF32 flags, by their path under ``torch.backends``:
+    what a CUDA worker sets before it measures (:func:`_apply_backend_flags`), so that it runs as
+    the stage's settings asked. ``fp32_precision`` where torch has it (>= 2.9), else the legacy
+    ``allow_tf32`` flags (torch refuses to read one API after the other was set)."""
+    cudnn = torch.backends.cudnn
+    flags: dict[str, Any] = {"cudnn.benchmark": bool(cudnn.benchmark)}
+    if hasattr(getattr(cudnn, "conv", None), "fp32_precision"):
+        flags["cuda.matmul.fp32_precision"] = torch.backends.cuda.matmul.fp32_precision
+        flags["cudnn.conv.fp32_precision"] = cudnn.conv.fp32_precision
+    else:  # pragma: no cover - torch < 2.9
+        flags["cuda.matmul.allow_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
+        flags["cudnn.allow_tf32"] = bool(cudnn.allow_tf32)
+    return flags
+
+
+def _apply_backend_flags(flags: dict[str, Any]) -> None:
+    """Set each ``torch.backends`` flag of ``flags`` (as :func:`backend_flags` names them)."""
+    for path, value in flags.items():
+        *parents, name = path.split(".")
+        target: Any = torch.backends
+        for parent in parents:
+            target = getattr(target, parent)
+        setattr(target, name, value)
+
+
+def _measure_here(config: Config, flags: dict[str, Any]) -> dict[str, Any]:
+    """One configuration measured in this (fresh) process: on its CUDA device under ``flags``
+    (:func:`measure_memory_cuda`), else on the CPU."""
+    if config.torch_device.type != "cuda":
+        return _measure_cpu_here(config)
+    _apply_backend_flags(flags)
+    if config.torch_device.index is not None:
+        torch.cuda.set_device(config.torch_device)
+    return measure_memory_cuda(config)
+
+
 def worker_main(argv: list[str] | None = None) -> int:
-    """Entry point of the subprocess: one JSON config in argv, one marked JSON line out."""
+    """Entry point of the subprocess: one JSON config in argv (and, for a CUDA config, the JSON
+    of :func:`backend_flags` after it), one marked JSON line out."""
     argv = sys.argv[1:] if argv is None else argv
-    print(MARKER + json.dumps(_measure_in_child(argv[0])), flush=True)
+    flags = json.loads(argv[1]) if len(argv) > 1 else {}
+    print(MARKER + json.dumps(_measure_in_child(argv[0], flags)), flush=True)
     return 0
 
 
-def _measure_in_child(config_json: str) -> dict[str, Any]:
+def _measure_in_child(config_json: str, flags: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a fresh process reports for one configuration: its fields, or a status and message
     (the plugins the parent passed on in ``$ATTNBENCH_PLUGINS`` are loaded first)."""
     load_plugins_from_env()
     config = Config.from_wire(json.loads(config_json))
     try:
-        return _measure_cpu_here(config)
+        return _measure_here(config, flags or {})
     except StageError as exc:
         return {"status": exc.status, "message": str(exc)[:2000]}
     except Exception as exc:  # noqa: BLE001
@@ -229,7 +277,7 @@ def _run_forkserver(config: Config, timeout_s: float) -> dict[str, Any]:
         if not parent_conn.poll(timeout_s):
             process.kill()
             process.join()
-            raise StageError("timeout", f"memory worker took more than {timeout_s:.0f} s")
+            raise StageError("timeout", f"memory worker took more than {timeout_s:g} s")
         fields = parent_conn.recv()
     except EOFError:
         process.join()
@@ -241,19 +289,39 @@ def _run_forkserver(config: Config, timeout_s: float) -> dict[str, Any]:
     return fields
 
 
-def _run_spawn(config: Config, timeout_s: float, python: str | None) -> dict[str, Any]:
+def _worker_command(python: str, arguments: list[str]) -> list[str]:
+    """The command line of a spawned worker (:func:`worker_main` with ``arguments``)."""
+    return [python, "-m", "suite.timing.memory", *arguments]
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    """Kill ``proc`` and every process it started (its own session), and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+
+
+def _run_spawn(config: Config, timeout_s: float, python: str | None, flags: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``config`` measured by a new interpreter, in its own session so that a timeout (or an
+    interrupt of this process) kills it and whatever it started."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH", "")]))
     env.setdefault("OMP_NUM_THREADS", str(config.threads))
-    command = [python or sys.executable, "-m", "suite.timing.memory", json.dumps(config.to_wire())]
+    arguments = [json.dumps(config.to_wire())] + ([json.dumps(flags)] if flags is not None else [])
+    proc = subprocess.Popen(_worker_command(python or sys.executable, arguments), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=_PROJECT_ROOT, start_new_session=True)
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=_PROJECT_ROOT)
+        stdout, stderr = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise StageError("timeout", f"memory worker took more than {timeout_s:.0f} s") from None
-    for line in reversed(proc.stdout.splitlines()):
+        _kill(proc)
+        raise StageError("timeout", f"memory worker took more than {timeout_s:g} s") from None
+    except BaseException:
+        _kill(proc)
+        raise
+    for line in reversed(stdout.splitlines()):
         if line.startswith(MARKER):
             return json.loads(line[len(MARKER):])
-    tail = (proc.stderr or proc.stdout)[-1500:]
+    tail = (stderr or stdout)[-1500:]
     status = "oom" if proc.returncode in (-9, 137) else "error"
     raise StageError(status, f"memory worker exited with {proc.returncode} and no result: {tail}")
 
@@ -280,14 +348,36 @@ def measure_memory_cpu(
         fields = _run_spawn(config, timeout_s, python)
     else:
         raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}; got {isolation!r}")
+    return _reported(fields, isolation)
+
+
+def _reported(fields: dict[str, Any], isolation: str) -> dict[str, Any]:
+    """A worker's ``fields`` with the isolation it ran in; :class:`StageError` with the worker's
+    status where it reports a failure."""
     if fields.get("status", "ok") != "ok":
         raise StageError(fields["status"], fields.get("message", ""))
     fields["isolation"] = isolation
     return fields
 
 
+def measure_memory_cuda_isolated(config: Config, *, timeout_s: float = 300.0, python: str | None = None) -> dict[str, Any]:
+    """Measure the CUDA configuration ``config`` in a new interpreter (``python``, default this
+    one) and return its fields (:func:`measure_memory_cuda` runs there, under this process's
+    :func:`backend_flags`).
+
+    Spawned, never forked: this process has initialised CUDA, which a forked child cannot use.
+    A worker that does not answer within ``timeout_s`` is killed (``timeout``); one that dies
+    raises ``error`` (``oom`` for SIGKILL); one that reports a failure (``oom`` for CUDA out of
+    memory) raises it with the worker's status.
+    """
+    if config.torch_device.type != "cuda":
+        raise ValueError(f"measure_memory_cuda_isolated measures a CUDA device; got {config.device!r}")
+    return _reported(_run_spawn(config, timeout_s, python, backend_flags()), "spawn")
+
+
 def measure_memory_cuda(config: Config) -> dict[str, Any]:
-    """Peak CUDA allocation of one step after a warm-up step (in this process)."""
+    """Peak CUDA allocation of one step after a warm-up step, in this process (the worker that
+    :func:`measure_memory_cuda_isolated` starts)."""
     device = config.torch_device
     module, x = _build(config)
     row: dict[str, Any] = _static_sizes(module, x)

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from ..options import Option, add_options, choice_list, positive_int, setting
+from ..shard import Shard
 from ..stage import loadavg
 from .grid import COMPILE_MODES, DTYPES, MEMORY_FORMATS, MODES, PROFILES, Axes, profile_axes
 
@@ -42,6 +43,15 @@ GRID = "what to measure"
 MODE = Option("--mode", "forward (eval, no_grad) and/or train (forward + backward), comma-separated",
               parse=choice_list(MODES), metavar="M[,M...]", group=GRID)
 """The ``--mode`` flag of the latency, memory and regress commands."""
+CUDA_GRAPH = Option(
+    "--cuda-graph", "latency on CUDA: 'on' captures each step once into a CUDA graph after warm-up and times its "
+    "replay (no Python dispatch: what a graphed model pays); 'off' times eager launches. Rows say which "
+    "(timing_mode); a step that cannot be captured is a row with status graph_error",
+    choices=("off", "on"), group="CUDA")
+FLUSH_L2 = Option(
+    "--flush-l2", "latency on CUDA: before every timed call, write a buffer twice the GPU's L2 cache (untimed), so "
+    "that inputs are read from device memory, not from L2; recorded per row (flush_l2)", kind="switch",
+    group="CUDA")
 
 
 @dataclass
@@ -81,8 +91,13 @@ class GridSettings:
     tables_only: bool = setting("--tables-only", False)
     no_progress: bool = setting("--no-progress", False)
     cudnn_benchmark: str = setting("--cudnn-benchmark", "on")
-    tf32: str = setting("--tf32", "off")
+    tf32: str = setting("--tf32", "default", choices=("default", "on", "off"), default_text=(
+        "default, PyTorch's own: IEEE fp32 matmuls, TF32 cuDNN convolutions ('on': TF32 for both, 'off': IEEE "
+        "for both)"))
     timeout_s: float = setting("--timeout-s", 300.0)
+    cuda_graph: str = setting(CUDA_GRAPH, "off")
+    flush_l2: bool = setting(FLUSH_L2, False)
+    shard: Shard | None = setting("--shard", None, default_text="the whole plan")
 
 
 def add_grid_arguments(parser: argparse.ArgumentParser, stage: str, settings_class: type) -> None:
