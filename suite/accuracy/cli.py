@@ -11,7 +11,11 @@ all records.
 This module holds the settings and ``main``; :mod:`suite.accuracy.sweep` runs the sweep (the
 distributed job and the loop over the runs), :mod:`suite.accuracy.tables` makes the tables.
 
-Many processes: ``torchrun --nproc_per_node N -m suite accuracy --preset gpu ...``.
+The gpu preset trains on CUDA: where CUDA is not usable the command exits 2 before it reads
+any data (``--device cpu`` trains on the CPU anyway). Many processes: ``torchrun
+--nproc_per_node N -m suite accuracy --preset gpu ...``; the ranks wait for each other up to
+``--dist-timeout`` minutes, and a run that raises on one rank ends the job with that rank's
+message (:class:`suite.accuracy.sweep.RankFailed`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from suite.errors import UsageError
+from suite.shard import Shard
 from suite.records import FolderLockedError, RecordStore, folder_lock
 from suite.stages import stage
 
@@ -40,14 +45,19 @@ from ..options import (
 )
 from .data import DataNotFoundError, resolve_data_root, torchvision_imagenette
 from .recipe import AUGMENTS, DEFAULT_SEEDS, PROFILES, Recipe, make_recipe
-from .sweep import run_sweep
+from .sweep import run_sweep, training_device
 from .tables import write_tables
 
-__all__ = ["AccuracySettings", "SETTINGS", "add_arguments", "main", "SOURCE_DESIGNS", "ONE_VALUE", "recipe_of",
-           "resolve_attention"]
+__all__ = ["AccuracySettings", "SETTINGS", "add_arguments", "main", "SOURCE_DESIGNS", "ONE_VALUE", "DIST_TIMEOUT_MIN",
+           "recipe_of", "resolve_attention"]
 
 SOURCE_DESIGNS = ("se", "eca", "ca", "gsop", "cbam", "dycaconv", "dsan_channel")
 """The designs the accuracy stage compares by default (``--attn``): SE, ECA, CA, GSoP, CBAM, DyCAConv and DSAN channel attention."""
+
+DIST_TIMEOUT_MIN = 120.0
+"""The default ``--dist-timeout``: two hours, room for the first rank to decode ImageNet-sized
+data into the cache while the other ranks wait at a barrier (torch's own default for NCCL is
+10 minutes)."""
 
 RECIPE = "recipe overrides"
 """The help group of the flags that override the preset's recipe."""
@@ -87,12 +97,18 @@ class AccuracySettings:
         "$ATTNBENCH_DATA, else ../shared/datasets/imagenette beside the checkout or the current folder, "
         "else 'imagenette'"))
     out: Path | None = setting("--out", None, default_text="runs/accuracy/PRESET under the current folder")
+    shard: Shard | None = setting("--shard", None, default_text="every run of the plan")
     cache_dir: Path | None = setting(Option("--cache-dir", "decoded-image cache", parse=Path, metavar="DIR"),
                                      None, default_text="$ATTNBENCH_CACHE or ~/.cache/attnbench")
     workers: int | None = setting(Option("--workers", "processes decoding images", parse=positive_int,
                                          metavar="N"), None, default_text="CPU count, max 8")
-    device: str | None = setting("--device", None, choices=("auto", "cpu", "cuda"),
-                                 default_text="cuda for the gpu preset when available, else cpu")
+    device: str | None = setting("--device", None, choices=("auto", "cpu", "cuda"), default_text=(
+        "cuda for the gpu preset (exit 2 where CUDA is not usable; --device cpu or auto trains it on the CPU), "
+        "else cpu; auto: cuda when available"))
+    dist_timeout: float = setting(Option(
+        "--dist-timeout", "under torchrun, how long a rank waits for the others in a collective before the job "
+        "fails, in minutes; covers the first rank decoding the data while the others wait",
+        parse=positive_float, metavar="MIN"), DIST_TIMEOUT_MIN)
     threads: int | None = setting("--threads", None, default_text="torch's choice; torchrun sets 1")
     no_progress: bool = setting("--no-progress", False)
     tables_only: bool = setting("--tables-only", False)
@@ -192,13 +208,15 @@ def _data_root(settings: AccuracySettings) -> Path:
 
 def main(settings: AccuracySettings) -> int:
     """Run the sweep, or with ``--tables-only`` rewrite the tables; 0 on success, 1 when none of
-    the runs finished. Refused input is a :class:`UsageError`."""
+    the runs finished. Refused input (a device this machine lacks, data that is not there...) is
+    a :class:`UsageError`, raised before any data is decoded."""
     out = Path(settings.out) if settings.out else Path("runs") / "accuracy" / settings.preset
     try:
         if settings.tables_only:
             return _tables_only(out)
         recipe = recipe_of(settings)
         attns = resolve_attention(settings.attn)
+        training_device(settings)
         summary = run_sweep(settings, recipe, attns, _data_root(settings), out)
     except FolderLockedError as exc:  # another run writes this folder
         raise UsageError(str(exc)) from None

@@ -55,6 +55,7 @@ __all__ = [
     "list_files",
     "data_identity",
     "decode_image",
+    "decode_pool_context",
     "default_cache_dir",
     "load_split",
 ]
@@ -182,6 +183,10 @@ def wait_for_download(target: Path, timeout_s: float = 7200.0, poll_s: float = 5
         time.sleep(poll_s)
 
 
+LAYOUT = "an ImageFolder root holding train/<class>/<image> and val/<class>/<image>"
+"""The folder layout ``--data`` names, as the errors state it."""
+
+
 def resolve_data_root(path: str | os.PathLike[str] | None, cache_dir: Path | None = None,
                       downloader=torchvision_imagenette, *, wait: bool = False) -> Path:
     """The dataset root: ``path`` if given (``"imagenette"``: :func:`download_imagenette`,
@@ -205,13 +210,11 @@ def resolve_data_root(path: str | os.PathLike[str] | None, cache_dir: Path | Non
             f"or set {DATA_ENV} (docs/data.md)"
         )
     if not root.is_dir():
-        raise DataNotFoundError(f"--data {root} does not exist")
+        raise DataNotFoundError(f"--data {root} does not exist (expected {LAYOUT})")
     missing = [s for s in ("train", "val") if not (root / s).is_dir()]
     if missing:
         raise DataNotFoundError(
-            f"{root} is not an ImageFolder root: missing {', '.join(m + '/' for m in missing)} "
-            f"(expected train/<class>/* and val/<class>/*)"
-        )
+            f"{root} is not an ImageFolder root: missing {', '.join(m + '/' for m in missing)} (expected {LAYOUT})")
     return root
 
 
@@ -366,6 +369,21 @@ def _cache_key(root: Path, items: Sequence[tuple[str, int]], classes: Sequence[s
     return digest.hexdigest()[:20]
 
 
+def decode_pool_context() -> multiprocessing.context.BaseContext:
+    """How the decoding processes start: ``fork`` (cheapest) on POSIX while this process has
+    neither initialised CUDA nor joined a process group, since a forked child inherits CUDA and
+    NCCL state it cannot use (a CUDA call there fails or hangs); ``forkserver`` after either,
+    and ``spawn`` where there is no ``fork``."""
+    import torch.distributed as dist
+
+    if os.name != "posix":
+        return multiprocessing.get_context("spawn")
+    joined = dist.is_available() and dist.is_initialized()
+    if torch.cuda.is_initialized() or joined:
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("fork")
+
+
 def _decode_job(args: tuple[str, int]) -> np.ndarray | None:
     return decode_image(*args)
 
@@ -393,7 +411,8 @@ def load_split(
         per_class: images per class (deterministic sample), or None for all.
         holdout, part: a fixed held-out part of the split (see :func:`list_files`).
         cache_dir: where cache files live (default :func:`default_cache_dir`).
-        workers: decoding processes (default: the CPU count, at most 8).
+        workers: decoding processes (default: the CPU count, at most 8), started as
+            :func:`decode_pool_context` says.
         progress: called with the number of images decoded since the last call.
     """
     if size < 8:
@@ -420,8 +439,7 @@ def load_split(
     jobs = [(str(root / rel), size) for rel, _ in items]
     workers = min(os.cpu_count() or 1, 8) if workers is None else max(1, workers)
     if workers > 1 and len(jobs) > 64:
-        context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=decode_pool_context()) as pool:
             results = pool.map(_decode_job, jobs, chunksize=32)
             _collect(results, images, keep, progress)
     else:

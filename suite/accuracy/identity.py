@@ -3,10 +3,12 @@
 Two runs are paired only when everything that decides their scores, other than the design
 and the seed, is the same: the recipe (its fingerprint), the data (:func:`data_identity` of
 both splits: file lists, labels, sizes), the effective precision (bf16 autocast or fp32), the
-intra-op thread count and the version of the code that trains and builds the networks
-(:func:`code_version`), and the design's own source (:func:`design_code_version`, in the key
-only: a design changed since is trained again). All of it is in the run key and in the record
-(:data:`IDENTITY_FIELDS`), and :func:`same_comparison` selects the records of one comparison.
+intra-op thread count, the number of ``torchrun`` processes (each normalises over its own part
+of the global batch, so batch-norm statistics depend on it) and the version of the code that
+trains and builds the networks (:func:`code_version`), and the design's own source
+(:func:`design_code_version`, in the key only: a design changed since is trained again). All of
+it is in the run key (:func:`run_context`) and in the record (:data:`IDENTITY_FIELDS`), and
+:func:`same_comparison` selects the records of one comparison.
 
 Per-image results: for every finished run, one line of ``per_image.jsonl`` with, in the order
 of the val split's files (listed once per data identity in ``val_images-<id>.json``), whether
@@ -21,11 +23,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IDENTITY_FIELDS", "code_version", "design_code_version", "run_identity", "same_comparison", "per_image_line",
-           "val_manifest_name"]
+__all__ = ["IDENTITY_FIELDS", "ABSENT_FIELDS", "code_version", "design_code_version", "run_identity", "run_context",
+           "same_comparison", "per_image_line", "val_manifest_name"]
 
-IDENTITY_FIELDS = ("recipe", "data_id", "precision", "threads", "code_version")
+IDENTITY_FIELDS = ("recipe", "data_id", "precision", "threads", "world_size", "code_version")
 """Record fields that must be equal for two runs to be paired."""
+
+ABSENT_FIELDS = {"world_size": 1}
+"""The value an identity field counts as in a record written before the field existed."""
 
 _PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 SHARED_CODE = ("suite/accuracy/train.py", "suite/accuracy/augment.py", "suite/accuracy/data.py",
@@ -73,17 +78,36 @@ def design_code_version(attn: str) -> str:
 
 
 def run_identity(recipe_fingerprint: str, train_identity: str, val_identity: str, bf16: bool,
-                 threads: int) -> dict[str, Any]:
-    """The :data:`IDENTITY_FIELDS` of the runs of one sweep."""
+                 threads: int, world_size: int = 1) -> dict[str, Any]:
+    """The :data:`IDENTITY_FIELDS` of the runs of one sweep (``world_size``: its processes)."""
     return {"recipe": recipe_fingerprint, "data_id": f"{train_identity}-{val_identity}",
-            "precision": "bf16" if bf16 else "fp32", "threads": int(threads), "code_version": code_version()}
+            "precision": "bf16" if bf16 else "fp32", "threads": int(threads), "world_size": int(world_size),
+            "code_version": code_version()}
+
+
+def run_context(arch: str, data_name: str, identity: Mapping[str, Any]) -> str:
+    """The part of a run's key that every run of one comparison shares: the backbone, the data
+    folder's name and :func:`run_identity`'s fields. The process count is named only when it is
+    above 1 (``|world=N``), so a single-process run keeps the key it had before the count was
+    part of the identity and its records still resume."""
+    context = (f"{arch}|{data_name}|{identity['recipe']}|data={identity['data_id']}|{identity['precision']}|"
+               f"threads={identity['threads']}|code={identity['code_version']}")
+    world = int(identity.get("world_size", 1))
+    return context + (f"|world={world}" if world > 1 else "")
 
 
 def same_comparison(records: Iterable[Mapping[str, Any]], identity: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The records whose identity fields equal ``identity``'s (a field a record lacks counts as
-    ``None``, so records written before a field existed pair only with each other)."""
-    wanted = {k: identity.get(k) for k in IDENTITY_FIELDS}
-    return [dict(r) for r in records if all(r.get(k) == v for k, v in wanted.items())]
+    """The records whose identity fields equal ``identity``'s (a field a record lacks, or holds
+    as ``None``, counts as its :data:`ABSENT_FIELDS` value, else ``None``, so records written
+    before a field existed pair only with each other)."""
+    wanted = {k: _identity_field(identity, k) for k in IDENTITY_FIELDS}
+    return [dict(r) for r in records if all(_identity_field(r, k) == v for k, v in wanted.items())]
+
+
+def _identity_field(record: Mapping[str, Any], name: str) -> Any:
+    """``record[name]``, or :data:`ABSENT_FIELDS`' value for it where it is absent or None."""
+    value = record.get(name)
+    return ABSENT_FIELDS.get(name) if value is None else value
 
 
 def per_image_line(key: str, attn: str, seed: int, per_image: Mapping[str, list], val_identity: str) -> dict[str, Any]:

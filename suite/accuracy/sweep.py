@@ -7,6 +7,11 @@ trains those the records do not hold yet (:func:`suite.stage.pending`). The firs
 the output folder's lock, writes the records, the per-image results, the val manifest and
 ``gate_scale.csv``, and rewrites the tables (:mod:`suite.accuracy.tables`) at the end; every
 rank takes part in every run.
+
+A run that raises is a record of status ``error`` and the sweep goes on, in one process. In a
+job of several processes the others would wait for the failed one in their next collective, so
+the failed rank leaves at once (:class:`RankFailed`: its rank and message on stderr, exit
+status 1) and ``torchrun`` stops the rest.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,11 +39,18 @@ from suite.records import (
     write_csv_atomic,
     write_text_atomic,
 )
+from suite.shard import select_shard
 from suite.stage import failure_fields, pending
 from suite.stages import stage
 
 from .data import DataNotFoundError, SplitData, list_classes, load_split, select_classes
-from .identity import design_code_version, per_image_line, run_identity, val_manifest_name
+from .identity import (
+    design_code_version,
+    per_image_line,
+    run_context,
+    run_identity,
+    val_manifest_name,
+)
 from .recipe import DEFAULT_SEEDS, Recipe
 from .tables import write_tables
 from .train import (
@@ -55,14 +69,15 @@ if TYPE_CHECKING:
 
     from .cli import AccuracySettings
 
-__all__ = ["TrainingRun", "SweepSummary", "run_sweep"]
+__all__ = ["TrainingRun", "SweepSummary", "RankFailed", "training_device", "run_sweep"]
 
 
 @dataclass(frozen=True)
 class TrainingRun:
     """One training run of the sweep (a configuration of :mod:`suite.stage`): a design and a
     seed, in a ``context`` that names everything two runs must share to be paired (the arch,
-    data, recipe, precision, threads and training code)."""
+    data, recipe, precision, threads, processes and training code;
+    :func:`suite.accuracy.identity.run_context`)."""
 
     attn: str
     seed: int
@@ -133,12 +148,54 @@ def _bar(info: DistInfo, no_progress: bool, total: int | None, desc: str, unit: 
     return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, mininterval=1.0, leave=False)
 
 
+class RankFailed(SystemExit):
+    """A run raised on one rank of a job of several processes: this rank ends with exit status 1
+    and ``rank R: <message>`` (``torchrun`` then stops the other ranks, which would otherwise
+    wait for this one in a collective until the job's timeout)."""
+
+    def __init__(self, rank: int, message: str) -> None:
+        super().__init__(f"rank {rank}: {message}")
+        self.rank = rank
+
+
+GPU_PRESET = "gpu"
+"""The preset that trains on CUDA unless ``--device`` says otherwise."""
+
+
+def training_device(settings: AccuracySettings) -> str:
+    """The device the sweep trains on: ``--device``, else ``cuda`` for the gpu preset and
+    ``cpu`` for the others (``auto``: CUDA when available, else the CPU). CUDA asked for, by
+    ``--device cuda`` or by the gpu preset, where it cannot be used (not available, or fewer
+    GPUs than this ``torchrun`` process's ``LOCAL_RANK`` needs) is a :class:`UsageError` naming
+    what to pass instead; the command checks it before any data is found or decoded."""
+    import torch
+
+    device = settings.device or ("cuda" if settings.preset == GPU_PRESET else "cpu")
+    if device != "cuda":
+        return device
+    asked = "--device cuda" if settings.device else f"--preset {settings.preset} (it trains on CUDA)"
+    if not torch.cuda.is_available():
+        raise UsageError(
+            f"{asked} needs CUDA, and CUDA is not usable here (torch.cuda.is_available() is False; torch "
+            f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}): run on a machine with a GPU, pass "
+            f"--device cpu to train on the CPU anyway (the gpu preset's 224 px runs take hours each there), "
+            f"or choose --preset cpu or --preset smoke")
+    local, count = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+    if local >= count:
+        raise UsageError(f"{asked}: this process has LOCAL_RANK {local} but CUDA sees {count} GPU(s); start at "
+                         f"most {count} processes per machine (torchrun --nproc_per_node {count})")
+    return device
+
+
 def run_sweep(settings: AccuracySettings, recipe: Recipe, attns: list[str], root: Path, out: Path) -> SweepSummary:
-    """Join the job (the device ``--device``, else CUDA for the gpu preset), set the threads,
-    and run the sweep of ``attns`` (and the baseline) over the seeds into ``out``, the first rank
-    holding its lock; the job is left cleanly when the sweep ends, and without waiting for the
-    other ranks when it raised."""
-    info = init_distributed(settings.device or ("auto" if settings.preset == "gpu" else "cpu"))
+    """Join the job (on :func:`training_device`, its collectives waiting up to
+    ``--dist-timeout`` minutes for the other ranks), set the threads, and run the sweep of
+    ``attns`` (and the baseline) over the seeds into ``out``, the first rank holding its lock;
+    the job is left cleanly when the sweep ends, and without waiting for the other ranks when it
+    raised."""
+    from datetime import timedelta
+
+    info = init_distributed(training_device(settings), timeout=timedelta(minutes=settings.dist_timeout))
     import torch
 
     if settings.threads:
@@ -165,11 +222,11 @@ def _sweep(settings: AccuracySettings, recipe: Recipe, attns: list[str], root: P
     train, val = _load_data(settings, recipe, root, info)
     attns = _placeable(attns, recipe.arch, len(train.classes), settings.attn, info)
     identity = run_identity(recipe.fingerprint(), train.identity, val.identity, amp_active(recipe, info.device),
-                            torch.get_num_threads())
+                            torch.get_num_threads(), info.world_size)
     sweep = Sweep(settings, recipe, info, out, root, train, val, identity,
                   environment_columns(collect_environment()) if info.is_main else {}, RecordStore(out / str(stage("accuracy").records_file)),
                   RecordStore(out / "per_image.jsonl"))
-    plan = _plan(sweep, attns, seeds)
+    plan = select_shard(_plan(sweep, attns, seeds), settings.shard)
     if info.is_main:
         _write_val_manifest(out, val)
         scales = [{"attn": a, "gate_scale_at_init": _gate_scale(a)} for a in attns]
@@ -186,9 +243,7 @@ def _sweep(settings: AccuracySettings, recipe: Recipe, attns: list[str], root: P
 def _plan(sweep: Sweep, attns: list[str], seeds: list[int]) -> list[TrainingRun]:
     """One run per seed and design, the baseline first, in the context of everything that must
     match for two runs to be paired (:mod:`suite.accuracy.identity`)."""
-    recipe, identity = sweep.recipe, sweep.identity
-    context = (f"{recipe.arch}|{sweep.root.name}|{recipe.fingerprint()}|data={identity['data_id']}|"
-               f"{identity['precision']}|threads={identity['threads']}|code={identity['code_version']}")
+    context = run_context(sweep.recipe.arch, sweep.root.name, sweep.identity)
     return [TrainingRun(attn, seed, context) for seed in seeds for attn in [BASELINE, *attns]]
 
 
@@ -226,7 +281,8 @@ def _progress(inner: tqdm | None, outer: tqdm | None) -> Callable[[int, float], 
 def _train_one(sweep: Sweep, run: TrainingRun, outer: tqdm | None) -> None:
     """Train and evaluate ``run`` (every rank), and on the first rank append its record (a run
     that raised is a record of status ``error`` with the traceback) and its per-image results,
-    and remove its checkpoint unless it failed."""
+    and remove its checkpoint unless it failed. In a job of several processes a run that raised
+    ends this rank (:class:`RankFailed`, after its record on the first rank)."""
     recipe, key = sweep.recipe, run.key()
     checkpoint = sweep.out / "checkpoints" / f"{run.attn}-seed{run.seed}-{recipe.fingerprint()}.pt"
     inner = sweep.bar(recipe.epochs * (len(sweep.train) // recipe.batch_size), run.label(), "step")
@@ -234,14 +290,25 @@ def _train_one(sweep: Sweep, run: TrainingRun, outer: tqdm | None) -> None:
     try:
         result = train_run(recipe.arch, run.attn, run.seed, recipe, sweep.train, sweep.val, sweep.info,
                            checkpoint=checkpoint, run_key=key, progress=_progress(inner, outer)).as_dict()
-    except Exception as error:  # noqa: BLE001 - one broken module must not end the sweep
+    except Exception as error:  # noqa: BLE001 - one broken module must not end a single-process sweep
         result = {**failure_fields(error, "error"), "traceback": format_traceback(error)}
     finally:
         if inner is not None:
             inner.close()
     per_image = result.pop("per_image", None)
-    if not sweep.info.is_main:
-        return
+    if sweep.info.is_main:
+        _keep(sweep, run, result, per_image, started, checkpoint)
+    if result["status"] == "error" and sweep.info.distributed:
+        print(f"rank {sweep.info.rank}: {run.label()} failed; the other ranks cannot go on without this one\n"
+              f"{result['traceback']}", file=sys.stderr, flush=True)
+        raise RankFailed(sweep.info.rank, f"{run.label()}: {result['message']}")
+
+
+def _keep(sweep: Sweep, run: TrainingRun, result: dict[str, Any], per_image: dict[str, list] | None,
+          started: float, checkpoint: Path) -> None:
+    """On the first rank: append ``run``'s record and per-image results, remove its checkpoint
+    unless it failed, and print its result line."""
+    key = run.key()
     record = _record(sweep, run, result, started)
     sweep.runs.append(record, environment=sweep.environment)
     if per_image is not None:
@@ -258,6 +325,7 @@ def _record(sweep: Sweep, run: TrainingRun, result: dict[str, Any], started: flo
     record: dict[str, Any] = {"key": run.key(), **run.as_row(), "profile": recipe.profile, "arch": recipe.arch,
                               "data": shown_path(sweep.root), "holdout": sweep.settings.holdout,
                               "num_classes": len(sweep.train.classes), "world_size": sweep.info.world_size,
+                              "per_rank_batch": recipe.batch_size // sweep.info.world_size,
                               "recipe": recipe.fingerprint(), **result, "started": started,
                               "recipe_config": recipe.as_dict()}
     record.update(sweep.environment)

@@ -2,8 +2,8 @@
 ``per_class.csv`` and the markdown ``summary.md``.
 
 Only the records of one comparison are tabled (:func:`suite.accuracy.identity.same_comparison`:
-the same recipe, data, precision, threads and training code); by default the last record's.
-``deltas.csv`` holds, per attention type, the mean top-1/top-5 and the paired delta over the
+the same recipe, data, precision, threads, processes and training code); by default the last
+record's. ``deltas.csv`` holds, per attention type, the mean top-1/top-5 and the paired delta over the
 baseline with its 95% t interval (:func:`suite.accuracy.stats.delta_table`); with the per-image
 results kept beside the records (``per_image.jsonl`` and the val manifest), each delta also
 gets its image-sampling standard error and ``per_class.csv`` the paired delta per class.
@@ -60,7 +60,7 @@ def build_tables(
     """From per-run records (one per key): the records of one comparison (``identity``'s, by
     default the last record's; :func:`suite.accuracy.identity.same_comparison`), the runs
     table (baseline first, then by attention type and seed) and the paired delta table. Runs
-    of different recipes, data, precision, thread counts or code are never compared."""
+    of different recipes, data, precision, thread or process counts or code are never compared."""
     records = [current_record(r) for r in records]
     if records:
         identity = identity or {k: records[-1].get(k) for k in IDENTITY_FIELDS}

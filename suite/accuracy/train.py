@@ -32,6 +32,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -89,10 +90,13 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
+def init_distributed(device: str = "auto", timeout: timedelta | None = None) -> DistInfo:
     """Join the ``torchrun`` job described by the environment, or return a single process.
 
-    ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
+    ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available). ``timeout``: how long
+    any collective of the job waits for the other ranks before it fails, the barrier where they
+    wait while the first rank decodes the data included (None: torch's default, 10 minutes
+    for NCCL).
     """
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if device == "cuda" and not torch.cuda.is_available():
@@ -104,7 +108,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timeout)
     return DistInfo(rank, world, local, dev)
 
 
