@@ -182,8 +182,9 @@ SHARED: dict[str, Option] = {option.flag: option for option in (
            parse=positive_float, metavar="S", group="processes"),
     Option("--cudnn-benchmark", "torch.backends.cudnn.benchmark during CUDA runs (set explicitly, recorded, "
            "restored)", choices=("on", "off"), group="CUDA"),
-    Option("--tf32", "TF32 for fp32 matmuls and convolutions during CUDA runs (set explicitly, recorded, "
-           "restored)", choices=("on", "off"), group="CUDA"),
+    Option("--tf32", "TF32 during CUDA runs (set explicitly, recorded per row, restored): 'default' is PyTorch's "
+           "own (IEEE fp32 matmuls, TF32 cuDNN convolutions, what users get), 'on' TF32 for both, 'off' IEEE for "
+           "both", choices=("default", "on", "off"), group="CUDA"),
     Option("--shard", "measure part K of N of the plan (every N-th configuration from the K-th, the same on every "
            "machine): run the parts on separate GPUs or nodes, then join their folders with python -m suite merge",
            parse=parse_shard, metavar="K/N", group="processes"),

@@ -11,7 +11,9 @@ A :class:`StageSpec` says, for one command, where its code is (``module``: ``SET
 * what the report makes of it: its report tables (``report_tables``: file name ->
   ``function(StageData) -> frame``, the first one always written, the others where they have
   rows), the tables its environment is read from (``environment_tables``), and the summary
-  columns it adds (``summary`` fills ``summary_columns`` of each type's row).
+  columns it adds (``summary`` fills ``summary_columns`` of each type's row);
+* whether it runs across the ranks of a ``torchrun`` job (``distributed``): under ``torchrun``
+  the bench runs the other stages on the first rank only.
 
 The CLI (:mod:`suite.__main__`), the bench's profiles and runner (:mod:`suite.bench`), the
 stage runner (:mod:`suite.stage`) and the report (:mod:`suite.report`) all read this table,
@@ -53,6 +55,7 @@ class StageSpec:
     summary: str | None = None
     summary_columns: tuple[str, ...] = ()
     headline_columns: tuple[str, ...] = ()
+    distributed: bool = False
 
     @property
     def measures(self) -> bool:
@@ -118,9 +121,11 @@ COMMANDS: dict[str, StageSpec] = {spec.name: spec for spec in (
         summary=f"{_SUMMARY}:accuracy_summary",
         summary_columns=("top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "n_seeds", "top1_p_holm",
                          "top1_significant"),
-        headline_columns=("top1_delta_pp",)),
+        headline_columns=("top1_delta_pp",), distributed=True),
     StageSpec("bench", "suite.bench.cli",
               "every stage of a profile, then the report (what nox -s bench runs)"),
+    StageSpec("merge", "suite.bench.merge",
+              "join the folders of a bench run in parts (--shard K/N) into one folder, its tables and report"),
     StageSpec("report", "suite.report.cli",
               "tables, figures and README re-rendered from a profile's raw outputs"),
     StageSpec("regress", "suite.regress.cli",

@@ -11,9 +11,19 @@ from pathlib import Path
 from ..errors import UsageError
 from ..options import Option, add_options, comma_list, setting
 from ..records import FolderLockedError
-from ..stages import measuring_stages
-from .profile import ProfileError, apply_overrides, list_profiles, load_profile
-from .runner import BenchError, plan_runs, run_bench
+from ..shard import Shard
+from ..stages import command, measuring_stages
+from .profile import Profile, ProfileError, apply_overrides, list_profiles, load_profile
+from .runner import (
+    BenchError,
+    StageRun,
+    in_shard,
+    plan_runs,
+    run_bench,
+    shard_folder,
+    takes_shard,
+    torchrun_rank,
+)
 
 __all__ = ["BenchSettings", "SETTINGS", "add_arguments", "main"]
 
@@ -26,11 +36,24 @@ resumes from its records; results of another commit or environment are moved to
 OUT/raw/STAGE.previous and measured afresh (as with --force). A failing stage is recorded in
 OUT/bench.json and the bench goes on. Two benches on one folder: the second is refused.
 
+Before any stage runs, a preflight checks what the plan needs (a C compiler and Python's
+headers for compiled rows, the accuracy stage's data; --skip-preflight skips it). --dry-run
+prints each stage invocation with its configurations and estimated minutes, and the estimated
+total (suite/bench/estimate.py: the CPU model is calibrated on the committed cpu run, the CUDA
+model on published figures and unverified until a GPU runs it).
+
+A plan larger than one machine: --shard K/N runs part K of N into OUT/shards/K-of-N (no
+report); run the parts anywhere (a Slurm array job: --shard $((SLURM_ARRAY_TASK_ID+1))/N), then
+python -m suite merge --shards OUT/shards joins them into OUT with its tables and report.
+Under torchrun, every stage but accuracy runs on rank 0 only; the other ranks join accuracy.
+
 examples:
   python -m suite bench                                   # the cpu profile into reports/cpu
   python -m suite bench --profile smoke --attn 'se*'      # a few minutes
   python -m suite bench --set latency.batch=1,8 --stages cost,latency
   python -m suite bench --plugin mypkg.attn:MyGate        # your module beside the zoo
+  python -m suite bench --profile gpu --dry-run           # what it runs and how long it takes
+  python -m suite bench --profile gpu-full --shard 3/8    # part 3 of 8, into reports/gpu-full/shards/3-of-8
 """
 
 
@@ -50,6 +73,10 @@ class BenchSettings:
         "stage's flag without dashes; checked with the whole plan before any stage runs)", kind="append",
         metavar="STAGE[.I].KEY=VALUE", group="what to measure"), [])
     plugins: list[str] = setting("--plugin", [])
+    shard: Shard | None = setting("--shard", None, default_text="the whole plan")
+    skip_preflight: bool = setting(Option(
+        "--skip-preflight", "run without first checking what the plan needs (a C compiler and Python's headers for "
+        "compiled rows, the accuracy stage's data)", kind="switch", group="processes"), False)
     force: bool = setting("--force", False)
     no_report: bool = setting(Option("--no-report", "run the stages only", kind="switch", group="output"), False)
     dry_run: bool = setting("--dry-run", False)
@@ -77,26 +104,80 @@ def main(settings: BenchSettings) -> int:
         export_plugins(specs)  # the memory stage's worker processes load them too
         profile = apply_overrides(load_profile(settings.profile), settings.overrides, attn=settings.attn)
         stages = list(settings.stages or measuring_stages())
-        runs = plan_runs(profile, stages, plugin_names, progress=not settings.no_progress)
+        runs = plan_runs(profile, stages, plugin_names, progress=not settings.no_progress, shard=settings.shard)
     except (ProfileError, PluginError, BenchError) as exc:
         raise UsageError(str(exc)) from None
     out = settings.out or Path("reports") / profile.name
+    if settings.shard is not None:
+        out = shard_folder(out, settings.shard)
+    active = [run for run in runs if in_shard(run, settings.shard)]
     if settings.dry_run:
-        for run in runs:
-            print(f"python -m suite {run.stage} {' '.join(run.argv)} --out {out / 'raw' / run.stage}")
-        return 0
-    print(f"bench: profile {profile.name} ({profile.description}) -> {out}; "
-          f"{len(runs)} stage invocations", file=sys.stderr)
+        return dry_run(profile, runs, out, settings.shard, report=not settings.no_report and settings.shard is None)
+    if not settings.skip_preflight:
+        _preflight(active)
+    print(f"bench: profile {profile.name} ({profile.description}; expected {profile.expected or 'not stated'}) "
+          f"-> {out}; {len(active)} stage invocations{_shard_text(runs, settings.shard)}", file=sys.stderr)
     started = time.perf_counter()
     try:
         code = run_bench(profile, out, plugin_names=plugin_names, force=settings.force,
-                         progress=not settings.no_progress, report=not settings.no_report, runs=runs)
+                         progress=not settings.no_progress, report=not settings.no_report, runs=runs,
+                         shard=settings.shard)
     except FolderLockedError as exc:
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
         print("bench: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    if settings.shard is not None:
+        print(f"bench: part {settings.shard} done; once every part has run: python -m suite merge --shards "
+              f"{out.parent}", file=sys.stderr)
     print(f"bench: finished in {time.perf_counter() - started:.0f} s "
           f"({'all stages ok' if code == 0 else 'some stages failed, see bench.json'}); "
           f"results in {out}", file=sys.stderr)
     return code
+
+
+def _preflight(runs: list[StageRun]) -> None:
+    """Check what the plan needs before any stage runs (:func:`suite.preflight.require`; under
+    ``torchrun`` a rank other than the first checks the stages it runs); print the notes."""
+    from ..preflight import require
+
+    rank, _ = torchrun_rank()
+    mine = runs if rank == 0 else [run for run in runs if command(run.stage).distributed]
+    for note in require(mine):
+        print(f"bench: preflight: {note}", file=sys.stderr)
+
+
+def _shard_text(runs: list[StageRun], shard: Shard | None) -> str:
+    """What part ``shard`` of the plan runs, for the bench's first line ('' for the whole plan)."""
+    if shard is None:
+        return ""
+    whole = list(dict.fromkeys(run.stage for run in runs if not takes_shard(run.stage)))
+    text = f", part {shard} of the plan"
+    if whole:
+        text += f" ({', '.join(whole)}: no --shard, run whole in part 1)"
+    return text
+
+
+def dry_run(profile: Profile, runs: list[StageRun], out: Path, shard: Shard | None, report: bool) -> int:
+    """Print each stage invocation this part of the plan runs, its configurations and estimated
+    minutes, the report's, the total, and what the preflight finds (nothing is downloaded);
+    return 0. Counting touches no device, so a CUDA plan is planned on any machine."""
+    from ..preflight import check_plan
+    from .estimate import estimate_line, estimate_runs, report_estimate, total_line
+
+    active = [run for run in runs if in_shard(run, shard)]
+    print(f"# profile {profile.name}: {profile.description}; expected {profile.expected or 'not stated'}"
+          f"{_shard_text(runs, shard)}")
+    estimates = estimate_runs(active)
+    for run, estimate in zip(active, estimates, strict=True):
+        print(" ".join(["python -m suite", run.stage, *run.argv, "--out", str(out / "raw" / run.stage)]))
+        print(estimate_line(estimate))
+    if report:
+        estimates.append(report_estimate())
+        print(f"# report into {out}")
+        print(estimate_line(estimates[-1]))
+    print(f"# {total_line(estimates)}")
+    problems, notes = check_plan(active, download=False)
+    for line in [*notes, *(f"would stop the bench: {p}" for p in problems)]:
+        print(f"# preflight: {line}")
+    return 0

@@ -1,7 +1,10 @@
 """Bench profiles: small TOML files naming what each stage runs.
 
 A profile (``suite/profiles/<name>.toml``, or any path to a ``.toml`` file) has a
-``description``, an ``attn`` pattern shared by every stage, and per stage an array of tables
+``description``, what it is expected to cost (``expected``, a sentence such as "about 70
+minutes on a 2-core CPU", and ``expected_minutes``, the number; ``python -m suite bench
+--dry-run`` prints the estimate they were written from, :mod:`suite.bench.estimate`), an
+``attn`` pattern shared by every stage, and per stage an array of tables
 (``[[cost]]``, ``[[latency]]``, ``[[memory]]``, ``[[accuracy]]``): each table is one
 invocation of the stage, its keys the stage's flags without the leading dashes. The bench
 loads each table into the stage's settings dataclass (``SETTINGS`` of the stage's module, see
@@ -35,6 +38,10 @@ __all__ = ["PROFILE_DIR", "Profile", "ProfileError", "list_profiles", "load_prof
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
 
+TOP_KEYS = ("description", "expected", "expected_minutes", "attn")
+"""The keys of a profile outside its stage tables."""
+
+
 class ProfileError(ValueError):
     """A profile that cannot be found or read, or an override that does not apply."""
 
@@ -48,6 +55,8 @@ class Profile:
     description: str
     attn: str
     stages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    expected: str = ""
+    expected_minutes: float | None = None
 
 
 def list_profiles() -> list[str]:
@@ -70,10 +79,10 @@ def load_profile(name_or_path: str) -> Profile:
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"profile {str(path)!r} is not valid TOML: {exc}") from exc
     order = tuple(measuring_stages())
-    unknown = set(data) - {"description", "attn", *order}
+    unknown = set(data) - {*TOP_KEYS, *order}
     if unknown:
         raise ProfileError(f"profile {str(path)!r}: unknown keys {sorted(unknown)}; "
-                           f"accepted: description, attn, {', '.join(order)}")
+                           f"accepted: {', '.join(TOP_KEYS)}, {', '.join(order)}")
     stages: dict[str, list[dict[str, Any]]] = {}
     for stage in order:
         runs = data.get(stage, [])
@@ -84,7 +93,18 @@ def load_profile(name_or_path: str) -> Profile:
         if runs:
             stages[stage] = [dict(run) for run in runs]
     return Profile(name=path.stem, path=path, description=str(data.get("description", "")),
-                   attn=str(data.get("attn", "*")), stages=stages)
+                   attn=str(data.get("attn", "*")), stages=stages, expected=str(data.get("expected", "")),
+                   expected_minutes=_expected_minutes(data, path))
+
+
+def _expected_minutes(data: dict[str, Any], path: Path) -> float | None:
+    """The profile's ``expected_minutes`` (a positive number), or None when it has none."""
+    value = data.get("expected_minutes")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ProfileError(f"profile {str(path)!r}: expected_minutes = {value!r}: expected a positive number")
+    return float(value)
 
 
 def _parse_value(text: str) -> Any:

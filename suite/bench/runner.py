@@ -14,6 +14,16 @@ What makes a bench resumable and safe:
   has the commit ``<sha>-dirty``: all dirty states of one commit count as the same code.
 * A stage that fails (a non-zero exit, an exception) is recorded in ``bench.json`` with its
   status and message, and the bench goes on with the next stage; the exit code is non-zero.
+
+Parts of a plan (``--shard K/N``): each stage whose settings take ``--shard`` measures its part
+K of N; a stage that does not runs its whole plan in part 1 and is skipped in the others, so
+every configuration is measured once. ``bench.json`` names the part and the plan (``plan_id``,
+the same in every part), which ``python -m suite merge`` checks before it joins the parts.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the first rank runs the bench as above; the other ranks
+run only the stages that train across ranks (:attr:`suite.stages.StageSpec.distributed`, the
+accuracy stage), joining the first rank there, and skip an invocation the first rank's state
+records as done.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import fnmatch
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -36,15 +47,19 @@ from ..errors import USAGE_EXIT, UsageError
 from ..options import SettingsError, from_mapping, to_argv
 from ..portable import portable_text, shown_path
 from ..records import folder_lock, write_text_atomic
+from ..shard import Shard
 from ..stages import command, measuring_stages
 from .profile import Profile
 
-__all__ = ["BenchError", "StageRun", "fingerprint", "resolve_attn", "plan_runs", "run_bench"]
+__all__ = ["BenchError", "StageRun", "fingerprint", "resolve_attn", "plan_runs", "run_bench", "takes_shard",
+           "in_shard", "plan_id", "shard_folder", "torchrun_rank"]
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_KEYS = ("commit", "python", "torch_version", "torchvision_version", "cpu", "cpu_count", "gpu")
 STATE_FILE = "bench_state.json"
+IDENTITY_FREE = ("--shard", "--no-progress")
+"""Flags that do not change what a plan measures (left out of :func:`plan_id`)."""
 
 
 class BenchError(ValueError):
@@ -101,16 +116,60 @@ def resolve_attn(stage: str, pattern: str, extra: list[str]) -> str:
     return ",".join(parts)
 
 
+def takes_shard(stage: str) -> bool:
+    """Whether the stage's settings take ``--shard`` (measure part K of N of its plan)."""
+    return "shard" in {f.name for f in dataclasses.fields(stage_module(stage).SETTINGS)}
+
+
+def in_shard(run: StageRun, shard: Shard | None) -> bool:
+    """Whether part ``shard`` of the bench runs ``run``: every part runs a stage that takes
+    ``--shard`` (its own part); a stage that does not runs whole in part 1 only."""
+    return shard is None or shard.index == 1 or takes_shard(run.stage)
+
+
+def shard_folder(out: Path, shard: Shard) -> Path:
+    """Where part ``shard`` of a bench into ``out`` writes: ``out/shards/K-of-N``."""
+    return out / "shards" / f"{shard.index}-of-{shard.count}"
+
+
+def plan_id(profile: Profile, runs: list[StageRun]) -> str:
+    """A short hash of what the plan measures (the profile's name and every invocation's flags
+    but :data:`IDENTITY_FREE`): the same in every part of a plan run with ``--shard``."""
+    def identity(argv: list[str]) -> list[str]:
+        kept, skip = [], False
+        for i, arg in enumerate(argv):
+            if skip:
+                skip = False
+                continue
+            if arg in IDENTITY_FREE:
+                skip = arg == "--shard" and i + 1 < len(argv)
+                continue
+            kept.append(arg)
+        return kept
+
+    blob = json.dumps([profile.name, [[run.stage, run.index, identity(run.argv)] for run in runs]])
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def torchrun_rank() -> tuple[int, int]:
+    """This process's rank and the job's world size under ``torchrun`` (0 and 1 outside one)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def stage_settings(profile: Profile, stage: str, index: int, table: dict[str, Any], plugin_names: list[str],
-                   progress: bool) -> Any:
+                   progress: bool, shard: Shard | None = None) -> Any:
     """The stage's settings object for one table of the profile, every key and value checked
-    (:func:`suite.options.from_mapping`); a :class:`BenchError` names the table and the key."""
+    (:func:`suite.options.from_mapping`), with the bench's ``shard`` where the stage takes one;
+    a :class:`BenchError` names the table and the key."""
     where = f"profile {profile.name}: [[{stage}]] #{index}"
-    if "out" in table:
-        raise BenchError(f"{where}: 'out' is set by the bench (OUT/raw/{stage}); use bench --out")
+    for key, flag in (("out", "--out"), ("shard", "--shard")):
+        if key in table:
+            raise BenchError(f"{where}: {key!r} is set by the bench; use bench {flag}")
     table = {**table, "attn": resolve_attn(stage, str(table.get("attn", profile.attn)), plugin_names)}
     if not progress:
         table["no-progress"] = True
+    if shard is not None and takes_shard(stage):
+        table["shard"] = str(shard)
     try:
         return from_mapping(stage_module(stage).SETTINGS, table, where)
     except SettingsError as exc:
@@ -119,15 +178,17 @@ def stage_settings(profile: Profile, stage: str, index: int, table: dict[str, An
         raise BenchError(f"{where}: {exc}") from None
 
 
-def plan_runs(profile: Profile, stages: list[str], plugin_names: list[str], progress: bool) -> list[StageRun]:
-    """Every stage invocation of the profile, in stage order, with its settings checked: bad
-    input is a :class:`BenchError` before anything runs."""
+def plan_runs(profile: Profile, stages: list[str], plugin_names: list[str], progress: bool,
+              shard: Shard | None = None) -> list[StageRun]:
+    """Every stage invocation of the profile, in stage order, with its settings checked (and
+    part ``shard`` of each stage that takes ``--shard``): bad input is a :class:`BenchError`
+    before anything runs."""
     order = list(measuring_stages())
     unknown = [s for s in stages if s not in order]
     if unknown:  # the CLI's --stages parser refuses them first
         raise BenchError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(order)}")
     return [StageRun(stage=stage, index=index,
-                     settings=stage_settings(profile, stage, index, table, plugin_names, progress))
+                     settings=stage_settings(profile, stage, index, table, plugin_names, progress, shard))
             for stage in order if stage in stages
             for index, table in enumerate(profile.stages.get(stage, []))]
 
@@ -137,6 +198,11 @@ def _read_state(folder: Path) -> dict[str, Any] | None:
         return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def _done_earlier(state: dict[str, Any] | None, run: StageRun) -> bool:
+    """Whether ``state`` (a stage folder's) records ``run`` as finished."""
+    return bool(state) and state["completed"].get(run.run_id, {}).get("status") == "ok"
 
 
 def _prepare_stage_folder(folder: Path, current: dict[str, Any], force: bool) -> dict[str, Any]:
@@ -190,38 +256,35 @@ def run_bench(
     progress: bool = True,
     report: bool = True,
     runs: list[StageRun] | None = None,
+    shard: Shard | None = None,
 ) -> int:
     """Run the profile's stages into ``out/raw/<stage>``, write ``out/bench.json`` and render
-    the report. ``runs``: the plan already made by :func:`plan_runs` (made here otherwise).
-    Returns 0 when every stage succeeded, 1 otherwise; bad input raises :class:`BenchError`."""
+    the report (not for a part of a plan: ``shard``; :func:`in_shard` says which invocations a
+    part runs). ``runs``: the plan already made by :func:`plan_runs` (made here otherwise).
+    Under ``torchrun``, ranks other than the first run the distributed stages only
+    (:func:`_run_other_rank`). Returns 0 when every stage succeeded, 1 otherwise; bad input
+    raises :class:`BenchError`."""
     if runs is None:
-        runs = plan_runs(profile, list(stages or measuring_stages()), plugin_names or [], progress)
+        runs = plan_runs(profile, list(stages or measuring_stages()), plugin_names or [], progress, shard)
+    rank, world = torchrun_rank()
+    if rank != 0:
+        return _run_other_rank(runs, out, force, rank, world)
     current = fingerprint()
     started = time.perf_counter()
     summary: dict[str, Any] = {"profile": profile.name, "profile_file": shown_path(profile.path),
+                               "plan_id": plan_id(profile, runs), "shard": str(shard) if shard else None,
                                "fingerprint": current, "plugins": plugin_names or [], "runs": []}
+    report = report and shard is None
     with folder_lock(out):
         states: dict[str, dict[str, Any]] = {}
-        for stage in dict.fromkeys(run.stage for run in runs):
+        for stage in dict.fromkeys(run.stage for run in runs if in_shard(run, shard)):
             states[stage] = _prepare_stage_folder(out / "raw" / stage, current, force)
+        if world > 1:
+            print(f"bench: rank 0 of {world}: every stage and the report; the other ranks join "
+                  f"{', '.join(_distributed(runs)) or 'no stage'}", file=sys.stderr)
         for position, run in enumerate(runs, start=1):
-            folder = out / "raw" / run.stage
-            state = states[run.stage]
             label = f"[{position}/{len(runs)}] {run.stage} #{run.index}"
-            if state["completed"].get(run.run_id, {}).get("status") == "ok":
-                print(f"bench: {label}: done earlier, skipped", file=sys.stderr)
-                run.outcome = {**state["completed"][run.run_id], "skipped": True}
-            else:
-                print(f"bench: {label}: python -m suite {run.stage} {' '.join(run.argv)} --out {folder}",
-                      file=sys.stderr)
-                t0 = time.perf_counter()
-                status, message = _invoke(run, folder)
-                run.outcome = {"status": status, "message": message, "wall_s": round(time.perf_counter() - t0, 2)}
-                state["completed"][run.run_id] = run.outcome
-                write_text_atomic(folder / STATE_FILE, json.dumps(state, indent=2))
-                print(f"bench: {label}: {status} in {run.outcome['wall_s']:.1f} s", file=sys.stderr)
-                if status == "interrupted":
-                    raise KeyboardInterrupt
+            run.outcome = _run_one(run, label, out / "raw" / run.stage, states.get(run.stage), shard)
             summary["runs"].append({"stage": run.stage, "index": run.index, "argv": run.argv, **run.outcome})
         summary["stages_wall_s"] = round(time.perf_counter() - started, 2)
         if report:
@@ -231,6 +294,61 @@ def run_bench(
     failed = [r for r in summary["runs"] if r.get("status") != "ok"]
     if summary.get("report", {}).get("status") not in (None, "ok"):
         failed.append(summary["report"])
+    return 1 if failed else 0
+
+
+def _run_one(run: StageRun, label: str, folder: Path, state: dict[str, Any] | None,
+             shard: Shard | None) -> dict[str, Any]:
+    """Run one invocation into ``folder`` unless this part of the plan leaves it to part 1 or
+    ``state`` records it as done; record it in ``state``; return its outcome (``KeyboardInterrupt``
+    when the stage was interrupted)."""
+    if shard is not None and not in_shard(run, shard):
+        print(f"bench: {label}: the stage takes no --shard; it runs whole in part 1/{shard.count}", file=sys.stderr)
+        return {"status": "ok", "skipped": True, "message": f"run whole in part 1/{shard.count}"}
+    if state is None:
+        raise BenchError(f"{label}: no prepared folder")  # run_bench prepares every folder it runs
+    if _done_earlier(state, run):
+        print(f"bench: {label}: done earlier, skipped", file=sys.stderr)
+        return {**state["completed"][run.run_id], "skipped": True}
+    print(f"bench: {label}: python -m suite {run.stage} {' '.join(run.argv)} --out {folder}", file=sys.stderr)
+    t0 = time.perf_counter()
+    status, message = _invoke(run, folder)
+    outcome = {"status": status, "message": message, "wall_s": round(time.perf_counter() - t0, 2)}
+    state["completed"][run.run_id] = outcome
+    write_text_atomic(folder / STATE_FILE, json.dumps(state, indent=2))
+    print(f"bench: {label}: {status} in {outcome['wall_s']:.1f} s", file=sys.stderr)
+    if status == "interrupted":
+        raise KeyboardInterrupt
+    return outcome
+
+
+def _distributed(runs: list[StageRun]) -> list[str]:
+    """The stages of ``runs`` that train across the ranks of a ``torchrun`` job."""
+    return list(dict.fromkeys(run.stage for run in runs if command(run.stage).distributed))
+
+
+def _run_other_rank(runs: list[StageRun], out: Path, force: bool, rank: int, world: int) -> int:
+    """A rank other than the first under ``torchrun``: one line naming what it skips, then each
+    distributed stage invocation (the first rank holds the folders, their state and the
+    report); an invocation the first rank's state records as done is skipped, as there.
+    Returns 0 when each one it ran succeeded, 1 otherwise."""
+    skipped = [stage for stage in dict.fromkeys(run.stage for run in runs) if not command(stage).distributed]
+    print(f"bench: rank {rank} of {world}: {', '.join([*skipped, 'report'])} run on rank 0 only; this rank "
+          f"joins {', '.join(_distributed(runs)) or 'no stage'}", file=sys.stderr)
+    current = fingerprint()
+    failed = 0
+    for run in runs:
+        if not command(run.stage).distributed:
+            continue
+        folder = out / "raw" / run.stage
+        state = _read_state(folder)
+        if not force and state is not None and state.get("fingerprint") == current and _done_earlier(state, run):
+            print(f"bench: rank {rank}: {run.stage} #{run.index}: done earlier, skipped", file=sys.stderr)
+            continue
+        status, message = _invoke(run, folder)
+        failed += status != "ok"
+        print(f"bench: rank {rank}: {run.stage} #{run.index}: {status}{': ' + message if message else ''}",
+              file=sys.stderr)
     return 1 if failed else 0
 
 

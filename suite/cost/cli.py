@@ -22,14 +22,19 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import UsageError
 from ..options import Option, add_options, positive_int, setting
+from ..shard import Shard, select_shard
 from ..stages import stage
 
-__all__ = ["CostSettings", "SETTINGS", "add_arguments", "main"]
+if TYPE_CHECKING:
+    from .grid import Job
+
+__all__ = ["CostSettings", "SETTINGS", "add_arguments", "main", "plan_jobs"]
 
 
 @dataclass
@@ -46,6 +51,7 @@ class CostSettings:
         parse=positive_int, metavar="S", group="what to measure"), 224)
     batch: tuple[int, ...] = setting("--batch", (1,))
     threads: int = setting("--threads", 1, default_text="1 (counting times nothing; one thread is kind to a shared machine)")
+    shard: Shard | None = setting("--shard", None, default_text="the whole plan")
     out: Path = setting("--out", Path("reports/cost"))
     force: bool = setting("--force", False)
     no_progress: bool = setting("--no-progress", False)
@@ -68,24 +74,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, CostSettings)
 
 
-def main(settings: CostSettings) -> int:
-    """Run the selected grids. Returns 0 once the tables are written (rows with status
-    ``error`` are listed on stderr, they do not fail the run); bad options raise
-    :class:`~suite.errors.UsageError`."""
-    # noise from the counters' imports, not about anything this stage does
+def _quiet_counter_imports() -> None:
+    """Silence the warnings the counters' imports raise (fvcore, thop): noise about their own
+    code, not about anything this stage does."""
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*distutils Version.*", category=DeprecationWarning)
+
+
+def plan_jobs(settings: CostSettings) -> list[Job]:
+    """The jobs the settings ask for (part ``--shard`` of them), in the order they run; an
+    unknown ``--attn`` pattern or ``--arch`` is a :class:`~suite.errors.UsageError`."""
     import modules
 
-    from ..env import collect_environment
-    from ..records import FolderLockedError, environment_columns
-    from ..stage import rewrite_tables, run_stage
-    from .grid import classify_cost_error, measure_cost, model_jobs, module_jobs, tables
-
-    if settings.tables_only:
-        written = rewrite_tables(settings.out, RECORDS_FILE, tables).written
-        print(f"cost: wrote {', '.join(map(str, written)) or 'nothing (no records)'} from the records", file=sys.stderr)
-        return 0
+    _quiet_counter_imports()
+    from .grid import model_jobs, module_jobs
 
     try:
         names = modules.list_attention(settings.attn, strict=True)
@@ -101,6 +103,25 @@ def main(settings: CostSettings) -> int:
             jobs += module_jobs(names, settings.channels, settings.size, batch)
         if settings.level in ("model", "both"):
             jobs += model_jobs(names, archs, settings.model_size, batch)
+    return select_shard(jobs, settings.shard)
+
+
+def main(settings: CostSettings) -> int:
+    """Run the selected grids. Returns 0 once the tables are written (rows with status
+    ``error`` are listed on stderr, they do not fail the run); bad options raise
+    :class:`~suite.errors.UsageError`."""
+    _quiet_counter_imports()
+    from ..env import collect_environment
+    from ..records import FolderLockedError, environment_columns
+    from ..stage import rewrite_tables, run_stage
+    from .grid import classify_cost_error, measure_cost, tables
+
+    if settings.tables_only:
+        written = rewrite_tables(settings.out, RECORDS_FILE, tables).written
+        print(f"cost: wrote {', '.join(map(str, written)) or 'nothing (no records)'} from the records", file=sys.stderr)
+        return 0
+
+    jobs = plan_jobs(settings)
 
     torch.set_num_threads(settings.threads)
     try:
