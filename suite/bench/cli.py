@@ -12,7 +12,7 @@ from ..errors import UsageError
 from ..options import Option, add_options, comma_list, setting
 from ..records import FolderLockedError
 from ..shard import Shard
-from ..stages import command, measuring_stages
+from ..stages import command, measuring_stages, stage
 from .profile import Profile, ProfileError, apply_overrides, list_profiles, load_profile
 from .runner import (
     BenchError,
@@ -25,7 +25,7 @@ from .runner import (
     torchrun_rank,
 )
 
-__all__ = ["BenchSettings", "SETTINGS", "add_arguments", "main"]
+__all__ = ["BenchSettings", "SETTINGS", "add_arguments", "finish_line", "latency_row_problems", "main"]
 
 
 EPILOG = """\
@@ -130,10 +130,47 @@ def main(settings: BenchSettings) -> int:
     if settings.shard is not None:
         print(f"bench: part {settings.shard} done; once every part has run: python -m suite merge --shards "
               f"{out.parent}", file=sys.stderr)
-    print(f"bench: finished in {time.perf_counter() - started:.0f} s "
-          f"({'all stages ok' if code == 0 else 'some stages failed, see bench.json'}); "
-          f"results in {out}", file=sys.stderr)
+    print(finish_line(time.perf_counter() - started, code, out), file=sys.stderr)
     return code
+
+
+def latency_table(out: Path) -> Path:
+    """The latency stage's table in the bench folder ``out`` (``raw/latency/latency.csv``)."""
+    return out / "raw" / "latency" / stage("latency").files["latency"]
+
+
+def latency_row_problems(out: Path) -> tuple[int, dict[str, int]]:
+    """The rows of ``out``'s latency table and, by status, those that carry no numbers
+    (``contended``, a failure: not ``ok`` and not in :data:`suite.records.NOT_FAILURES`), most
+    first; ``(0, {})`` without a table."""
+    import csv
+
+    from ..records import NOT_FAILURES, STATUS_OK
+
+    try:
+        with latency_table(out).open(encoding="utf-8", newline="") as handle:
+            statuses = [row.get("status") or "" for row in csv.DictReader(handle)]
+    except OSError:
+        return 0, {}
+    problems: dict[str, int] = {}
+    for status in statuses:
+        if status != STATUS_OK and status not in NOT_FAILURES:
+            problems[status] = problems.get(status, 0) + 1
+    return len(statuses), dict(sorted(problems.items(), key=lambda item: (-item[1], item[0])))
+
+
+def finish_line(seconds: float, code: int, out: Path) -> str:
+    """The bench's last line: how long it took, whether every stage ran, and, where latency rows
+    came out without numbers (``contended`` on a busy machine, or failed), how many and where."""
+    stages = "stages ok" if code == 0 else "some stages failed, see bench.json"
+    total, problems = latency_row_problems(out)
+    if problems:
+        (first, n), *rest = problems.items()
+        counts = ", ".join([f"{n} of {total} latency rows {first}", *(f"{m} {status}" for status, m in rest)])
+        state = f"{stages}; partial: {counts}, see {latency_table(out)}"
+    else:
+        state = "all stages ok" if code == 0 else stages
+    return f"bench: finished in {seconds:.0f} s ({state}); results in {out}"
 
 
 def _preflight(runs: list[StageRun]) -> None:

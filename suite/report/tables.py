@@ -115,7 +115,7 @@ _LATENCY = _CONFIG + [
     "ratio", "ratio_ci_low", "ratio_ci_high", "ratio_ci_rel", "copy_median_ms", "passes",
     "passes_ci_low", "passes_ci_high", "params", "macs_formula", "min_bytes", "bound", "roofline_fraction",
     "compile_s", "threads_set", "flush_denormal", "allocator_tunables", "cpu_share_min", "other_cores_max",
-    "loadavg_1m", "timing_mode", "host_bound", "ref_host_bound", "host_ms", "flush_l2", "tf32_matmul", "tf32_conv",
+    "contention_policy", "other_cores_allowed", "loadavg_1m", "timing_mode", "host_bound", "ref_host_bound", "host_ms", "flush_l2", "tf32_matmul", "tf32_conv",
     "cudnn_benchmark", "cuda_device", "gpu_check",
 ]
 """The columns of ``latency.csv``, those a table has (the CUDA ones from ``timing_mode`` on: which timer

@@ -44,7 +44,13 @@ from ..records import FolderLockedError, RecordStore, environment_columns
 from ..stage import SweepResult, open_stage, rewrite_tables
 from ..stages import stage
 from .cli_common import SweepPlan, measurement_settings, plan_sweep
-from .contention import ContentionLimits
+from .contention import (
+    AUTO_STRICT_MAX_CPUS,
+    CONTENTION_CHOICES,
+    ContentionLimits,
+    online_cpus,
+    resolve_policy,
+)
 from .grid import Config
 from .job import Job
 from .pool import ALLOCATORS, ISOLATIONS, RoundWorkers, worker_environment
@@ -68,6 +74,7 @@ LEADING_COLUMNS = (
     "copy_median_ms", "passes", "passes_ci_low", "passes_ci_high",
     "macs_formula", "min_bytes", "bound", "bound_ms", "roofline_fraction", "fits_llc",
     "threads_set", "flush_denormal", "allocator_tunables", "cpu_share_min", "other_cores_max",
+    "contention_policy", "other_cores_allowed",
 )
 
 ROUNDS_DEFAULT = {"cpu": 8, "cuda": 5}
@@ -121,9 +128,15 @@ class LatencySettings(GridSettings):
     min_cpu_share: float = setting(Option(
         "--min-cpu-share", "a window is contended when the worker got less than this share of the CPU time its "
         "threads asked for (0: never)", parse=non_negative_float, metavar="F", group=TIMING), ContentionLimits.min_cpu_share)
+    contention: str = setting(Option(
+        "--contention", "how much other work a window tolerates: 'strict', at most --max-other-cores; 'lenient', "
+        "one core more, or on a larger machine up to half its CPUs less --threads; 'auto', strict on up to "
+        f"{AUTO_STRICT_MAX_CPUS} CPUs, lenient above (the policy used is recorded in every row)",
+        choices=CONTENTION_CHOICES, group=TIMING), "auto")
     max_other_cores: float = setting(Option(
-        "--max-other-cores", "... or other processes used more than this many cores meanwhile",
-        parse=non_negative_float, metavar="F", group=TIMING), ContentionLimits.max_other_cores)
+        "--max-other-cores", "... or other processes used more than this many cores meanwhile (strict; lenient "
+        "allows one core more, at least)", parse=non_negative_float, metavar="F", group=TIMING),
+        ContentionLimits.max_other_cores)
     max_steal: float = setting(Option(
         "--max-steal", "... or the hypervisor stole more than this share of the CPUs",
         parse=non_negative_float, metavar="F", group=TIMING), ContentionLimits.max_steal_share)
@@ -204,7 +217,8 @@ def round_plan(settings: LatencySettings, device_type: str) -> RoundPlan:
 
 def round_job(settings: LatencySettings, plan: RoundPlan, device: str, threads: int, budget_s: float) -> Job:
     """The job every latency round sends its worker (the configurations are added per round):
-    per-round sampling, contention limits, retries and the process settings. The CUDA-only
+    per-round sampling, contention limits (``--contention auto`` resolved here by the machine's
+    CPUs, :func:`~suite.timing.contention.resolve_policy`), retries and the process settings. The CUDA-only
     settings (TF32 of convolutions, CUDA graphs, the L2 flush) go only into a CUDA job, so a CPU
     job's wire line is what every revision's worker reads; asking for a graph or a flush without
     CUDA raises a ValueError."""
@@ -220,7 +234,8 @@ def round_job(settings: LatencySettings, plan: RoundPlan, device: str, threads: 
     options = RoundOptions(sample_s=budget_s / plan.rounds, warmup_s=settings.warmup_s,
                            min_samples=settings.min_samples, max_samples=settings.max_samples)
     limits = ContentionLimits(min_cpu_share=settings.min_cpu_share, max_other_cores=settings.max_other_cores,
-                              max_steal_share=settings.max_steal)
+                              max_steal_share=settings.max_steal,
+                              policy=resolve_policy(settings.contention, online_cpus()))
     return Job(threads=threads, device=device, flush_denormal=settings.flush_denormal == "on",
                cudnn_benchmark=settings.cudnn_benchmark == "on", tf32=matmul_tf32,
                options=options, limits=limits, retries=settings.retries, **cuda_fields)
@@ -289,6 +304,8 @@ def _measure(settings: LatencySettings, plan: SweepPlan, rounds: RoundPlan, job:
         environment["timer"] = (f"rounds={rounds.rounds} max_rounds={rounds.max_rounds} budget_s={budget} "
                                 f"isolation={settings.isolation} allocator={settings.allocator} "
                                 f"flush_denormal={settings.flush_denormal} rel_tol={rounds.rel_tol}")
+        if plan.torch_device.type == "cpu" and job.limits is not None:
+            environment["timer"] += f" contention={job.limits.policy}"
         if plan.torch_device.type == "cuda":
             environment["timer"] += f" cuda_graph={settings.cuda_graph} flush_l2={settings.flush_l2} tf32={settings.tf32}"
         peaks = _LazyPeaks(plan.device, plan.axes.dtype, settings.roofline_copy_mib, run.store, environment,

@@ -147,11 +147,20 @@ class Job:
             "cudnn_benchmark": self.cudnn_benchmark, "tf32": self.tf32,
             "items": [dict(item) for item in self.items], "runner": self.runner,
             "options": None if self.options is None else asdict(self.options),
-            "limits": None if self.limits is None else asdict(self.limits),
+            "limits": None if self.limits is None else _limits_wire(self.limits),
             "retries": self.retries,
             "gate_settings": None if self.gate_settings is None else dict(self.gate_settings),
             "tf32_conv": self.tf32_conv, "cuda_graph": self.cuda_graph, "flush_l2": self.flush_l2,
         }
+
+
+def _limits_wire(limits: Any) -> dict[str, Any]:
+    """Contention limits as the wire carries them: the ``strict`` policy (the rule every revision's
+    worker applies) is left out, so a strict job's line is the one earlier workers read."""
+    wire = asdict(limits)
+    if wire.get("policy") == "strict":
+        del wire["policy"]
+    return wire
 
 
 def _wire_names() -> dict[str, str]:

@@ -9,6 +9,12 @@ centre and 95% interval are Student's t on the log of its per-round values
 (:func:`suite.timing.stats.across_rounds`), so the variation between processes is inside them.
 :class:`RoundPlan` says how many rounds a configuration gets and when it is done.
 
+A row states the load its rounds saw: ``cpu_share_min`` (the least share of the CPU time asked
+for) and ``other_cores_max`` (the most other processes' work, in cores) over the clean rounds of
+an ``ok`` row, over every round tried for a ``contended`` one; and, for CPU rows, the policy
+they were judged by (``contention_policy``, ``other_cores_allowed``,
+:mod:`suite.timing.contention`).
+
 GPU rows also carry what the rounds recorded about how they were timed (:mod:`suite.timing.cuda`):
 ``timing_mode`` (``eager-launch`` or ``cuda-graph``), ``flush_l2``, ``tf32_matmul``,
 ``tf32_conv``, ``cudnn_benchmark``, ``cuda_device`` and ``gpu_check``; and ``host_bound``
@@ -121,9 +127,10 @@ ROW_SETTINGS = (
     "reference", "params", "param_bytes", "formula_macs", "compile_s", "input_shape", "output_shape",
     "input_element_size", "threads_set", "flush_denormal", "allocator_tunables",
     "cuda_device", "timing_mode", "flush_l2", "tf32_matmul", "tf32_conv", "cudnn_benchmark", "gpu_check",
+    "contention_policy", "other_cores_allowed",
 )
 """Fields a row copies from its latest round where the round has them (the CUDA settings only
-GPU rounds record)."""
+GPU rounds record, the contention policy only CPU rounds)."""
 
 NUMERIC_COLUMNS = (
     "median_ms", "ci_low_ms", "ci_high_ms", "ci_rel", "iqr_ms", "p90_ms", "p99_ms", "min_ms", "n",
@@ -150,6 +157,7 @@ def aggregate_rounds(progress: RoundProgress, plan: RoundPlan) -> dict[str, Any]
     if len(clean) < plan.rounds:
         reasons = sorted({r.get("message", "") for r in contended})
         row.update(dict.fromkeys(NUMERIC_COLUMNS, math.nan))
+        row.update(_load_fields([*clean, *contended]))
         row.update(status=CONTENDED, message=(
             f"{len(clean)} of {plan.rounds} rounds clean after {progress.attempts} tries; " + " | ".join(reasons))[:2000])
         return row
@@ -181,11 +189,16 @@ def _measured_fields(clean: list[dict[str, Any]], plan: RoundPlan) -> dict[str, 
     row["copy_median_ms"] = across_rounds(copies, confidence).center * 1e3
     row.update(_interval_fields(per_round(clean, "passes"), confidence, _names("passes")))
     row["converged"] = bool(row["ratio_ci_rel"] <= plan.rel_tol)
-    row["cpu_share_min"] = min(_finite(r.get("cpu_share") for r in clean), default=math.nan)
-    row["other_cores_max"] = max(_finite(r.get("other_cores") for r in clean), default=math.nan)
+    row.update(_load_fields(clean))
     row["warmup_steady"] = all(r.get("warmup_steady", False) for r in clean)
     row.update(_host_fields(clean))
     return row
+
+
+def _load_fields(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """The load ``rounds`` saw: ``cpu_share_min`` and ``other_cores_max`` (NaN where unread)."""
+    return {"cpu_share_min": min(_finite(r.get("cpu_share") for r in rounds), default=math.nan),
+            "other_cores_max": max(_finite(r.get("other_cores") for r in rounds), default=math.nan)}
 
 
 def _host_fields(clean: list[dict[str, Any]]) -> dict[str, Any]:

@@ -26,6 +26,11 @@ of a configuration (record ``latency``) is written when its rounds are complete:
 * a failure (``build_error``, ``error``, ``oom``, ``timeout``, ``refused``...) ends the
   configuration at once with that status.
 
+Every CPU round record carries the load its window saw (``cpu_share``, ``other_cores``,
+``steal_share``) and the contention policy it was judged by (``contention_policy``,
+``other_cores_allowed``: :meth:`suite.timing.contention.ContentionLimits.describe`); the row
+states them too (:mod:`suite.timing.round_stats`).
+
 Resume (:mod:`suite.timing.resume`): a re-run continues the latest generation of every key
 without a row; ``--force`` (every key) and ``--retry-failed`` (keys whose row is not ``ok``)
 start a new generation. A round record's ``pass`` is the run's own pass over the configurations.
@@ -43,6 +48,7 @@ from typing import Any
 from ..records import STATUS_OK, RecordStore, environment_columns
 from ..stage import SweepResult, interruptible_run
 from ..stage import loadavg as _loadavg
+from .contention import online_cpus
 from .grid import Config
 from .job import Job
 from .pool import RoundWorkers
@@ -89,7 +95,8 @@ def run_rounds(
             record = {"record": "latency_round", "key": f"{config.key()}|g{entry.generation}|r{entry.attempts}",
                       "config_key": config.key(), "generation": entry.generation, "round": entry.attempts,
                       "pass": round_index,
-                      **config.as_row(), **fields, "loadavg_1m": _loadavg(), **env_fields}
+                      **config.as_row(), **fields, **_contention_fields(config, job), "loadavg_1m": _loadavg(),
+                      **env_fields}
             store.append(record, environment=env_fields)
             add_round(entry, record)
             if bar is not None:
@@ -109,6 +116,14 @@ def run_rounds(
             round_index += 1
             _write_finished_rows(todo, state, store, plan, finish, env_fields, result)
     return result
+
+
+def _contention_fields(config: Config, job: Job) -> dict[str, Any]:
+    """The policy a CPU round's windows were judged by and the other work it allowed them (the
+    worker checks contention on the CPU only; nothing for other devices)."""
+    if config.device != "cpu" or job.limits is None:
+        return {}
+    return job.limits.describe(cpus=online_cpus(), threads=config.threads)
 
 
 def _write_finished_rows(todo: Sequence[Config], state: dict[str, RoundProgress | None], store: RecordStore,
