@@ -126,6 +126,8 @@ COMMANDS: dict[str, StageSpec] = {spec.name: spec for spec in (
               "every stage of a profile, then the report (what nox -s bench runs)"),
     StageSpec("merge", "suite.bench.merge",
               "join the folders of a bench run in parts (--shard K/N) into one folder, its tables and report"),
+    StageSpec("compare", "suite.compare",
+              "two result folders side by side: both values with their intervals, the change and a verdict per row"),
     StageSpec("report", "suite.report.cli",
               "tables, figures and README re-rendered from a profile's raw outputs"),
     StageSpec("regress", "suite.regress.cli",

@@ -39,7 +39,13 @@ def _parser(command: str) -> argparse.ArgumentParser:
 
 
 def _flags(parser: argparse.ArgumentParser) -> list[str]:
-    return [action.option_strings[0] for action in parser._actions if action.option_strings[0] != "-h"]
+    return [action.option_strings[0] for action in parser._actions
+            if action.option_strings and action.option_strings[0] != "-h"]
+
+
+def _positionals(parser: argparse.ArgumentParser) -> list[str]:
+    """The fields a command takes as positional arguments (compare's folders A and B)."""
+    return [action.dest for action in parser._actions if not action.option_strings]
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -47,9 +53,9 @@ def test_every_flag_is_a_field_of_the_command_settings(command: str) -> None:
     settings_class = command_settings()[command]
     declared = [option.flag for _, option in options_of(settings_class)]
     assert len(declared) == len(set(declared)), f"{command}: a flag declared twice: {sorted(declared)}"
-    fields = [f.name for f in dataclasses.fields(settings_class)]
-    assert fields == [f.name for f, _ in options_of(settings_class)], f"{command}: a field without a flag"
     parser = _parser(command)
+    fields = [f.name for f in dataclasses.fields(settings_class) if f.name not in _positionals(parser)]
+    assert fields == [f.name for f, _ in options_of(settings_class)], f"{command}: a field without a flag"
     assert sorted(_flags(parser)) == sorted(declared)
     parsed, defaults = vars(parser.parse_args([])), settings_class()
     for f, _ in options_of(settings_class):

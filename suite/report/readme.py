@@ -10,7 +10,7 @@ import pandas as pd
 
 from .load import StageData
 
-__all__ = ["summary_markdown", "environment_markdown", "render_readme", "FIGURE_TEXT"]
+__all__ = ["summary_markdown", "environment_markdown", "render_readme", "across_machines_block", "FIGURE_TEXT"]
 
 FIGURE_TEXT: dict[str, tuple[str, str]] = {
     "cost_benefit": (
@@ -259,11 +259,18 @@ def accuracy_markdown(accuracy: pd.DataFrame, per_class: pd.DataFrame, runs: pd.
     return "\n".join(lines) + "\n"
 
 
+def across_machines_block(text: str) -> list[str]:
+    """The README lines of the "Across machines" section (none without its text)."""
+    return ["## Across machines", "", text] if text else []
+
+
 def render_readme(profile: str, summary: pd.DataFrame, figures: dict[str, str | None],
                   figure_notes: dict[str, str], envs: dict[str, dict[str, Any]],
                   extra_env: dict[str, dict[str, str]], stages: dict[str, StageData],
-                  captions: dict[str, str], outputs: list[str], accuracy_text: str = "") -> str:
-    """The whole README text."""
+                  captions: dict[str, str], outputs: list[str], accuracy_text: str = "",
+                  machines_text: str = "") -> str:
+    """The whole README text; ``machines_text``, where given, is the "Across machines" section
+    (:mod:`suite.report.machines`)."""
     missing = [n for n, d in stages.items() if d.state == "missing"]
     empty = [n for n, d in stages.items() if d.state == "empty"]
     failed = [n for n, d in stages.items() if d.state == "failed"]
@@ -297,6 +304,7 @@ def render_readme(profile: str, summary: pd.DataFrame, figures: dict[str, str | 
     ]
     if accuracy_text:
         out += ["## Accuracy", "", accuracy_text]
+    out += across_machines_block(machines_text)
     out += [
         "## Figures",
         "",

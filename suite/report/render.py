@@ -62,7 +62,9 @@ def _cuda_timing_notes(ok: pd.DataFrame) -> list[str]:
 def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, Any]:
     """Re-render ``profile_dir``'s tables, figures and README from ``profile_dir/raw/<stage>/``.
 
-    Nothing is measured. A missing, empty or failed stage is reported, never raised.
+    Nothing is measured. A missing, empty or failed stage is reported, never raised. A folder
+    that lists other machines' folders of its profile (``other_machines.txt``) also gets the
+    "Across machines" section and ``across_machines.csv`` (:mod:`suite.report.machines`).
 
     Args:
         profile_dir: ``reports/<profile>``, holding ``raw/``.
@@ -84,6 +86,7 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
     frames = {name: report_tables[spec.report_file] for name, spec in measuring_stages().items()}
     summary = summary_table(frames)
     tables = {"summary.csv": summary, **report_tables}
+    machines_text = _across_machines(profile_dir, tables)
     for name, frame in tables.items():
         write_csv_atomic(profile_dir / name, frame)
     envs = {name: _environment(stages[name], spec.environment_tables) for name, spec in measuring_stages().items()}
@@ -97,7 +100,7 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
     per_class = report_tables.get("accuracy_per_class.csv", pd.DataFrame())
     accuracy_text = accuracy_markdown(accuracy, per_class, stages["accuracy"].table("runs")) if not accuracy.empty else ""
     readme = render_readme(profile, summary, relative, notes, envs, _extra_environment(stages), stages, captions,
-                           list(tables), accuracy_text)
+                           list(tables), accuracy_text, machines_text)
     write_text_atomic(profile_dir / "README.md", readme)
     return {
         "profile": profile,
@@ -111,6 +114,20 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
         "types": int(len(summary)),
         "seconds": round(time.perf_counter() - start, 2),
     }
+
+
+def _across_machines(profile_dir: Path, tables: dict[str, pd.DataFrame]) -> str:
+    """The "Across machines" section (:mod:`suite.report.machines`) when the folder lists other
+    machines' folders: its table joins ``tables``, and its text is returned (``""`` without the
+    list, whose earlier table is then removed, so that it cannot contradict the README)."""
+    from .machines import CSV_FILE, across_machines_section
+
+    frame, text = across_machines_section(profile_dir)
+    if frame is not None:
+        tables[CSV_FILE] = frame
+    elif (profile_dir / CSV_FILE).exists():
+        (profile_dir / CSV_FILE).unlink()
+    return text
 
 
 def _captions(profile: str, frames: dict[str, pd.DataFrame], envs: dict[str, dict[str, Any]],
