@@ -24,7 +24,7 @@ import torch
 
 __all__ = [
     "collect_environment", "git_commit", "cpu_model", "gpu_environment", "gpu_state", "PROJECT_ROOT",
-    "package_version", "RECORDED_GPU_FIELDS", "Runner", "THROTTLE_REASONS",
+    "package_version", "RECORDED_GPU_FIELDS", "Runner", "THROTTLE_REASONS", "nvml_handle",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -137,9 +137,22 @@ def _smi_query(fields: Sequence[str], target: str | None, runner: Runner) -> lis
     return values if len(values) == len(fields) else None
 
 
+def nvml_handle(nvml: Any, target: str) -> Any:
+    """NVML's handle of the device ``target`` names (a ``GPU-``/``MIG-`` UUID, else an index)
+    through the module ``nvml`` (pynvml). The UUID is passed as bytes, what NVML's C call takes
+    (pynvml hands it to ctypes' ``c_char_p``, which refuses text), and as text where this pynvml
+    refuses bytes (``TypeError``)."""
+    if not target.startswith(("GPU-", "MIG-")):
+        return nvml.nvmlDeviceGetHandleByIndex(int(target))
+    try:
+        return nvml.nvmlDeviceGetHandleByUUID(target.encode())
+    except TypeError:
+        return nvml.nvmlDeviceGetHandleByUUID(target)
+
+
 def _nvml_read(target: str, read: Callable[[Any, Any], dict[str, Any]]) -> dict[str, Any] | None:
-    """``read(pynvml, handle)`` for the device ``target`` names, between ``nvmlInit`` and
-    ``nvmlShutdown``; ``None`` where pynvml is not installed or NVML fails."""
+    """``read(pynvml, handle)`` for the device ``target`` names (:func:`nvml_handle`), between
+    ``nvmlInit`` and ``nvmlShutdown``; ``None`` where pynvml is not installed or NVML fails."""
     try:
         import pynvml
     except ImportError:
@@ -149,11 +162,8 @@ def _nvml_read(target: str, read: Callable[[Any, Any], dict[str, Any]]) -> dict[
     except pynvml.NVMLError:
         return None
     try:
-        by_uuid = target.startswith(("GPU-", "MIG-"))
-        handle = (pynvml.nvmlDeviceGetHandleByUUID(target) if by_uuid
-                  else pynvml.nvmlDeviceGetHandleByIndex(int(target)))
-        return read(pynvml, handle)
-    except (pynvml.NVMLError, ValueError):
+        return read(pynvml, nvml_handle(pynvml, target))
+    except (pynvml.NVMLError, TypeError, ValueError):
         return None
     finally:
         with contextlib.suppress(pynvml.NVMLError):

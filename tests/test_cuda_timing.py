@@ -10,6 +10,8 @@ import io
 import json
 import math
 import os
+import signal
+import subprocess
 import time
 from types import SimpleNamespace
 
@@ -218,6 +220,35 @@ def test_the_event_clock_times_the_hosts_enqueue_before_it_synchronizes(fake_gpu
     assert 0.01 <= clock.last_host_s < 0.05  # five 2 ms enqueues, without the 50 ms synchronize
 
 
+def test_the_event_clock_keeps_the_gpu_busy_before_its_start_event(fake_gpu, monkeypatch) -> None:
+    """A spin kernel goes on the timed stream before the start event: the launch latency of the
+    block's first call is not in the sample."""
+    entered: list[object] = []
+
+    def sleep(cycles: int) -> None:
+        FakeEvent.log.append(("sleep", entered[-1] if entered else None))
+        assert cycles >= 50_000
+
+    @contextlib.contextmanager
+    def on_stream(stream: object):
+        entered.append(stream)
+        yield
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "_sleep", sleep, raising=False)
+    monkeypatch.setattr(torch.cuda, "stream", on_stream)
+    clock = CudaEventClock("cuda:1", event_factory=FakeEvent)
+    clock.time(_gpu_work(1e-3), 3)
+    clock.time(_gpu_work(1e-3), 3)
+    steps = [what for what, _ in FakeEvent.log if what in ("sleep", "record")]
+    assert steps == ["sleep", "record", "record"] * 2  # each block: the spin, then its start and end events
+    assert {getattr(stream, "index", None) for what, stream in FakeEvent.log if what == "sleep"} == {1}
+    monkeypatch.delattr(torch.cuda, "_sleep")  # a torch without it: events alone
+    FakeEvent.log.clear()
+    CudaEventClock("cuda:1", event_factory=FakeEvent).time(_gpu_work(1e-3), 3)
+    assert [what for what, _ in FakeEvent.log if what in ("sleep", "record")] == ["record", "record"]
+
+
 def _fake_workload(module_step, reference_step):
     def build(config, cache=None, *, graph_safe=False):
         BUILT.append(graph_safe)
@@ -379,6 +410,37 @@ def test_the_gpu_check_ignores_this_process_and_its_ancestors_and_says_when_it_c
     assert hidden.state == "unverified" and "PID namespace" in hidden.note and not hidden.reason(0)
 
 
+def _orphan(new_session: bool) -> int:
+    """A ``sleep`` whose parent (a shell) has exited: not a descendant of this process; in this
+    process's session unless ``new_session``."""
+    command = ("setsid " if new_session else "") + "sleep 30 >/dev/null 2>&1 & echo $!"
+    pid = int(subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=True).stdout)
+    for _ in range(100):  # setsid forks when it is a process group leader: wait for the sleep's own session
+        if not new_session or os.getsid(pid) != os.getsid(0):
+            break
+        time.sleep(0.01)
+    return pid
+
+
+def test_the_gpu_check_counts_descendants_and_this_session_as_its_own() -> None:
+    """Inductor's compile workers (descendants, or processes of the worker server's session) on
+    the GPU do not make a window contended; a process of another session and parentage does."""
+    me = gpu.GpuProcess(os.getpid())
+    child = subprocess.Popen(["sleep", "30"], start_new_session=True)  # a descendant in a session of its own
+    sibling, stranger = _orphan(new_session=False), _orphan(new_session=True)
+    try:
+        assert gpu.gpu_check(0, lambda i: [me, gpu.GpuProcess(child.pid)]).state == "exclusive"
+        assert gpu.gpu_check(0, lambda i: [me, gpu.GpuProcess(sibling)]).state == "exclusive"
+        shared = gpu.gpu_check(0, lambda i: [me, gpu.GpuProcess(stranger)])
+        assert shared.state == "shared" and f"pid {stranger}" in shared.reason(0)
+    finally:
+        child.kill()
+        child.wait()
+        for pid in (sibling, stranger):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_nvidia_smi_is_asked_about_the_device_by_its_uuid(monkeypatch) -> None:
     asked: list[list[str]] = []
 
@@ -414,3 +476,21 @@ def test_host_bound_is_the_median_share_of_host_time_over_gpu_time() -> None:
     assert not gpu.host_bound([1e-5, 1e-5, 2e-4], [1e-4, 1e-4, 1e-4])
     assert not gpu.host_bound([], [])
     assert math.isclose(gpu.HOST_BOUND_SHARE, 0.9)
+
+
+@pytest.mark.parametrize(("mode", "fp32"), [("default", "ieee"), ("off", "ieee"), ("on", "tf32")])
+def test_the_machine_records_say_at_which_precision_each_matmul_peak_ran(
+        mode: str, fp32: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``--tf32 default`` the fp32 peak is IEEE while cuDNN convolutions run TF32: the
+    records say so, for a conv row's roofline_fraction above 1 to be read right."""
+    from suite.timing import roofline
+
+    monkeypatch.setattr(roofline, "measure_matmul_rate", lambda device, dtype, n, options=None: 1e12)
+    monkeypatch.setattr(roofline, "measure_bandwidth", lambda device, nbytes, options=None: 1e11)
+    monkeypatch.setattr(roofline, "last_level_cache_bytes", lambda device: None)
+    monkeypatch.setattr(roofline, "_on_device", lambda device: contextlib.nullcontext())
+    with cuda_settings(cudnn_benchmark=True, tf32=mode):
+        peaks = roofline.measure_machine("cuda:0", ("fp32", "bf16"))
+    rows = {r["dtype"]: r for r in peaks.as_rows() if r["quantity"] == "matmul_GMACps"}
+    assert rows["fp32"]["peak_precision"] == fp32 and rows["bf16"]["peak_precision"] == "bf16"
+    assert roofline.peak_precision("cpu", "fp32") == "ieee"

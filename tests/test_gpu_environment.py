@@ -135,9 +135,11 @@ class FakeNvml(SimpleNamespace):
     def nvmlShutdown(self) -> None:
         self.shutdowns += 1
 
-    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> str:
-        self.handles.append(uuid)
-        return uuid
+    def nvmlDeviceGetHandleByUUID(self, uuid: bytes) -> str:
+        if not isinstance(uuid, bytes):  # pynvml hands the UUID to ctypes' c_char_p
+            raise TypeError("bytes or integer address expected instead of str instance")
+        self.handles.append(uuid.decode())
+        return uuid.decode()
 
     def nvmlDeviceGetClockInfo(self, handle: str, clock: int) -> int:
         return {1: 1755, 2: 2619}[clock]
@@ -167,6 +169,35 @@ def test_pynvml_answers_where_nvidia_smi_cannot(two_gpus: None, monkeypatch: pyt
     gpu = env.gpu_environment("cuda:1", runner=missing_smi)
     assert (gpu["gpu_uuid"], gpu["gpu_driver"]) == ("GPU-00000000-0000-0000-0000-00000000000b", "535.104.05")
     assert set(nvml.handles) == {"GPU-00000000-0000-0000-0000-00000000000b"} and nvml.shutdowns == 2
+
+
+def test_the_device_is_asked_for_by_its_uuid_as_bytes_or_as_text(two_gpus: None,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """pynvml's ``nvmlDeviceGetHandleByUUID`` takes bytes (ctypes' ``c_char_p``); one that takes
+    text only is asked again with text. The environment and the latency stage's check of other
+    GPU processes ask the same way."""
+    from suite.timing import cuda
+
+    nvml = FakeNvml()
+    nvml.nvmlDeviceGetComputeRunningProcesses = lambda handle: [SimpleNamespace(pid=7, usedGpuMemory=2**20)]
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(cuda, "_pynvml", lambda: nvml)
+    uuid = "GPU-00000000-0000-0000-0000-00000000000b"
+    assert env.gpu_environment("cuda:1", runner=missing_smi)["gpu_uuid"] == uuid
+    assert cuda.query_gpu_processes(1) == [cuda.GpuProcess(7, 1.0)]
+    assert nvml.handles == [uuid, uuid]
+
+    def text_only(target: object) -> str:
+        if not isinstance(target, str):
+            raise TypeError("expected str")
+        nvml.handles.append(target)
+        return target
+
+    nvml.nvmlDeviceGetHandleByUUID = text_only
+    nvml.handles.clear()
+    assert env.gpu_state("cuda:1", runner=missing_smi)["gpu_sm_clock_mhz"] == 1755
+    assert cuda.query_gpu_processes(1) == [cuda.GpuProcess(7, 1.0)]
+    assert nvml.handles == [uuid, uuid]
 
 
 def test_without_a_uuid_the_visible_devices_name_the_gpu(two_gpus: None, monkeypatch: pytest.MonkeyPatch) -> None:

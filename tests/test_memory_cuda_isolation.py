@@ -24,6 +24,7 @@ from suite import env
 from suite.records import RecordStore
 from suite.timing import cli_memory, memory
 from suite.timing.grid import Config
+from suite.timing.timer import TF32_MODES, cuda_settings
 from suite.timing.workloads import StageError
 
 FAKE_WORKER = r"""
@@ -119,7 +120,7 @@ def test_a_hanging_cuda_worker_times_out_and_the_sweep_goes_on(tmp_path: Path, f
     assert rows["se"]["status"] == "timeout" and "more than 3 s" in rows["se"]["message"]
     assert rows["eca"]["status"] == "ok" and rows["eca"]["cuda_step_peak_bytes"] == 4096
     assert rows["eca"]["isolation"] == "spawn"
-    assert rows["eca"]["seen_flags"]["cudnn.benchmark"] is True  # the stage's settings reach the worker
+    assert rows["eca"]["seen_flags"] == {"cudnn_benchmark": True, "tf32": "default"}  # the stage's settings
     assert rows["cbam"]["status"] == "error" and "illegal memory access" in rows["cbam"]["message"]
     assert rows["gct"]["status"] == "oom" and "CUDA out of memory" in rows["gct"]["message"]
     worker, helper = map(int, fake_workers.read_text().split())
@@ -132,7 +133,7 @@ def test_the_cuda_worker_gets_the_device_and_the_parents_backend_flags(fake_work
     config = Config(stage="memory", attn="eca", mode="train", device="cuda:1", batch=1, channels=8, size=8)
     fields = memory.measure_memory_cuda_isolated(config, timeout_s=60)
     assert fields["seen_device"] == "cuda:1" and fields["seen_flags"] == memory.backend_flags()
-    assert fields["seen_flags"]["cudnn.benchmark"] is True and fields["isolation"] == "spawn"
+    assert fields["seen_flags"]["cudnn_benchmark"] is True and fields["isolation"] == "spawn"
     with pytest.raises(ValueError, match="'cpu'"):
         memory.measure_memory_cuda_isolated(dataclasses.replace(config, device="cpu"))
 
@@ -141,8 +142,8 @@ def test_the_cuda_worker_gets_the_device_and_the_parents_backend_flags(fake_work
 def restored_backends() -> Any:
     """torch's cuDNN and TF32 flags as they were before the test."""
     saved = memory.backend_flags()
-    yield
-    memory._apply_backend_flags(saved)
+    with cuda_settings(cudnn_benchmark=saved["cudnn_benchmark"], tf32=saved["tf32"]):
+        yield
 
 
 def test_the_worker_measures_a_cuda_config_on_its_device_under_the_flags(monkeypatch: pytest.MonkeyPatch,
@@ -152,10 +153,39 @@ def test_the_worker_measures_a_cuda_config_on_its_device_under_the_flags(monkeyp
     monkeypatch.setattr(memory, "measure_memory_cuda",
                         lambda config: {"cuda_peak_bytes": 1, "benchmark": torch.backends.cudnn.benchmark})
     config = Config(stage="memory", attn="se", mode="forward", device="cuda:1", batch=1, channels=8, size=8)
-    flags = {**memory.backend_flags(), "cudnn.benchmark": not torch.backends.cudnn.benchmark}
+    flags = {**memory.backend_flags(), "cudnn_benchmark": not torch.backends.cudnn.benchmark}
     fields = memory._measure_in_child(json.dumps(config.to_wire()), flags)
-    assert fields == {"cuda_peak_bytes": 1, "benchmark": flags["cudnn.benchmark"]}
+    assert fields == {"cuda_peak_bytes": 1, "benchmark": flags["cudnn_benchmark"]}
     assert devices == [torch.device("cuda:1")]
+
+
+def _tf32_getters() -> dict[str, Any]:
+    """What inductor reads of TF32 (the legacy getters), or ``raises`` for a getter that raises."""
+    read = {"matmul": lambda: torch.backends.cuda.matmul.allow_tf32, "conv": lambda: torch.backends.cudnn.allow_tf32,
+            "precision": torch.get_float32_matmul_precision}
+    values: dict[str, Any] = {}
+    for name, getter in read.items():
+        try:
+            values[name] = getter()
+        except RuntimeError:
+            values[name] = "raises"
+    return values
+
+
+@pytest.mark.parametrize("mode", ["default", "on", "off"])
+def test_the_worker_runs_in_the_parents_tf32_mode_with_the_legacy_getters_answering(
+        mode: str, monkeypatch: pytest.MonkeyPatch, restored_backends: None) -> None:
+    """The parent's ``--tf32`` mode reaches the worker by name and is set there as the latency
+    stage sets it (:func:`suite.timing.timer.cuda_settings`): the getters inductor reads answer."""
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(memory, "measure_memory_cuda", lambda config: _tf32_getters())
+    with cuda_settings(cudnn_benchmark=True, tf32=mode):
+        flags = memory.backend_flags()
+    assert flags == {"cudnn_benchmark": True, "tf32": mode}
+    config = Config(stage="memory", attn="se", mode="forward", device="cuda:0", batch=1, channels=8, size=8)
+    seen = memory._measure_in_child(json.dumps(config.to_wire()), flags)
+    matmul, conv = TF32_MODES[mode]
+    assert seen == {"matmul": matmul, "conv": conv, "precision": "high" if matmul else "highest"}
 
 
 class FakeCudaMemory:

@@ -11,7 +11,13 @@ rank takes part in every run.
 A run that raises is a record of status ``error`` and the sweep goes on, in one process. In a
 job of several processes the others would wait for the failed one in their next collective, so
 the failed rank leaves at once (:class:`RankFailed`: its rank and message on stderr, exit
-status 1) and ``torchrun`` stops the rest.
+status 1) and ``torchrun`` stops the rest; the bench (:mod:`suite.bench.runner`) records that
+message as the stage's error and ends the bench on that rank.
+
+Every rank joins the job at :func:`run_sweep`'s start and waits there for the others at most
+``--dist-timeout`` minutes: the ranks must reach it together. The bench under ``torchrun``
+therefore runs this stage first on every rank, before the first rank alone measures the other
+stages.
 """
 
 from __future__ import annotations

@@ -40,8 +40,8 @@ records, and ``epoch_s`` of ``raw/accuracy/runs.csv``):
   configurations add the compile time (assumed, no published figure fits: 10 s for a module's
   forward, 25 s for its training step, 45 s and 120 s for a model, in the first round; 2, 4, 8 and
   20 s in the later rounds, whose fresh processes find inductor's on-disk caches warm);
-* memory: 5 s to start, 3 s per configuration (a fresh process that creates its CUDA context,
-  builds, steps);
+* memory: 5 s to start, 6 s per configuration (a fresh interpreter that imports torch, creates
+  its CUDA context, builds and steps twice: 5-8 s where a CUDA context takes 1-3 s to create);
 * accuracy: as on the CPU at the rates above, 20 s per run (build, autotuning, evaluation) and
   60 s per invocation (decoding Imagenette at 256 px);
 * the cost stage counts on the host's CPU: the CPU model.
@@ -140,7 +140,7 @@ CUDA = DeviceModel(
                      ("model", "train"): 120.0},
     compile_later_s={("module", "forward"): 2.0, ("module", "train"): 4.0, ("model", "forward"): 8.0,
                      ("model", "train"): 20.0},
-    memory_start_s=5.0, memory_config_s=3.0,
+    memory_start_s=5.0, memory_config_s=6.0,
     train_macs_per_s=3.67e13, fp32_slowdown=2.63, accuracy_run_s=20.0, accuracy_start_s=60.0,
 )
 

@@ -20,10 +20,21 @@ K of N; a stage that does not runs its whole plan in part 1 and is skipped in th
 every configuration is measured once. ``bench.json`` names the part and the plan (``plan_id``,
 the same in every part), which ``python -m suite merge`` checks before it joins the parts.
 
-Under ``torchrun`` (``WORLD_SIZE`` > 1) the first rank runs the bench as above; the other ranks
-run only the stages that train across ranks (:attr:`suite.stages.StageSpec.distributed`, the
-accuracy stage), joining the first rank there, and skip an invocation the first rank's state
-records as done.
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the stages that train across ranks
+(:attr:`suite.stages.StageSpec.distributed`, the accuracy stage) run first, on every rank
+together; only then does the first rank run the other stages and the report, while the other
+ranks have left. The other order would keep the other ranks waiting at the process group's
+rendezvous (bounded by the accuracy stage's ``--dist-timeout``) for as long as the first rank
+measures cost, latency and memory, hours for a large plan, and the job would end in their
+timeout. The other ranks skip an invocation the first rank's state records as done. When a
+distributed invocation fails, the rank ends the bench at once with exit status 1 (the other
+ranks cannot go on without it; ``torchrun`` stops them), after the first rank has written
+``bench.json``.
+
+Each invocation's outcome also records ``records_end``, the number of complete lines of the
+stage's records file once it finished: which records each invocation wrote, which
+``python -m suite merge`` uses to keep, for a key measured in two parts, the record of the
+earliest invocation (as one unsharded run keeps it).
 """
 
 from __future__ import annotations
@@ -43,21 +54,21 @@ from pathlib import Path
 from typing import Any
 
 from ..env import collect_environment
-from ..errors import USAGE_EXIT, UsageError
+from ..errors import UsageError
 from ..options import SettingsError, from_mapping, to_argv
 from ..portable import portable_text, shown_path
 from ..records import folder_lock, write_text_atomic
 from ..shard import Shard
 from ..stages import command, measuring_stages
 from .profile import Profile
+from .state import STATE_FILE, complete_lines, new_state, run_key, without_shard, write_state
 
 __all__ = ["BenchError", "StageRun", "fingerprint", "resolve_attn", "plan_runs", "run_bench", "takes_shard",
-           "in_shard", "plan_id", "shard_folder", "torchrun_rank"]
+           "in_shard", "plan_id", "shard_folder", "torchrun_rank", "run_order"]
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_KEYS = ("commit", "python", "torch_version", "torchvision_version", "cpu", "cpu_count", "gpu")
-STATE_FILE = "bench_state.json"
 IDENTITY_FREE = ("--shard", "--no-progress")
 """Flags that do not change what a plan measures (left out of :func:`plan_id`)."""
 
@@ -82,8 +93,7 @@ class StageRun:
 
     @property
     def run_id(self) -> str:
-        digest = hashlib.sha256(json.dumps([self.stage, self.argv]).encode()).hexdigest()[:12]
-        return f"{self.stage}-{self.index}-{digest}"
+        return run_key(self.stage, self.index, self.argv)
 
 
 def fingerprint() -> dict[str, Any]:
@@ -136,16 +146,7 @@ def plan_id(profile: Profile, runs: list[StageRun]) -> str:
     """A short hash of what the plan measures (the profile's name and every invocation's flags
     but :data:`IDENTITY_FREE`): the same in every part of a plan run with ``--shard``."""
     def identity(argv: list[str]) -> list[str]:
-        kept, skip = [], False
-        for i, arg in enumerate(argv):
-            if skip:
-                skip = False
-                continue
-            if arg in IDENTITY_FREE:
-                skip = arg == "--shard" and i + 1 < len(argv)
-                continue
-            kept.append(arg)
-        return kept
+        return [arg for arg in without_shard(argv) if arg not in IDENTITY_FREE]
 
     blob = json.dumps([profile.name, [[run.stage, run.index, identity(run.argv)] for run in runs]])
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -217,24 +218,27 @@ def _prepare_stage_folder(folder: Path, current: dict[str, Any], force: bool) ->
         reason = "--force" if force else ("measured with another commit/environment" if stale else "no bench state")
         print(f"bench: {folder.name}: earlier results moved to {previous} ({reason})", file=sys.stderr)
         state = None
-    state = state or {"fingerprint": current, "completed": {}}
+    state = state or new_state(current)
     folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / STATE_FILE, json.dumps(state, indent=2))
+    write_state(folder, state)
     return state
 
 
 def _invoke(run: StageRun, folder: Path) -> tuple[str, str]:
     """Run the stage's ``main`` on the run's settings with ``--out folder``, in this process;
-    return (status, message). torch's thread count is restored afterwards: a stage that sets it
-    (cost counts with one thread) must not leave the next stage (accuracy trains with torch's
-    default) on it."""
+    return (status, message). A ``SystemExit`` with a message (a failed rank of a ``torchrun`` job,
+    :class:`suite.accuracy.sweep.RankFailed`) is an error with that message. torch's thread count
+    is restored afterwards: a stage that sets it (cost counts with one thread) must not leave the
+    next stage (accuracy trains with torch's default) on it."""
     import torch
 
     threads = torch.get_num_threads()
     try:
         code = stage_module(run.stage).main(dataclasses.replace(run.settings, out=folder))
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else USAGE_EXIT
+        if isinstance(exc.code, str):
+            return "error", exc.code
+        code = exc.code
     except UsageError as exc:
         return "error", f"usage error: {exc}"
     except Exception as exc:  # noqa: BLE001 - a failing stage becomes a status, the bench goes on
@@ -261,18 +265,20 @@ def run_bench(
     """Run the profile's stages into ``out/raw/<stage>``, write ``out/bench.json`` and render
     the report (not for a part of a plan: ``shard``; :func:`in_shard` says which invocations a
     part runs). ``runs``: the plan already made by :func:`plan_runs` (made here otherwise).
-    Under ``torchrun``, ranks other than the first run the distributed stages only
-    (:func:`_run_other_rank`). Returns 0 when every stage succeeded, 1 otherwise; bad input
-    raises :class:`BenchError`."""
+    Under ``torchrun`` the distributed stages run first on every rank (:func:`run_order`), then
+    the first rank runs the others and the report, and the other ranks leave
+    (:func:`_run_other_rank`); a failed distributed invocation ends the bench at once. Returns 0
+    when every stage succeeded, 1 otherwise; bad input raises :class:`BenchError`."""
     if runs is None:
         runs = plan_runs(profile, list(stages or measuring_stages()), plugin_names or [], progress, shard)
     rank, world = torchrun_rank()
+    planned, runs = plan_id(profile, runs), run_order(runs, world)
     if rank != 0:
         return _run_other_rank(runs, out, force, rank, world)
     current = fingerprint()
     started = time.perf_counter()
     summary: dict[str, Any] = {"profile": profile.name, "profile_file": shown_path(profile.path),
-                               "plan_id": plan_id(profile, runs), "shard": str(shard) if shard else None,
+                               "plan_id": planned, "shard": str(shard) if shard else None,
                                "fingerprint": current, "plugins": plugin_names or [], "runs": []}
     report = report and shard is None
     with folder_lock(out):
@@ -280,12 +286,18 @@ def run_bench(
         for stage in dict.fromkeys(run.stage for run in runs if in_shard(run, shard)):
             states[stage] = _prepare_stage_folder(out / "raw" / stage, current, force)
         if world > 1:
-            print(f"bench: rank 0 of {world}: every stage and the report; the other ranks join "
-                  f"{', '.join(_distributed(runs)) or 'no stage'}", file=sys.stderr)
+            print(f"bench: rank 0 of {world}: {', '.join(_distributed(runs)) or 'no stage'} first with every "
+                  f"rank, then the other stages and the report on this rank alone", file=sys.stderr)
         for position, run in enumerate(runs, start=1):
             label = f"[{position}/{len(runs)}] {run.stage} #{run.index}"
             run.outcome = _run_one(run, label, out / "raw" / run.stage, states.get(run.stage), shard)
             summary["runs"].append({"stage": run.stage, "index": run.index, "argv": run.argv, **run.outcome})
+            if _ends_job(run, world):
+                print(f"bench: {label} failed on rank 0 of {world}: the bench ends here (the other ranks cannot "
+                      f"go on without this one); {len(runs) - position} invocation(s) and the report not run",
+                      file=sys.stderr)
+                report = False
+                break
         summary["stages_wall_s"] = round(time.perf_counter() - started, 2)
         if report:
             summary["report"] = _render(out, profile.name)
@@ -295,6 +307,20 @@ def run_bench(
     if summary.get("report", {}).get("status") not in (None, "ok"):
         failed.append(summary["report"])
     return 1 if failed else 0
+
+
+def run_order(runs: list[StageRun], world: int) -> list[StageRun]:
+    """The order the bench runs ``runs`` in: the plan's, but under ``torchrun`` (``world`` > 1)
+    the distributed invocations first, so that no rank waits for the first one at the process
+    group's rendezvous while it measures the other stages."""
+    if world <= 1:
+        return list(runs)
+    return sorted(runs, key=lambda run: not command(run.stage).distributed)
+
+
+def _ends_job(run: StageRun, world: int) -> bool:
+    """Whether ``run``'s outcome ends the bench: a distributed invocation that failed under ``torchrun``."""
+    return world > 1 and command(run.stage).distributed and run.outcome.get("status") != "ok"
 
 
 def _run_one(run: StageRun, label: str, folder: Path, state: dict[str, Any] | None,
@@ -313,9 +339,10 @@ def _run_one(run: StageRun, label: str, folder: Path, state: dict[str, Any] | No
     print(f"bench: {label}: python -m suite {run.stage} {' '.join(run.argv)} --out {folder}", file=sys.stderr)
     t0 = time.perf_counter()
     status, message = _invoke(run, folder)
-    outcome = {"status": status, "message": message, "wall_s": round(time.perf_counter() - t0, 2)}
+    outcome = {"status": status, "message": message, "wall_s": round(time.perf_counter() - t0, 2),
+               "records_end": len(complete_lines(folder / str(command(run.stage).records_file)))}
     state["completed"][run.run_id] = outcome
-    write_text_atomic(folder / STATE_FILE, json.dumps(state, indent=2))
+    write_state(folder, state)
     print(f"bench: {label}: {status} in {outcome['wall_s']:.1f} s", file=sys.stderr)
     if status == "interrupted":
         raise KeyboardInterrupt
@@ -330,13 +357,12 @@ def _distributed(runs: list[StageRun]) -> list[str]:
 def _run_other_rank(runs: list[StageRun], out: Path, force: bool, rank: int, world: int) -> int:
     """A rank other than the first under ``torchrun``: one line naming what it skips, then each
     distributed stage invocation (the first rank holds the folders, their state and the
-    report); an invocation the first rank's state records as done is skipped, as there.
-    Returns 0 when each one it ran succeeded, 1 otherwise."""
+    report); an invocation the first rank's state records as done is skipped, as there. A failed
+    invocation ends this rank at once. Returns 0 when each one it ran succeeded, 1 otherwise."""
     skipped = [stage for stage in dict.fromkeys(run.stage for run in runs) if not command(stage).distributed]
-    print(f"bench: rank {rank} of {world}: {', '.join([*skipped, 'report'])} run on rank 0 only; this rank "
-          f"joins {', '.join(_distributed(runs)) or 'no stage'}", file=sys.stderr)
+    print(f"bench: rank {rank} of {world}: {', '.join([*skipped, 'report'])} run on rank 0 only, after "
+          f"{', '.join(_distributed(runs)) or 'no stage'}, which this rank joins first", file=sys.stderr)
     current = fingerprint()
-    failed = 0
     for run in runs:
         if not command(run.stage).distributed:
             continue
@@ -346,10 +372,13 @@ def _run_other_rank(runs: list[StageRun], out: Path, force: bool, rank: int, wor
             print(f"bench: rank {rank}: {run.stage} #{run.index}: done earlier, skipped", file=sys.stderr)
             continue
         status, message = _invoke(run, folder)
-        failed += status != "ok"
         print(f"bench: rank {rank}: {run.stage} #{run.index}: {status}{': ' + message if message else ''}",
               file=sys.stderr)
-    return 1 if failed else 0
+        if status != "ok":
+            print(f"bench: rank {rank}: the bench ends here (the other ranks cannot go on without this one)",
+                  file=sys.stderr)
+            return 1
+    return 0
 
 
 def _render(out: Path, profile: str) -> dict[str, Any]:

@@ -348,6 +348,7 @@ class MemoryPanel:
     shape: str
     by_mode: bool  # a bar per mode (more than one mode measured)
     config: str = ""  # the configuration shown ("cuda:0 fp32 contiguous eager"; "" where the rows name none)
+    chosen: bool = False  # the rows held more than one configuration: ``config`` is the one of them shown
 
 
 @dataclass
@@ -384,27 +385,35 @@ def _largest(rows: pd.DataFrame, height: str, width: str) -> pd.DataFrame:
     return rows[(rows[shape] == largest[shape]).all(axis=1)]
 
 
-def _one_configuration(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The rows of one configuration, and its words: module level where measured, then the
-    latency summary's choice (:func:`suite.report.tables.primary_latency`: one device, fp32 where
-    measured, contiguous where measured, eager), then one backbone and one thread count (the most
-    rows). A bar then stands for one measurement per type and mode."""
+CONFIGURATION_COLUMNS = ("level", "device", "dtype", "memory_format", "compile", "arch", "threads")
+"""The columns of a memory row that tell one configuration from another (besides type, mode, shape)."""
+
+
+def _one_configuration(rows: pd.DataFrame) -> tuple[pd.DataFrame, str, bool]:
+    """The rows of one configuration, its words, and whether the rows held more than one (of
+    :data:`CONFIGURATION_COLUMNS`): module level where measured, then the latency summary's
+    choice (:func:`suite.report.tables.primary_latency`: one device, fp32 where measured,
+    contiguous where measured, eager), then one backbone and one thread count (the most rows). A
+    bar then stands for one measurement per type and mode."""
+    columns = [c for c in CONFIGURATION_COLUMNS if c in rows]
+    chosen = len(rows[columns].drop_duplicates()) > 1 if columns else False
     if "level" in rows and (rows["level"] == "module").any():
         rows = rows[rows["level"] == "module"]
     rows, words = primary_latency(rows)
     for column in ("arch", "threads"):
         if column in rows and rows[column].nunique() > 1:
             rows = rows[rows[column] == rows[column].value_counts().index[0]]
-    return rows, words
+    return rows, words, chosen
 
 
 def _shape_words(rows: pd.DataFrame, height: str) -> str:
     return f"batch {int(rows['batch'].iloc[0])}, C={int(rows['channels'].iloc[0])}, {int(rows[height].iloc[0])} px"
 
 
-def _panel(rows: pd.DataFrame, column: str, label: str, shape: str, config: str = "") -> MemoryPanel:
+def _panel(rows: pd.DataFrame, column: str, label: str, shape: str, config: str = "",
+           chosen: bool = False) -> MemoryPanel:
     rows = rows.assign(mib=rows[column] / 2**20)
-    return MemoryPanel(rows, label, shape, by_mode=rows["mode"].nunique() > 1, config=config)
+    return MemoryPanel(rows, label, shape, by_mode=rows["mode"].nunique() > 1, config=config, chosen=chosen)
 
 
 def _memory_stage_panels(ok: pd.DataFrame) -> tuple[list[MemoryPanel], str]:
@@ -419,10 +428,10 @@ def _memory_stage_panels(ok: pd.DataFrame) -> tuple[list[MemoryPanel], str]:
         sub = rows.dropna(subset=[column])
         if sub.empty:
             continue
-        sub, config = _one_configuration(sub)
+        sub, config, chosen = _one_configuration(sub)
         sub = _largest(sub, "size", "size")
-        panels.append(_panel(sub, column, label, _shape_words(sub, "size"), config))
-    shown = sorted({p.config for p in panels if p.config})
+        panels.append(_panel(sub, column, label, _shape_words(sub, "size"), config, chosen))
+    shown = sorted({p.config for p in panels if p.config and p.chosen})  # named where one was chosen
     note = "from the memory stage, at the largest input measured" + (
         f"; shown: {' and '.join(shown)} (other configurations in memory.csv)" if shown else "") + (
         "" if len(cuda) else "; the CPU step's RSS growth is in memory.csv, not drawn (page-granular)")

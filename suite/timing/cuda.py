@@ -11,7 +11,9 @@ How a GPU row is timed (``python -m suite latency --device cuda[:N]``):
   between two CUDA events around a block of back-to-back calls of the step, each call launching
   its kernels from Python; the end event is synchronized before it is read. The host's time to
   enqueue the block is read beside it (``perf_counter`` around the launch loop, before the
-  synchronize). A small gate is 5-10 kernels of 5-15 us while Python's dispatch costs 50-100 us
+  synchronize). A spin kernel enqueued before the start event keeps the first launch's latency
+  out of the sample (:class:`~suite.timing.timer.CudaEventClock`). A small gate is 5-10 kernels
+  of 5-15 us while Python's dispatch costs 50-100 us
   a step: the GPU then waits for the host, the event time is host dispatch, and a ratio to a 3x3
   conv compares Python overheads. A callable whose host enqueue time is at least
   :data:`HOST_BOUND_SHARE` of its event time (median over the round's samples) is
@@ -31,9 +33,11 @@ How a GPU row is timed (``python -m suite latency --device cuda[:N]``):
   pair of events (as Triton's ``do_bench`` does); ``flush_l2`` is in every row.
 * **Other processes** (:func:`gpu_check`). Before and after each sampling window the worker asks
   which compute processes hold the device (``pynvml`` if importable, else ``nvidia-smi``). One
-  that is neither this process nor one of its ancestors (the worker server, the command that
-  started it) makes the window ``contended``, sampled again like a CPU-contended one and, if
-  every window is, the round. Where the listing cannot be read, or does not show this process
+  that is not this process's own (:func:`is_own`: itself, an ancestor such as the worker server
+  or the command that started it, a descendant such as inductor's compile workers, or a process
+  of its session, which the worker server starts anew and which holds only the suite's processes)
+  makes the window ``contended``, sampled again like a CPU-contended one and, if every window
+  is, the round. Where the listing cannot be read, or does not show this process
   (a container's PID namespace), the check is ``unverified`` and says why.
 * **Errors that spoil the context** (:func:`is_cuda_error`). After an illegal address or a
   device-side assert every later CUDA call of the process fails. The worker writes that
@@ -67,6 +71,7 @@ __all__ = [
     "gpu_check",
     "host_bound",
     "is_cuda_error",
+    "is_own",
     "l2_flush_bytes",
     "make_l2_flush",
     "merge_checks",
@@ -222,15 +227,15 @@ def _query_pynvml(index: int, uuid: str) -> list[GpuProcess] | None:
     pynvml = _pynvml()
     if pynvml is None:
         return None
+    from ..env import nvml_handle
+
     try:
         pynvml.nvmlInit()
         try:
-            handle = (pynvml.nvmlDeviceGetHandleByUUID(uuid.encode()) if uuid
-                      else pynvml.nvmlDeviceGetHandleByIndex(index))
-            found = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+            found = pynvml.nvmlDeviceGetComputeRunningProcesses(nvml_handle(pynvml, uuid or str(index)))
         finally:
             pynvml.nvmlShutdown()
-    except pynvml.NVMLError:
+    except (pynvml.NVMLError, TypeError, ValueError):
         return None
     return [GpuProcess(int(p.pid), p.usedGpuMemory / 2**20 if p.usedGpuMemory else None) for p in found]
 
@@ -280,6 +285,40 @@ def own_pids() -> frozenset[int]:
     return frozenset(p for p in pids if p > 0)
 
 
+def _session_of(pid: int) -> int | None:
+    """The session id of ``pid`` (``None`` when the process is gone or not ours to ask about)."""
+    try:
+        return os.getsid(pid)
+    except OSError:  # ProcessLookupError, PermissionError
+        return None
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether ``ancestor`` is among the parents of ``pid`` (``/proc``; at most 64 levels)."""
+    current = pid
+    for _ in range(64):
+        current = _parent_of(current)
+        if current == ancestor:
+            return True
+        if current <= 1:
+            return False
+    return False
+
+
+def is_own(pid: int, own: frozenset[int] | None = None) -> bool:
+    """Whether ``pid`` is this process's own: this process or an ancestor (``own``, by default
+    :func:`own_pids`), a descendant (inductor's compile workers, started by the worker), or a
+    process of this process's session. The latency workers run in a session of their own (the
+    worker server is started with ``start_new_session``), which holds only the worker server,
+    its workers and what they started, such as compile workers started beside this worker."""
+    if pid in (own_pids() if own is None else own):
+        return True
+    if _descends_from(pid, os.getpid()):
+        return True
+    session = _session_of(pid)
+    return session is not None and session == _session_of(0)
+
+
 @dataclass(frozen=True)
 class GpuCheck:
     """Who else held the GPU around a window: ``state`` ``exclusive``, ``shared`` (``others``
@@ -298,7 +337,8 @@ class GpuCheck:
 
 def gpu_check(index: int, query: GpuQuery | None = None, own: frozenset[int] | None = None) -> GpuCheck:
     """Compare the compute processes on device ``index`` (``query``, by default
-    :func:`query_gpu_processes`) with this process and its ancestors (``own``)."""
+    :func:`query_gpu_processes`) with this process's own (:func:`is_own`; ``own``: this process
+    and its ancestors, by default :func:`own_pids`)."""
     listed = (query or query_gpu_processes)(index)
     if listed is None:
         return GpuCheck("unverified", note="neither pynvml nor nvidia-smi answered")
@@ -307,7 +347,7 @@ def gpu_check(index: int, query: GpuQuery | None = None, own: frozenset[int] | N
             "this process is not among the GPU's processes listed (another PID namespace?), so others "
             "cannot be told apart"))
     own = own_pids() if own is None else own
-    others = tuple(p for p in listed if p.pid not in own)
+    others = tuple(p for p in listed if not is_own(p.pid, own))
     return GpuCheck("shared", others) if others else GpuCheck("exclusive")
 
 

@@ -3,7 +3,9 @@ autograd saves for backward.
 
 CUDA (:func:`measure_memory_cuda_isolated`): each configuration runs in a new ``python``
 interpreter (spawned, never forked: the parent has initialised CUDA) with a timeout, under the
-parent's cuDNN and TF32 flags (:func:`backend_flags`). There :func:`measure_memory_cuda` runs
+parent's cuDNN autotuning and TF32 mode (:func:`backend_flags`), set there as in the parent by
+:func:`suite.timing.timer.cuda_settings` (the one place the suite sets TF32: both TF32 APIs
+agree, so the legacy getters answer in the worker too). There :func:`measure_memory_cuda` runs
 one warm-up step (cuDNN's algorithm search allocates workspaces once), then
 ``reset_peak_memory_stats``, a second step, and ``max_memory_allocated`` -- reported as the
 absolute peak and as the peak above what was allocated before the step (module, input,
@@ -51,6 +53,7 @@ from torch import Tensor, nn
 from ..cost.activations import saved_activations
 from ..plugins import load_plugins_from_env
 from .grid import AUTOCAST_DTYPES, Config
+from .timer import cuda_settings, tf32_mode
 from .workloads import StageError, classify_error, instantiate, make_input, prepare
 
 __all__ = [
@@ -200,40 +203,23 @@ def _measure_cpu_here(config: Config) -> dict[str, Any]:
 
 
 def backend_flags() -> dict[str, Any]:
-    """This process's cuDNN autotuning and TF32 flags, by their path under ``torch.backends``:
-    what a CUDA worker sets before it measures (:func:`_apply_backend_flags`), so that it runs as
-    the stage's settings asked. ``fp32_precision`` where torch has it (>= 2.9), else the legacy
-    ``allow_tf32`` flags (torch refuses to read one API after the other was set)."""
-    cudnn = torch.backends.cudnn
-    flags: dict[str, Any] = {"cudnn.benchmark": bool(cudnn.benchmark)}
-    if hasattr(getattr(cudnn, "conv", None), "fp32_precision"):
-        flags["cuda.matmul.fp32_precision"] = torch.backends.cuda.matmul.fp32_precision
-        flags["cudnn.conv.fp32_precision"] = cudnn.conv.fp32_precision
-    else:  # pragma: no cover - torch < 2.9
-        flags["cuda.matmul.allow_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
-        flags["cudnn.allow_tf32"] = bool(cudnn.allow_tf32)
-    return flags
-
-
-def _apply_backend_flags(flags: dict[str, Any]) -> None:
-    """Set each ``torch.backends`` flag of ``flags`` (as :func:`backend_flags` names them)."""
-    for path, value in flags.items():
-        *parents, name = path.split(".")
-        target: Any = torch.backends
-        for parent in parents:
-            target = getattr(target, parent)
-        setattr(target, name, value)
+    """This process's cuDNN autotuning and TF32 mode (a :data:`~suite.timing.timer.TF32_MODES`
+    name, :func:`~suite.timing.timer.tf32_mode`): what a CUDA worker sets before it measures
+    (:func:`_measure_here`), so that it runs as the stage's settings asked."""
+    return {"cudnn_benchmark": bool(torch.backends.cudnn.benchmark), "tf32": tf32_mode()}
 
 
 def _measure_here(config: Config, flags: dict[str, Any]) -> dict[str, Any]:
     """One configuration measured in this (fresh) process: on its CUDA device under ``flags``
-    (:func:`measure_memory_cuda`), else on the CPU."""
+    (:func:`backend_flags`, set by :func:`~suite.timing.timer.cuda_settings`;
+    :func:`measure_memory_cuda`), else on the CPU."""
     if config.torch_device.type != "cuda":
         return _measure_cpu_here(config)
-    _apply_backend_flags(flags)
-    if config.torch_device.index is not None:
-        torch.cuda.set_device(config.torch_device)
-    return measure_memory_cuda(config)
+    benchmark, tf32 = bool(flags.get("cudnn_benchmark", True)), str(flags.get("tf32", "default"))
+    with cuda_settings(cudnn_benchmark=benchmark, tf32=tf32):
+        if config.torch_device.index is not None:
+            torch.cuda.set_device(config.torch_device)
+        return measure_memory_cuda(config)
 
 
 def worker_main(argv: list[str] | None = None) -> int:

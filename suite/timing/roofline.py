@@ -5,7 +5,10 @@ Measured in the same run as the latencies (:func:`measure_machine`):
 * **memory bandwidth**: ``dst.copy_(src)`` on a tensor far larger than the caches
   (128 MiB on CPU, 1 GiB on CUDA by default); bytes moved = read + write = ``2 * nbytes``;
 * **matmul rate**: ``a @ b`` with square ``n x n`` matrices in each dtype measured
-  (1024 on CPU, 8192 on CUDA), ``n**3`` MACs per call.
+  (1024 on CPU, 8192 on CUDA), ``n**3`` MACs per call, at the matmul precision in force while
+  it is measured: for fp32 on CUDA the stage's ``--tf32`` mode decides (IEEE under ``default``
+  and ``off``, TF32 under ``on``), and each matmul row of the machine records says which
+  (``peak_precision``: ``ieee``, ``tf32``, ``bf16``, ``fp16``, ``reduced``; :func:`peak_precision`).
 
 Both are sampled with the modules' timer (:func:`suite.timing.timer.sample_round`: warmed until
 steady, then about a second of samples, :data:`PEAK_OPTIONS`), at the same thread count and
@@ -33,6 +36,12 @@ The bandwidth roof is main memory's. A working set that fits the last-level cach
 ``fits_llc`` column: fewest bytes <= the LLC size, L3 on CPU, L2 on CUDA) is served
 faster than that, as the timer calls the module on the same input again and again, and its
 ``roofline_fraction`` can exceed 1: read it as "cache-resident", not as an error.
+
+The compute roof is the matmul's, at its ``peak_precision``. Under ``--tf32 default`` (PyTorch's
+own settings) fp32 matmuls run IEEE while cuDNN runs fp32 convolutions in TF32, several times
+faster: a compute-bound fp32 convolution row on CUDA (the 3x3 conv reference, a model) can then
+reach a ``roofline_fraction`` above 1 against the IEEE peak. Read it as "TF32 convolutions", not
+as an error; ``--tf32 on`` measures the peak in TF32 too.
 """
 
 from __future__ import annotations
@@ -40,21 +49,23 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .grid import AUTOCAST_DTYPES
-from .timer import RoundOptions, clock_for, sample_round
+from .timer import RoundOptions, clock_for, sample_round, tf32_mode
 
-__all__ = ["MachinePeaks", "PEAK_OPTIONS", "best_sample_s", "last_level_cache_bytes", "measure_bandwidth", "measure_matmul_rate", "measure_machine", "min_bytes", "roofline"]
+__all__ = ["MachinePeaks", "PEAK_OPTIONS", "best_sample_s", "last_level_cache_bytes", "measure_bandwidth",
+           "measure_matmul_rate", "measure_machine", "min_bytes", "peak_precision", "roofline"]
 
 
 @dataclass(frozen=True)
 class MachinePeaks:
-    """Measured bandwidth (bytes/s) and matmul rate (MACs/s per dtype name)."""
+    """Measured bandwidth (bytes/s) and matmul rate (MACs/s per dtype name), with the precision
+    each rate's matmul ran at (:func:`peak_precision`, per dtype name)."""
 
     device: str
     bandwidth_Bps: float
@@ -62,11 +73,13 @@ class MachinePeaks:
     copy_bytes: int
     matmul_n: int
     llc_bytes: int | None = None
+    matmul_precision: dict[str, str] = field(default_factory=dict)
 
     def as_rows(self) -> list[dict[str, Any]]:
         rows = [{"device": self.device, "quantity": "copy_bandwidth_GBps", "dtype": "", "value": self.bandwidth_Bps / 1e9, "size": self.copy_bytes}]
         for dtype, rate in self.matmul_macs_per_s.items():
-            rows.append({"device": self.device, "quantity": "matmul_GMACps", "dtype": dtype, "value": rate / 1e9, "size": self.matmul_n})
+            rows.append({"device": self.device, "quantity": "matmul_GMACps", "dtype": dtype, "value": rate / 1e9,
+                         "size": self.matmul_n, "peak_precision": self.matmul_precision.get(dtype, "")})
         rows.append({"device": self.device, "quantity": "llc_bytes", "dtype": "", "value": self.llc_bytes, "size": None})
         return rows
 
@@ -131,6 +144,18 @@ def measure_matmul_rate(device: str | torch.device, dtype: str = "fp32", n: int 
     return n**3 / best_sample_s(lambda: torch.mm(a, b), device, options)
 
 
+def peak_precision(device: str | torch.device, dtype: str) -> str:
+    """The precision a ``dtype`` matmul runs at on ``device`` now: ``bf16`` / ``fp16`` for those;
+    for fp32 on CUDA ``tf32`` where TF32 matmuls are on (:func:`suite.timing.timer.tf32_mode`
+    ``on``), on the CPU ``reduced`` where ``torch.get_float32_matmul_precision()`` is not
+    ``highest`` (oneDNN may then use a lower precision); else ``ieee``."""
+    if dtype != "fp32":
+        return dtype
+    if torch.device(device).type == "cuda":
+        return "tf32" if tf32_mode() == "on" else "ieee"
+    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "reduced"
+
+
 @contextlib.contextmanager
 def _on_device(device: torch.device) -> Iterator[None]:
     """``device`` as the current CUDA device while measuring (nothing on the CPU); its cached
@@ -153,7 +178,8 @@ def measure_machine(
     matmul_n: int | None = None,
     options: RoundOptions | None = None,
 ) -> MachinePeaks:
-    """Bandwidth and per-dtype matmul rates of ``device`` (a dtype that fails gets ``nan``)."""
+    """Bandwidth and per-dtype matmul rates of ``device`` (a dtype that fails gets ``nan``), each
+    with the precision it ran at (:func:`peak_precision`)."""
     device = torch.device(device)
     default_bytes, default_n = _defaults(device)
     copy_bytes = copy_bytes or default_bytes
@@ -166,7 +192,8 @@ def measure_machine(
             except (RuntimeError, NotImplementedError):
                 rates[dtype] = math.nan
         bandwidth = measure_bandwidth(device, copy_bytes, options=options)
-    return MachinePeaks(str(device), bandwidth, rates, copy_bytes, matmul_n, last_level_cache_bytes(device))
+    precision = {dtype: peak_precision(device, dtype) for dtype in rates}
+    return MachinePeaks(str(device), bandwidth, rates, copy_bytes, matmul_n, last_level_cache_bytes(device), precision)
 
 
 def min_bytes(input_shape: Iterable[int], output_shape: Iterable[int], element_size: int, param_bytes: int) -> int:

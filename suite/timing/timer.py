@@ -67,6 +67,7 @@ __all__ = [
     "cuda_settings",
     "default_threads",
     "measure",
+    "tf32_mode",
     "measure_interleaved",
     "RoundOptions",
     "RoundSamples",
@@ -98,6 +99,11 @@ class CpuClock:
         return counter() - start
 
 
+LAUNCH_COVER_CYCLES = 100_000
+"""GPU clock cycles of the spin kernel (``torch.cuda._sleep``) enqueued before a block's start
+event: 50-70 us at 1.4-2 GHz, longer than the host's launch latency of the block's first call."""
+
+
 class CudaEventClock:
     """GPU time between two CUDA events recorded on ``device``'s current stream around the calls
     (``device=None``: the current device's current stream).
@@ -108,6 +114,15 @@ class CudaEventClock:
     flush, :func:`suite.timing.cuda.make_l2_flush`); each call then gets its own events and the
     block's time is their sum. ``event_factory`` exists for tests; by default it makes
     ``torch.cuda.Event(enable_timing=True)``.
+
+    The start event on an idle stream is timestamped as soon as the host enqueues it, and the
+    GPU then waits for the first call's launch: a sample would include the host's launch
+    latency (10-50 us), the whole of a one-call sample of a small module. Where torch has
+    ``torch.cuda._sleep`` and CUDA is available, a spin kernel of :data:`LAUNCH_COVER_CYCLES`
+    is enqueued before the start event (outside the host time), so the GPU is still busy when
+    the start event is recorded, and the block's first launches are queued by the time it is
+    timestamped. Without it, the latency stays in the sample, spread over the block's calls.
+    With ``flush``, the flush before each call keeps the GPU busy in the same way.
     """
 
     name = "cuda_event"
@@ -120,12 +135,14 @@ class CudaEventClock:
         self._start = self._event_factory()
         self._end = self._event_factory()
         self._pairs: list[tuple[Any, Any]] = []
+        self._sleep = getattr(torch.cuda, "_sleep", None) if torch.cuda.is_available() else None
         self.last_host_s = 0.0
 
     def time(self, fn: Callable[[], Any], calls: int) -> float:
         stream = None if self.device is None else torch.cuda.current_stream(self.device)
         if self._flush is not None:
             return self._time_flushed(fn, calls, stream)
+        self._keep_busy(stream)
         host_start = time.perf_counter()
         _record(self._start, stream)
         for _ in range(calls):
@@ -134,6 +151,16 @@ class CudaEventClock:
         self.last_host_s = time.perf_counter() - host_start
         self._end.synchronize()
         return float(self._start.elapsed_time(self._end)) / 1e3  # elapsed_time is in ms
+
+    def _keep_busy(self, stream: Any) -> None:
+        """Enqueue the spin kernel on ``stream`` (``None``: the current one), where there is one."""
+        if self._sleep is None:
+            return
+        if stream is None:
+            self._sleep(LAUNCH_COVER_CYCLES)
+            return
+        with torch.cuda.stream(stream):
+            self._sleep(LAUNCH_COVER_CYCLES)
 
     def _time_flushed(self, fn: Callable[[], Any], calls: int, stream: Any) -> float:
         """``calls`` calls, each after a flush and between its own two events; one synchronize."""
@@ -232,6 +259,30 @@ def _legacy_tf32() -> tuple[bool | None, bool | None]:
         except RuntimeError:
             values.append(None)
     return values[0], values[1]
+
+
+def _precision_is_tf32(*objects: Any) -> bool:
+    """Whether the first of ``objects`` whose ``fp32_precision`` is set (not ``none``, which
+    defers to the next) says ``tf32``."""
+    for obj in objects:
+        precision = getattr(obj, "fp32_precision", "none") if obj is not None else "none"
+        if precision != "none":
+            return precision == "tf32"
+    return False
+
+
+def tf32_mode() -> str:
+    """The :data:`TF32_MODES` name of the TF32 settings in force (the legacy getters, or where one
+    raises the ``fp32_precision`` it disagreed with): what :func:`cuda_settings` sets again in
+    another process. TF32 matmuls with IEEE convolutions, which no mode sets, count as ``on``."""
+    cudnn = torch.backends.cudnn
+    matmul, conv = _legacy_tf32()
+    if matmul is None:
+        matmul = _precision_is_tf32(torch.backends.cuda.matmul)
+    if conv is None:
+        conv = _precision_is_tf32(getattr(cudnn, "conv", None), cudnn)
+    names = {pair: name for name, pair in TF32_MODES.items()}
+    return names.get((matmul, conv), "on")
 
 
 def _set_legacy_tf32(matmul: bool | None, conv: bool | None) -> None:
