@@ -45,7 +45,8 @@ model on published figures and unverified until a GPU runs it).
 A plan larger than one machine: --shard K/N runs part K of N into OUT/shards/K-of-N (no
 report); run the parts anywhere (a Slurm array job: --shard $((SLURM_ARRAY_TASK_ID+1))/N), then
 python -m suite merge --shards OUT/shards joins them into OUT with its tables and report.
-Under torchrun, every stage but accuracy runs on rank 0 only; the other ranks join accuracy.
+Under torchrun, the accuracy stage runs first, on every rank; then rank 0 alone runs the other
+stages and the report.
 
 examples:
   python -m suite bench                                   # the cpu profile into reports/cpu
