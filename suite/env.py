@@ -24,7 +24,7 @@ import torch
 
 __all__ = [
     "collect_environment", "git_commit", "cpu_model", "gpu_environment", "gpu_state", "PROJECT_ROOT",
-    "package_version", "RECORDED_GPU_FIELDS", "Runner", "THROTTLE_REASONS", "nvml_handle",
+    "device_target", "package_version", "RECORDED_GPU_FIELDS", "Runner", "THROTTLE_REASONS", "nvml_handle",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -121,6 +121,11 @@ def _smi_target(index: int, props: Any) -> str:
         return uuid
     visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
     return visible[index] if index < len(visible) else str(index)
+
+
+def device_target(index: int) -> str:
+    """How ``nvidia-smi`` and NVML name this process's CUDA device ``index`` (see :func:`_smi_target`)."""
+    return _smi_target(index, torch.cuda.get_device_properties(index))
 
 
 def _smi_query(fields: Sequence[str], target: str | None, runner: Runner) -> list[str] | None:

@@ -450,7 +450,7 @@ def test_nvidia_smi_is_asked_about_the_device_by_its_uuid(monkeypatch) -> None:
 
     monkeypatch.setattr(gpu.subprocess, "run", run)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid="abcd-ef"))
-    monkeypatch.setattr(gpu, "_query_pynvml", lambda index, uuid: None)
+    monkeypatch.setattr(gpu, "_query_pynvml", lambda target: None)
     assert gpu.query_gpu_processes(1) == [gpu.GpuProcess(1234, 512.0), gpu.GpuProcess(5678, None)]
     assert "--id=GPU-abcd-ef" in asked[0] and "--query-compute-apps=pid,used_memory" in asked[0]
 

@@ -74,6 +74,7 @@ __all__ = [
     "is_own",
     "l2_flush_bytes",
     "make_l2_flush",
+    "cuda_index",
     "merge_checks",
     "own_pids",
     "query_gpu_processes",
@@ -94,11 +95,16 @@ FALLBACK_FLUSH_BYTES = 256 << 20
 """The flush buffer where the device does not state its L2 size (larger than any GPU's L2 x 2)."""
 
 
+def cuda_index(device: str | torch.device) -> int:
+    """The index of the CUDA device ``device`` names (CUDA's current device for an index-less ``cuda``)."""
+    index = torch.device(device).index
+    return int(index) if index is not None else int(torch.cuda.current_device())
+
+
 def set_device(device: str | torch.device) -> int:
     """Make ``device`` this process's current CUDA device (an index-less ``cuda`` keeps the
     current one); return its index."""
-    device = torch.device(device)
-    index = device.index if device.index is not None else torch.cuda.current_device()
+    index = cuda_index(device)
     torch.cuda.set_device(index)
     return index
 
@@ -203,16 +209,6 @@ GpuQuery = Callable[[int], list[GpuProcess] | None]
 """Device index -> the compute processes on that device, or ``None`` when nothing can tell."""
 
 
-def _device_uuid(index: int) -> str:
-    """The device's UUID as ``nvidia-smi`` and NVML spell it (``GPU-...``), or ``""``: the index
-    torch uses is not NVML's where ``CUDA_VISIBLE_DEVICES`` reorders the devices."""
-    uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
-    if not uuid:
-        return ""
-    text = str(uuid)
-    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
-
-
 @functools.cache
 def _pynvml() -> Any:
     """The ``pynvml`` module, or ``None`` where it is not installed (asked once per process)."""
@@ -223,7 +219,7 @@ def _pynvml() -> Any:
     return pynvml
 
 
-def _query_pynvml(index: int, uuid: str) -> list[GpuProcess] | None:
+def _query_pynvml(target: str) -> list[GpuProcess] | None:
     pynvml = _pynvml()
     if pynvml is None:
         return None
@@ -232,7 +228,7 @@ def _query_pynvml(index: int, uuid: str) -> list[GpuProcess] | None:
     try:
         pynvml.nvmlInit()
         try:
-            found = pynvml.nvmlDeviceGetComputeRunningProcesses(nvml_handle(pynvml, uuid or str(index)))
+            found = pynvml.nvmlDeviceGetComputeRunningProcesses(nvml_handle(pynvml, target))
         finally:
             pynvml.nvmlShutdown()
     except (pynvml.NVMLError, TypeError, ValueError):
@@ -240,9 +236,9 @@ def _query_pynvml(index: int, uuid: str) -> list[GpuProcess] | None:
     return [GpuProcess(int(p.pid), p.usedGpuMemory / 2**20 if p.usedGpuMemory else None) for p in found]
 
 
-def _query_nvidia_smi(index: int, uuid: str) -> list[GpuProcess] | None:
+def _query_nvidia_smi(target: str) -> list[GpuProcess] | None:
     command = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits",
-               f"--id={uuid or index}"]
+               f"--id={target}"]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=20, check=True)
     except (OSError, subprocess.SubprocessError):
@@ -259,9 +255,11 @@ def query_gpu_processes(index: int) -> list[GpuProcess] | None:
     """The compute processes on CUDA device ``index`` (NVML through ``pynvml`` if importable, else
     ``nvidia-smi --query-compute-apps``, the device named by its UUID); ``None`` when neither
     answers."""
-    uuid = _device_uuid(index)
-    found = _query_pynvml(index, uuid)
-    return found if found is not None else _query_nvidia_smi(index, uuid)
+    from ..env import device_target
+
+    target = device_target(index)  # the UUID: torch's index is not NVML's under CUDA_VISIBLE_DEVICES
+    found = _query_pynvml(target)
+    return found if found is not None else _query_nvidia_smi(target)
 
 
 def _parent_of(pid: int) -> int:

@@ -172,13 +172,6 @@ def _cuda_context(job: Job, index: int | None) -> Iterator[dict[str, Any]]:
         yield {**record, "cuda_device": index, "timing_mode": TIMING_MODES[job.cuda_graph], "flush_l2": job.flush_l2}
 
 
-def _cuda_index(device: str) -> int:
-    import torch
-
-    index = torch.device(device).index
-    return int(index) if index is not None else int(torch.cuda.current_device())
-
-
 def _host_fields(taken: Any) -> dict[str, Any]:
     """Per callable: the median host enqueue time per call (``host_s``) and whether the round was
     host-bound (``host_bound``, :func:`suite.timing.cuda.host_bound`)."""
@@ -248,10 +241,10 @@ def measure_round(config: Any, job: Job, state: WorkerState, probe: Any = None) 
             raise StageError(classify_error(exc), f"{type(exc).__name__}: {exc}") from exc
         usage = CpuUsage.between(start, probe.snapshot(), threads=config.threads, cpus=cpus)
         if cuda:
-            from .cuda import merge_checks
+            from .cuda import cuda_index, merge_checks
 
             gpu = merge_checks(gpu_before, _gpu_check(config.device, state))
-            reason = gpu.reason(_cuda_index(config.device))
+            reason = gpu.reason(cuda_index(config.device))
         else:
             reason = assess(usage, job.limits) if config.device == "cpu" else ""
         if cache_key in state.references and not reason:  # calibrated in a clean window only
@@ -288,9 +281,9 @@ def measure_round(config: Any, job: Job, state: WorkerState, probe: Any = None) 
 
 def _gpu_check(device: str, state: WorkerState) -> Any:
     """Who holds the GPU now (:func:`suite.timing.cuda.gpu_check`)."""
-    from .cuda import gpu_check
+    from .cuda import cuda_index, gpu_check
 
-    return gpu_check(_cuda_index(device), state.gpu_query)
+    return gpu_check(cuda_index(device), state.gpu_query)
 
 
 Runner = Callable[[dict[str, Any], Job], tuple[str, Callable[[], dict[str, Any]]]]
