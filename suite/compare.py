@@ -282,24 +282,11 @@ def choose_stages(a: Folder, b: Folder, asked: str | None) -> list[str]:
 
 def read_stage(folder: Path, stage: str) -> StageData:
     """``stage``'s tables in ``folder`` (a folder of any name) as the report reads them
-    (:func:`suite.report.load.load_stage`): built from the records when the folder has them, else
-    read from its CSVs."""
-    from .records import RecordStore
-    from .report.load import StageData
+    (:func:`suite.report.load.load_stage_folder`: built from the records where the folder has
+    them, else read from its CSVs; the empty ones left out)."""
+    from .report.load import load_stage_folder
 
-    spec = stage_spec(stage)
-    data = StageData(stage, folder)
-    records_file = folder / str(spec.records_file)
-    records = RecordStore(records_file).latest_by_key() if records_file.is_file() else []
-    if records:
-        built = spec.build_tables(records, folder)
-        data.tables = {name: built[file] for name, file in spec.files.items() if file in built}
-    else:
-        for name, file in spec.files.items():
-            if (folder / file).is_file() and (folder / file).stat().st_size:
-                data.tables[name] = pd.read_csv(folder / file)
-    data.tables = {name: frame for name, frame in data.tables.items() if not frame.empty}
-    return data
+    return load_stage_folder(folder, stage)
 
 
 def _same_rows(table: pd.DataFrame, rows: pd.DataFrame) -> bool:

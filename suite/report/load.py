@@ -22,7 +22,7 @@ from ..records import ENVIRONMENT_FIELDS, NOT_FAILURES, RecordStore
 from ..stages import StageSpec, measuring_stages
 from ..stages import stage as stage_spec
 
-__all__ = ["StageData", "load_stage", "load_all", "environment_of"]
+__all__ = ["StageData", "load_stage", "load_stage_folder", "load_all", "environment_of"]
 
 
 @dataclass
@@ -70,8 +70,15 @@ def _from_records(spec: StageSpec, records: list[dict[str, Any]], folder: Path) 
 
 def load_stage(raw_dir: Path, stage: str) -> StageData:
     """Read one stage's folder ``raw_dir / stage``."""
+    return load_stage_folder(Path(raw_dir) / stage, stage)
+
+
+def load_stage_folder(folder: Path, stage: str) -> StageData:
+    """Read ``stage``'s outputs from ``folder``, a folder of any name (``python -m suite compare``
+    reads stage folders outside a bench): its tables built from the raw records by the stage's own
+    ``tables`` where the records are there, else read from its CSVs; its state and notes."""
     spec = stage_spec(stage)
-    folder = Path(raw_dir) / stage
+    folder = Path(folder)
     data = StageData(stage, folder)
     if not folder.is_dir():
         data.notes.append(f"no folder {stage}/: the stage did not run or was skipped")
