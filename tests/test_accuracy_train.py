@@ -199,3 +199,30 @@ def test_parameters_a_module_declares_exempt_are_not_decayed(attn: str, exempt_n
     conv_weight = model.conv1.weight if attn != "gct" else model.conv1[1].weight
     assert id(conv_weight) in decayed
     assert len(decay) + len(no_decay) == len(list(model.parameters()))
+
+
+def test_gate_scale_is_measured_on_the_modules_as_the_network_holds_them() -> None:
+    from suite.accuracy.train import gate_scale_at_init
+
+    assert 0.45 < gate_scale_at_init("se") < 0.55  # one sigmoid gate near 0.5 on its input
+    assert 0.2 < gate_scale_at_init("ca") < 0.3  # two gates, a_h * a_w
+    assert math.isnan(gate_scale_at_init("none"))  # nothing inserted
+
+
+def test_gate_scale_of_a_conv_design_compares_with_the_conv_it_replaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    import modules
+    from modules.coordinate import DyCAConv
+    from suite.accuracy.train import gate_scale_at_init
+
+    seen: list[DyCAConv] = []
+    original = DyCAConv.forward
+
+    def spy(self: DyCAConv, x: torch.Tensor) -> torch.Tensor:
+        seen.append(self)
+        return original(self, x)
+
+    monkeypatch.setattr(DyCAConv, "forward", spy)
+    scale = gate_scale_at_init("dycaconv")
+    assert seen and not any(m.has_out_norm or m.has_out_act for m in seen)  # as inserted: no own BN/SiLU
+    alone = modules.create("dycaconv", 64).eval()  # with its own BN and SiLU, as a standalone module
+    assert alone.has_out_norm and 0 < scale < 1

@@ -179,21 +179,39 @@ def paired_model(arch: str, attn: str | None, num_classes: int, seed: int) -> tu
     return model, copied
 
 
-def gate_scale_at_init(attn: str, channels: int = 64, size: int = 16, seed: int = 0) -> float:
-    """RMS(out) / RMS(in) of a freshly initialised ``attn`` module (eval mode) on a standard
-    normal input ``(8, channels, size, size)``, what the branch it sits on sees after its last
-    BN at initialisation: a sigmoid gate near 0.5 halves the branch it multiplies. NaN for
-    modules that change the shape (pooling, convolutions)."""
-    import modules
+def gate_scale_at_init(attn: str, arch: str = "resnet_small", num_classes: int = 10, size: int = 32,
+                       seed: int = 0) -> float:
+    """How much the inserted ``attn`` scales what passes through it in ``arch`` at initialisation:
+    the mean over its insertions of RMS(out) / RMS(in), measured on the modules as the network
+    holds them (with whatever ``build_model`` removed or changed, e.g. DyCAConv without its own
+    BN and SiLU), on the activations standard-normal images of ``size`` px give them in eval
+    mode. A module whose output differs in shape from its input (a conv-kind design, which
+    replaces a conv) is compared with the baseline's module at the same place on the same
+    input, with the baseline initialised as in :func:`paired_model`. A sigmoid gate near 0.5
+    halves its branch. NaN when ``attn`` inserts no module of its own."""
+    from modules._base import AttentionModule
 
+    network, _ = paired_model(arch, attn, num_classes, seed)
+    baseline, _ = paired_model(arch, None, num_classes, seed)
+    baseline_modules = dict(baseline.named_modules())
+    ratios: list[float] = []
+
+    def measure(name: str) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            x = inputs[0]
+            reference = x if output.shape == x.shape else baseline_modules[name](x)
+            ratios.append(float(output.pow(2).mean().sqrt() / reference.pow(2).mean().sqrt()))
+        return hook
+
+    handles = [m.register_forward_hook(measure(name)) for name, m in network.named_modules()
+               if isinstance(m, AttentionModule)]
     torch.manual_seed(seed)
-    module = modules.create(attn, channels).eval()
-    x = torch.randn(8, channels, size, size)
     with torch.no_grad():
-        y = module(x)
-    if y.shape != x.shape:
-        return math.nan
-    return float(y.pow(2).mean().sqrt() / x.pow(2).mean().sqrt())
+        baseline.eval()
+        network.eval()(torch.randn(8, 3, size, size))
+    for handle in handles:
+        handle.remove()
+    return sum(ratios) / len(ratios) if ratios else math.nan
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
