@@ -16,10 +16,25 @@ Multiplicity. A sweep asks one question per design, so :func:`delta_table` adjus
 over the designs of the table by Holm's step-down method (:func:`holm`): sorted ascending,
 ``p_(i)`` is multiplied by ``m - i + 1`` (``i`` from 1, ``m`` the number of designs with a
 p-value), made monotone and capped at 1. A delta is called significant when its Holm-adjusted
-p-value is below ``1 - confidence``, which controls the family-wise error rate.
+p-value is below ``alpha = 1 - confidence``, which controls the family-wise error rate.
 
-Means are taken on the paired seeds (the seeds both the design and the baseline have), so a
-design's mean minus the baseline's mean over the same seeds is exactly its delta. A diverged
+Two intervals per delta. ``ci_low``/``ci_high`` are unadjusted (each at ``confidence`` on its
+own); they can exclude zero for a delta whose Holm verdict is "not significant".
+``ci_holm_low``/``ci_holm_high`` are the t intervals of the tests Holm performs
+(:func:`holm_levels`): the design at step ``i`` (``i``-th smallest p) at confidence
+``1 - alpha / (m - i + 1)`` if every step before it rejected; Holm stops at the first step that
+does not reject, and that design and all after it get that step's confidence. Such an interval
+excludes zero exactly when the verdict is significant. They agree with the verdicts but are not
+simultaneous intervals: unlike Bonferroni's (all at ``1 - alpha / m``) they do not promise that
+all deltas are covered at once with probability ``confidence``. (Simultaneous bounds that match
+Holm's decisions exist, but one-sided and, for a rejected hypothesis, at zero unless every
+hypothesis is rejected: Strassburger & Bretz, "Compatible simultaneous lower confidence bounds
+for the Holm procedure and other Bonferroni-based closed tests", Statistics in Medicine 27, 2008.)
+
+Means are taken on the paired seeds (the seeds both the design and the baseline have): a
+design's row holds its mean and the baseline's mean over the same seeds
+(``<metric>_baseline_mean``), whose difference is exactly its delta; the baseline's own row is
+its mean over all its seeds. A diverged
 run counts against its side: it is scored at chance level (``1 / classes`` for top-1,
 ``min(1, 5 / classes)`` for top-5, the score of a network that learned nothing; 0 when the
 record does not say how many classes there were) and paired like any other run, and the
@@ -36,8 +51,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["t_cdf", "t_quantile", "paired_delta", "holm", "chance_score", "delta_table", "per_class_table",
-           "image_sampling_se", "seeds_for_half_width", "TARGET_HALF_WIDTH", "MIN_PAIRS"]
+__all__ = ["t_cdf", "t_quantile", "t_interval", "paired_delta", "holm", "holm_levels", "chance_score",
+           "delta_table", "per_class_table", "image_sampling_se", "seeds_for_half_width", "TARGET_HALF_WIDTH",
+           "MIN_PAIRS"]
 
 TARGET_HALF_WIDTH = 0.01
 """The half-width (1.0 pp of top-1) a design's interval should reach; the seeds it needs at its
@@ -134,11 +150,21 @@ def paired_delta(values: Sequence[float], baseline: Sequence[float], confidence:
         return {**empty, "reason": "a score is missing or infinite (a diverged run of unknown class count)"}
     if sd <= 1e-12 * max(1.0, abs(mean)):
         return {**empty, "sd": 0.0, "reason": f"the {n} paired differences are all equal (sd = 0)"}
-    standard_error = sd / math.sqrt(n)
-    half = t_quantile(0.5 + confidence / 2.0, n - 1) * standard_error
-    p = min(1.0, 2.0 * t_cdf(-abs(mean) / standard_error, n - 1))
-    return {"n": n, "delta": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "half_width": half,
+    low, high = t_interval(mean, sd, n, confidence)
+    p = min(1.0, 2.0 * t_cdf(-abs(mean) / (sd / math.sqrt(n)), n - 1))
+    return {"n": n, "delta": mean, "sd": sd, "ci_low": low, "ci_high": high, "half_width": high - mean,
             "p": p, "significant": bool(p < 1.0 - confidence), "reason": ""}
+
+
+def t_interval(mean: float, sd: float, n: int, confidence: float) -> tuple[float, float]:
+    """``mean +- t_{(1 + confidence) / 2, n - 1} sd / sqrt(n)``: the two-sided t interval of a
+    mean of ``n`` values with sample standard deviation ``sd``. It excludes zero exactly when the
+    t-test's two-sided p-value is below ``1 - confidence``. NaN without a finite spread or with
+    fewer than 2 values."""
+    if n < 2 or not (math.isfinite(mean) and math.isfinite(sd)):
+        return math.nan, math.nan
+    half = t_quantile(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n)
+    return mean - half, mean + half
 
 
 def seeds_for_half_width(sd: float, target: float = TARGET_HALF_WIDTH, confidence: float = 0.95,
@@ -169,6 +195,27 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
+def holm_levels(p_values: Sequence[float], alpha: float) -> list[float]:
+    """Per hypothesis, in the order given, the error rate of the test Holm's step-down method
+    decides it with: sorted ascending, ``p_(i)`` is tested at ``alpha / (m - i + 1)`` while every
+    smaller p-value was rejected; from the first step that does not reject on, every remaining
+    hypothesis gets that step's rate (Holm stops there). NaN entries stay NaN and do not count.
+
+    A t interval at ``1 - level`` therefore excludes zero exactly when the Holm-adjusted p-value
+    (:func:`holm`) is below ``alpha``: a rejected ``p_(i)`` is below its own step's rate, and an
+    accepted one is at least the stopping step's ``p_(k)``, itself at least that step's rate."""
+    indexed = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    m = len(indexed)
+    levels = [math.nan] * len(p_values)
+    stopped: float | None = None
+    for rank, (p, i) in enumerate(indexed):
+        level = alpha / (m - rank)
+        if stopped is None and p * (m - rank) >= alpha:
+            stopped = level
+        levels[i] = level if stopped is None else stopped
+    return levels
+
+
 def chance_score(metric: str, classes: int | None) -> float:
     """What a network that learned nothing scores: ``1 / classes`` (top-1), ``min(1, 5 / classes)``
     (top-5), ``ln(classes)`` for a loss (a uniform prediction); 0 accuracy and an infinite loss
@@ -194,12 +241,38 @@ def delta_table(
     confidence: float = 0.95,
 ) -> list[dict[str, Any]]:
     """Per attention type: mean of each metric and its paired delta over ``baseline``, with the
-    p-value, its Holm adjustment over the designs of the table, and the verdict on it.
+    p-value, its Holm adjustment over the designs of the table, the verdict on it, and both
+    intervals (unadjusted ``<metric>_ci_low``/``_ci_high``, Holm's ``<metric>_ci_holm_low``/
+    ``_ci_holm_high`` at confidence ``<metric>_ci_holm_level``; see the module docstring).
 
     ``rows`` are per-run records with ``attn``, ``seed``, ``status`` and the metrics (and
     ``num_classes`` where known). Runs with status ``ok`` count with their score, ``diverged``
-    ones at :func:`chance_score`; a delta uses the seeds both sides have, and so does the mean.
+    ones at :func:`chance_score`. A design's delta, its mean and the baseline's mean beside it
+    (``<metric>_baseline_mean``) use the seeds both sides have; the baseline's row, all its seeds.
     """
+    scored, diverged = _scores(rows, metrics)
+    base = scored.get(baseline, {})
+    table = []
+    for attn in sorted(scored, key=lambda a: (a != baseline, a)):
+        runs = scored[attn]
+        entry: dict[str, Any] = {"attn": attn, "runs": len(runs), "diverged": diverged.get(attn, 0)}
+        seeds = sorted(runs) if attn == baseline else sorted(set(runs) & set(base))
+        for metric in metrics:
+            entry[f"{metric}_mean"] = _mean([runs[s][metric] for s in seeds])
+            if attn != baseline:
+                entry.update(_delta_fields(metric, [runs[s][metric] for s in seeds],
+                                           [base[s][metric] for s in seeds], confidence))
+        table.append(entry)
+    designs = [e for e in table if e["attn"] != baseline]
+    for metric in metrics:
+        _holm_fields(designs, metric, confidence)
+    return table
+
+
+def _scores(rows: Iterable[Mapping[str, Any]], metrics: Sequence[str]
+            ) -> tuple[dict[str, dict[int, dict[str, float]]], dict[str, int]]:
+    """Per attention type and seed, the scores of its runs that count (``ok`` with their score,
+    ``diverged`` at :func:`chance_score`), and per attention type its number of diverged runs."""
     scored: dict[str, dict[int, dict[str, float]]] = {}
     diverged: dict[str, int] = {}
     for row in rows:
@@ -210,31 +283,37 @@ def delta_table(
         score = {m: _score(row, m) if status == "ok" else chance_score(m, classes) for m in metrics}
         scored.setdefault(row["attn"], {})[int(row["seed"])] = score
         diverged[row["attn"]] = diverged.get(row["attn"], 0) + (status == "diverged")
-    base = scored.get(baseline, {})
-    table = []
-    for attn in sorted(scored, key=lambda a: (a != baseline, a)):
-        runs = scored[attn]
-        entry: dict[str, Any] = {"attn": attn, "runs": len(runs), "diverged": diverged.get(attn, 0)}
-        seeds = sorted(runs) if attn == baseline else sorted(set(runs) & set(base))
-        for metric in metrics:
-            values = [runs[s][metric] for s in seeds]
-            entry[f"{metric}_mean"] = sum(values) / len(values) if values else math.nan
-            if attn == baseline:
-                continue
-            result = paired_delta(values, [base[s][metric] for s in seeds], confidence)
-            entry[f"{metric}_pairs"] = result["n"]
-            for field in ("delta", "sd", "ci_low", "ci_high", "p"):
-                entry[f"{metric}_{field}"] = result[field]
-            entry[f"{metric}_reason"] = result["reason"]
-            if metric == "top1":
-                entry["top1_seeds_for_target"] = seeds_for_half_width(result["sd"], confidence=confidence)
-        table.append(entry)
-    designs = [e for e in table if e["attn"] != baseline]
-    for metric in metrics:
-        for entry, adjusted in zip(designs, holm([e[f"{metric}_p"] for e in designs]), strict=True):
-            entry[f"{metric}_p_holm"] = adjusted
-            entry[f"{metric}_significant"] = bool(adjusted < 1.0 - confidence)
-    return table
+    return scored, diverged
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def _delta_fields(metric: str, values: Sequence[float], baseline: Sequence[float], confidence: float
+                  ) -> dict[str, Any]:
+    """A design's columns for one metric: the baseline's mean on the same seeds and the paired
+    delta (:func:`paired_delta`) with its unadjusted interval."""
+    result = paired_delta(values, baseline, confidence)
+    fields: dict[str, Any] = {f"{metric}_baseline_mean": _mean(baseline), f"{metric}_pairs": result["n"]}
+    fields.update({f"{metric}_{k}": result[k] for k in ("delta", "sd", "ci_low", "ci_high", "p", "reason")})
+    if metric == "top1":
+        fields["top1_seeds_for_target"] = seeds_for_half_width(result["sd"], confidence=confidence)
+    return fields
+
+
+def _holm_fields(designs: list[dict[str, Any]], metric: str, confidence: float) -> None:
+    """Adds to each design's entry the Holm-adjusted p-value over ``designs``, the verdict on it
+    and the interval at the level of the Holm step that decides it (:func:`holm_levels`)."""
+    alpha = 1.0 - confidence
+    p_values = [e[f"{metric}_p"] for e in designs]
+    for entry, adjusted, level in zip(designs, holm(p_values), holm_levels(p_values, alpha), strict=True):
+        entry[f"{metric}_p_holm"] = adjusted
+        entry[f"{metric}_significant"] = bool(adjusted < alpha)
+        entry[f"{metric}_ci_holm_level"] = 1.0 - level
+        low, high = (math.nan, math.nan) if math.isnan(level) else t_interval(
+            entry[f"{metric}_delta"], entry[f"{metric}_sd"], entry[f"{metric}_pairs"], 1.0 - level)
+        entry[f"{metric}_ci_holm_low"], entry[f"{metric}_ci_holm_high"] = low, high
 
 
 def _paired_seeds(correct: Mapping[str, Mapping[int, Sequence[bool]]], attn: str, baseline: str) -> list[int]:
@@ -273,18 +352,48 @@ def per_class_table(
 
 def image_sampling_se(correct: Mapping[str, Mapping[int, Sequence[bool]]], baseline: str) -> dict[str, float]:
     """Per design, the standard error of its top-1 delta that comes from which images the val
-    set happens to hold: with ``D_i`` the per-image difference (design right minus baseline
-    right) averaged over the paired seeds, ``sd(D_i) / sqrt(N)``. For claims about the image
-    population (not about this val set) it adds to the seed term: ``sqrt(se_seeds^2 + se^2)``."""
+    set happens to hold, without the seed-to-seed noise (which the seed interval already holds).
+
+    With ``d_is`` = design right minus baseline right on image ``i`` at paired seed ``s``
+    (``N`` images, ``S`` seeds), ``D_i`` its mean over the seeds and ``d_.s`` over the images,
+    the spread of ``D_i`` across images holds the images' true differences plus each image's
+    seed noise over ``S``: ``E[var_i(D_i)] = var_between + var_within / S``. The within-image
+    seed variance is the interaction mean square of the image x seed table (the residual once
+    each image's and each seed's mean are removed, so a seed that is better on every image is
+    not counted as noise of the images),
+
+        var_within = sum_is (d_is - D_i - d_.s + d_..)^2 / ((N - 1) (S - 1)),
+
+    unbiased for the images' mean seed variance, and
+
+        se = sqrt(max(0, var_i(D_i) - var_within / S) / N)
+
+    (the crossed image x seed random-effects decomposition; Searle, Casella & McCulloch,
+    "Variance Components", 1992, ch. 4). For claims about the image population (not about this
+    val set) it adds to the seed term: ``sqrt(se_seeds^2 + se^2)``. Designs with fewer than 2
+    paired seeds (no within-image variance to remove) or 2 images have none."""
     out = {}
     for attn in (a for a in correct if a != baseline):
         seeds = _paired_seeds(correct, attn, baseline)
-        if not seeds:
+        if len(seeds) < 2:
             continue
-        n = len(correct[baseline][seeds[0]])
-        per_image = [sum(correct[attn][s][i] - correct[baseline][s][i] for s in seeds) / len(seeds) for i in range(n)]
-        if n < 2:
+        diffs = [[int(correct[attn][s][i]) - int(correct[baseline][s][i]) for s in seeds]
+                 for i in range(len(correct[baseline][seeds[0]]))]
+        if len(diffs) < 2:
             continue
-        mean = sum(per_image) / n
-        out[attn] = math.sqrt(sum((d - mean) ** 2 for d in per_image) / (n - 1) / n)
+        out[attn] = _between_image_se(diffs)
     return out
+
+
+def _between_image_se(diffs: Sequence[Sequence[float]]) -> float:
+    """:func:`image_sampling_se`'s estimate from the ``N x S`` table of per-image, per-seed
+    differences."""
+    n, s = len(diffs), len(diffs[0])
+    image_means = [sum(row) / s for row in diffs]
+    seed_means = [sum(row[j] for row in diffs) / n for j in range(s)]
+    grand = sum(image_means) / n
+    var_images = sum((d - grand) ** 2 for d in image_means) / (n - 1)
+    residual = sum((row[j] - image_means[i] - seed_means[j] + grand) ** 2
+                   for i, row in enumerate(diffs) for j in range(s))
+    var_within = residual / ((n - 1) * (s - 1))
+    return math.sqrt(max(0.0, var_images - var_within / s) / n)

@@ -3,10 +3,11 @@
 
 Only the records of one comparison are tabled (:func:`suite.accuracy.identity.same_comparison`:
 the same recipe, data, precision, threads, processes and training code); by default the last
-record's. ``deltas.csv`` holds, per attention type, the mean top-1/top-5 and the paired delta over the
-baseline with its 95% t interval (:func:`suite.accuracy.stats.delta_table`); with the per-image
-results kept beside the records (``per_image.jsonl`` and the val manifest), each delta also
-gets its image-sampling standard error and ``per_class.csv`` the paired delta per class.
+record's. ``deltas.csv`` holds, per attention type, the mean top-1/top-5 (a design's, and the
+baseline's beside it, over the seeds both have) and the paired delta over the baseline with its
+95% t interval, unadjusted and Holm's (:func:`suite.accuracy.stats.delta_table`); with the
+per-image results kept beside the records (``per_image.jsonl`` and the val manifest), each delta
+also gets its image-sampling standard error and ``per_class.csv`` the paired delta per class.
 """
 
 from __future__ import annotations
@@ -164,30 +165,43 @@ def _verdict(row: dict[str, Any]) -> str:
     return verdict
 
 
+def _interval(row: dict[str, Any], low: str, high: str) -> str:
+    """``[low, high]`` in signed percentage points (``n/a`` inside when missing)."""
+    return f"[{_pct(row.get(low), True)}, {_pct(row.get(high), True)}]"
+
+
 def _summary_row(row: dict[str, Any]) -> str:
     """One design's line of the summary table (the baseline's holds only its means)."""
     if row["attn"] == BASELINE:
-        return f"| {BASELINE} (baseline) | {row['runs']} | {_pct(row['top1_mean'])} | {_pct(row['top5_mean'])} | | | | | |"
-    ci = f"[{_pct(row['top1_ci_low'], True)}, {_pct(row['top1_ci_high'], True)}]"
+        return (f"| {BASELINE} (baseline) | {row['runs']} | {_pct(row['top1_mean'])} | {_pct(row['top5_mean'])} "
+                "| | | | | | | |")
     return (f"| {row['attn']} | {row['runs']} | {_pct(row['top1_mean'])} | {_pct(row['top5_mean'])} | "
-            f"{_pct(row['top1_delta'], True)} | {ci} | {_p(row.get('top1_p'))} | "
+            f"{_pct(row.get('top1_baseline_mean'))} | {_pct(row['top1_delta'], True)} | "
+            f"{_interval(row, 'top1_ci_holm_low', 'top1_ci_holm_high')} | "
+            f"{_interval(row, 'top1_ci_low', 'top1_ci_high')} | {_p(row.get('top1_p'))} | "
             f"{_p(row.get('top1_p_holm'))} | {_verdict(row)} |")
 
 
 def summary_markdown(records: list[dict[str, Any]], table: list[dict[str, Any]]) -> str:
-    """A markdown table: mean top-1/top-5, paired top-1 delta with its 95% CI, and a verdict."""
+    """A markdown table: mean top-1/top-5, the baseline's top-1 on the same seeds, the paired
+    top-1 delta with its Holm and unadjusted 95% CIs, the p-values and a verdict."""
     first = records[0]
     wall = sum(float(r.get("wall_s") or 0) for r in records)
     lines = [
         f"# Accuracy: {first.get('profile')} profile, {first.get('arch')} on {Path(str(first.get('data'))).name}",
         "",
         f"{len(records)} runs, {wall / 60:.1f} min of training and evaluation in all; top-1/top-5 in %; "
-        "delta = mean over seeds of (attention - baseline) at the same seed, 95% CI from the t distribution; "
-        "p: paired t-test, Holm-adjusted over the designs (the verdict uses it); means over the paired seeds; "
+        "delta = mean over seeds of (attention - baseline) at the same seed; "
+        "a design's means and the baseline top-1 beside it are over the paired seeds (so top-1 minus "
+        "baseline top-1 is the delta), the baseline's own row over all its seeds; "
+        "p: paired t-test, Holm-adjusted over the designs (the verdict uses it); "
+        "95% CI (Holm): t interval at the level of the Holm step that decides the design, which excludes 0 "
+        "exactly when the verdict is significant; 95% CI (unadjusted): t interval of the design alone; "
         "a diverged run is scored at chance level.",
         "",
-        "| attention | runs | top-1 | top-5 | top-1 delta | 95% CI | p | p (Holm) | verdict |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| attention | runs | top-1 | top-5 | baseline top-1 | top-1 delta | 95% CI (Holm) | 95% CI (unadjusted) "
+        "| p | p (Holm) | verdict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *(_summary_row(row) for row in table),
     ]
     bad = [r for r in records if r.get("status") != "ok"]

@@ -87,11 +87,15 @@ CONVENTIONS = """\
   this conv interleaved with the block. Model level: the same architecture without attention
   (`backbone_*`); `extra_*` is what the attention adds, `*_pct` relative to the backbone.
 * **Units.** `*_ms` milliseconds, `*_bytes` bytes, `*_pct` percent, `*_pp` percentage points;
-  `top1_pct` is top-1 accuracy in %; the accuracy delta is the mean over seeds of (attention -
-  baseline) at the same seed, with a 95% interval from the t distribution (`n_seeds` pairs);
-  `top1_p_holm` is the paired t-test's p-value Holm-adjusted over the designs of the sweep, and
-  `top1_significant` means it is below 0.05. Fewer than 3 pairs, or differences that are all
-  equal, give no interval and no verdict; a diverged run is scored at chance level.
+  `top1_pct` is top-1 accuracy in % (a design's over the seeds it shares with the baseline, whose
+  mean on those seeds is `top1_baseline_pct`); the accuracy delta is the mean over seeds of
+  (attention - baseline) at the same seed, with a 95% interval from the t distribution (`n_seeds`
+  pairs), unadjusted (`top1_ci_low_pp`, `top1_ci_high_pp`) and Holm's (`top1_ci_holm_low_pp`,
+  `top1_ci_holm_high_pp`: at the level of the Holm step that decides the design, `top1_ci_holm_level`,
+  so it excludes 0 exactly when the verdict is significant); `top1_p_holm` is the paired t-test's
+  p-value Holm-adjusted over the designs of the sweep, and `top1_significant` means it is below
+  0.05. Fewer than 3 pairs, or differences that are all equal, give no interval and no verdict; a
+  diverged run is scored at chance level.
 * **Latency.** Every configuration is timed in several rounds, each in a fresh worker process
   (1 intra-op thread on CPU unless stated, glibc's mmap and trim thresholds raised, warm-up until
   the process's memory stops growing); a round whose process did not get the CPU it asked for is
@@ -199,13 +203,20 @@ def _pp_interval(row: dict[str, Any], delta: str, low: str, high: str, scale: fl
         return ""
     text = f"{scale * float(row[delta]):+.2f}"
     if _fmt(row.get(low)):
-        text += f" [{scale * float(row[low]):+.2f}, {scale * float(row[high]):+.2f}]"
+        text += " " + _pp_bounds(row, low, high, scale)
     return text
 
 
+def _pp_bounds(row: dict[str, Any], low: str, high: str, scale: float = 1.0) -> str:
+    """``[low, high]`` signed with two decimals, empty without an interval."""
+    if not _fmt(row.get(low)):
+        return ""
+    return f"[{scale * float(row[low]):+.2f}, {scale * float(row[high]):+.2f}]"
+
+
 def accuracy_markdown(accuracy: pd.DataFrame, per_class: pd.DataFrame, runs: pd.DataFrame) -> str:
-    """The accuracy section: what the recipe measures, the paired deltas with their p-values
-    (raw and Holm-adjusted) and loss deltas, and the per-class top-1 deltas."""
+    """The accuracy section: what the recipe measures, the paired deltas with their intervals and
+    p-values (unadjusted and Holm's) and loss deltas, and the per-class top-1 deltas."""
     if accuracy.empty:
         return "_No accuracy results._\n"
     epochs = sorted(set(pd.to_numeric(runs.get("epochs", pd.Series(dtype=float)), errors="coerce").dropna()))
@@ -215,9 +226,10 @@ def accuracy_markdown(accuracy: pd.DataFrame, per_class: pd.DataFrame, runs: pd.
         "fast a design trains (short-schedule trainability), not the accuracy it would converge to, "
         "which is why the training-loss delta stands beside the top-1 delta.",
         "",
-        "| attention | seeds | top-1 delta, pp [95% CI] | p | p (Holm) | verdict | image term, pp | "
-        "train loss delta [95% CI] | val loss delta [95% CI] | gate scale at init | seeds for +-1 pp |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| attention | seeds | top-1 delta, pp [95% CI (unadjusted)] | 95% CI (Holm), pp | p | p (Holm) | verdict | "
+        "image term, pp | train loss delta [95% CI (unadjusted)] | val loss delta [95% CI (unadjusted)] | "
+        "gate scale at init | seeds for +-1 pp |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in accuracy.to_dict("records"):
         if row["attn"] == "none":
@@ -234,18 +246,26 @@ def accuracy_markdown(accuracy: pd.DataFrame, per_class: pd.DataFrame, runs: pd.
         lines.append("| " + " | ".join([
             f"`{row['attn']}`", _fmt(row.get("n_seeds"), "int"),
             _pp_interval(row, "top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp"),
+            _pp_bounds(row, "top1_ci_holm_low_pp", "top1_ci_holm_high_pp"),
             _fmt(row.get("top1_p")), _fmt(row.get("top1_p_holm")), verdict,
             _fmt(row.get("top1_se_images_pp")),
             _pp_interval(row, "train_loss_delta", "train_loss_ci_low", "train_loss_ci_high"),
             _pp_interval(row, "val_loss_delta", "val_loss_ci_low", "val_loss_ci_high"),
             _fmt(row.get("gate_scale_at_init")), _fmt(row.get("top1_seeds_for_target"), "int"),
         ]) + " |")
-    lines += ["", "Seeds for +-1 pp: the paired seeds a 95% interval of at most 1.0 pp needs at the spread "
+    lines += ["", "95% CI (unadjusted): the t interval of each design on its own. 95% CI (Holm): the t interval "
+              "at the level of the Holm step that decides the design (1 - 0.05 / (m - i + 1) for the i-th "
+              "smallest p of m; from the first step that does not reject on, that step's level), so it "
+              "excludes 0 exactly when the verdict is significant; it matches the verdicts but does not promise "
+              "that all intervals hold at once with 95% probability.",
+              "", "Seeds for +-1 pp: the paired seeds a 95% interval of at most 1.0 pp needs at the spread "
               "measured here (to be chosen before a new sweep, which keeps its interval honest).",
               "", "Gate scale at init: RMS(out) / RMS(in) of the freshly initialised module on a standard normal "
               "input, what its branch sees after the last BN (a sigmoid gate near 0.5 halves the branch).",
-              "", "The image term is the standard error (pp) the choice of val images adds to the delta; for a "
-              "claim about the image population rather than this val set, combine it with the seed interval "
+              "", "The image term is the standard error (pp) the choice of val images adds to the delta: the "
+              "spread across images of each image's seed-averaged difference, less the part each image's "
+              "seed-to-seed noise adds to it (which the seed interval already holds); for a claim about the "
+              "image population rather than this val set, combine it with the seed interval "
               "(sqrt(se_seeds^2 + se_images^2)).", ""]
     if not per_class.empty:
         matrix = per_class.pivot_table(index="attn", columns="class", values="top1_delta_pp", aggfunc="first")

@@ -162,8 +162,10 @@ def memory_table(stage: StageData) -> pd.DataFrame:
 
 _ACCURACY = [
     "attn", "profile", "arch", "recipe", "runs", "n_seeds", "status",
-    "top1_pct", "top5_pct", "top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "top1_p", "top1_p_holm",
-    "top1_significant", "top5_delta_pp", "top5_ci_low_pp", "top5_ci_high_pp", "top5_p", "top5_p_holm",
+    "top1_pct", "top1_baseline_pct", "top5_pct", "top5_baseline_pct", "top1_delta_pp", "top1_ci_low_pp",
+    "top1_ci_high_pp", "top1_ci_holm_low_pp", "top1_ci_holm_high_pp", "top1_ci_holm_level", "top1_p",
+    "top1_p_holm", "top1_significant", "top5_delta_pp", "top5_ci_low_pp", "top5_ci_high_pp",
+    "top5_ci_holm_low_pp", "top5_ci_holm_high_pp", "top5_ci_holm_level", "top5_p", "top5_p_holm",
     "top5_significant", "top1_se_images_pp", "train_loss_delta", "train_loss_ci_low", "train_loss_ci_high",
     "val_loss_delta", "val_loss_ci_low", "val_loss_ci_high", "gate_scale_at_init", "top1_seeds_for_target",
     "top1_reason", "diverged",
@@ -172,10 +174,13 @@ _ACCURACY = [
 
 
 def accuracy_table(stage: StageData) -> pd.DataFrame:
-    """``accuracy.csv``: per attention type (the baseline ``none`` first), top-1/top-5 in %, the
-    paired delta over the baseline in percentage points with its 95% t interval, the paired
-    t-test's p-value and its Holm adjustment over the designs (``*_significant`` uses the
-    adjusted one; :mod:`suite.accuracy.stats`)."""
+    """``accuracy.csv``: per attention type (the baseline ``none`` first), top-1/top-5 in % (a
+    design's and, as ``*_baseline_pct``, the baseline's, both over the seeds they share; the
+    baseline's row over all its seeds), the paired delta over the baseline in percentage points
+    with its unadjusted 95% t interval (``*_ci_low_pp``/``*_ci_high_pp``) and its Holm interval
+    (``*_ci_holm_low_pp``/``*_ci_holm_high_pp``, at confidence ``*_ci_holm_level``, excluding 0
+    exactly when ``*_significant``), the paired t-test's p-value and its Holm adjustment over the
+    designs (``*_significant`` uses the adjusted one; :mod:`suite.accuracy.stats`)."""
     deltas = stage.table("deltas").copy()
     if deltas.empty:
         return pd.DataFrame(columns=_ACCURACY)
@@ -198,7 +203,11 @@ def accuracy_table(stage: StageData) -> pd.DataFrame:
         out[f"{metric}_pct"] = 100 * _num(deltas, f"{metric}_mean")
         for src, dst in (("delta", "delta_pp"), ("ci_low", "ci_low_pp"), ("ci_high", "ci_high_pp")):
             out[f"{metric}_{dst}"] = 100 * _num(deltas, f"{metric}_{src}")
-        for field in ("p", "p_holm"):
+        for src, dst in (("baseline_mean", "baseline_pct"), ("ci_holm_low", "ci_holm_low_pp"),
+                         ("ci_holm_high", "ci_holm_high_pp")):
+            if f"{metric}_{src}" in deltas:
+                out[f"{metric}_{dst}"] = 100 * _num(deltas, f"{metric}_{src}")
+        for field in ("p", "p_holm", "ci_holm_level"):
             if f"{metric}_{field}" in deltas:
                 out[f"{metric}_{field}"] = _num(deltas, f"{metric}_{field}")
         if f"{metric}_significant" in deltas:
