@@ -99,7 +99,10 @@ COMMANDS: dict[str, StageSpec] = {spec.name: spec for spec in (
         summary=f"{_SUMMARY}:latency_summary",
         summary_columns=("latency_ratio_fwd", "latency_ratio_fwd_min", "latency_ratio_fwd_max", "latency_ratio_train",
                          "latency_passes_fwd", "latency_shapes", "latency_config", "latency_contended",
-                         "model_latency_ratio_fwd", "model_latency_ratio_train", "model_latency_fwd_by_arch"),
+                         "model_latency_ratio_fwd", "model_latency_ratio_train", "model_latency_fwd_by_arch",
+                         "model_latency_fwd_by_runtime", "model_latency_ratio_fwd_eager",
+                         "model_latency_ratio_fwd_compile", "model_latency_ratio_fwd_onnxruntime",
+                         "model_latency_ratio_fwd_openvino", "model_latency_below_one"),
         headline_columns=("latency_ratio_fwd", "latency_ratio_train")),
     StageSpec(
         "memory", "suite.timing.cli_memory", "bytes saved for backward, peak RSS / CUDA peak memory",

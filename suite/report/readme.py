@@ -105,7 +105,12 @@ CONVENTIONS = """\
   `ratio_ci_high`); `passes` is the same against one copy of the input (a read and a write
   pass): memory-bound gates are best compared in passes. `model_latency_*` is the whole
   backbone's latency with the attention over the backbone without it (`model_latency_fwd_by_arch`
-  per backbone with its interval; `model_latency_ratio_fwd` the median over the backbones).
+  per backbone with its interval; `model_latency_ratio_fwd` the median over the backbones;
+  `model_latency_ratio_fwd_<runtime>` per runtime: eager, compile = torch.compile with inductor,
+  onnxruntime). A design of kind `gate` only adds work to the network, so its ratio cannot be
+  below 1; a row whose whole interval is below 1 is listed in `model_latency_below_one` and shown
+  **flagged** in the summary instead of as a number: it measures a difference in how the two
+  networks were timed, not the design.
 * **Summary aggregation.** `latency_ratio_fwd` / `latency_ratio_train`, `params_over_conv3x3`,
   `macs_over_conv3x3` and `act_saved_over_input` are medians over the shapes measured
   (`latency_ratio_fwd_min` / `_max` give the spread, `latency_config` the device, dtype, memory
@@ -142,7 +147,7 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     header = ["attention", "kind", "params / conv3x3", "MACs / conv3x3", f"extra params ({arch})",
               f"extra MACs ({arch})", "latency fwd / conv3x3", "fwd passes", "train / conv3x3",
               "network fwd / backbone", "saved for bwd / input",
-              "top-1 delta, pp [95% CI]", "seeds", "p (Holm)", "status"]
+              "top-1 delta, pp [95% CI, unadjusted]", "seeds", "p (Holm)", "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in summary.to_dict("records"):
         ci = ""
@@ -160,11 +165,64 @@ def summary_markdown(summary: pd.DataFrame) -> str:
         cells = [f"`{row['attn']}`", _fmt(row.get("kind")), _fmt(row.get("params_over_conv3x3"), "x"),
                  _fmt(row.get("macs_over_conv3x3"), "x"), extra_p, extra_m,
                  _fmt(row.get("latency_ratio_fwd"), "x"), _fmt(row.get("latency_passes_fwd")),
-                 _fmt(row.get("latency_ratio_train"), "x"), _fmt(row.get("model_latency_fwd_by_arch")),
+                 _fmt(row.get("latency_ratio_train"), "x"), _network_cell(row),
                  _fmt(row.get("act_saved_over_input"), "x"), ci, _fmt(row.get("n_seeds"), "int"),
                  _fmt(row.get("top1_p_holm")), status]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+IMPOSSIBLE_NOTE = ("below 1 beyond its interval although the design only adds work: a timing artefact, "
+                   "not a speed-up (see Conventions)")
+
+
+def _network_cell(row: dict[str, Any]) -> str:
+    """The summary's "network fwd / backbone" cell: the ratio per backbone, or, where an
+    add-only design reads below 1 beyond its interval, the flag instead of the plain number."""
+    if _fmt(row.get("model_latency_below_one")):
+        return f"**flagged**: {row['model_latency_below_one']}, {IMPOSSIBLE_NOTE}"
+    return _fmt(row.get("model_latency_fwd_by_arch"))
+
+
+def _signed(value: float) -> str:
+    """``value`` with its sign and two decimals, a rounded zero as ``+0.00``."""
+    return f"{round(float(value), 2) + 0.0:+.2f}"
+
+
+def runtime_markdown(summary: pd.DataFrame) -> str:
+    """What a network pays under each runtime the latency stage measured (forward, network over
+    the same backbone under the same runtime, median over the backbones), and which designs
+    gain or lose most when compiled or exported; empty when only one runtime was measured."""
+    from .summary import RUNTIME_LABELS
+
+    runtimes = [r for r in RUNTIME_LABELS if f"model_latency_ratio_fwd_{r}" in summary
+                and summary[f"model_latency_ratio_fwd_{r}"].notna().any()]
+    if len(runtimes) < 2 or "eager" not in runtimes:
+        return ""
+    header = ["attention", *(RUNTIME_LABELS[r] for r in runtimes),
+              *(f"{RUNTIME_LABELS[r]} - eager" for r in runtimes if r != "eager")]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = summary[summary["model_latency_ratio_fwd_eager"].notna()].to_dict("records")
+    for row in rows:
+        eager = row["model_latency_ratio_fwd_eager"]
+        values = [row.get(f"model_latency_ratio_fwd_{r}") for r in runtimes]
+        changes = [pd.to_numeric(row.get(f"model_latency_ratio_fwd_{r}"), errors="coerce") - eager
+                   for r in runtimes if r != "eager"]
+        cells = [f"`{row['attn']}`", *(_fmt(v, "x") for v in values),
+                 *("" if pd.isna(c) else _signed(c) for c in changes)]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = ["Network forward latency over the same backbone without attention under the same runtime "
+            "(median over the backbones measured); the last columns are the change against eager: "
+            "negative means the design costs relatively less once compiled or exported.", "",
+            "\n".join(lines), ""]
+    for runtime in (r for r in runtimes if r != "eager"):
+        change = {row["attn"]: row.get(f"model_latency_ratio_fwd_{runtime}") - row["model_latency_ratio_fwd_eager"]
+                  for row in rows if not pd.isna(row.get(f"model_latency_ratio_fwd_{runtime}"))}
+        if change:
+            gains, losses = min(change, key=change.get), max(change, key=change.get)
+            text.append(f"Under {RUNTIME_LABELS[runtime]} against eager, the ratio moves least for `{gains}` "
+                        f"({_signed(change[gains])}) and most for `{losses}` ({_signed(change[losses])}).")
+    return "\n".join(text) + "\n"
 
 
 _ENV_ROWS = [
@@ -324,6 +382,9 @@ def render_readme(profile: str, summary: pd.DataFrame, figures: dict[str, str | 
     ]
     if accuracy_text:
         out += ["## Accuracy", "", accuracy_text]
+    runtimes = runtime_markdown(summary)
+    if runtimes:
+        out += ["## What a network pays, per runtime", "", runtimes]
     out += across_machines_block(machines_text)
     out += [
         "## Figures",

@@ -170,6 +170,64 @@ def latency_summary(rows: Rows, frames: dict[str, pd.DataFrame]) -> None:
                 if len(values):
                     rows[name][field] = values.median()
             rows[name]["model_latency_fwd_by_arch"] = _by_arch(group[group["mode"] == "forward"])
+    _model_runtimes(rows, ok[ok["level"] == "model"])
+    _impossible_ratios(rows, ok[ok["level"] == "model"])
+
+
+RUNTIME_LABELS = {"eager": "eager", "compile": "inductor", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+"""How the report names each value of the latency stage's runtime axis (its ``compile`` column)."""
+
+
+def _kind(name: str, row: dict[str, Any]) -> str | None:
+    """The design's kind: the cost stage's column, else the registry's (None for an unknown type)."""
+    if not _missing(row.get("kind")):
+        return str(row["kind"])
+    import modules
+
+    try:
+        return modules.get_info(name).kind
+    except ValueError:
+        return None
+
+
+def _model_runtimes(rows: Rows, model: pd.DataFrame) -> None:
+    """Per runtime (the ``compile`` axis), the forward network-over-backbone ratio, median over
+    the backbones: ``model_latency_ratio_fwd_<runtime>`` and one text column
+    ``model_latency_fwd_by_runtime`` (e.g. ``eager 1.08; inductor 1.03; ONNX Runtime 1.12``).
+    Other axes are held at the summary's configuration (fp32, contiguous where measured)."""
+    if model.empty or "compile" not in model:
+        return
+    for column, preferred in (("dtype", "fp32"), ("memory_format", "contiguous")):
+        if column in model and preferred in set(model[column].dropna()):
+            model = model[model[column] == preferred]
+    forward = model[model["mode"] == "forward"]
+    for name, group in forward.groupby("attn"):
+        if name not in rows:
+            continue
+        parts = []
+        for runtime, label in RUNTIME_LABELS.items():
+            values = group[group["compile"] == runtime]["ratio"]
+            if len(values):
+                rows[name][f"model_latency_ratio_fwd_{runtime}"] = values.median()
+                parts.append(f"{label} {values.median():.3g}")
+        rows[name]["model_latency_fwd_by_runtime"] = "; ".join(parts)
+
+
+def _impossible_ratios(rows: Rows, model: pd.DataFrame) -> None:
+    """``model_latency_below_one``: the model-level rows of an add-only design (kind ``gate``: it
+    inserts modules and removes nothing, so its network does strictly more work than the
+    backbone) whose whole interval lies below 1. Such a row measures the harness, not the
+    design (a systematic difference between how the two networks were timed); the report shows
+    it flagged, never as a plain number."""
+    if model.empty or "ratio_ci_high" not in model:
+        return
+    below = model[pd.to_numeric(model["ratio_ci_high"], errors="coerce") < 1]
+    for name, group in below.groupby("attn"):
+        if name not in rows or _kind(name, rows[name]) != "gate":
+            continue
+        rows[name]["model_latency_below_one"] = "; ".join(
+            f"{r['arch']} {r.get('compile', 'eager')} {r['mode']} {r['ratio']:.3g} "
+            f"[{r['ratio_ci_low']:.3g}, {r['ratio_ci_high']:.3g}]" for r in group.to_dict("records"))
 
 
 def _by_arch(forward: pd.DataFrame) -> str:
