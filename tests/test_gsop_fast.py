@@ -52,9 +52,9 @@ def test_training_step_matches_the_official_grouped_conv(label: str, channels: i
     y_official.backward(grad)
     torch.testing.assert_close(x_fast.grad, x_official.grad, rtol=1e-5, atol=1e-5)
     scale = max(p.grad.abs().max().item() for p in official.parameters())  # the bias before a BN gets ~0
-    for (name, p_fast), p_official in zip(fast.named_parameters(), official.parameters()):
+    for (name, p_fast), p_official in zip(fast.named_parameters(), official.parameters(), strict=True):
         torch.testing.assert_close(p_fast.grad, p_official.grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
-    for (name, b_fast), b_official in zip(fast.named_buffers(), official.buffers()):
+    for (name, b_fast), b_official in zip(fast.named_buffers(), official.buffers(), strict=True):
         torch.testing.assert_close(b_fast, b_official, rtol=1e-5, atol=1e-6, msg=name)
 
 

@@ -346,9 +346,10 @@ def render_readme(profile: str, summary: pd.DataFrame, figures: dict[str, str | 
                   figure_notes: dict[str, str], envs: dict[str, dict[str, Any]],
                   extra_env: dict[str, dict[str, str]], stages: dict[str, StageData],
                   captions: dict[str, str], outputs: list[str], accuracy_text: str = "",
-                  machines_text: str = "") -> str:
+                  machines_text: str = "", settings_text: str = "") -> str:
     """The whole README text; ``machines_text``, where given, is the "Across machines" section
-    (:mod:`suite.report.machines`)."""
+    (:mod:`suite.report.machines`), ``settings_text`` the "Do the settings change the
+    conclusions?" one (:mod:`suite.report.axes`)."""
     missing = [n for n, d in stages.items() if d.state == "missing"]
     empty = [n for n, d in stages.items() if d.state == "empty"]
     failed = [n for n, d in stages.items() if d.state == "failed"]
@@ -385,6 +386,8 @@ def render_readme(profile: str, summary: pd.DataFrame, figures: dict[str, str | 
     runtimes = runtime_markdown(summary)
     if runtimes:
         out += ["## What a network pays, per runtime", "", runtimes]
+    if settings_text:
+        out += ["## Do the settings change the conclusions?", "", settings_text]
     out += across_machines_block(machines_text)
     out += [
         "## Figures",
