@@ -6,7 +6,10 @@ trained and evaluated (``train.py``); each finished run appends one record to
 and resumes a half-finished one from its checkpoint in ``OUT/checkpoints/``. After the sweep,
 ``runs.csv`` (one row per run), ``deltas.csv`` (per attention type: mean top-1/top-5 and the
 paired delta over the baseline with its 95% t interval) and ``summary.md`` are rewritten from
-all records.
+all records. ``--matched se,gsop`` adds, for each design named, a width-matched arm: the
+backbone without attention, widened until its training step takes as long as the design's on
+this machine (:mod:`suite.accuracy.matched`; ``matched.csv`` holds each search's result), trained
+with the same seeds as ``matched_<design>``.
 
 This module holds the settings and ``main``; :mod:`suite.accuracy.sweep` runs the sweep (the
 distributed job and the loop over the runs), :mod:`suite.accuracy.tables` makes the tables.
@@ -29,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from suite.errors import UsageError
-from suite.shard import Shard
 from suite.records import FolderLockedError, RecordStore, folder_lock
+from suite.shard import Shard
 from suite.stages import stage
 
 from ..options import (
@@ -44,12 +47,13 @@ from ..options import (
     setting,
 )
 from .data import DataNotFoundError, resolve_data_root, torchvision_imagenette
+from .matched import MATCHABLE_ARCHS, TOLERANCE, W_MAX
 from .recipe import AUGMENTS, DEFAULT_SEEDS, PROFILES, Recipe, make_recipe
 from .sweep import run_sweep, training_device
 from .tables import write_tables
 
 __all__ = ["AccuracySettings", "SETTINGS", "add_arguments", "main", "SOURCE_DESIGNS", "ONE_VALUE", "DIST_TIMEOUT_MIN",
-           "recipe_of", "resolve_attention"]
+           "recipe_of", "resolve_attention", "resolve_matched"]
 
 SOURCE_DESIGNS = ("se", "eca", "ca", "gsop", "cbam", "dycaconv", "dsan_channel")
 """The designs the accuracy stage compares by default (``--attn``): SE, ECA, CA, GSoP, CBAM, DyCAConv and DSAN channel attention."""
@@ -85,6 +89,12 @@ class AccuracySettings:
         "AMP, torchrun"))
     attn: str = setting("--attn", ",".join(SOURCE_DESIGNS), default_text=(
         f"the source designs {','.join(SOURCE_DESIGNS)}; the baseline 'none' is always run too"))
+    matched: tuple[str, ...] = setting(Option(
+        "--matched", f"designs of --attn, comma-separated, each to get a width-matched arm: {', '.join(MATCHABLE_ARCHS)} "
+        f"without attention, its widths scaled (x1 to x{W_MAX:g}, multiples of 8) until its training step takes as "
+        f"long as the design's on this machine (within {TOLERANCE:.0%}), trained with the same seeds as "
+        f"matched_<design>; the search's result is kept in matched.csv and reused", parse=comma_list,
+        metavar="NAME[,NAME...]"), (), default_text="none")
     seeds: int | None = setting(Option(
         "--seeds", "number of seeds, paired across attention types, chosen from measured noise for a 95% "
         "half-width of at most 1 pp (see recipe.DEFAULT_SEEDS)", parse=positive_int, metavar="N"), None,
@@ -182,6 +192,28 @@ def resolve_attention(spec: str) -> list[str]:
         raise UsageError(str(error)) from None
 
 
+def resolve_matched(names: tuple[str, ...], attns: list[str], arch: str) -> list[str]:
+    """The designs of ``--matched`` (``names``, duplicates dropped), each checked: it must be
+    one of this run's designs ``attns`` (the arm is compared with it) and ``arch`` one the arm can
+    widen; anything else is a :class:`UsageError` naming what is accepted."""
+    import modules
+
+    chosen = list(dict.fromkeys(n for n in names if n != modules.BASELINE))
+    if not chosen:
+        return []
+    if arch not in MATCHABLE_ARCHS:
+        raise UsageError(f"--matched widens {', '.join(MATCHABLE_ARCHS)} only (its stem and stage widths); this run "
+                         f"trains {arch}: pass --arch {MATCHABLE_ARCHS[0]} or leave --matched out")
+    unknown = [n for n in chosen if n not in modules.list_attention()]
+    absent = [n for n in chosen if n not in attns and n not in unknown]
+    if unknown or absent:
+        problems = ([f"unknown design(s) {', '.join(unknown)}"] if unknown else []) + (
+            [f"{', '.join(absent)} not among this run's designs (add to --attn)"] if absent else [])
+        raise UsageError(f"--matched: {'; '.join(problems)}; accepted: the designs of --attn "
+                         f"({', '.join(attns) or 'none'})")
+    return chosen
+
+
 def recipe_of(settings: AccuracySettings) -> Recipe:
     """The preset's recipe, overridden by each setting named like a :class:`Recipe` field that is
     not None (a :data:`ONE_VALUE` setting gives its one value). A recipe that cannot be made
@@ -216,8 +248,9 @@ def main(settings: AccuracySettings) -> int:
             return _tables_only(out)
         recipe = recipe_of(settings)
         attns = resolve_attention(settings.attn)
+        matched = resolve_matched(settings.matched, attns, recipe.arch)
         training_device(settings)
-        summary = run_sweep(settings, recipe, attns, _data_root(settings), out)
+        summary = run_sweep(settings, recipe, attns, _data_root(settings), out, matched)
     except FolderLockedError as exc:  # another run writes this folder
         raise UsageError(str(exc)) from None
     if summary.finished == 0:

@@ -13,6 +13,11 @@ it is in the run key (:func:`run_context`) and in the record (:data:`IDENTITY_FI
 Per-image results: for every finished run, one line of ``per_image.jsonl`` with, in the order
 of the val split's files (listed once per data identity in ``val_images-<id>.json``), whether
 top-1 and top-5 were right and the image's loss.
+
+Width-matched arms: ``matched_<design>`` (:func:`matched_name`) names the backbone without
+attention, widened until its training step takes as long as the design's
+(:mod:`suite.accuracy.matched`); its runs pair with the baseline's seeds like a design's, and
+their key names the widths trained.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IDENTITY_FIELDS", "ABSENT_FIELDS", "code_version", "design_code_version", "run_identity", "run_context",
-           "same_comparison", "per_image_line", "val_manifest_name"]
+__all__ = ["IDENTITY_FIELDS", "ABSENT_FIELDS", "MATCHED_PREFIX", "code_version", "design_code_version",
+           "matched_name", "matched_design", "run_identity", "run_context", "same_comparison", "per_image_line",
+           "val_manifest_name"]
 
 IDENTITY_FIELDS = ("recipe", "data_id", "precision", "threads", "world_size", "code_version")
 """Record fields that must be equal for two runs to be paired."""
@@ -37,6 +43,22 @@ SHARED_CODE = ("suite/accuracy/train.py", "suite/accuracy/augment.py", "suite/ac
                "modules/_base.py", "modules/_registry.py", "modules/backbones.py", "modules/small_resnet.py")
 """The code every run of a comparison shares: training, augmentation, decoding, the backbones
 and the zoo's contract (recipe values are in the recipe fingerprint)."""
+
+
+MATCHED_PREFIX = "matched_"
+"""What the name of a width-matched arm starts with, before the design it matches."""
+
+
+def matched_name(design: str) -> str:
+    """The name of the arm matched to ``design`` in the records and tables (``matched_se``)."""
+    return MATCHED_PREFIX + design
+
+
+def matched_design(name: str) -> str | None:
+    """The design a width-matched arm's ``name`` matches (``se`` for ``matched_se``); None for
+    any other name."""
+    text = str(name)
+    return text[len(MATCHED_PREFIX):] if text.startswith(MATCHED_PREFIX) and len(text) > len(MATCHED_PREFIX) else None
 
 
 def _code_hash(source: str) -> str:
@@ -63,12 +85,14 @@ def code_version() -> str:
 
 def design_code_version(attn: str) -> str:
     """A hash of the source file that defines ``attn``'s module (a plugin's file too), kept in
-    the run's key: a changed design is trained again, its baseline is not."""
+    the run's key: a changed design is trained again, its baseline is not. ``-`` for the
+    baseline and for a width-matched arm, which hold no attention (the key of a matched run
+    names its widths instead)."""
     import inspect
 
     import modules
 
-    if attn == "none":
+    if attn == "none" or matched_design(attn) is not None:
         return "-"
     try:
         path = inspect.getsourcefile(modules.get_info(attn).factory)

@@ -3,7 +3,9 @@
 One process, or every rank of a ``torchrun`` job, runs :func:`run_sweep`: it joins the job
 (:func:`suite.accuracy.train.init_distributed`), decodes the splits, keeps the designs the
 backbone can hold, plans one :class:`TrainingRun` per seed and design (the baseline first) and
-trains those the records do not hold yet (:func:`suite.stage.pending`). The first rank holds
+trains those the records do not hold yet (:func:`suite.stage.pending`). With width-matched arms
+(``--matched``) it first finds each one's widths (:mod:`suite.accuracy.matched`, on the first
+rank, or reused from ``matched.csv``) and plans its runs after the designs'. The first rank holds
 the output folder's lock, writes the records, the per-image results, the val manifest and
 ``gate_scale.csv``, and rewrites the tables (:mod:`suite.accuracy.tables`) at the end; every
 rank takes part in every run.
@@ -28,7 +30,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,10 +54,24 @@ from suite.stages import stage
 from .data import DataNotFoundError, SplitData, list_classes, load_split, select_classes
 from .identity import (
     design_code_version,
+    matched_design,
+    matched_name,
     per_image_line,
     run_context,
     run_identity,
     val_manifest_name,
+)
+from .matched import (
+    MAX_EVALS,
+    TOLERANCE,
+    W_MAX,
+    Widths,
+    match_design,
+    network_spec,
+    parse_widths,
+    read_matched,
+    widths_text,
+    write_matched,
 )
 from .recipe import DEFAULT_SEEDS, Recipe
 from .tables import write_tables
@@ -88,14 +104,27 @@ class TrainingRun:
     attn: str
     seed: int
     context: str
+    widths: Widths | None = None
+    """A width-matched arm's widths (stem, then stages); None for a design or the baseline."""
 
     def key(self) -> str:
-        """Its record's key: the run, its context and the design's own code version."""
-        return f"{self.attn}|seed={self.seed}|{self.context}|design={design_code_version(self.attn)}"
+        """Its record's key: the run, its context and the design's own code version, and a
+        width-matched arm's widths."""
+        key = f"{self.attn}|seed={self.seed}|{self.context}|design={design_code_version(self.attn)}"
+        return key + (f"|widths={widths_text(self.widths)}" if self.widths else "")
 
     def as_row(self) -> dict[str, Any]:
-        """The design and the seed."""
-        return {"attn": self.attn, "seed": self.seed}
+        """The design and the seed; for a width-matched arm also the design it matches and its widths."""
+        row: dict[str, Any] = {"attn": self.attn, "seed": self.seed}
+        if self.widths:
+            row.update(matches=matched_design(self.attn), widths=widths_text(self.widths))
+        return row
+
+    def network(self) -> str:
+        """What :func:`suite.accuracy.train.build_network` builds for it: the design, or a matched
+        arm's network spec (:func:`suite.accuracy.matched.network_spec`)."""
+        design = matched_design(self.attn)
+        return network_spec(design, self.widths) if self.widths and design else self.attn
 
     def label(self) -> str:
         """A few words for the progress bar."""
@@ -193,12 +222,13 @@ def training_device(settings: AccuracySettings) -> str:
     return device
 
 
-def run_sweep(settings: AccuracySettings, recipe: Recipe, attns: list[str], root: Path, out: Path) -> SweepSummary:
+def run_sweep(settings: AccuracySettings, recipe: Recipe, attns: list[str], root: Path, out: Path,
+              matched: Sequence[str] = ()) -> SweepSummary:
     """Join the job (on :func:`training_device`, its collectives waiting up to
     ``--dist-timeout`` minutes for the other ranks), set the threads, and run the sweep of
-    ``attns`` (and the baseline) over the seeds into ``out``, the first rank holding its lock;
-    the job is left cleanly when the sweep ends, and without waiting for the other ranks when it
-    raised."""
+    ``attns`` (and the baseline, and a width-matched arm of each design in ``matched``) over the
+    seeds into ``out``, the first rank holding its lock; the job is left cleanly when the sweep
+    ends, and without waiting for the other ranks when it raised."""
     from datetime import timedelta
 
     info = init_distributed(training_device(settings), timeout=timedelta(minutes=settings.dist_timeout))
@@ -213,7 +243,7 @@ def run_sweep(settings: AccuracySettings, recipe: Recipe, attns: list[str], root
     finished = False
     try:
         with folder_lock(out) if info.is_main else contextlib.nullcontext():
-            summary = _sweep(settings, recipe, attns, root, seeds, out, info)
+            summary = _sweep(settings, recipe, attns, root, seeds, out, info, matched)
         finished = True
         return summary
     finally:
@@ -221,8 +251,9 @@ def run_sweep(settings: AccuracySettings, recipe: Recipe, attns: list[str], root
 
 
 def _sweep(settings: AccuracySettings, recipe: Recipe, attns: list[str], root: Path, seeds: list[int], out: Path,
-           info: DistInfo) -> SweepSummary:
-    """Load the data, plan the runs, train those still to do and rewrite the tables."""
+           info: DistInfo, matched: Sequence[str] = ()) -> SweepSummary:
+    """Load the data, find the matched arms' widths, plan the runs, train those still to do and
+    rewrite the tables."""
     import torch
 
     train, val = _load_data(settings, recipe, root, info)
@@ -232,7 +263,8 @@ def _sweep(settings: AccuracySettings, recipe: Recipe, attns: list[str], root: P
     sweep = Sweep(settings, recipe, info, out, root, train, val, identity,
                   environment_columns(collect_environment()) if info.is_main else {}, RecordStore(out / str(stage("accuracy").records_file)),
                   RecordStore(out / "per_image.jsonl"))
-    plan = select_shard(_plan(sweep, attns, seeds), settings.shard)
+    arms = _matched_arms(sweep, [d for d in matched if d in attns])
+    plan = select_shard(_plan(sweep, attns, seeds, arms), settings.shard)
     if info.is_main:
         _write_val_manifest(out, val)
         scales = [{"attn": a, "gate_scale_at_init": _gate_scale(a)} for a in attns]
@@ -246,11 +278,68 @@ def _sweep(settings: AccuracySettings, recipe: Recipe, attns: list[str], root: P
     return SweepSummary(len(plan), finished, sweep.runs.path)
 
 
-def _plan(sweep: Sweep, attns: list[str], seeds: list[int]) -> list[TrainingRun]:
-    """One run per seed and design, the baseline first, in the context of everything that must
-    match for two runs to be paired (:mod:`suite.accuracy.identity`)."""
+def _plan(sweep: Sweep, attns: list[str], seeds: list[int], arms: dict[str, Widths] | None = None
+          ) -> list[TrainingRun]:
+    """One run per seed and design, the baseline first and the width-matched ``arms`` (design ->
+    widths) last, in the context of everything that must match for two runs to be paired
+    (:mod:`suite.accuracy.identity`)."""
     context = run_context(sweep.recipe.arch, sweep.root.name, sweep.identity)
-    return [TrainingRun(attn, seed, context) for seed in seeds for attn in [BASELINE, *attns]]
+    return [run for seed in seeds for run in (
+        *(TrainingRun(attn, seed, context) for attn in [BASELINE, *attns]),
+        *(TrainingRun(matched_name(design), seed, context, widths) for design, widths in (arms or {}).items()))]
+
+
+def _matched_arms(sweep: Sweep, designs: list[str]) -> dict[str, Widths]:
+    """The widths of each design's matched arm (design -> widths; a refused design has none):
+    its row of ``matched.csv`` when the row was found in this comparison's context, else a new
+    search (:func:`suite.accuracy.matched.match_design`) on the first rank, whose rows every rank
+    then receives; ``matched.csv`` rewritten with them."""
+    rows = _search_or_reuse(sweep, designs) if sweep.info.is_main and designs else {}
+    rows = broadcast_object(rows, sweep.info)
+    return {design: parse_widths(row["widths"]) for design, row in rows.items() if row["status"] != "refused"}
+
+
+def _search_key(sweep: Sweep, design: str, batch: int) -> str:
+    """What a row of ``matched.csv`` must share with this sweep to be reused: the runs' context,
+    the design's code, the device, the per-process batch and the search's settings."""
+    context = run_context(sweep.recipe.arch, sweep.root.name, sweep.identity)
+    return (f"{context}|design={design_code_version(design)}|device={sweep.info.device.type}|batch={batch}|"
+            f"tol={TOLERANCE}|wmax={W_MAX}|evals={MAX_EVALS}")
+
+
+def _search_or_reuse(sweep: Sweep, designs: list[str]) -> dict[str, dict[str, Any]]:
+    """On the first rank: each design's row of ``matched.csv`` (reused, or searched and written),
+    with a line per design."""
+    batch = sweep.recipe.batch_size // sweep.info.world_size
+    known = read_matched(sweep.out)
+    rows: dict[str, dict[str, Any]] = {}
+    for design in designs:
+        key = _search_key(sweep, design, batch)
+        row = known.get(design)
+        if row is None or row.get("search_key") != key:
+            sweep.say(f"matched {design}: measuring training steps for the width whose step matches {design}'s "
+                      f"(up to {MAX_EVALS} widths)")
+            row = {**match_design(design, arch=sweep.recipe.arch, recipe=sweep.recipe, device=sweep.info.device,
+                                  batch=batch, num_classes=len(sweep.train.classes)),
+                   "device": str(sweep.info.device), "threads": sweep.identity["threads"],
+                   "precision": sweep.identity["precision"], "search_key": key}
+            known[design] = rows[design] = row
+            write_matched(sweep.out, known)
+        else:
+            rows[design] = row
+            sweep.say(f"matched {design}: reusing its width from matched.csv")
+        sweep.say(_matched_line(row))
+    return rows
+
+
+def _matched_line(row: dict[str, Any]) -> str:
+    """A matched arm's search result in one line."""
+    head = f"{row['attn']:>14s}: "
+    if row["status"] == "refused":
+        return head + f"refused: {row['reason']}"
+    text = (f"width x{row['width_mult']:.3g} ({row['widths']} channels), step {row['matched_step_ms']:.3g} ms "
+            f"against {row['design']}'s {row['design_step_ms']:.3g} ms and the backbone's {row['baseline_step_ms']:.3g} ms")
+    return head + text + (f"; {row['reason']}" if row["status"] != "ok" else "")
 
 
 def _train_pending(sweep: Sweep, plan: list[TrainingRun]) -> None:
@@ -294,7 +383,7 @@ def _train_one(sweep: Sweep, run: TrainingRun, outer: tqdm | None) -> None:
     inner = sweep.bar(recipe.epochs * (len(sweep.train) // recipe.batch_size), run.label(), "step")
     started = time.time()
     try:
-        result = train_run(recipe.arch, run.attn, run.seed, recipe, sweep.train, sweep.val, sweep.info,
+        result = train_run(recipe.arch, run.network(), run.seed, recipe, sweep.train, sweep.val, sweep.info,
                            checkpoint=checkpoint, run_key=key, progress=_progress(inner, outer)).as_dict()
     except Exception as error:  # noqa: BLE001 - one broken module must not end a single-process sweep
         result = {**failure_fields(error, "error"), "traceback": format_traceback(error)}

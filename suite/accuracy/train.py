@@ -130,9 +130,15 @@ def close_distributed(finished: bool) -> None:
 
 
 def build_network(arch: str, attn: str | None, num_classes: int) -> nn.Module:
-    """The backbone ``arch`` with ``attn`` inserted (``None``: the baseline)."""
+    """The backbone ``arch`` with ``attn`` inserted (``None``: the baseline). An ``attn`` that
+    names a width-matched arm with its widths (:func:`suite.accuracy.matched.network_spec`,
+    ``matched_se@40-80-160-320``) is the backbone without attention at those widths."""
     import modules
 
+    from .matched import build_matched, parse_network_spec
+
+    if attn is not None and parse_network_spec(attn) is not None:
+        return build_matched(arch, attn, num_classes)
     return modules.build_model(arch, attn, num_classes=num_classes)
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from ..accuracy.identity import matched_design
 from ..timing.grid import MODES
 from .tables import primary_latency
 
@@ -25,6 +26,8 @@ __all__ = [
     "NEEDS_LATENCY",
     "pareto_front",
     "type_order",
+    "FEW_SEEDS",
+    "MatchedPoint",
     "ScatterPanel",
     "CostBenefitData",
     "cost_benefit_data",
@@ -86,32 +89,63 @@ def _with_rest(order: list[str], names: set[str]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- (a) cost vs benefit
+FEW_SEEDS = 3
+"""Accuracy deltas from fewer paired seeds than this have no interval; a cost-benefit figure
+whose points all have fewer says on its face that they are not evidence."""
+
+
+@dataclass
+class MatchedPoint:
+    """A width-matched arm (``matched_<design>``: the backbone without attention, widened to the
+    design's training-step time) beside its design: drawn at the design's cost, since the two
+    cost the same training-step time, with its own top-1 delta and interval."""
+
+    label: str
+    design: str
+    x: float  # the design's cost on the panel's axis
+    y: float
+    err: tuple[float, float]  # below and above y (0 where there is no interval)
+    design_y: float
+
+
 @dataclass
 class ScatterPanel:
-    """One panel of the cost-benefit figure: a point per type with its 95% interval."""
+    """One panel of the cost-benefit figure: a point per type with its 95% interval, and the
+    width-matched arms beside their designs."""
 
     column: str
     xlabel: str
     x: np.ndarray
     y: np.ndarray
     err: np.ndarray  # 2 x n: below and above y (0 where there is no interval)
-    front: np.ndarray  # the Pareto front's mask
+    front: np.ndarray  # the Pareto front's mask (attention types only)
     labels: list[str]
     with_interval: bool
     some_without_bar: bool
+    matched: list[MatchedPoint] = field(default_factory=list)
 
 
 @dataclass
 class CostBenefitData:
-    """The panels (``None`` for a cost with no positive value)."""
+    """The panels (``None`` for a cost with no positive value), the most paired seeds any
+    point has (None where the summary does not say) and, below :data:`FEW_SEEDS`, the warning
+    the figure carries on its face."""
 
     panels: list[ScatterPanel | None]
+    seeds: int | None = None
+    warning: str = ""
 
 
 def cost_benefit_data(summary: pd.DataFrame) -> CostBenefitData | str:
     """Top-1 delta against the forward latency ratio and against the extra MACs (or, without a
-    model-level cost, the block's MACs over the conv's)."""
+    model-level cost, the block's MACs over the conv's). A width-matched arm's row
+    (``matched_<design>``) is a point beside its design, at the design's cost; the others make
+    the Pareto front."""
     if summary.empty or summary["top1_delta_pp"].notna().sum() == 0:
+        return NEEDS_ACCURACY
+    is_arm = summary["attn"].map(lambda name: matched_design(name) is not None)
+    arms, summary = summary[is_arm], summary[~is_arm]
+    if summary["top1_delta_pp"].notna().sum() == 0:
         return NEEDS_ACCURACY
     columns = []
     if summary["latency_ratio_fwd"].notna().any():
@@ -123,7 +157,43 @@ def cost_benefit_data(summary: pd.DataFrame) -> CostBenefitData | str:
         columns.append(("macs_over_conv3x3", "block MACs / 3x3 conv MACs (median over shapes, log)"))
     if not columns:
         return NEEDS_ACCURACY
-    return CostBenefitData([_scatter_panel(summary, column, xlabel) for column, xlabel in columns])
+    panels = [_scatter_panel(summary, column, xlabel) for column, xlabel in columns]
+    for panel in panels:
+        if panel is not None:
+            panel.matched = _matched_points(arms, panel)
+    seeds, warning = _seed_warning(pd.concat([summary, arms]), panels)
+    return CostBenefitData(panels, seeds, warning)
+
+
+def _matched_points(arms: pd.DataFrame, panel: ScatterPanel) -> list[MatchedPoint]:
+    """The arms with a top-1 delta whose design is a point of ``panel``, at the design's x."""
+    points = []
+    for row in arms.dropna(subset=["top1_delta_pp"]).to_dict("records"):
+        design = matched_design(row["attn"])
+        if design not in panel.labels:
+            continue
+        i = panel.labels.index(design)
+        y = float(row["top1_delta_pp"])
+        low, high = (row.get(c) for c in ("top1_ci_low_pp", "top1_ci_high_pp"))
+        err = (0.0 if pd.isna(low) else y - float(low), 0.0 if pd.isna(high) else float(high) - y)
+        points.append(MatchedPoint(row["attn"], design, float(panel.x[i]), y, err, float(panel.y[i])))
+    return points
+
+
+def _seed_warning(rows: pd.DataFrame, panels: list[ScatterPanel | None]) -> tuple[int | None, str]:
+    """The most paired seeds behind any plotted delta, and the warning the figure carries when
+    that is below :data:`FEW_SEEDS` (or, without a seed count, when no point has an interval)."""
+    plotted = rows.dropna(subset=["top1_delta_pp"])
+    counts = pd.to_numeric(plotted["n_seeds"], errors="coerce").dropna() if "n_seeds" in plotted else pd.Series()
+    if len(counts):
+        seeds = int(counts.max())
+        if seeds >= FEW_SEEDS:
+            return seeds, ""
+        return seeds, (f"{seeds} paired seed{'s' if seeds != 1 else ''}: the accuracy deltas here are not evidence "
+                       f"(no interval below {FEW_SEEDS} seeds; any gap may be noise)")
+    if any(p is not None and p.with_interval for p in panels):
+        return None, ""
+    return None, "no 95% interval on any point: the accuracy deltas here are not evidence"
 
 
 def _scatter_panel(summary: pd.DataFrame, column: str, xlabel: str) -> ScatterPanel | None:

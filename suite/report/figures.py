@@ -38,6 +38,7 @@ from .figure_data import (  # noqa: E402
     ModelPanel,
     ScalingData,
     ScalingPanel,
+    ScatterPanel,
     SingleShapeData,
 )
 
@@ -121,38 +122,80 @@ def _plain_log(ax: plt.Axes, which: str = "x") -> None:
 
 
 # --------------------------------------------------------------------------- (a) cost vs benefit
+CLEARANCE = 0.08
+"""The margin above and below the deltas, a fraction of their span."""
+
+MATCHED_LEGEND = "width-matched baseline (at its design's cost)"
+"""The legend entry of the width-matched arms."""
+
+
 def cost_benefit_figure(data: CostBenefitData, path: Path, caption: str) -> tuple[Path, str]:
     """Top-1 delta (95% CI) against each cost, with the Pareto front (cheaper and better than
-    every other type) marked."""
+    every other type) marked, each width-matched arm beside its design (a hollow square in the
+    design's colour, joined to it: attention against the same training-step time spent on
+    width), and, when the deltas come from fewer than
+    :data:`~suite.report.figure_data.FEW_SEEDS` seeds, a banner on every panel saying they are
+    not evidence (also the figure's note)."""
     fig, axes = plt.subplots(1, len(data.panels), figsize=(7.5 * len(data.panels), 6.5), squeeze=False)
     for ax, panel in zip(axes[0], data.panels, strict=True):
         if panel is None:
             ax.set_axis_off()
             continue
-        x, y, err, front = panel.x, panel.y, panel.err, panel.front
-        ax.axhline(0, color="0.3", lw=0.8, ls="--", zorder=1)
-        ax.errorbar(x, y, yerr=err, fmt="none", ecolor="0.65", elinewidth=1, capsize=3, zorder=2)
-        ax.scatter(x[~front], y[~front], s=36, color="tab:blue", zorder=3, label="attention type")
-        ax.scatter(x[front], y[front], s=70, color="tab:red", marker="D", zorder=4, label="Pareto front")
-        order = np.argsort(x[front])
-        ax.step(x[front][order], y[front][order], where="post", color="tab:red", lw=1, alpha=0.6, zorder=2)
-        ax.set_xscale("log")
-        _plain_log(ax, "x")
-        ax.set_xlabel(panel.xlabel)
-        ax.set_ylabel("top-1 delta over the baseline, percentage points" + (" (95% CI)" if panel.with_interval else ""))
-        ax.grid(True, which="both", alpha=0.3)
-        span = max(np.nanmax(y + err[1]) - np.nanmin(y - err[0]), 1e-6)
-        ax.set_ylim(np.nanmin(y - err[0]) - 0.08 * span, np.nanmax(y + err[1]) + 0.08 * span)
-        ax.set_xlim(x.min() / 1.6, x.max() * 1.6)
-        ax.text(0.01, 0.01, "dashed: baseline (no attention)"
-                + ("; points without a bar have fewer than 3 paired seeds" if panel.some_without_bar else ""),
-                transform=ax.transAxes, fontsize=7, color="0.35")
-        ax.legend(loc="best", fontsize=8)
-        fig.canvas.draw()
-        _label_points(ax, x, y, panel.labels, bold=front)
-    _caption(fig, "Cost vs benefit: accuracy delta against latency and MACs (up and left is better)", caption)
+        _cost_benefit_panel(ax, panel, headroom=0.35 if data.warning else CLEARANCE)
+        if data.warning:
+            ax.text(0.5, 0.97, textwrap.fill(data.warning, 48), transform=ax.transAxes, ha="center", va="top",
+                    fontsize=12, fontweight="bold", color="darkred", zorder=10,
+                    bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "darkred", "alpha": 0.85})
+    title = "Cost vs benefit: accuracy delta against latency and MACs (up and left is better)"
+    if any(panel is not None and panel.matched for panel in data.panels):
+        title += ("; hollow squares: the backbone without attention widened until its training step takes as long "
+                  "as the design's (width-matched baseline), drawn at the design's cost and joined to it")
+    _caption(fig, title + (f" -- {data.warning}" if data.warning else ""), caption)
     fig.tight_layout()
-    return _save(fig, path), ""
+    return _save(fig, path), data.warning
+
+
+def _cost_benefit_panel(ax: plt.Axes, panel: ScatterPanel, headroom: float) -> None:
+    """One panel: the types with their intervals and Pareto front, the matched arms, the labels;
+    ``headroom`` (a fraction of the deltas' span) left free above the highest point."""
+    x, y, err, front = panel.x, panel.y, panel.err, panel.front
+    ax.axhline(0, color="0.3", lw=0.8, ls="--", zorder=1)
+    ax.errorbar(x, y, yerr=err, fmt="none", ecolor="0.65", elinewidth=1, capsize=3, zorder=2)
+    ax.scatter(x[~front], y[~front], s=36, color="tab:blue", zorder=3, label="attention type")
+    ax.scatter(x[front], y[front], s=70, color="tab:red", marker="D", zorder=4, label="Pareto front")
+    order = np.argsort(x[front])
+    ax.step(x[front][order], y[front][order], where="post", color="tab:red", lw=1, alpha=0.6, zorder=2)
+    arms = panel.matched
+    my = np.array([p.y for p in arms], float)
+    merr = np.array([p.err for p in arms], float).reshape(-1, 2).T
+    for k, point in enumerate(arms):
+        color = "tab:red" if front[panel.labels.index(point.design)] else "tab:blue"
+        ax.plot([point.x, point.x], [point.design_y, point.y], color=color, lw=0.8, ls=":", zorder=2)
+        ax.errorbar([point.x], [point.y], yerr=merr[:, k:k + 1], fmt="none", ecolor="0.75", elinewidth=1,
+                    capsize=2, zorder=2)
+        ax.scatter([point.x], [point.y], s=48, marker="s", facecolors="none", edgecolors=color, linewidths=1.4,
+                   zorder=4, label=MATCHED_LEGEND if k == 0 else None)
+    ax.set_xscale("log")
+    _plain_log(ax, "x")
+    ax.set_xlabel(panel.xlabel)
+    ax.set_ylabel("top-1 delta over the baseline, percentage points" + (" (95% CI)" if panel.with_interval else ""))
+    ax.grid(True, which="both", alpha=0.3)
+    low = np.concatenate([y - err[0], my - merr[0]]) if arms else y - err[0]
+    high = np.concatenate([y + err[1], my + merr[1]]) if arms else y + err[1]
+    span = max(np.nanmax(high) - np.nanmin(low), 1e-6)
+    ax.set_ylim(np.nanmin(low) - CLEARANCE * span, np.nanmax(high) + headroom * span)
+    ax.set_xlim(x.min() / 1.6, x.max() * 1.6)
+    ax.text(0.01, 0.01, "dashed: baseline (no attention)"
+            + ("; points without a bar have fewer than 3 paired seeds" if panel.some_without_bar else ""),
+            transform=ax.transAxes, fontsize=7, color="0.35")
+    # the top is the few-seeds banner's where there is one (headroom above the points)
+    if headroom <= CLEARANCE:
+        ax.legend(loc="best", fontsize=8)
+    else:  # above the note on the bottom line
+        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 0.05), fontsize=8, framealpha=0.9)
+    ax.figure.canvas.draw()
+    _label_points(ax, np.concatenate([x, [p.x for p in arms]]), np.concatenate([y, my]),
+                  [*panel.labels, *(p.label for p in arms)], bold=[*front, *(False for _ in arms)])
 
 
 # --------------------------------------------------------------------------- (b) latency heatmap
