@@ -233,3 +233,26 @@ def test_the_reports_accuracy_table_and_section_carry_both_intervals() -> None:
     assert "top-1 delta, pp [95% CI (unadjusted)] | 95% CI (Holm), pp |" in text
     row = next(line for line in text.splitlines() if line.startswith("| `d0` |"))
     assert f"[{d0['top1_ci_holm_low_pp']:+.2f}, {d0['top1_ci_holm_high_pp']:+.2f}]" in row
+
+
+def test_a_matched_arm_is_its_own_holm_family_and_the_design_is_compared_with_it() -> None:
+    from suite.accuracy.stats import delta_table
+
+    records = []
+    for seed in range(6):
+        noise = 0.002 * ((seed * 7) % 5)
+        for attn, top1 in (("none", 0.70), ("se", 0.72), ("eca", 0.701), ("matched_se", 0.73)):
+            own = {"se": 0.001, "matched_se": 0.0005 * (seed % 2)}.get(attn, 0.0)
+            records.append({"attn": attn, "seed": seed, "status": "ok",
+                            "top1": top1 + noise + (own * seed if attn == "se" else own), "top5": 0.9})
+    table = {e["attn"]: e for e in delta_table(records, baseline="none", metrics=("top1",),
+                                               matched={"se": "matched_se"})}
+    # two designs in the designs' family: Holm multiplies the smaller p by 2 at most
+    assert table["se"]["top1_p_holm"] <= 2 * table["se"]["top1_p"] + 1e-12
+    # the arm alone in its own family: its Holm p is its own p
+    assert table["matched_se"]["top1_p_holm"] == table["matched_se"]["top1_p"]
+    assert "top1_vs_matched_delta" not in table["matched_se"] and "top1_vs_matched_delta" not in table["eca"]
+    expected = sum(0.72 + 0.001 * s - 0.73 - 0.0005 * (s % 2) for s in range(6)) / 6
+    assert table["se"]["top1_vs_matched_delta"] == pytest.approx(expected)
+    assert table["se"]["top1_vs_matched_pairs"] == 6 and table["se"]["matched_arm"] == "matched_se"
+    assert table["se"]["top1_vs_matched_ci_high"] < 0  # the widened backbone beats se at every seed

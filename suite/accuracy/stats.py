@@ -239,11 +239,18 @@ def delta_table(
     baseline: str,
     metrics: Sequence[str] = ("top1", "top5"),
     confidence: float = 0.95,
+    matched: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Per attention type: mean of each metric and its paired delta over ``baseline``, with the
     p-value, its Holm adjustment over the designs of the table, the verdict on it, and both
     intervals (unadjusted ``<metric>_ci_low``/``_ci_high``, Holm's ``<metric>_ci_holm_low``/
     ``_ci_holm_high`` at confidence ``<metric>_ci_holm_level``; see the module docstring).
+
+    ``matched`` maps a design to its width-matched baseline arm (another entry of the table):
+    the arms form their own Holm family (whether widening helps is a second question, not one
+    more design), and the design's row adds ``<metric>_vs_matched_*``, its paired delta over the
+    arm on the seeds both have (unadjusted: one question per design, answered beside its
+    verdict against the baseline).
 
     ``rows`` are per-run records with ``attn``, ``seed``, ``status`` and the metrics (and
     ``num_classes`` where known). Runs with status ``ok`` count with their score, ``diverged``
@@ -263,10 +270,30 @@ def delta_table(
                 entry.update(_delta_fields(metric, [runs[s][metric] for s in seeds],
                                            [base[s][metric] for s in seeds], confidence))
         table.append(entry)
-    designs = [e for e in table if e["attn"] != baseline]
+    arms = set((matched or {}).values())
+    designs = [e for e in table if e["attn"] != baseline and e["attn"] not in arms]
+    widened = [e for e in table if e["attn"] in arms]
     for metric in metrics:
         _holm_fields(designs, metric, confidence)
+        _holm_fields(widened, metric, confidence)
+    for entry in designs:
+        arm = (matched or {}).get(entry["attn"])
+        if arm in scored:
+            entry.update(_versus_matched(scored[entry["attn"]], scored[arm], arm, metrics, confidence))
     return table
+
+
+def _versus_matched(design: Mapping[int, Mapping[str, float]], arm: Mapping[int, Mapping[str, float]], name: str,
+                    metrics: Sequence[str], confidence: float) -> dict[str, Any]:
+    """A design's paired delta over its width-matched arm ``name``, per metric, on the seeds both
+    have: ``<metric>_vs_matched_delta``, ``_ci_low``, ``_ci_high``, ``_p`` and ``_pairs``."""
+    seeds = sorted(set(design) & set(arm))
+    fields: dict[str, Any] = {"matched_arm": name}
+    for metric in metrics:
+        result = paired_delta([design[s][metric] for s in seeds], [arm[s][metric] for s in seeds], confidence)
+        fields.update({f"{metric}_vs_matched_{k}": result[k] for k in ("delta", "ci_low", "ci_high", "p", "reason")})
+        fields[f"{metric}_vs_matched_pairs"] = result["n"]
+    return fields
 
 
 def _scores(rows: Iterable[Mapping[str, Any]], metrics: Sequence[str]

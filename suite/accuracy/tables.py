@@ -23,7 +23,7 @@ from modules import BASELINE
 from suite.records import RecordStore, write_text_atomic
 from suite.stage import write_tables as write_stage_tables
 
-from .identity import IDENTITY_FIELDS, same_comparison, val_manifest_name
+from .identity import IDENTITY_FIELDS, matched_design, same_comparison, val_manifest_name
 from .stats import delta_table, image_sampling_se, per_class_table
 
 __all__ = ["METRICS", "RUN_COLUMNS", "LEGACY_FIELDS", "build_tables", "comparison", "tables", "write_tables",
@@ -72,7 +72,9 @@ def build_tables(
     ordered = [c for c in RUN_COLUMNS if c in runs.columns]
     ordered += [c for c in runs.columns if c not in RUN_COLUMNS and c != "recipe_config"]
     runs = runs.assign(_baseline_last=runs["attn"] != BASELINE).sort_values(["_baseline_last", "attn", "seed"])
-    return records, runs[ordered].reset_index(drop=True), delta_table(records, baseline=BASELINE, metrics=METRICS)
+    arms = {matched_design(a): a for a in runs["attn"].unique() if matched_design(a)}
+    return records, runs[ordered].reset_index(drop=True), delta_table(records, baseline=BASELINE, metrics=METRICS,
+                                                                      matched=arms)
 
 
 def comparison(records: list[dict[str, Any]], folder: Path, identity: dict[str, Any] | None = None

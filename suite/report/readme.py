@@ -272,6 +272,24 @@ def _pp_bounds(row: dict[str, Any], low: str, high: str, scale: float = 1.0) -> 
     return f"[{scale * float(row[low]):+.2f}, {scale * float(row[high]):+.2f}]"
 
 
+def _accuracy_name(row: dict[str, Any]) -> str:
+    """The accuracy table's first cell: the type, and for a width-matched arm what it matches."""
+    if _fmt(row.get("matches")):
+        width = f"width x{float(row['width_mult']):.3g}, " if _fmt(row.get("width_mult")) else ""
+        return f"`{row['attn']}` ({width}same step time as `{row['matches']}`)"
+    return f"`{row['attn']}`"
+
+
+def _versus_matched_cell(row: dict[str, Any]) -> str:
+    """A design's paired delta over its width-matched arm, or why it has none."""
+    if _fmt(row.get("top1_vs_matched_delta_pp")):
+        return _pp_interval(row, "top1_vs_matched_delta_pp", "top1_vs_matched_ci_low_pp",
+                            "top1_vs_matched_ci_high_pp")
+    if _fmt(row.get("matched_reason")) and not _fmt(row.get("matches")):
+        return f"no arm: {row['matched_reason']}"
+    return ""
+
+
 def accuracy_markdown(accuracy: pd.DataFrame, per_class: pd.DataFrame, runs: pd.DataFrame) -> str:
     """The accuracy section: what the recipe measures, the paired deltas with their intervals and
     p-values (unadjusted and Holm's) and loss deltas, and the per-class top-1 deltas."""
@@ -286,8 +304,8 @@ def accuracy_markdown(accuracy: pd.DataFrame, per_class: pd.DataFrame, runs: pd.
         "",
         "| attention | seeds | top-1 delta, pp [95% CI (unadjusted)] | 95% CI (Holm), pp | p | p (Holm) | verdict | "
         "image term, pp | train loss delta [95% CI (unadjusted)] | val loss delta [95% CI (unadjusted)] | "
-        "gate scale at init | seeds for +-1 pp |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "gate scale at init | seeds for +-1 pp | vs width-matched, pp [95% CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in accuracy.to_dict("records"):
         if row["attn"] == "none":
@@ -302,7 +320,7 @@ def accuracy_markdown(accuracy: pd.DataFrame, per_class: pd.DataFrame, runs: pd.
         if _fmt(row.get("diverged")) and float(row["diverged"]) > 0:
             verdict += f" ({int(row['diverged'])} diverged, scored at chance)"
         lines.append("| " + " | ".join([
-            f"`{row['attn']}`", _fmt(row.get("n_seeds"), "int"),
+            _accuracy_name(row), _fmt(row.get("n_seeds"), "int"),
             _pp_interval(row, "top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp"),
             _pp_bounds(row, "top1_ci_holm_low_pp", "top1_ci_holm_high_pp"),
             _fmt(row.get("top1_p")), _fmt(row.get("top1_p_holm")), verdict,
@@ -310,6 +328,7 @@ def accuracy_markdown(accuracy: pd.DataFrame, per_class: pd.DataFrame, runs: pd.
             _pp_interval(row, "train_loss_delta", "train_loss_ci_low", "train_loss_ci_high"),
             _pp_interval(row, "val_loss_delta", "val_loss_ci_low", "val_loss_ci_high"),
             _fmt(row.get("gate_scale_at_init")), _fmt(row.get("top1_seeds_for_target"), "int"),
+            _versus_matched_cell(row),
         ]) + " |")
     lines += ["", "95% CI (unadjusted): the t interval of each design on its own. 95% CI (Holm): the t interval "
               "at the level of the Holm step that decides the design (1 - 0.05 / (m - i + 1) for the i-th "
@@ -318,8 +337,15 @@ def accuracy_markdown(accuracy: pd.DataFrame, per_class: pd.DataFrame, runs: pd.
               "that all intervals hold at once with 95% probability.",
               "", "Seeds for +-1 pp: the paired seeds a 95% interval of at most 1.0 pp needs at the spread "
               "measured here (to be chosen before a new sweep, which keeps its interval honest).",
-              "", "Gate scale at init: RMS(out) / RMS(in) of the freshly initialised module on a standard normal "
-              "input, what its branch sees after the last BN (a sigmoid gate near 0.5 halves the branch).",
+              "", "Gate scale at init: RMS(out) / RMS(in) of the inserted modules as the network holds them, "
+              "freshly initialised, on the activations standard-normal images give them (a design that replaces "
+              "a conv against the baseline's conv there); a sigmoid gate near 0.5 halves its branch.",
+              "", "Width-matched arms (`matched_<design>`): the backbone without attention, widened until its "
+              "training step takes as long as the design's on this machine (`width_mult`, `widths`, `step_ms`, "
+              "`macs` and `params` in `accuracy.csv`), trained on the same seeds: attention against the same "
+              "cost spent on width. Their deltas over the baseline form their own Holm family; the last column "
+              "is the design's paired delta over its arm (unadjusted): below 0, the width bought more than the "
+              "attention did.",
               "", "The image term is the standard error (pp) the choice of val images adds to the delta: the "
               "spread across images of each image's seed-averaged difference, less the part each image's "
               "seed-to-seed noise adds to it (which the seed interval already holds); for a claim about the "

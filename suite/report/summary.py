@@ -260,6 +260,8 @@ def accuracy_summary(rows: Rows, frames: dict[str, pd.DataFrame]) -> None:
     """The top-1 delta over the baseline with its interval, seeds and Holm-adjusted p-value."""
     for record in frames["accuracy"].to_dict("records"):
         name = record["attn"]
+        if name in rows and not _missing(record.get("matches")):
+            rows[name]["kind"] = f"backbone widened to {record['matches']}'s training step"
         if name in rows:
             for field in ("top1_delta_pp", "top1_ci_low_pp", "top1_ci_high_pp", "n_seeds", "top1_p_holm",
                           "top1_significant"):

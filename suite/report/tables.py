@@ -169,7 +169,9 @@ _ACCURACY = [
     "top5_significant", "top1_se_images_pp", "train_loss_delta", "train_loss_ci_low", "train_loss_ci_high",
     "val_loss_delta", "val_loss_ci_low", "val_loss_ci_high", "gate_scale_at_init", "top1_seeds_for_target",
     "top1_reason", "diverged",
-    "runs_not_ok",
+    "runs_not_ok", "matches", "matched_arm", "top1_vs_matched_delta_pp", "top1_vs_matched_ci_low_pp",
+    "top1_vs_matched_ci_high_pp", "top1_vs_matched_p", "width_mult", "widths", "step_ms", "macs", "params",
+    "matched_reason",
 ]
 
 
@@ -224,7 +226,50 @@ def accuracy_table(stage: StageData) -> pd.DataFrame:
     scales = stage.table("gate_scale")
     if not scales.empty:
         out["gate_scale_at_init"] = out["attn"].map(scales.set_index("attn")["gate_scale_at_init"])
+    for field in ("delta", "ci_low", "ci_high"):
+        if f"top1_vs_matched_{field}" in deltas:
+            out[f"top1_vs_matched_{field}_pp"] = 100 * _num(deltas, f"top1_vs_matched_{field}")
+    for field in ("matched_arm", "top1_vs_matched_p"):
+        if field in deltas:
+            out[field] = deltas[field]
+    out = _with_matched_arms(out, stage.table("matched"))
     return _keep(out, _ACCURACY).reset_index(drop=True)
+
+
+def _with_matched_arms(out: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy rows with the width-matched arms' search (``matched.csv``) joined: each
+    ``matched_<design>`` row names the design it ``matches``, its ``width_mult`` and ``widths``,
+    measured training ``step_ms``, ``macs`` per image and ``params``, and follows its design's
+    row; the design's row gets its own step time, MACs and parameters; a design the search
+    refused keeps its row with the reason in ``matched_reason`` (and no arm)."""
+    if matched.empty or "design" not in matched:
+        return out
+    out = out.copy()
+    search = matched.set_index("design")
+    for design, row in search.iterrows():
+        arm = row.get("attn", f"matched_{design}")
+        mine, theirs = out["attn"] == design, out["attn"] == arm
+        out.loc[mine, ["step_ms", "macs", "params"]] = [row.get("design_step_ms"), row.get("macs_design"),
+                                                        row.get("params_design")]
+        if str(row.get("status")) == "refused" or not theirs.any():
+            out.loc[mine, "matched_reason"] = row.get("reason") or f"search status {row.get('status')}"
+            continue
+        out.loc[theirs, ["matches", "width_mult", "widths", "step_ms", "macs", "params", "matched_reason"]] = [
+            design, row.get("width_mult"), row.get("widths"), row.get("matched_step_ms"), row.get("macs_matched"),
+            row.get("params_matched"), row.get("reason") or ""]
+    return _beside_designs(out)
+
+
+def _beside_designs(out: pd.DataFrame) -> pd.DataFrame:
+    """``out`` with each row that ``matches`` a design moved right after that design's row."""
+    arms = out[out.get("matches", pd.Series(index=out.index, dtype=object)).notna()] if "matches" in out else out.iloc[:0]
+    rest = out.drop(arms.index)
+    order = []
+    for index, row in rest.iterrows():
+        order.append(index)
+        order += arms.index[arms["matches"] == row["attn"]].tolist()
+    order += [i for i in arms.index if i not in order]
+    return out.loc[order]
 
 
 def per_class_table(stage: StageData) -> pd.DataFrame:
