@@ -117,7 +117,7 @@ def test_the_estimate_follows_overrides() -> None:
     profile = apply_overrides(load_profile("cpu"), ["accuracy.seeds=2"])
     runs = plan_runs(profile, ["accuracy"], [], progress=False)
     [estimate] = estimate_runs(runs, native_bf16=True)
-    assert estimate.count == 8 * 2
+    assert estimate.count == (8 + 2) * 2  # baseline, 7 designs and 2 width-matched arms (se, gsop), 2 seeds
 
 
 def test_expected_minutes_must_be_a_positive_number(tmp_path: Path) -> None:

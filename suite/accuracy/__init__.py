@@ -3,6 +3,6 @@
 ``data`` (ImageFolder -> uint8 decode cache), ``augment`` (batched tensor crops and flips),
 ``recipe`` (per-profile training recipes), ``train`` (one resumable, paired, optionally
 distributed run), ``identity`` (what makes two runs comparable), ``stats`` (paired deltas with
-t intervals), ``sweep`` (the distributed job and the loop over the runs), ``tables`` (the
+t intervals), ``matched`` (the width-matched baseline arms' search), ``sweep`` (the distributed job and the loop over the runs), ``tables`` (the
 stage's tables and summary from its records) and ``cli`` (``python -m suite accuracy``).
 """

@@ -249,6 +249,10 @@ def main(settings: AccuracySettings) -> int:
         recipe = recipe_of(settings)
         attns = resolve_attention(settings.attn)
         matched = resolve_matched(settings.matched, attns, recipe.arch)
+        if matched and settings.shard:
+            raise UsageError("--matched with --shard: each part would search its own width and train different "
+                             "networks under one name; run the accuracy stage unsharded, or leave --matched out "
+                             "(in the bench: --set accuracy.matched=)")
         training_device(settings)
         summary = run_sweep(settings, recipe, attns, _data_root(settings), out, matched)
     except FolderLockedError as exc:  # another run writes this folder

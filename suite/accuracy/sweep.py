@@ -267,7 +267,8 @@ def _sweep(settings: AccuracySettings, recipe: Recipe, attns: list[str], root: P
     plan = select_shard(_plan(sweep, attns, seeds, arms), settings.shard)
     if info.is_main:
         _write_val_manifest(out, val)
-        scales = [{"attn": a, "gate_scale_at_init": _gate_scale(a)} for a in attns]
+        scales = [{"attn": a, "gate_scale_at_init": _gate_scale(a, recipe.arch, len(train.classes), recipe.image_size)}
+                  for a in attns]
         write_csv_atomic(out / "gate_scale.csv", pd.DataFrame(scales, columns=["attn", "gate_scale_at_init"]))
     _train_pending(sweep, plan)
     if not info.is_main:
@@ -479,10 +480,11 @@ def _load_part(settings: AccuracySettings, recipe: Recipe, root: Path, classes: 
     return data
 
 
-def _gate_scale(attn: str) -> float:
-    """:func:`gate_scale_at_init`, NaN for a module that cannot run at its probe shape."""
+def _gate_scale(attn: str, arch: str, num_classes: int, size: int) -> float:
+    """:func:`gate_scale_at_init` in the run's network at its input size, NaN for a design
+    that cannot run there."""
     try:
-        return gate_scale_at_init(attn)
+        return gate_scale_at_init(attn, arch, num_classes, size)
     except Exception:  # noqa: BLE001 - a plugin refusing the probe must not stop the sweep
         return math.nan
 

@@ -24,7 +24,7 @@ records, and ``epoch_s`` of ``raw/accuracy/runs.csv``):
 * accuracy: per epoch, training images x 3 x the backbone's MACs at the input size at 1.86e11
   MAC/s (bf16 autocast on a CPU with native bf16; fp32 a third of that), times the attention
   type's cost relative to the baseline's (:data:`ACCURACY_FACTOR`, from the same runs: se 1.16,
-  gsop 4.38, 1.5 for a type not run there); the final evaluation (forward only); 1 s per run.
+  gsop 1.65, 1.5 for a type not run there; a width-matched arm as its design); the final evaluation (forward only); 1 s per run.
 
 **CUDA** (:data:`CUDA`, one H100-class GPU), *unverified until a GPU runs it*:
 
@@ -79,8 +79,10 @@ COST_MODEL_S = {"resnet18": 0.48, "resnet34": 0.9, "resnet50": 1.2, "resnet101":
 committed cpu run's records; the others from their ratio to those on another 2-core machine."""
 
 ACCURACY_FACTOR = {"none": 1.0, "se": 1.16, "eca": 1.18, "ca": 1.35, "cbam": 1.49, "dycaconv": 1.46,
-                   "dsan_channel": 1.28, "gsop": 4.38}
-"""An epoch of each type over the baseline's (the committed cpu runs' ``epoch_s``); 1.5 for others."""
+                   "dsan_channel": 1.28, "gsop": 1.65}
+"""An epoch of each type over the baseline's (the committed cpu runs' ``epoch_s``; gsop's from its
+row-major formulation, ``python -m benchmarks.gsop_profile``: a 1.62x training step on Intel
+Xeon); 1.5 for others. A width-matched arm costs its design's."""
 OTHER_FACTOR = 1.5
 
 REPORT_S = 6.0
@@ -328,7 +330,7 @@ def run_seconds(recipe: Any, attn: str, model: DeviceModel, native_bf16: bool) -
     amp = recipe.amp and (model is CUDA or native_bf16)
     rate = model.train_macs_per_s / (1.0 if amp else model.fp32_slowdown)
     train, val = _images(recipe)
-    factor = ACCURACY_FACTOR.get(attn, OTHER_FACTOR)
+    factor = ACCURACY_FACTOR.get(attn.removeprefix("matched_"), OTHER_FACTOR)  # an arm costs its design's step
     return (recipe.epochs * 3 * train + val) * macs / rate * factor + model.accuracy_run_s
 
 
@@ -342,7 +344,8 @@ def _accuracy(run: Any, done: set[str], native_bf16: bool | None) -> Estimate:
     recipe = recipe_of(settings)
     seeds = settings.seeds or DEFAULT_SEEDS[settings.preset]
     names = [modules.BASELINE, *resolve_attention(settings.attn)]
-    planned = [(attn, settings.first_seed + s) for s in range(seeds) for attn in names]
+    arms = [f"matched_{design}" for design in getattr(settings, "matched", ()) or ()]
+    planned = [(attn, settings.first_seed + s) for s in range(seeds) for attn in [*names, *arms]]
     runs = select_shard(planned, getattr(settings, "shard", None))
     keys = {f"{attn}|{seed}|{recipe.fingerprint()}": attn for attn, seed in runs}
     fresh = _new(list(keys), done)
