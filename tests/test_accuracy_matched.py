@@ -155,6 +155,8 @@ def test_matched_names_are_checked_before_any_work(capsys) -> None:
     assert "unknown design(s) zz" in err and "accepted: the designs of --attn (se)" in err
     assert suite_main(["accuracy", "--preset", "gpu", "--attn", "se", "--matched", "se", "--device", "cpu"]) == 2
     assert "widens resnet_small only" in capsys.readouterr().err
+    assert suite_main(["accuracy", "--attn", "se", "--matched", "se", "--shard", "1/2", "--data", "/nonexistent"]) == 2
+    assert "--matched with --shard" in capsys.readouterr().err
 
 
 def _image_folder(root: Path, classes: int = 2, train: int = 12, val: int = 4) -> Path:
