@@ -95,8 +95,10 @@ def bench(session: nox.Session) -> None:
     """Every stage for a profile, then the report: ``nox -s bench [-- --profile smoke --attn 'se*']``.
 
     Arguments after ``--`` go to ``python -m suite bench`` (``--help`` lists them); the default
-    is the cpu profile into ``reports/cpu``."""
-    _install(session, "-e", ".")
+    is the cpu profile into ``reports/cpu``. Installs the runtimes the latency stage measures
+    beside eager (``.[runtimes]``: ONNX Runtime); a runtime that is missing gives rows with status
+    ``unsupported``, not a failed bench."""
+    _install(session, "-e", ".[runtimes]")
     session.run("python", "-m", "suite", "bench", *session.posargs)
 
 
@@ -111,7 +113,7 @@ def report(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite: ``nox -s tests [-- PYTEST_ARGS]``."""
-    _install(session, "-e", ".[test]")
+    _install(session, "-e", ".[test,runtimes]")
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
 
 
@@ -120,7 +122,7 @@ def quick(session: nox.Session) -> None:
     """The fast tier, what a contributor runs before each commit: every test not marked ``slow``
     (under 2 minutes on 2 cores once the environment exists): ``nox -s quick [-- PYTEST_ARGS]``.
     ``nox -s tests`` is the full suite, the one CI runs."""
-    _install(session, "-e", ".[test]")
+    _install(session, "-e", ".[test,runtimes]")
     session.run("python", "-m", "pytest", "-q", "-m", "not slow", *session.posargs)
 
 

@@ -60,12 +60,17 @@ STATUSES: dict[str, str] = {
     "oom": "out of memory",
     "unsupported": "an operation is not implemented for this dtype or device",
     "compile_error": "torch.compile failed where the eager call ran",
+    "export_error": "latency under onnxruntime / openvino: torch.onnx.export failed with every exporter tried (the "
+                    "message names the operator it stopped at where the exporter says)",
     "timeout": "its process ran longer than --timeout-s",
     "contended": "latency: too few rounds got the CPU they asked for, or on CUDA shared the GPU with another "
                  "process, so no numbers",
     "graph_error": "latency --cuda-graph on: the step could not be captured into a CUDA graph (a host sync, a CPU "
                    "tensor, a data-dependent shape, a non-capturable optimizer); the message says why",
-    "refused": "build_model has no place for the design in this backbone (a deliberate outcome, not a failure)",
+    "refused": "build_model has no place for the design in this backbone, or the width-matched search has no "
+               "width to match it with (a deliberate outcome, not a failure; the reason is given)",
+    "closest": "accuracy --matched: no width on the 8-channel grid came within the tolerance of the design's "
+               "training step; the closest measured is used and the reason says how close",
     "diverged": "accuracy: the training loss went non-finite; scored at chance level, so it counts against the design",
     "interrupted": "bench: the stage was interrupted; running the same command again resumes it",
 }

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from suite.shard import Shard, parse_shard, select_shard
-from suite.timing.cli_latency import LatencySettings
 from suite.timing.cli_common import plan_sweep
+from suite.timing.cli_latency import LatencySettings
 from suite.timing.cli_memory import MemorySettings
 
 

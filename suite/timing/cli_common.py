@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from ..env import collect_environment
-from ..shard import select_shard
 from ..errors import UsageError
+from ..shard import select_shard
 from .grid import Config, expand
 from .sweep import GridSettings, axes_from_settings, busy_warning
 from .timer import cpu_settings, cuda_settings, default_threads

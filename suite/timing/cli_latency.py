@@ -16,6 +16,12 @@ Writes into ``--out`` (default ``reports/latency``):
 * ``latency.csv``: the tidy table, one row per configuration; times in milliseconds;
 * ``machine.csv``: copy bandwidth and matmul rates measured at the start of each run.
 
+Runtimes (``--compile``: eager, compile, onnxruntime, openvino; :mod:`suite.timing.runtimes`):
+module and reference run under the same one, in the same rounds, with the same contention
+checks. A run measuring exported runtimes records the versions of their packages in its
+environment; one measuring ``compile`` gives its workers a persistent inductor cache
+(``TORCHINDUCTOR_CACHE_DIR``, unless set) so that later rounds load what the first compiled.
+
 See :mod:`suite.timing.timer` for how a round samples, :mod:`suite.timing.workloads` for what
 is run and :mod:`suite.timing.roofline` for the bound.
 """
@@ -57,6 +63,7 @@ from .pool import ALLOCATORS, ISOLATIONS, RoundWorkers, worker_environment
 from .roofline import MachinePeaks, measure_machine, min_bytes, roofline
 from .round_stats import RoundPlan
 from .rounds import run_rounds
+from .runtimes import runtime_environment, runtime_versions
 from .sweep import GridSettings, add_grid_arguments, stage_table
 from .timer import TF32_MODES, RoundOptions
 
@@ -277,6 +284,7 @@ def main(settings: LatencySettings) -> int:
         rounds = round_plan(settings, plan.torch_device.type)
         job = round_job(settings, rounds, plan.device, plan.threads, budget)
         env = worker_environment(plan.threads, settings.allocator)
+        env.update(runtime_environment(plan.axes.compile, env))
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     out: Path = settings.out
@@ -301,6 +309,7 @@ def _measure(settings: LatencySettings, plan: SweepPlan, rounds: RoundPlan, job:
     configs = plan.configs
     with open_stage(settings.out, RECORDS_FILE, tables) as run, measurement_settings(settings, plan) as environment:
         environment["clock"] = "cuda_event" if plan.torch_device.type == "cuda" else "perf_counter"
+        environment.update(runtime_versions(plan.axes.compile))
         environment["timer"] = (f"rounds={rounds.rounds} max_rounds={rounds.max_rounds} budget_s={budget} "
                                 f"isolation={settings.isolation} allocator={settings.allocator} "
                                 f"flush_denormal={settings.flush_denormal} rel_tol={rounds.rel_tol}")

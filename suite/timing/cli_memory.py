@@ -64,9 +64,10 @@ def measure_memory(config: Config, *, isolation: str = "forkserver", timeout_s: 
     """One configuration's memory record (fields only; the sweep adds config and environment),
     measured in a fresh process: ``isolation`` on the CPU, a spawned interpreter on CUDA; one that
     takes more than ``timeout_s`` is a ``timeout``."""
-    if config.compile == "compile":
-        # the compiled graph's memory is what the GPU profile cares about; measured eagerly here
-        raise NotImplementedError("the memory stage measures eager execution only; use --compile eager")
+    if config.compile != "eager":
+        # a compiled or exported graph's memory is another runtime's; this stage measures PyTorch eager
+        raise NotImplementedError(f"the memory stage measures eager execution only, not {config.compile}; "
+                                  "use --compile eager")
     if config.torch_device.type == "cuda":
         fields = measure_memory_cuda_isolated(config, timeout_s=timeout_s)
     else:

@@ -2,9 +2,15 @@
 
 A configuration is an attention type at one point of every axis: level (the module alone, or a
 whole model with it inserted), mode (``forward``: eval + ``no_grad``; ``train``: forward +
-backward), device, dtype (``fp32``, or ``bf16`` / ``fp16`` autocast), memory format, eager or
-``torch.compile``, batch, channels, resolution and thread count. Its :meth:`Config.key` names
-it in the raw records, which is what resuming matches on.
+backward), device, dtype (``fp32``, or ``bf16`` / ``fp16`` autocast), memory format, runtime,
+batch, channels, resolution and thread count. Its :meth:`Config.key` names it in the raw
+records, which is what resuming matches on.
+
+The runtime is the field (and flag) ``compile``, named when it chose only between eager and
+``torch.compile``; committed records keep that name and its values (:data:`COMPILE_MODES`):
+``eager``; ``compile``, ``torch.compile`` with inductor; ``onnxruntime``, ONNX Runtime on the CPU
+running a graph exported with ``torch.onnx.export``; ``openvino``, OpenVINO on the CPU running the
+same graph (:mod:`suite.timing.runtimes`).
 
 Profiles give the default axes. ``cpu`` is sized for the 2-core machine (the whole registry
 at module level in under 10 minutes); ``gpu`` is wider (both dtypes under autocast, both
@@ -41,7 +47,9 @@ AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
     "fp16": torch.float16,
 }
 MEMORY_FORMATS: tuple[str, ...] = ("contiguous", "channels_last")
-COMPILE_MODES: tuple[str, ...] = ("eager", "compile")
+COMPILE_MODES: tuple[str, ...] = ("eager", "compile", "onnxruntime", "openvino")
+"""The runtimes of the ``compile`` axis: eager PyTorch; ``compile``, torch.compile (inductor);
+``onnxruntime`` and ``openvino``, an exported graph on the CPU (see the module docstring)."""
 MODES: tuple[str, ...] = ("forward", "train")
 LEVELS: tuple[str, ...] = ("module", "model")
 
@@ -54,7 +62,8 @@ FIELD_NAMES: dict[str, str] = {wire: field for field, wire in WIRE_NAMES.items()
 @dataclass(frozen=True)
 class Config:
     """One measured point: ``attn`` the attention type (the name every stage's records and tables
-    give it), ``channels`` the module's input channels (3 at model level)."""
+    give it), ``compile`` the runtime (:data:`COMPILE_MODES`), ``channels`` the module's input
+    channels (3 at model level)."""
 
     stage: str
     attn: str
@@ -75,7 +84,7 @@ class Config:
         _check_choice("level", self.level, LEVELS)
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("memory_format", self.memory_format, MEMORY_FORMATS)
-        _check_choice("compile", self.compile, COMPILE_MODES)
+        _check_choice("compile", self.compile, COMPILE_MODES, what="the runtime")
         for axis in ("batch", "channels", "size", "threads"):
             value = getattr(self, axis)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -122,9 +131,10 @@ class Config:
         return cls(**{FIELD_NAMES.get(k, k): v for k, v in data.items()})
 
 
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+def _check_choice(name: str, value: str, choices: Sequence[str], *, what: str = "") -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        named = f"{name} ({what})" if what else name
+        raise ValueError(f"{named} must be one of {', '.join(choices)}; got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,8 @@ ROW_SETTINGS = (
     "reference", "params", "param_bytes", "formula_macs", "compile_s", "input_shape", "output_shape",
     "input_element_size", "threads_set", "flush_denormal", "allocator_tunables",
     "cuda_device", "timing_mode", "flush_l2", "tf32_matmul", "tf32_conv", "cudnn_benchmark", "gpu_check",
-    "contention_policy", "other_cores_allowed",
+    "contention_policy", "other_cores_allowed", "compile_cache", "exporter", "reference_exporter", "export_cache",
+    "export_s", "session_s", "runtime_version", "runtime_max_abs_err", "failed_op",
 )
 """Fields a row copies from its latest round where the round has them (the CUDA settings only
 GPU rounds record, the contention policy only CPU rounds)."""

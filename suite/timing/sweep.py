@@ -76,8 +76,10 @@ class GridSettings:
         Option("--memory-format", "contiguous and/or channels_last, comma-separated",
                parse=choice_list(MEMORY_FORMATS), metavar="F[,F...]", group=GRID), None, default_text="the preset's")
     compile: tuple[str, ...] | None = setting(
-        Option("--compile", "eager and/or compile (torch.compile; slow to compile on a small CPU, so off in the cpu "
-               "preset; a compile failure is a row with status compile_error)", parse=choice_list(COMPILE_MODES),
+        Option("--compile", "the runtime(s), comma-separated: eager, compile (torch.compile with inductor; a compile "
+               "failure is a row with status compile_error), onnxruntime and/or openvino (a torch.onnx export run on "
+               "the CPU: forward, fp32, contiguous only, other settings 'unsupported'; an export failure is a row "
+               "with status export_error naming the operator)", parse=choice_list(COMPILE_MODES),
                metavar="M[,M...]", group=GRID), None, default_text="the preset's")
     mode: tuple[str, ...] | None = setting(MODE, None, default_text="the preset's")
     threads: int | None = setting("--threads", None, default_text="the cores this process may use")

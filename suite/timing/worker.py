@@ -86,6 +86,8 @@ def _copy_step(x: Any) -> Any:
 
 
 def _facts(workload: Any) -> dict[str, Any]:
+    """The workload's static facts in its round record, with what its runtime recorded (an
+    exported graph's exporter and cache, inductor's cache: :mod:`suite.timing.runtimes`)."""
     return {
         "reference": workload.reference_name,
         "params": workload.params,
@@ -95,6 +97,7 @@ def _facts(workload: Any) -> dict[str, Any]:
         "input_shape": "x".join(map(str, workload.input_shape)),
         "output_shape": "x".join(map(str, workload.output_shape)),
         "input_element_size": workload.input_element_size,
+        **workload.facts,
     }
 
 
@@ -115,7 +118,8 @@ class WorkerState:
 
     ``references``: reference steps built in this process, by
     :func:`suite.timing.workloads.reference_key` (the 3x3 conv, or plain backbone, of a shape is
-    built and warmed once per process, not once per attention type). ``calls``: calls per sample
+    built and warmed once per process, not once per attention type; the key names the runtime, so
+    an eager reference is never reused for an exported one). ``calls``: calls per sample
     and seconds per sample of each cached reference, calibrated on its first clean round in this
     process. ``flush_denormal``: ``on`` / ``off`` as set for this process, ``unsupported`` where
     torch refuses (no SSE3), ``not set`` before :meth:`apply_settings`. ``gpu_query``: how the
@@ -328,7 +332,8 @@ def run_job(job: Job, out: Any = None, state: WorkerState | None = None) -> int:
                 fields = measure()
             except StageError as exc:
                 failure = exc
-                fields = {"status": exc.status, "message": str(exc)[:2000], "traceback": format_traceback(exc)}
+                fields = {"status": exc.status, "message": str(exc)[:2000], **exc.details,
+                          "traceback": format_traceback(exc)}
             except Exception as exc:  # noqa: BLE001
                 failure = exc
                 fields = {"status": classify_error(exc), "message": f"{type(exc).__name__}: {exc}"[:2000],

@@ -22,8 +22,16 @@ in that dtype (inside an autocast network the activations between layers are low
 parameters stay fp32, as autocast keeps them. Steps that will be captured into a CUDA graph
 (``graph_safe``, :func:`suite.timing.cuda.capture_graph`) run autocast with its weight-cast
 cache off, as graph capture requires. Memory format ``channels_last`` converts the
-input and the parameters. ``compile`` wraps both modules in ``torch.compile``; the first call
-(which compiles) happens here, is timed and reported as ``compile_s``.
+input and the parameters.
+
+Runtime (the ``compile`` axis): ``eager`` runs the modules as they are. ``compile`` wraps both
+modules in ``torch.compile`` (inductor); the first call (which compiles, or loads the compiled
+graph from inductor's on-disk cache) happens here, is timed and reported as ``compile_s``, and
+``compile_cache`` says whether it hit that cache. ``onnxruntime`` and ``openvino`` export both
+modules with ``torch.onnx.export`` and time the runtime's session
+(:mod:`suite.timing.runtimes`: forward, fp32, CPU, contiguous only; other settings are
+``unsupported`` before anything is built); ``compile_s`` is the module's export and session
+creation. In every runtime the module first runs eagerly once, which checks that it runs at all.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import runtimes
 from .grid import AUTOCAST_DTYPES, Config
 
 __all__ = [
@@ -52,14 +61,16 @@ __all__ = [
 
 
 class StageError(Exception):
-    """An error with the status it should be reported under (``build_error``, ``compile_error``...)."""
+    """An error with the status it should be reported under (``build_error``, ``compile_error``,
+    ``export_error``...) and ``details``, fields its record adds (``failed_op``)."""
 
     message_is_complete = True
     """Its message says what failed; the record quotes it without the exception's type."""
 
-    def __init__(self, status: str, message: str) -> None:
+    def __init__(self, status: str, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.details = dict(details or {})
 
 
 @dataclass
@@ -241,17 +252,27 @@ def _reference_step(reference: nn.Module, x: Tensor, config: Config, graph_safe:
     return make_step(reference, x, config, _output_grad(ref_out, config, seed=2), graph_safe=graph_safe)
 
 
-def build_workload(config: Config, reference_cache: dict[str, tuple[Callable[[], Any], str]] | None = None, *,
+ReferenceCache = dict[str, tuple[Callable[[], Any], str, dict[str, Any]]]
+"""Reference steps a worker process built, by :func:`reference_key`: the step, the reference's
+name and the facts its build recorded (an exported reference's exporter)."""
+
+
+def build_workload(config: Config, reference_cache: ReferenceCache | None = None, *,
                    graph_safe: bool = False) -> Workload:
     """Build the module, its reference, the input and both steps; raise StageError on failure.
 
-    With ``reference_cache`` (eager configurations only), the reference step of an earlier
+    With ``reference_cache`` (every runtime but ``compile``), the reference step of an earlier
     configuration with the same :func:`reference_key` is reused (already built, run and warm),
     and a new one is stored there: a worker visiting many types of one shape builds and warms its
-    3x3 conv or plain backbone once. ``graph_safe``: steps fit for CUDA-graph capture
-    (:func:`make_step`); a worker's jobs are all one or all the other, so its cache holds one kind.
+    3x3 conv or plain backbone once. The key names the runtime, so an eager reference never
+    stands in for an exported one, nor one runtime's for another's. ``graph_safe``: steps fit for
+    CUDA-graph capture (:func:`make_step`); a worker's jobs are all one or all the other, so its
+    cache holds one kind.
     """
-    cacheable = reference_cache is not None and config.compile == "eager"
+    exported = config.compile in runtimes.EXPORTED_RUNTIMES
+    if exported:
+        runtimes.check_supported(config)  # before anything is built
+    cacheable = reference_cache is not None and config.compile != "compile"
     cached = reference_cache.get(reference_key(config)) if cacheable and reference_cache is not None else None
     raw_module, raw_reference, reference_name = instantiate(config, with_reference=cached is None)
     try:
@@ -263,8 +284,50 @@ def build_workload(config: Config, reference_cache: dict[str, tuple[Callable[[],
 
     # eager first call: checks the module runs at all in this setting
     out, _ = _first_call(module, x, config, compiled=False)
+    if exported:
+        step, reference_step, compile_s, facts = _exported_steps(module, reference, x, out, config, cached)
+    else:
+        step, reference_step, compile_s, facts = _torch_steps(module, reference, x, out, config, cached, graph_safe)
+    if cacheable and cached is None and reference_cache is not None:
+        kept = {k: v for k, v in facts.items() if k == "reference_exporter"}  # not its build's costs
+        reference_cache[reference_key(config)] = (reference_step, reference_name, kept)
+
+    params = sum(p.numel() for p in module.parameters())
+    param_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    formula_macs = None
+    if config.level == "module" and hasattr(raw_module, "formula_macs"):
+        try:
+            formula_macs = int(raw_module.formula_macs(config.shape))
+        except NotImplementedError:
+            formula_macs = None
+    return Workload(
+        step=step,
+        reference_step=reference_step,
+        reference_name=reference_name,
+        module=module,
+        input_shape=tuple(x.shape),
+        output_shape=tuple(out.shape),
+        input_element_size=x.element_size(),
+        params=params,
+        param_bytes=param_bytes,
+        formula_macs=formula_macs,
+        compile_s=compile_s,
+        input=x,
+        facts=facts,
+    )
+
+
+StepsBuilt = tuple[Callable[[], Any], Callable[[], Any], float | None, dict[str, Any]]
+"""The module's step, the reference's step, ``compile_s`` and the facts of the round."""
+
+
+def _torch_steps(module: nn.Module, reference: nn.Module | None, x: Tensor, out: Tensor, config: Config,
+                 cached: tuple[Callable[[], Any], str, dict[str, Any]] | None, graph_safe: bool) -> StepsBuilt:
+    """Both steps in eager PyTorch, or (``compile``) under ``torch.compile``, timing the module's
+    first compiled call and whether inductor's cache served it (``compile_cache``)."""
     run_module: Callable[[Tensor], Tensor] = module
     compile_s = None
+    facts: dict[str, Any] = {}
     grad = _output_grad(out, config, seed=1)
     if cached is not None:
         reference_step = cached[0]
@@ -280,32 +343,27 @@ def build_workload(config: Config, reference_cache: dict[str, tuple[Callable[[],
             run_reference = torch.compile(reference)
         except Exception as exc:  # noqa: BLE001
             raise StageError("compile_error", f"{type(exc).__name__}: {exc}") from exc
-        _, compile_s = _first_call(run_module, x, config, compiled=True)
+        with runtimes.CompileCacheCount() as cache:
+            _, compile_s = _first_call(run_module, x, config, compiled=True)
+        facts["compile_cache"] = cache.outcome
         ref_out, _ = _first_call(run_reference, x, config, compiled=True)
         reference_step = make_step(run_reference, x, config, _output_grad(ref_out, config, seed=2),
                                    graph_safe=graph_safe)
-    if cacheable and cached is None and reference_cache is not None:
-        reference_cache[reference_key(config)] = (reference_step, reference_name)
+    return make_step(run_module, x, config, grad, graph_safe=graph_safe), reference_step, compile_s, facts
 
-    params = sum(p.numel() for p in module.parameters())
-    param_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
-    formula_macs = None
-    if config.level == "module" and hasattr(raw_module, "formula_macs"):
-        try:
-            formula_macs = int(raw_module.formula_macs(config.shape))
-        except NotImplementedError:
-            formula_macs = None
-    return Workload(
-        step=make_step(run_module, x, config, grad, graph_safe=graph_safe),
-        reference_step=reference_step,
-        reference_name=reference_name,
-        module=module,
-        input_shape=tuple(x.shape),
-        output_shape=tuple(out.shape),
-        input_element_size=x.element_size(),
-        params=params,
-        param_bytes=param_bytes,
-        formula_macs=formula_macs,
-        compile_s=compile_s,
-        input=x,
-    )
+
+def _exported_steps(module: nn.Module, reference: nn.Module | None, x: Tensor, out: Tensor, config: Config,
+                    cached: tuple[Callable[[], Any], str, dict[str, Any]] | None) -> StepsBuilt:
+    """Both steps under an exported runtime (:func:`suite.timing.runtimes.exported_step`); the
+    module's output checked against the eager ``out``."""
+    built = runtimes.exported_step(module, x, config, "module", expected=out)
+    facts = dict(built.facts)
+    if cached is not None:
+        reference_step = cached[0]
+        facts.update(cached[2])
+    else:
+        assert reference is not None
+        reference_built = runtimes.exported_step(reference, x, config, "reference")
+        reference_step = reference_built.step
+        facts.update(reference_built.facts)
+    return built.step, reference_step, round(built.seconds, 4), facts
