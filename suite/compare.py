@@ -117,8 +117,10 @@ METRICS: dict[str, tuple[Metric, ...]] = {
                Metric("act_saved_bytes", kind="size")),
     "cost": (Metric("params_total", kind="size"), Metric("macs_fvcore", kind="size")),
     "accuracy": (_TOP1,),
+    "ops": (),
 }
-"""The metrics compared per measuring stage."""
+"""The metrics compared per measuring stage (none for ``ops``: profiler shares are an
+explanation, not a figure to hold against another run)."""
 
 SUMMARY_METRICS: dict[str, Metric] = {
     "params_over_conv3x3": Metric("params_over_conv3x3", kind="size"),

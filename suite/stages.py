@@ -13,7 +13,9 @@ A :class:`StageSpec` says, for one command, where its code is (``module``: ``SET
   rows), the tables its environment is read from (``environment_tables``), and the summary
   columns it adds (``summary`` fills ``summary_columns`` of each type's row);
 * whether it runs across the ranks of a ``torchrun`` job (``distributed``): under ``torchrun``
-  the bench runs the other stages on the first rank only.
+  the bench runs the other stages on the first rank only;
+* whether a report may lack it (``optional``): a profile that does not run an optional stage
+  gets a complete report without it.
 
 The CLI (:mod:`suite.__main__`), the bench's profiles and runner (:mod:`suite.bench`), the
 stage runner (:mod:`suite.stage`) and the report (:mod:`suite.report`) all read this table,
@@ -56,6 +58,7 @@ class StageSpec:
     summary_columns: tuple[str, ...] = ()
     headline_columns: tuple[str, ...] = ()
     distributed: bool = False
+    optional: bool = False
 
     @property
     def measures(self) -> bool:
@@ -113,11 +116,16 @@ COMMANDS: dict[str, StageSpec] = {spec.name: spec for spec in (
         summary_columns=("act_saved_over_input", "act_saved_bytes_max", "step_peak_bytes_max"),
         headline_columns=("act_saved_bytes_max",)),
     StageSpec(
+        "ops", "suite.ops.cli", "where the time goes: torch.profiler self CPU time by op of each design and its reference",
+        records_file="ops_records.jsonl", tables="suite.ops.tables:tables", files={"ops": "ops.csv"},
+        report_tables={"ops.csv": "suite.ops.tables:report_table"}, environment_tables=("ops",),
+        summary="suite.ops.tables:ops_summary", summary_columns=("ops_top",), optional=True),
+    StageSpec(
         "accuracy", "suite.accuracy.cli", "ImageNet-subset accuracy deltas with paired seeds",
         records_file="runs.jsonl", tables="suite.accuracy.tables:tables",
         files={"runs": "runs.csv", "deltas": "deltas.csv", "per_class": "per_class.csv",
-               "gate_scale": "gate_scale.csv"},
-        csv_only=("gate_scale",), ok_when_present="deltas",
+               "gate_scale": "gate_scale.csv", "matched": "matched.csv"},
+        csv_only=("gate_scale", "matched"), ok_when_present="deltas",
         report_tables={"accuracy.csv": f"{_REPORT}:accuracy_table",
                        "accuracy_per_class.csv": f"{_REPORT}:per_class_table"},
         environment_tables=("runs",),

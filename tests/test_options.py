@@ -144,7 +144,7 @@ def test_a_bad_set_exits_2_before_any_work_and_writes_nothing(
     assert err.startswith("error: ") and override.split("=")[0].split(".")[-1] in err
     assert os.listdir(tmp_path) == []
     if override.startswith("nosuchstage"):
-        assert "cost, latency, memory, accuracy" in err
+        assert "cost, latency, memory, ops, accuracy" in err
     else:
         assert "[[latency]] #0" in err
 

@@ -238,6 +238,8 @@ def test_every_table_built_from_the_records_matches_the_stage_csvs() -> None:
     if not reference.is_dir():
         pytest.skip("no committed reports/cpu/raw")
     for stage, spec in measuring_stages().items():
+        if spec.optional and not (reference / stage).is_dir():
+            continue  # a stage the reference profile did not run
         built = load_stage(reference, stage)
         assert built.state == "ok", stage
         assert any("built from" in note for note in built.notes), stage

@@ -25,7 +25,7 @@ def toy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_every_measuring_stage_names_its_code_files_and_report() -> None:
-    assert list(measuring_stages()) == ["cost", "latency", "memory", "accuracy"]
+    assert list(measuring_stages()) == ["cost", "latency", "memory", "ops", "accuracy"]
     for name, spec in COMMANDS.items():
         module = spec.command_module()
         assert callable(module.main) and callable(module.add_arguments) and module.SETTINGS, name

@@ -90,7 +90,9 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
     machines_text = _across_machines(profile_dir, tables)
     for name, frame in tables.items():
         write_csv_atomic(profile_dir / name, frame)
-    envs = {name: _environment(stages[name], spec.environment_tables) for name, spec in measuring_stages().items()}
+    shown = _shown_stages(stages)
+    envs = {name: _environment(stages[name], spec.environment_tables) for name, spec in measuring_stages().items()
+            if name in shown}
     # the latency figures show one configuration (fp32, contiguous, eager when measured), as the
     # summary does, rather than a median over dtypes and compile modes
     primary, latency_config = primary_module_latency(frames["latency"])
@@ -100,7 +102,7 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
     accuracy = frames["accuracy"]
     per_class = report_tables.get("accuracy_per_class.csv", pd.DataFrame())
     accuracy_text = accuracy_markdown(accuracy, per_class, stages["accuracy"].table("runs")) if not accuracy.empty else ""
-    readme = render_readme(profile, summary, relative, notes, envs, _extra_environment(stages), stages, captions,
+    readme = render_readme(profile, summary, relative, notes, envs, _extra_environment(stages), shown, captions,
                            list(tables), accuracy_text, machines_text, axes_markdown(frames["latency"]))
     write_text_atomic(profile_dir / "README.md", readme)
     return {
@@ -110,8 +112,8 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
         "readme": str(profile_dir / "README.md"),
         "figures": {k: (str(p) if p else None) for k, p in paths.items()},
         "figure_notes": notes,
-        "stages": {n: d.state for n, d in stages.items()},
-        "notes": {n: d.notes for n, d in stages.items()},
+        "stages": {n: d.state for n, d in shown.items()},
+        "notes": {n: d.notes for n, d in shown.items()},
         "types": int(len(summary)),
         "seconds": round(time.perf_counter() - start, 2),
     }
@@ -208,6 +210,13 @@ def check_profile_folder(folder: Path) -> None:
                          f"own --tables-only")
     if not (folder / "raw").is_dir():
         raise UsageError(f"--out {folder}: it has no raw/ folder; expected {expected}")
+
+
+def _shown_stages(stages: dict[str, StageData]) -> dict[str, StageData]:
+    """The stages the report names: all but an optional stage (``StageSpec.optional``) that was
+    not run, which is left out rather than reported missing."""
+    specs = measuring_stages()
+    return {n: d for n, d in stages.items() if not (specs[n].optional and d.state == "missing")}
 
 
 def _report_tables(stages: dict[str, StageData]) -> dict[str, pd.DataFrame]:
