@@ -48,3 +48,14 @@ def test_an_add_only_design_below_one_beyond_its_interval_is_flagged_not_shown()
 def test_one_runtime_gives_no_runtime_section() -> None:
     rows = _summary(pd.DataFrame([_row("se", "eager", 1.1, 1.05, 1.15)]))
     assert runtime_markdown(pd.DataFrame(rows.values())) == ""
+
+
+def test_the_a_a_control_is_reported_as_the_harness_floor() -> None:
+    from suite.report.readme import control_markdown
+
+    latency = pd.DataFrame([_row("none", "eager", 1.018, 0.969, 1.068), _row("se", "eager", 1.1, 1.05, 1.15),
+                            _row("none", "onnxruntime", 0.995, 0.98, 1.01)])
+    text = control_markdown(latency)
+    assert "resnet18 eager forward 1.02 [0.969, 1.07]" in text and "resnet18 ONNX Runtime forward 0.995" in text
+    assert "1.1 [1.05, 1.15]" not in text  # a design is not the control
+    assert control_markdown(latency[latency["attn"] != "none"]) == ""

@@ -297,3 +297,13 @@ def test_tables_only_rewrites_the_tables_from_the_records_and_measures_nothing(t
     assert _run(cli, ["--attn", "se", "--mode", "forward", "--out", str(out), "--tables-only", *FAST]) == 0
     assert (out / table).read_text() == written
     assert (out / "records.jsonl").read_text() == records and not (out / ".lock").exists()
+
+
+def test_none_is_the_model_level_a_a_control_and_refused_at_module_level() -> None:
+    from suite.errors import UsageError
+    from suite.timing.cli_common import _attention_names
+
+    assert _attention_names("se,none", "model") == ["se", "none"]
+    assert "none" not in _attention_names("*", "model")  # the control is asked for by name only
+    with pytest.raises(UsageError, match="model only"):
+        _attention_names("none", "module")

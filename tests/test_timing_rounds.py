@@ -313,3 +313,19 @@ def test_the_cpu_profile_measures_every_type_in_three_backbones() -> None:
     assert len(model) == 1
     assert model[0]["arch"] == "resnet18,resnet50,mobilenet_v2"
     assert (model[0]["batch"], model[0]["size"], model[0]["mode"]) == ("1", "224", "forward")
+
+
+def test_each_round_shuffles_the_designs_of_a_reference_and_keeps_them_together() -> None:
+    from suite.timing.grid import Config, reference_key
+    from suite.timing.rounds import visit_order
+
+    configs = [Config(stage="latency", attn=a, level="model", arch=arch, batch=1, channels=3, size=64, mode="forward")
+               for arch in ("resnet18", "mobilenet_v2") for a in ("se", "eca", "ca", "cbam", "gsop")]
+    orders = [visit_order(configs, r) for r in range(6)]
+    for order in orders:
+        assert sorted(c.key() for c in order) == sorted(c.key() for c in configs)
+        keys = [reference_key(c) for c in order]
+        assert keys[:5] == [keys[0]] * 5 and keys[5:] == [keys[5]] * 5  # one block per reference
+    firsts = {order[0].attn for order in orders}
+    assert len(firsts) > 1  # the design visited first after the reference was built varies
+    assert [c.key() for c in visit_order(configs, 3)] == [c.key() for c in orders[3]]  # seeded by the round

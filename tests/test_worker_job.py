@@ -85,3 +85,17 @@ def test_run_job_writes_one_round_line_per_item_with_the_settings_in_force() -> 
     assert [line["key"] for line in lines] == ["a", "b"]
     assert all(line["threads_set"] == 1 and line["flush_denormal"] == "off" for line in lines)
     assert state.flush_denormal == "off"
+
+
+def test_a_model_level_reference_is_warmed_up_beside_every_design() -> None:
+    from suite.timing.grid import Config
+    from suite.timing.worker import WorkerState, _calibration
+
+    state = WorkerState()
+    module = Config(stage="latency", attn="se", mode="forward", channels=64, size=14, batch=2)
+    model = Config(stage="latency", attn="se", mode="forward", level="model", arch="resnet18", channels=3, size=64,
+                   batch=1)
+    state.calls.update({"m": (3, 0.01), "n": (1, 0.02)})
+    assert _calibration(module, state, "m") == {"reference": (3, 0.01)}  # the 3x3 conv's warm-up is skipped
+    assert _calibration(model, state, "n") is None  # the backbone's is not
+    assert _calibration(module, state, "absent") is None

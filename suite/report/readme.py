@@ -184,6 +184,33 @@ def _network_cell(row: dict[str, Any]) -> str:
     return _fmt(row.get("model_latency_fwd_by_arch"))
 
 
+def control_markdown(latency: pd.DataFrame) -> str:
+    """The model-level A/A control (``attn`` none: the backbone against a second copy of itself,
+    built and timed as a design is): its ratios say how far from 1 the harness alone reads, the
+    floor under every model-level ratio. Empty when the latency stage ran no control."""
+    if latency.empty or "level" not in latency:
+        return ""
+    control = latency[(latency["attn"] == "none") & (latency["level"] == "model")
+                      & (latency["status"].astype(str) == "ok")]
+    if control.empty:
+        return ""
+    parts = []
+    for row in control.sort_values(["arch", "compile"]).to_dict("records"):
+        runtime = _runtime_label(row.get("compile"))
+        parts.append(f"{row['arch']} {runtime} {row['mode']} {row['ratio']:.3g} "
+                     f"[{row['ratio_ci_low']:.3g}, {row['ratio_ci_high']:.3g}]")
+    return ("A/A control: the backbone against a second copy of itself, built and timed as a design is "
+            "(ratio 1 if the harness adds no bias; its interval is the noise every model-level ratio carries): "
+            + "; ".join(parts) + ".\n")
+
+
+def _runtime_label(value: Any) -> str:
+    """How the report names a runtime (the latency table's ``compile`` column)."""
+    from .summary import RUNTIME_LABELS
+
+    return RUNTIME_LABELS.get(str(value), str(value)) if _fmt(value) else "eager"
+
+
 def _signed(value: float) -> str:
     """``value`` with its sign and two decimals, a rounded zero as ``+0.00``."""
     return f"{round(float(value), 2) + 0.0:+.2f}"
@@ -372,10 +399,11 @@ def render_readme(profile: str, summary: pd.DataFrame, figures: dict[str, str | 
                   figure_notes: dict[str, str], envs: dict[str, dict[str, Any]],
                   extra_env: dict[str, dict[str, str]], stages: dict[str, StageData],
                   captions: dict[str, str], outputs: list[str], accuracy_text: str = "",
-                  machines_text: str = "", settings_text: str = "") -> str:
+                  machines_text: str = "", settings_text: str = "", control_text: str = "") -> str:
     """The whole README text; ``machines_text``, where given, is the "Across machines" section
     (:mod:`suite.report.machines`), ``settings_text`` the "Do the settings change the
-    conclusions?" one (:mod:`suite.report.axes`)."""
+    conclusions?" one (:mod:`suite.report.axes`), ``control_text`` the model-level A/A control
+    (:func:`control_markdown`)."""
     missing = [n for n, d in stages.items() if d.state == "missing"]
     empty = [n for n, d in stages.items() if d.state == "empty"]
     failed = [n for n, d in stages.items() if d.state == "failed"]
@@ -410,8 +438,9 @@ def render_readme(profile: str, summary: pd.DataFrame, figures: dict[str, str | 
     if accuracy_text:
         out += ["## Accuracy", "", accuracy_text]
     runtimes = runtime_markdown(summary)
-    if runtimes:
-        out += ["## What a network pays, per runtime", "", runtimes]
+    if runtimes or control_text:
+        out += ["## What a network pays, per runtime", "", *([runtimes] if runtimes else []),
+                *([control_text] if control_text else [])]
     if settings_text:
         out += ["## Do the settings change the conclusions?", "", settings_text]
     out += across_machines_block(machines_text)

@@ -40,10 +40,7 @@ def plan_sweep(settings: GridSettings, stage: str, cpu_threads: int | None = Non
     torch_device = _torch_device(device)
     import modules
 
-    try:
-        names = modules.list_attention(settings.attn, strict=True)
-    except ValueError as exc:
-        raise UsageError(f"--attn: {exc}") from exc
+    names = _attention_names(settings.attn, settings.level)
     stage_default = cpu_threads if cpu_threads is not None and torch_device.type == "cpu" else None
     threads = settings.threads if settings.threads is not None else (stage_default or default_threads())
     if threads < 1:
@@ -53,6 +50,26 @@ def plan_sweep(settings: GridSettings, stage: str, cpu_threads: int | None = Non
     configs = select_shard([config for arch in archs for config in expand(
         stage, names, axes, device=device, threads=threads, level=settings.level, arch=arch)], settings.shard)
     return SweepPlan(device, torch_device, threads, axes, configs)
+
+
+def _attention_names(spec: str, level: str | None) -> list[str]:
+    """The types ``--attn`` names; at model level an explicit ``none`` (:data:`modules.BASELINE`)
+    adds the A/A control: a second backbone without attention, built and timed as a design is,
+    whose ratio to the reference measures the harness itself (1 when nothing differs but the
+    timing). :class:`UsageError` for an unknown pattern, or ``none`` at module level."""
+    import modules
+
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    control = modules.BASELINE in parts
+    if control and level != "model":
+        raise UsageError(f"--attn {modules.BASELINE}: the A/A control (the backbone against itself) exists at "
+                         "--level model only")
+    rest = ",".join(p for p in parts if p != modules.BASELINE)
+    try:
+        names = modules.list_attention(rest, strict=True) if rest else []
+    except ValueError as exc:
+        raise UsageError(f"--attn: {exc}") from exc
+    return [*names, modules.BASELINE] if control else names
 
 
 def _torch_device(device: str) -> torch.device:

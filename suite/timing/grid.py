@@ -34,6 +34,7 @@ __all__ = [
     "LEVELS",
     "MEMORY_FORMATS",
     "MODES",
+    "reference_key",
     "PROFILES",
     "Axes",
     "expand",
@@ -227,3 +228,8 @@ def expand(
             )
         )
     return configs
+
+
+def reference_key(config: Config) -> str:
+    """What the reference of ``config`` depends on: every axis but the attention type."""
+    return "|".join(config.key().split("|")[:3] + config.key().split("|")[4:])

@@ -42,6 +42,7 @@ records, and :func:`run_rounds` here is the loop over rounds.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,13 +50,13 @@ from ..records import STATUS_OK, RecordStore, environment_columns
 from ..stage import SweepResult, interruptible_run
 from ..stage import loadavg as _loadavg
 from .contention import online_cpus
-from .grid import Config
+from .grid import Config, reference_key
 from .job import Job
 from .pool import RoundWorkers
 from .resume import RoundProgress, add_round, progress_from_records
 from .round_stats import CONTENDED, RoundPlan, aggregate_rounds
 
-__all__ = ["run_rounds"]
+__all__ = ["run_rounds", "visit_order"]
 
 
 def run_rounds(
@@ -111,11 +112,30 @@ def run_rounds(
             if bar is not None:
                 bar.total = max(bar.total or 0, bar.n + len(todo))
                 bar.set_postfix_str(f"round {round_index + 1}, {len(todo)} configurations", refresh=True)
-            workers.run(todo, job, on_result)
+            workers.run(visit_order(todo, round_index), job, on_result)
             result.rounds_run += 1
             round_index += 1
             _write_finished_rows(todo, state, store, plan, finish, env_fields, result)
     return result
+
+
+def visit_order(todo: Sequence[Config], round_index: int) -> list[Config]:
+    """The order a round visits ``todo`` in: the configurations sharing a reference
+    (:func:`suite.timing.grid.reference_key`) stay together, so a worker builds and warms
+    that reference once, but within each group the order is shuffled afresh every round (seeded
+    by the round's index, so a re-run visits alike). A design's place in the round (first after
+    the reference was built, or after others) then varies from round to round, and any effect
+    of it lands in the interval across rounds instead of biasing one design's ratio."""
+    groups: dict[str, list[Config]] = {}
+    for config in todo:
+        groups.setdefault(reference_key(config), []).append(config)
+    rng = random.Random(round_index)
+    ordered: list[Config] = []
+    for members in groups.values():
+        members = list(members)
+        rng.shuffle(members)
+        ordered += members
+    return ordered
 
 
 def _contention_fields(config: Config, job: Job) -> dict[str, Any]:

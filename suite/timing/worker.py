@@ -240,7 +240,7 @@ def measure_round(config: Any, job: Job, state: WorkerState, probe: Any = None) 
         start = probe.snapshot()
         try:
             taken = sample_round(fns, clock=clock, options=job.options, rss=rss,
-                                 calibrated={"reference": state.calls[cache_key]} if cache_key in state.calls else None)
+                                 calibrated=_calibration(config, state, cache_key))
         except Exception as exc:  # noqa: BLE001 - the configuration's status, not the round's end
             raise StageError(classify_error(exc), f"{type(exc).__name__}: {exc}") from exc
         usage = CpuUsage.between(start, probe.snapshot(), threads=config.threads, cpus=cpus)
@@ -281,6 +281,16 @@ def measure_round(config: Any, job: Job, state: WorkerState, probe: Any = None) 
     if cuda:
         torch.cuda.empty_cache()
     return fields
+
+
+def _calibration(config: Any, state: WorkerState, cache_key: str) -> dict[str, Any] | None:
+    """The reused reference's calibration (its warm-up skipped), at module level only. A model-level
+    reference (a whole backbone) is warmed up beside every design like the design itself: the
+    design's build writes a network's worth of fresh weights and evicts the backbone's from the
+    caches, and a reference timed cold against a warm design reads as the design being cheaper."""
+    if config.level == "model" or cache_key not in state.calls:
+        return None
+    return {"reference": state.calls[cache_key]}
 
 
 def _gpu_check(device: str, state: WorkerState) -> Any:

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from . import runtimes
-from .grid import AUTOCAST_DTYPES, Config
+from .grid import AUTOCAST_DTYPES, Config, reference_key
 
 __all__ = [
     "StageError",
@@ -166,18 +166,13 @@ def instantiate(config: Config, *, with_reference: bool = True) -> tuple[nn.Modu
         return _instantiate(config, with_reference)
 
 
-def reference_key(config: Config) -> str:
-    """What the reference of ``config`` depends on: every axis but the attention type."""
-    return "|".join(config.key().split("|")[:3] + config.key().split("|")[4:])
-
-
 def _instantiate(config: Config, with_reference: bool) -> tuple[nn.Module, nn.Module | None, str]:
     import modules  # the zoo; imported late so --help stays fast
 
     try:
         if config.level == "model":
-            try:
-                model = modules.build_model(config.arch, attn=config.attn)
+            try:  # attn none: the A/A control, a second backbone without attention
+                model = modules.build_model(config.arch, attn=None if config.attn == modules.BASELINE else config.attn)
             except ValueError as exc:  # the entry has no place in this backbone: a deliberate outcome
                 raise StageError("refused", str(exc)) from exc
             reference = modules.build_model(config.arch, attn=None) if with_reference else None
