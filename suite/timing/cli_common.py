@@ -38,7 +38,6 @@ def plan_sweep(settings: GridSettings, stage: str, cpu_threads: int | None = Non
     ``--threads``: ``cpu_threads`` on the CPU when given, else the cores this process may use."""
     device = settings.device or "cpu"
     torch_device = _torch_device(device)
-    import modules
 
     names = _attention_names(settings.attn, settings.level)
     stage_default = cpu_threads if cpu_threads is not None and torch_device.type == "cpu" else None
