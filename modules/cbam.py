@@ -164,9 +164,12 @@ class CbamSpatialGate(AttentionModule):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
+        return x * self.gate_map(x)
+
+    def gate_map(self, x: Tensor) -> Tensor:
+        """The ``(N, 1, H, W)`` gate ``sigmoid(BN(conv_k([max_c(x); mean_c(x)])))``."""
         pooled = torch.cat([x.amax(1, keepdim=True), x.mean(1, keepdim=True)], dim=1)
-        gate = self.gate(self.bn(self.conv(pooled)))
-        return x * gate
+        return self.gate(self.bn(self.conv(pooled)))
 
     def formula_params(self) -> int:
         return 2 * self.kernel_size * self.kernel_size + 2
@@ -183,6 +186,15 @@ class CbamSpatialGate(AttentionModule):
 
 class Cbam(AttentionModule):
     """CBAM (arXiv:1807.06521): channel gate, then spatial gate, no residual.
+
+    Why CBAM costs more than its two halves on a CPU (``benchmarks/cbam_halves.py``, its outputs
+    in ``reports/cbam_halves``): the halves alone each touch two input-sized tensors (the input
+    and their output), CBAM three (the input, the channel-refined map and the output), read five
+    times. While two fit the last-level cache and three do not, CBAM's reductions and multiplies
+    run from memory instead of cache; and with glibc's default allocator each new input-sized
+    output is mapped and faulted in afresh on every call. Without autograd the spatial gate
+    scales the channel-refined map in place, which keeps the working set at two tensors; in
+    training autograd needs that map for the spatial gate's gradient, so it stays a new tensor.
 
     Args:
         channels: input (and output) channels.
@@ -228,7 +240,12 @@ class Cbam(AttentionModule):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        return self.spatial(self.channel(x))
+        refined = self.channel(x)
+        gate = self.spatial.gate_map(refined)
+        # ``refined`` is this module's own intermediate: where autograd does not keep it (no_grad,
+        # inference), the spatial gate scales it in place, the same values without a third
+        # input-sized tensor (see the class docstring)
+        return refined * gate if refined.requires_grad else refined.mul_(gate)
 
     def formula_params(self) -> int:
         return self.channel.formula_params() + self.spatial.formula_params()

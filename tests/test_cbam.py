@@ -211,3 +211,25 @@ def test_official_training_details_bn_momentum_and_zero_spatial_weight():
         assert torch.count_nonzero(m.bn.weight) == 0 and torch.count_nonzero(m.bn.bias) == 0
         x = torch.randn(2, 64, 5, 6)
         torch.testing.assert_close(m.eval()(x), x * 0.5)
+
+
+def test_cbam_scales_its_own_intermediate_in_place_only_without_autograd() -> None:
+    from modules.cbam import Cbam
+
+    torch.manual_seed(0)
+    m = Cbam(32).eval()
+    torch.nn.init.normal_(m.spatial.bn.weight)  # a non-trivial spatial gate
+    x = torch.randn(2, 32, 9, 9)
+    kept = x.clone()
+    with torch.no_grad():
+        fast = m(x)
+        composed = m.spatial(m.channel(x))
+    torch.testing.assert_close(fast, composed)
+    assert torch.equal(x, kept)  # the input itself is never written
+    xg = x.clone().requires_grad_()
+    out = m(xg)
+    torch.testing.assert_close(out, composed)
+    out.square().sum().backward()
+    xr = x.clone().requires_grad_()
+    m.spatial(m.channel(xr)).square().sum().backward()
+    torch.testing.assert_close(xg.grad, xr.grad)
