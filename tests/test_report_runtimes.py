@@ -59,3 +59,18 @@ def test_the_a_a_control_is_reported_as_the_harness_floor() -> None:
     assert "resnet18 eager forward 1.02 [0.969, 1.07]" in text and "resnet18 ONNX Runtime forward 0.995" in text
     assert "1.1 [1.05, 1.15]" not in text  # a design is not the control
     assert control_markdown(latency[latency["attn"] != "none"]) == ""
+
+
+def test_where_the_time_goes_lists_each_configurations_top_ops_and_explains_cbam() -> None:
+    from suite.report.readme import ops_markdown
+
+    rows = [{"attn": "se", "compile": "eager", "level": "module", "mode": "forward", "batch": 8, "channels": 64,
+             "size": 28, "role": "module", "rank": rank, "op": op, "share": share, "status": "ok",
+             "total_self_ms_per_call": 0.35} for rank, op, share in ((1, "aten::mul", 0.33), (2, "aten::sum", 0.22),
+                                                                     (3, "aten::mean", 0.1), (4, "aten::x", 0.05))]
+    rows.append({**rows[0], "role": "reference", "op": "aten::conv", "share": 0.9})
+    text = ops_markdown(pd.DataFrame(rows))
+    assert "| `se` | eager | forward b8 c64 28 px | `aten::mul` 33%, `aten::sum` 22%, `aten::mean` 10% | 0.35 |" in text
+    assert "aten::x" not in text and "aten::conv" not in text  # top 3 of the module only
+    assert "2.88x" in text  # the CBAM note
+    assert ops_markdown(pd.DataFrame()) == ""

@@ -204,6 +204,42 @@ def control_markdown(latency: pd.DataFrame) -> str:
             + "; ".join(parts) + ".\n")
 
 
+CBAM_NOTE = (
+    "Why CBAM costs more than its channel and spatial halves together (`reports/cbam_halves`, "
+    "`python -m benchmarks.cbam_halves`): each half alone touches two input-sized tensors, its input and "
+    "its output; CBAM touches three (input, channel-refined map, output). At batch 8, 256 channels and "
+    "56 px (24.5 MiB a tensor) two fit the last-level cache and three do not, so CBAM's reductions and "
+    "multiplies run from memory: 1.40x the halves' sum with the harness's steady allocator, and 2.88x with "
+    "glibc's default one, which maps and faults in every new output afresh. Without autograd our module "
+    "scales the channel-refined map in place (1.14x); in training that map is kept for the backward pass.")
+
+
+def ops_markdown(ops: pd.DataFrame, top: int = 3) -> str:
+    """Where the time goes: per design, runtime and configuration of the ops stage, its ``top``
+    ops by share of the step's self time (torch.profiler's, or ONNX Runtime's node profile), with
+    the reference's beside for scale; and why CBAM costs more than its halves. Empty without
+    ops rows."""
+    if ops.empty or "rank" not in ops:
+        return ""
+    ok = ops[(ops["status"].astype(str) == "ok") & (ops["role"] == "module") & (ops["rank"] <= top)]
+    if ok.empty:
+        return ""
+    lines = ["Self time by op of each design's step (profiler times carry the profiler's overhead: read the "
+             "shares, and the latency stage for the time); `ops.csv` has the top 5 per configuration.", "",
+             "| attention | runtime | configuration | top ops (share of the step) | step self time, ms |",
+             "|---|---|---|---|---|"]
+    keys = [c for c in ("attn", "compile", "level", "arch", "mode", "batch", "channels", "size") if c in ok]
+    for values, group in ok.groupby(keys, sort=False, dropna=False):
+        row = dict(zip(keys, values, strict=True))
+        shape = (f"{row.get('arch')} b{row.get('batch')} {row.get('size')} px" if row.get("level") == "model"
+                 else f"b{row.get('batch')} c{row.get('channels')} {row.get('size')} px")
+        tops = ", ".join(f"`{r['op']}` {100 * float(r['share']):.0f}%" for r in group.sort_values("rank").to_dict("records"))
+        total = group["total_self_ms_per_call"].iloc[0] if "total_self_ms_per_call" in group else None
+        lines.append(f"| `{row['attn']}` | {_runtime_label(row.get('compile'))} | {row.get('mode')} {shape} | "
+                     f"{tops} | {_fmt(total)} |")
+    return "\n".join([*lines, "", CBAM_NOTE]) + "\n"
+
+
 def _runtime_label(value: Any) -> str:
     """How the report names a runtime (the latency table's ``compile`` column)."""
     from .summary import RUNTIME_LABELS
@@ -399,11 +435,12 @@ def render_readme(profile: str, summary: pd.DataFrame, figures: dict[str, str | 
                   figure_notes: dict[str, str], envs: dict[str, dict[str, Any]],
                   extra_env: dict[str, dict[str, str]], stages: dict[str, StageData],
                   captions: dict[str, str], outputs: list[str], accuracy_text: str = "",
-                  machines_text: str = "", settings_text: str = "", control_text: str = "") -> str:
+                  machines_text: str = "", settings_text: str = "", control_text: str = "",
+                  ops_text: str = "") -> str:
     """The whole README text; ``machines_text``, where given, is the "Across machines" section
     (:mod:`suite.report.machines`), ``settings_text`` the "Do the settings change the
     conclusions?" one (:mod:`suite.report.axes`), ``control_text`` the model-level A/A control
-    (:func:`control_markdown`)."""
+    (:func:`control_markdown`), ``ops_text`` "Where the time goes" (:func:`ops_markdown`)."""
     missing = [n for n, d in stages.items() if d.state == "missing"]
     empty = [n for n, d in stages.items() if d.state == "empty"]
     failed = [n for n, d in stages.items() if d.state == "failed"]
@@ -443,6 +480,8 @@ def render_readme(profile: str, summary: pd.DataFrame, figures: dict[str, str | 
                 *([control_text] if control_text else [])]
     if settings_text:
         out += ["## Do the settings change the conclusions?", "", settings_text]
+    if ops_text:
+        out += ["## Where the time goes", "", ops_text]
     out += across_machines_block(machines_text)
     out += [
         "## Figures",

@@ -15,7 +15,7 @@ from . import figure_data
 from . import figures as fig
 from .axes import axes_markdown
 from .load import StageData, environment_of, load_all
-from .readme import accuracy_markdown, control_markdown, render_readme
+from .readme import accuracy_markdown, control_markdown, ops_markdown, render_readme
 from .summary import summary_table
 from .tables import primary_contended, primary_module_latency
 
@@ -104,7 +104,7 @@ def render_report(profile_dir: Path, profile: str | None = None) -> dict[str, An
     accuracy_text = accuracy_markdown(accuracy, per_class, stages["accuracy"].table("runs")) if not accuracy.empty else ""
     readme = render_readme(profile, summary, relative, notes, envs, _extra_environment(stages), shown, captions,
                            list(tables), accuracy_text, machines_text, axes_markdown(frames["latency"]),
-                           control_markdown(frames["latency"]))
+                           control_markdown(frames["latency"]), ops_markdown(report_tables.get("ops.csv", pd.DataFrame())))
     write_text_atomic(profile_dir / "README.md", readme)
     return {
         "profile": profile,
