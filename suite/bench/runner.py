@@ -109,12 +109,13 @@ def stage_module(stage: str) -> Any:
 
 def resolve_attn(stage: str, pattern: str, extra: list[str]) -> str:
     """Check ``pattern`` the way the stage will (an unknown pattern is a :class:`BenchError`
-    before anything is measured; only the accuracy stage takes the baseline's name); return
+    before anything is measured; the baseline's name is the accuracy stage's baseline and, at
+    model level, the latency and ops stages' A/A control, which they check themselves); return
     it with the plugin names ``extra`` appended (when the pattern does not already match them)."""
     import modules
 
     parts = [p.strip() for p in pattern.split(",") if p.strip()]
-    checked = [p for p in parts if not (stage == "accuracy" and p == modules.BASELINE)]
+    checked = [p for p in parts if not (stage in ("accuracy", "latency", "ops") and p == modules.BASELINE)]
     if checked:
         try:
             modules.list_attention(checked, strict=True)
