@@ -310,9 +310,13 @@ def test_the_cpu_profile_measures_every_type_in_three_backbones() -> None:
 
     latency = load_profile("cpu").stages["latency"]
     model = [s for s in latency if s.get("level") == "model"]
-    assert len(model) == 1
-    assert model[0]["arch"] == "resnet18,resnet50,mobilenet_v2"
-    assert (model[0]["batch"], model[0]["size"], model[0]["mode"]) == ("1", "224", "forward")
+    eager = [s for s in model if s.get("compile", "eager") == "eager"]
+    assert len(eager) == 1 and eager[0]["attn"] == "*,none"  # every type, and the A/A control
+    runtimes = {s["compile"] for s in model if "compile" in s}
+    assert runtimes == {"compile", "onnxruntime"}  # inductor and ONNX Runtime beside eager
+    for table in model:
+        assert table["arch"] == "resnet18,resnet50,mobilenet_v2"
+        assert (table["batch"], table["size"], table["mode"]) == ("1", "224", "forward")
 
 
 def test_each_round_shuffles_the_designs_of_a_reference_and_keeps_them_together() -> None:

@@ -18,8 +18,14 @@ records, and ``epoch_s`` of ``raw/accuracy/runs.csv``):
   worker), and per configuration and round the sampling time (``budget-s / rounds``) plus the
   warm-up: 0.13 s for a module's forward, 0.2 s for its training step; a model's build (0.011 s
   per million parameters) and 3.5 calls of it (batch x MACs at 5.4e10 MAC/s on one thread, a
-  training step 3 calls); compiled rows (no committed run has them: assumed) add 20 s (module
-  forward), 50 s (training step), 90 s and 240 s (model) in the first round, 4, 8, 15 and 40 s later;
+  training step 3 calls); compiled rows add, in the first round, 20 s (module forward, measured:
+  SE on 2-core Intel Xeon), 50 s (module training step, assumed), 25 s (model forward, measured:
+  13-26 s for ResNet-18/50 and MobileNetV2 there) and 240 s (model training step, assumed), and
+  2, 8, 5 and 40 s in later rounds (inductor's cache hit); exported rows (onnxruntime, openvino)
+  add 2 s (module) and 8 s (model: ResNet-50 exported in 7.1 s) in the first round, 0.4 s (the
+  session) later, from the on-disk export cache;
+* ops: 5 s to start and per configuration 2 s plus, compiled or exported, the first round's
+  cost above;
 * memory: 1 s to start and 0.21 s per configuration (a fresh process each);
 * accuracy: per epoch, training images x 3 x the backbone's MACs at the input size at 1.86e11
   MAC/s (bf16 autocast on a CPU with native bf16; fp32 a third of that), times the attention
@@ -108,6 +114,8 @@ class DeviceModel:
     forward_macs_per_s: float
     compile_first_s: dict[tuple[str, str], float]
     compile_later_s: dict[tuple[str, str], float]
+    export_first_s: dict[str, float]
+    export_later_s: dict[str, float]
     memory_start_s: float
     memory_config_s: float
     train_macs_per_s: float
@@ -124,10 +132,11 @@ CPU = DeviceModel(
     source="calibrated on the committed cpu run (2-core AMD EPYC, reports/cpu)",
     latency_invocation_s=7.0, latency_round_s=0.3, module_warmup_s={"forward": 0.13, "train": 0.2},
     model_build_s=0.0, model_build_s_per_mparam=0.011, model_calls=3.5, forward_macs_per_s=5.4e10,
-    compile_first_s={("module", "forward"): 20.0, ("module", "train"): 50.0, ("model", "forward"): 90.0,
+    compile_first_s={("module", "forward"): 20.0, ("module", "train"): 50.0, ("model", "forward"): 25.0,
                      ("model", "train"): 240.0},
-    compile_later_s={("module", "forward"): 4.0, ("module", "train"): 8.0, ("model", "forward"): 15.0,
+    compile_later_s={("module", "forward"): 2.0, ("module", "train"): 8.0, ("model", "forward"): 5.0,
                      ("model", "train"): 40.0},
+    export_first_s={"module": 2.0, "model": 8.0}, export_later_s={"module": 0.4, "model": 0.4},
     memory_start_s=1.0, memory_config_s=0.21,
     train_macs_per_s=1.86e11, fp32_slowdown=3.0, accuracy_run_s=1.0, accuracy_start_s=0.0,
 )
@@ -142,6 +151,7 @@ CUDA = DeviceModel(
                      ("model", "train"): 120.0},
     compile_later_s={("module", "forward"): 2.0, ("module", "train"): 4.0, ("model", "forward"): 8.0,
                      ("model", "train"): 20.0},
+    export_first_s={"module": 2.0, "model": 8.0}, export_later_s={"module": 0.4, "model": 0.4},
     memory_start_s=5.0, memory_config_s=6.0,
     train_macs_per_s=3.67e13, fp32_slowdown=2.63, accuracy_run_s=20.0, accuracy_start_s=60.0,
 )
@@ -272,10 +282,28 @@ def _config_round_s(config: Any, model: DeviceModel, sample_s: float, first: boo
                    + model.model_calls * call)
     else:
         seconds = sample_s + model.module_warmup_s[config.mode]
+    return seconds + _runtime_s(config, model, first)
+
+
+def _runtime_s(config: Any, model: DeviceModel, first: bool) -> float:
+    """What compiling or exporting adds to one configuration's round (nothing in eager)."""
     if config.compile == "compile":
         table = model.compile_first_s if first else model.compile_later_s
-        seconds += table[(config.level, config.mode)]
-    return seconds
+        return table[(config.level, config.mode)]
+    if config.compile in ("onnxruntime", "openvino"):
+        return (model.export_first_s if first else model.export_later_s)[config.level]
+    return 0.0
+
+
+def _ops(run: Any, done: set[str], native_bf16: bool | None) -> Estimate:
+    from ..ops.cli import plan_ops
+
+    plan, _ = plan_ops(run.settings)
+    configs = {c.key(): c for c in plan.configs}
+    fresh = [configs[k] for k in _new(list(configs), done)]
+    model = CPU
+    seconds = (5.0 + sum(2.0 + _runtime_s(c, model, True) for c in fresh)) if fresh else 0.0
+    return Estimate("ops", run.index, model.name, len(fresh), "configurations", seconds)
 
 
 def _latency(run: Any, done: set[str], native_bf16: bool | None) -> Estimate:
@@ -363,4 +391,4 @@ def _native_bf16() -> bool:
     return cpu_has_native_bf16()
 
 
-_ESTIMATORS = {"cost": _cost, "latency": _latency, "memory": _memory, "accuracy": _accuracy}
+_ESTIMATORS = {"cost": _cost, "latency": _latency, "memory": _memory, "ops": _ops, "accuracy": _accuracy}

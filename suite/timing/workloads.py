@@ -256,18 +256,18 @@ def build_workload(config: Config, reference_cache: ReferenceCache | None = None
                    graph_safe: bool = False) -> Workload:
     """Build the module, its reference, the input and both steps; raise StageError on failure.
 
-    With ``reference_cache`` (every runtime but ``compile``), the reference step of an earlier
-    configuration with the same :func:`reference_key` is reused (already built, run and warm),
-    and a new one is stored there: a worker visiting many types of one shape builds and warms its
-    3x3 conv or plain backbone once. The key names the runtime, so an eager reference never
-    stands in for an exported one, nor one runtime's for another's. ``graph_safe``: steps fit for
+    With ``reference_cache``, the reference step of an earlier configuration with the same
+    :func:`reference_key` is reused (already built, compiled or exported, run and warm), and a
+    new one is stored there: a worker visiting many types of one shape builds and warms its 3x3
+    conv or plain backbone once. The key names the runtime, so an eager reference never stands
+    in for an exported or compiled one, nor one runtime's for another's. ``graph_safe``: steps fit for
     CUDA-graph capture (:func:`make_step`); a worker's jobs are all one or all the other, so its
     cache holds one kind.
     """
     exported = config.compile in runtimes.EXPORTED_RUNTIMES
     if exported:
         runtimes.check_supported(config)  # before anything is built
-    cacheable = reference_cache is not None and config.compile != "compile"
+    cacheable = reference_cache is not None
     cached = reference_cache.get(reference_key(config)) if cacheable and reference_cache is not None else None
     raw_module, raw_reference, reference_name = instantiate(config, with_reference=cached is None)
     try:
@@ -326,25 +326,50 @@ def _torch_steps(module: nn.Module, reference: nn.Module | None, x: Tensor, out:
     grad = _output_grad(out, config, seed=1)
     if cached is not None:
         reference_step = cached[0]
-    else:
+    elif config.compile != "compile":
         assert reference is not None
         reference_step = _reference_step(reference, x, config, graph_safe)
     if config.compile == "compile":
-        # a fresh dynamo cache per configuration: the reference's nn.Conv2d.forward is one code
-        # object for every config, and past the recompile limit dynamo silently runs eager
-        torch._dynamo.reset()
+        if cached is None:
+            # a new reference starts from an empty dynamo cache; the designs of its shape, and
+            # the reference itself, add their entries to the code objects they share
+            # (nn.Conv2d.forward, ResNet.forward...) up to COMPILE_ENTRIES
+            torch._dynamo.reset()
+        _limit_recompiles()
         try:
             run_module = torch.compile(module)
-            run_reference = torch.compile(reference)
         except Exception as exc:  # noqa: BLE001
             raise StageError("compile_error", f"{type(exc).__name__}: {exc}") from exc
         with runtimes.CompileCacheCount() as cache:
             _, compile_s = _first_call(run_module, x, config, compiled=True)
         facts["compile_cache"] = cache.outcome
-        ref_out, _ = _first_call(run_reference, x, config, compiled=True)
-        reference_step = make_step(run_reference, x, config, _output_grad(ref_out, config, seed=2),
-                                   graph_safe=graph_safe)
+        if cached is None:
+            assert reference is not None
+            _first_call(reference, x, config, compiled=False)  # the eager reference runs at all
+            run_reference = torch.compile(reference)
+            ref_out, _ = _first_call(run_reference, x, config, compiled=True)
+            reference_step = make_step(run_reference, x, config, _output_grad(ref_out, config, seed=2),
+                                       graph_safe=graph_safe)
     return make_step(run_module, x, config, grad, graph_safe=graph_safe), reference_step, compile_s, facts
+
+
+COMPILE_ENTRIES = 64
+"""Dynamo cache entries allowed per code object in a worker (torch's default is 8): every design
+of a shape compiled beside one reused compiled reference recompiles the code objects they
+share (each new module instance fails the last entry's guards)."""
+
+
+def _limit_recompiles() -> None:
+    """Allow :data:`COMPILE_ENTRIES` entries per code object and make reaching the limit an error
+    (a ``compile_error`` row) instead of dynamo's silent fall-back to eager, which would time
+    eager code under the label ``compile``."""
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), COMPILE_ENTRIES))
+    for name in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):
+        if hasattr(config, name):
+            setattr(config, name, True)
 
 
 def _exported_steps(module: nn.Module, reference: nn.Module | None, x: Tensor, out: Tensor, config: Config,
