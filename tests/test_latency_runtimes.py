@@ -255,3 +255,21 @@ def test_latency_under_onnxruntime_end_to_end(tmp_path: Path) -> None:
     assert [r["export_cache"] for r in rounds][:2] == ["miss", "hit"]  # later rounds load the cached export
     environments = [json.loads(line) for line in (out / "environments.jsonl").read_text().splitlines()]
     assert all(e["fields"]["env_onnxruntime_version"] != "absent" for e in environments)
+
+
+def test_compiled_rows_never_fall_back_to_eager_silently() -> None:
+    import torch
+
+    from suite.timing.workloads import COMPILE_ENTRIES, _limit_recompiles
+
+    config = torch._dynamo.config
+    saved = {n: getattr(config, n) for n in ("recompile_limit", "fail_on_recompile_limit_hit") if hasattr(config, n)}
+    try:
+        _limit_recompiles()
+        if hasattr(config, "recompile_limit"):
+            assert config.recompile_limit >= COMPILE_ENTRIES
+        if hasattr(config, "fail_on_recompile_limit_hit"):
+            assert config.fail_on_recompile_limit_hit is True
+    finally:
+        for name, value in saved.items():
+            setattr(config, name, value)
