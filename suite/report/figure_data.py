@@ -548,5 +548,6 @@ def model_latency_data(primary: pd.DataFrame, latency: pd.DataFrame) -> list[Mod
         err = np.vstack([np.nan_to_num(low, nan=0.0), np.nan_to_num(high, nan=0.0)])
         others = model[(model["arch"] == arch) & (model["status"] != "ok")]
         counts = ", ".join(f"{n} {s}" for s, n in others["status"].value_counts().items()) if len(others) else ""
-        panels.append(ModelPanel(arch, sub["attn"].tolist(), ratio, err, counts))
+        names = ["none (A/A control)" if name == "none" else name for name in sub["attn"].tolist()]
+        panels.append(ModelPanel(arch, names, ratio, err, counts))
     return panels
