@@ -171,12 +171,14 @@ def _gate(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_gate_catches_a_planted_slowdown_and_passes_the_original(slowed_se: Path, tmp_path: Path) -> None:
-    """Measured on this machine: a baseline of SE (one process: the floor tolerance, +10.5%),
-    then the gate over SE and the slowed SE held to SE's baseline. The slowed copy must fail
-    (confirmed in a second process), SE itself must pass."""
+    """Measured on this machine: a baseline of SE in three processes (its tolerance from their
+    spread, at least the +10.5% floor: one process alone left SE's own between-process noise,
+    +11% once on the Intel Xeon VM, to the floor), then the gate over SE and the slowed SE held
+    to SE's baseline. The slowed copy must fail (confirmed in a second process), SE itself must
+    pass."""
     baseline = tmp_path / "baseline.json"
     common = ["--attn", "se", "--mode", "forward", "--baseline", str(baseline)]
-    taken = _gate(*common, "--update-baseline", "--repeats", "1", "--out", str(tmp_path / "base"))
+    taken = _gate(*common, "--update-baseline", "--repeats", "3", "--out", str(tmp_path / "base"))
     assert taken.returncode == 0, taken.stdout + taken.stderr
     gated = _gate("--attn", "se,se_slowed", "--mode", "forward", "--baseline", str(baseline),
                   "--plugin", str(slowed_se), "--baseline-name", "se_slowed=se", "--out", str(tmp_path / "gate"))
