@@ -195,6 +195,10 @@ class Cbam(AttentionModule):
     output is mapped and faulted in afresh on every call. Without autograd the spatial gate
     scales the channel-refined map in place, which keeps the working set at two tensors; in
     training autograd needs that map for the spatial gate's gradient, so it stays a new tensor.
+    Two consequences of the in-place path: a forward hook on ``self.channel`` that keeps its
+    output under ``no_grad`` sees it overwritten by CBAM's output, and a ``torch.jit.trace``
+    taken without autograd records the in-place multiply, so trace with gradients enabled for a
+    graph meant for training.
 
     Args:
         channels: input (and output) channels.

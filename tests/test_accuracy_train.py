@@ -206,6 +206,7 @@ def test_gate_scale_is_measured_on_the_modules_as_the_network_holds_them() -> No
 
     assert 0.45 < gate_scale_at_init("se") < 0.55  # one sigmoid gate near 0.5 on its input
     assert 0.2 < gate_scale_at_init("ca") < 0.3  # two gates, a_h * a_w
+    assert 0.2 < gate_scale_at_init("cbam") < 0.3  # CBAM as a whole (two gates), not its halves counted apart
     assert math.isnan(gate_scale_at_init("none"))  # nothing inserted
 
 

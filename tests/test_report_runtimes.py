@@ -72,5 +72,7 @@ def test_where_the_time_goes_lists_each_configurations_top_ops_and_explains_cbam
     text = ops_markdown(pd.DataFrame(rows))
     assert "| `se` | eager | forward b8 c64 28 px | `aten::mul` 33%, `aten::sum` 22%, `aten::mean` 10% | 0.35 |" in text
     assert "aten::x" not in text and "aten::conv" not in text  # top 3 of the module only
-    assert "2.88x" in text  # the CBAM note
+    assert "2.88x" not in text  # the CBAM note only where CBAM was profiled
+    cbam = pd.DataFrame([{**row, "attn": "cbam"} for row in rows])
+    assert "2.88x" in ops_markdown(cbam)
     assert ops_markdown(pd.DataFrame()) == ""

@@ -209,8 +209,9 @@ def gate_scale_at_init(attn: str, arch: str = "resnet_small", num_classes: int =
             ratios.append(float(output.pow(2).mean().sqrt() / reference.pow(2).mean().sqrt()))
         return hook
 
-    handles = [m.register_forward_hook(measure(name)) for name, m in network.named_modules()
-               if isinstance(m, AttentionModule)]
+    inserted = [name for name, m in network.named_modules() if isinstance(m, AttentionModule)]
+    outermost = [n for n in inserted if not any(n.startswith(f"{other}.") for other in inserted)]  # CBAM, not its halves
+    handles = [network.get_submodule(name).register_forward_hook(measure(name)) for name in outermost]
     torch.manual_seed(seed)
     with torch.no_grad():
         baseline.eval()

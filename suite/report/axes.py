@@ -68,10 +68,23 @@ def _group_label(keys: dict[str, Any]) -> str:
     return " ".join(p for p in parts if p and p != "nan")
 
 
+DEFAULTS = {"memory_format": "contiguous", "compile": "eager"}
+"""The setting each comparison starts from (the first of a pair); threads go from fewest up."""
+
+
+def _setting_order(axis: str, value: Any) -> tuple[int, float, str]:
+    """Sort key of an axis value: the default first, then numbers by value, then by name."""
+    if value == DEFAULTS.get(axis):
+        return (0, 0.0, "")
+    if isinstance(value, (int, float)):
+        return (1, float(value), "")
+    return (2, 0.0, str(value))
+
+
 def _effects_for(rows: pd.DataFrame, axis: str) -> list[AxisEffect]:
     """The comparisons of every pair of ``axis`` values over the rows that agree elsewhere."""
     others = [c for c in _CONFIG if c in rows and c != axis]
-    values = sorted(rows[axis].dropna().unique().tolist(), key=str)
+    values = sorted(rows[axis].dropna().unique().tolist(), key=lambda v: _setting_order(axis, v))
     effects = []
     for first, second in combinations(values, 2):
         a = rows[rows[axis] == first].set_index([*others, "attn"])["ratio"]
@@ -96,7 +109,7 @@ def axis_effects(latency: pd.DataFrame) -> list[AxisEffect]:
     ok = ok_rows(latency)
     if ok.empty or "ratio" not in ok:
         return []
-    ok = ok[ok["ratio"].notna()]
+    ok = ok[ok["ratio"].notna() & (ok["attn"] != "none")]  # the A/A control is not a design
     return [e for axis in AXES if axis in ok and ok[axis].nunique() > 1 for e in _effects_for(ok, axis)]
 
 

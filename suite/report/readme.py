@@ -216,9 +216,8 @@ CBAM_NOTE = (
 
 def ops_markdown(ops: pd.DataFrame, top: int = 3) -> str:
     """Where the time goes: per design, runtime and configuration of the ops stage, its ``top``
-    ops by share of the step's self time (torch.profiler's, or ONNX Runtime's node profile), with
-    the reference's beside for scale; and why CBAM costs more than its halves. Empty without
-    ops rows."""
+    ops by share of the step's self time (torch.profiler's, or ONNX Runtime's node profile), and,
+    where CBAM was profiled, why it costs more than its halves. Empty without ops rows."""
     if ops.empty or "rank" not in ops:
         return ""
     ok = ops[(ops["status"].astype(str) == "ok") & (ops["role"] == "module") & (ops["rank"] <= top)]
@@ -237,7 +236,8 @@ def ops_markdown(ops: pd.DataFrame, top: int = 3) -> str:
         total = group["total_self_ms_per_call"].iloc[0] if "total_self_ms_per_call" in group else None
         lines.append(f"| `{row['attn']}` | {_runtime_label(row.get('compile'))} | {row.get('mode')} {shape} | "
                      f"{tops} | {_fmt(total)} |")
-    return "\n".join([*lines, "", CBAM_NOTE]) + "\n"
+    notes = ["", CBAM_NOTE] if (ok["attn"] == "cbam").any() else []
+    return "\n".join([*lines, *notes]) + "\n"
 
 
 def _runtime_label(value: Any) -> str:
@@ -283,8 +283,8 @@ def runtime_markdown(summary: pd.DataFrame) -> str:
                   for row in rows if not pd.isna(row.get(f"model_latency_ratio_fwd_{runtime}"))}
         if change:
             gains, losses = min(change, key=change.get), max(change, key=change.get)
-            text.append(f"Under {RUNTIME_LABELS[runtime]} against eager, the ratio moves least for `{gains}` "
-                        f"({_signed(change[gains])}) and most for `{losses}` ({_signed(change[losses])}).")
+            text.append(f"Under {RUNTIME_LABELS[runtime]} against eager, the smallest change of the ratio is "
+                        f"`{gains}`'s ({_signed(change[gains])}), the largest `{losses}`'s ({_signed(change[losses])}).")
     return "\n".join(text) + "\n"
 
 

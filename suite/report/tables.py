@@ -251,12 +251,13 @@ def _with_matched_arms(out: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame
         mine, theirs = out["attn"] == design, out["attn"] == arm
         out.loc[mine, ["step_ms", "macs", "params"]] = [row.get("design_step_ms"), row.get("macs_design"),
                                                         row.get("params_design")]
+        reason = "" if pd.isna(row.get("reason")) else str(row.get("reason"))
         if str(row.get("status")) == "refused" or not theirs.any():
-            out.loc[mine, "matched_reason"] = row.get("reason") or f"search status {row.get('status')}"
+            out.loc[mine, "matched_reason"] = reason or f"search status {row.get('status')}, no runs of {arm}"
             continue
         out.loc[theirs, ["matches", "width_mult", "widths", "step_ms", "macs", "params", "matched_reason"]] = [
             design, row.get("width_mult"), row.get("widths"), row.get("matched_step_ms"), row.get("macs_matched"),
-            row.get("params_matched"), row.get("reason") or ""]
+            row.get("params_matched"), reason]
     return _beside_designs(out)
 
 
@@ -288,7 +289,7 @@ def primary_latency(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     chosen = frame
     parts = []
     for column, preferred in (("device", None), ("dtype", "fp32"), ("memory_format", "contiguous"),
-                              ("compile", "eager")):
+                              ("compile", "eager"), ("threads", 1)):
         if column not in chosen or chosen.empty:
             continue
         values = chosen[column].dropna().unique().tolist()
@@ -296,7 +297,7 @@ def primary_latency(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
             continue
         value = preferred if preferred in values else chosen[column].value_counts().index[0]
         chosen = chosen[chosen[column] == value]
-        parts.append(str(value))
+        parts.append(f"{int(value)} thread{'s' if int(value) != 1 else ''}" if column == "threads" else str(value))
     return chosen, " ".join(parts)
 
 
