@@ -22,12 +22,12 @@ def _rows(dtypes: tuple[str, ...]) -> pd.DataFrame:
 def test_a_single_configuration_is_not_named_as_a_choice() -> None:
     data = memory_data(_rows(("bf16",)), pd.DataFrame())
     assert "shown:" not in data.note and not any(panel.chosen for panel in data.panels)
-    assert all(panel.config == "cuda:0 bf16 contiguous eager" for panel in data.panels)  # panel titles keep it
+    assert all(panel.config == "cuda:0 bf16 contiguous eager 1 thread" for panel in data.panels)  # panel titles keep it
 
 
 def test_the_configuration_chosen_among_several_is_named() -> None:
     data = memory_data(_rows(("fp32", "bf16")), pd.DataFrame())
-    assert "shown: cuda:0 fp32 contiguous eager (other configurations in memory.csv)" in data.note
+    assert "shown: cuda:0 fp32 contiguous eager 1 thread (other configurations in memory.csv)" in data.note
     assert all(panel.chosen for panel in data.panels)
 
 
