@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
+
+from suite.env import cpu_model
 
 SIZES = (14, 28, 40, 56, 72)
 CALLABLES = ("channel", "spatial", "cbam_out_of_place", "cbam_module")
@@ -83,16 +84,6 @@ def _run(allocator: str, batch: int, channels: int, size: int, rounds: int) -> d
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
@@ -122,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     table.to_csv(args.out / "cbam_halves.csv", index=False)
     import torch
 
-    header = (f"# CBAM against its halves\n\n`python -m benchmarks.cbam_halves --out {args.out}` on {_cpu_name()} "
+    header = (f"# CBAM against its halves\n\n`python -m benchmarks.cbam_halves --out {args.out}` on {cpu_model()} "
               f"({os.cpu_count()} CPUs), torch {torch.__version__}, batch {args.batch}, {args.channels} channels, "
               f"1 thread, fp32, forward without autograd; ms per call, median of {args.rounds} interleaved "
               f"blocks, median of {args.repeats} processes per row.\n\n")

@@ -3,6 +3,8 @@ project, and a session-wide decode cache."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from suite.accuracy.data import default_data_root, list_classes, load_split
@@ -33,3 +35,19 @@ def smoke_splits(root, cache_dir, train_per_class: int = 12, val_per_class: int 
 def smoke(imagenette_root, cache_dir):
     """``smoke(**kwargs)``: :func:`smoke_splits` on the real Imagenette copy and the test cache."""
     return lambda **kwargs: smoke_splits(imagenette_root, cache_dir, **kwargs)
+
+
+def image_folder(root: Path, classes: int, train: int = 12, val: int = 4) -> Path:
+    """A small decodable ImageFolder: ``classes`` classes of random 24 x 24 PNGs."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(classes)
+    for split, count in (("train", train), ("val", val)):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = (rng.random((24, 24, 3)) * 80 + 60 * c).clip(0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root

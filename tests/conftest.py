@@ -48,3 +48,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def drawn(monkeypatch: pytest.MonkeyPatch) -> Iterator[list]:
+    """The figures the report's drawing functions save, kept open for the test to read."""
+    import matplotlib.pyplot as plt
+
+    kept: list = []
+
+    def keep(fig: plt.Figure, path: Path) -> Path:
+        kept.append(fig)
+        return path
+
+    from suite.report import figures
+
+    monkeypatch.setattr(figures, "_save", keep)
+    yield kept
+    for fig in kept:
+        plt.close(fig)

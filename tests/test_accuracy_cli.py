@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from accuracy_fixtures import image_folder
 
 from suite.__main__ import main as suite_main
 from suite.accuracy.cli import SOURCE_DESIGNS
@@ -151,22 +152,6 @@ def test_the_cli_runs_unchanged_under_torchrun(imagenette_root, cache_dir, tmp_p
     assert len(pd.read_csv(out / "runs.csv")) == 2  # written once, by rank 0
 
 
-def _image_folder(root: Path, classes: int, train: int = 12, val: int = 4) -> Path:
-    """A small decodable ImageFolder: ``classes`` classes of random 24 x 24 PNGs."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(classes)
-    for split, count in (("train", train), ("val", val)):
-        for c in range(classes):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                pixels = (rng.random((24, 24, 3)) * 80 + 60 * c).clip(0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
-
-
 def _smoke(data: Path, out: Path, cache: Path, *extra: str) -> int:
     return suite_main(["accuracy", "--preset", "smoke", "--attn", "se", "--seeds", "1", "--data", str(data),
                        "--out", str(out), "--cache-dir", str(cache), "--threads", "1", "--no-progress", *extra])
@@ -177,12 +162,12 @@ def test_a_dataset_changed_under_the_same_name_is_never_paired_with_old_records(
     dataset in the place of a 2-class one of the same name resumed (and was paired with) the old
     runs. Now the key and the records carry the data's identity, and deltas pair within it."""
     data, out, cache = tmp_path / "mini", tmp_path / "out", tmp_path / "cache"
-    _image_folder(data, classes=2)
+    image_folder(data, classes=2)
     assert _smoke(data, out, cache) == 0
     first = _records(out)
     legacy = {f"{r['attn']}|seed={r['seed']}|{r['arch']}|{data.name}|{r['recipe']}" for r in first}
     shutil.rmtree(data)
-    _image_folder(data, classes=3)
+    image_folder(data, classes=3)
     assert _smoke(data, out, cache) == 0
     second = _records(out)[len(first):]
     # what the old key did: the new runs' keys would have been the old ones, so nothing was trained
@@ -198,7 +183,7 @@ def test_a_dataset_changed_under_the_same_name_is_never_paired_with_old_records(
 
 def test_every_run_keeps_its_per_image_results(tmp_path, one_thread):
     data, out, cache = tmp_path / "mini", tmp_path / "out", tmp_path / "cache"
-    _image_folder(data, classes=2)
+    image_folder(data, classes=2)
     assert _smoke(data, out, cache) == 0
     runs = {r["key"]: r for r in _records(out)}
     lines = RecordStore(out / "per_image.jsonl").read()
@@ -217,7 +202,7 @@ def test_every_run_keeps_its_per_image_results(tmp_path, one_thread):
 
 
 def test_no_finished_run_is_a_nonzero_exit(tmp_path, one_thread, capsys):
-    data = _image_folder(tmp_path / "mini", classes=2)
+    data = image_folder(tmp_path / "mini", classes=2)
     code = _smoke(data, tmp_path / "out", tmp_path / "cache", "--batch", "64")  # larger than 24 images
     assert code == 1
     assert "none of the 2 runs finished" in capsys.readouterr().err
@@ -225,7 +210,7 @@ def test_no_finished_run_is_a_nonzero_exit(tmp_path, one_thread, capsys):
 
 def test_tables_only_rewrites_the_tables_from_the_records(tmp_path, one_thread, capsys):
     data, out, cache = tmp_path / "mini", tmp_path / "out", tmp_path / "cache"
-    _image_folder(data, classes=2)
+    image_folder(data, classes=2)
     assert _smoke(data, out, cache) == 0
     written = {name: (out / name).read_text() for name in ("runs.csv", "deltas.csv", "per_class.csv", "summary.md")}
     for name in written:
@@ -244,7 +229,7 @@ def test_a_run_that_raises_is_a_record_with_its_message_and_traceback(tmp_path, 
         raise RuntimeError("no memory for the gate")
 
     monkeypatch.setattr(accuracy_sweep, "train_run", broken)
-    data = _image_folder(tmp_path / "mini", classes=2)
+    data = image_folder(tmp_path / "mini", classes=2)
     assert _smoke(data, tmp_path / "out", tmp_path / "cache") == 1
     records = _records(tmp_path / "out")
     assert {r["status"] for r in records} == {"error"}

@@ -4,12 +4,12 @@ timers (nothing here is timed), the networks it builds, and the arm in the accur
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from accuracy_fixtures import image_folder
 
 import suite.accuracy.matched as matched
 from suite.__main__ import main as suite_main
@@ -159,20 +159,6 @@ def test_matched_names_are_checked_before_any_work(capsys) -> None:
     assert "--matched with --shard" in capsys.readouterr().err
 
 
-def _image_folder(root: Path, classes: int = 2, train: int = 12, val: int = 4) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, count in (("train", train), ("val", val)):
-        for c in range(classes):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                pixels = (rng.random((24, 24, 3)) * 80 + 60 * c).clip(0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
-
-
 @pytest.fixture
 def one_thread():
     threads = torch.get_num_threads()
@@ -181,7 +167,7 @@ def one_thread():
 
 
 def test_a_matched_arm_is_trained_paired_and_its_width_reused(tmp_path, one_thread, monkeypatch, capsys) -> None:
-    data, out = _image_folder(tmp_path / "mini"), tmp_path / "out"
+    data, out = image_folder(tmp_path / "mini", classes=2), tmp_path / "out"
     monkeypatch.setattr(matched, "train_step_ms", params_timer)
     argv = ["accuracy", "--preset", "smoke", "--attn", "se,gsop", "--matched", "se,gsop", "--seeds", "1",
             "--data", str(data), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--threads", "1",

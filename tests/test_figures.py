@@ -7,7 +7,6 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import pytest
 
 from suite.report import figures
 from suite.report.figure_data import BUSY, MAX_ANNOTATED_COLUMNS, latency_heatmap_data
@@ -16,21 +15,6 @@ from suite.report.figure_data import BUSY, MAX_ANNOTATED_COLUMNS, latency_heatma
 def _latency_row(attn: str, channels: int, ratio: float, status: str = "ok") -> dict:
     return {"attn": attn, "mode": "forward", "level": "module", "status": status, "batch": 1,
             "channels": channels, "size": 14, "ratio": ratio}
-
-
-@pytest.fixture()
-def drawn(monkeypatch: pytest.MonkeyPatch) -> list[plt.Figure]:
-    """The figures the drawing functions save, kept open for the test to read."""
-    kept: list[plt.Figure] = []
-
-    def keep(fig: plt.Figure, path: Path) -> Path:
-        kept.append(fig)
-        return path
-
-    monkeypatch.setattr(figures, "_save", keep)
-    yield kept
-    for fig in kept:
-        plt.close(fig)
 
 
 def _texts(fig: plt.Figure) -> list[str]:

@@ -8,25 +8,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import pytest
 
 from suite.report import figures
 from suite.report.figure_data import FEW_SEEDS, cost_benefit_data
-
-
-@pytest.fixture()
-def drawn(monkeypatch: pytest.MonkeyPatch) -> list[plt.Figure]:
-    """The figures the drawing functions save, kept open for the test to read."""
-    kept: list[plt.Figure] = []
-
-    def keep(fig: plt.Figure, path: Path) -> Path:
-        kept.append(fig)
-        return path
-
-    monkeypatch.setattr(figures, "_save", keep)
-    yield kept
-    for fig in kept:
-        plt.close(fig)
 
 
 def _summary(seeds: int, names=("se", "eca", "gsop"), deltas=(5.0, -2.5, 2.5), ratios=(2.0, 1.2, 6.0)) -> pd.DataFrame:
