@@ -61,12 +61,23 @@ def _invocation(stage: str, argv: list[str]) -> tuple[str, str] | None:
     return stage, repr(sorted(fields.items()))
 
 
+def _compiles_or_exports(argv: list[str]) -> bool:
+    """Whether an invocation runs a runtime other than eager (``--compile``), whose first round
+    compiles or exports unless inductor's or the export cache's on-disk entries are already there."""
+    if "--compile" not in argv:
+        return False
+    return any(runtime != "eager" for runtime in argv[argv.index("--compile") + 1].split(","))
+
+
 def test_the_cpu_estimate_is_within_25_percent_of_the_committed_run() -> None:
     """Each invocation of the cpu profile that the committed run made with the same flags is
     estimated within 25% of its wall time (an invocation the profile changed since has no
-    measurement to hold it to until the profile's next run); the accuracy stage's per run."""
+    measurement to hold it to until the profile's next run); the accuracy stage's per run. An
+    invocation that compiles or exports is estimated for cold caches, and the committed run may
+    have found them warm: its estimate may exceed the wall time, but not fall more than 25% short."""
     bench = json.loads((COMMITTED / "bench.json").read_text())
     measured = {_invocation(r["stage"], r["argv"]): r["wall_s"] for r in bench["runs"]}
+    cached = {_invocation(r["stage"], r["argv"]) for r in bench["runs"] if _compiles_or_exports(r["argv"])}
     measured.pop(None, None)
     runs = plan_runs(load_profile("cpu"), STAGES, [], progress=False)
     estimates = {_invocation(run.stage, run.argv): e.seconds
@@ -74,7 +85,10 @@ def test_the_cpu_estimate_is_within_25_percent_of_the_committed_run() -> None:
     common = set(measured) & set(estimates)
     assert common, sorted(measured)  # the committed run predates some of the profile's invocations
     for key in common:
-        assert abs(estimates[key] / measured[key] - 1) <= 0.25, (key, round(estimates[key]), measured[key])
+        if key in cached:
+            assert estimates[key] >= 0.75 * measured[key], (key, round(estimates[key]), measured[key])
+        else:
+            assert abs(estimates[key] / measured[key] - 1) <= 0.25, (key, round(estimates[key]), measured[key])
     committed = pd.read_csv(COMMITTED / "raw" / "accuracy" / "runs.csv")
     baseline_s = float(committed.loc[committed["attn"] == "none", "wall_s"].median())
     from suite.accuracy.recipe import PROFILES

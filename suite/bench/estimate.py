@@ -8,9 +8,12 @@ same folder, times the seconds one of them takes on the device that runs it
 (:class:`DeviceModel`). Counting touches no device: a plan for ``--device cuda`` is counted on a
 machine without CUDA.
 
-**CPU** (:data:`CPU`), calibrated on the committed run of the cpu profile on a 2-core AMD EPYC
-(``reports/cpu``: the stage wall times in ``bench.json``, the per-record times of the raw
-records, and ``epoch_s`` of ``raw/accuracy/runs.csv``):
+**CPU** (:data:`CPU`), calibrated on committed runs of the cpu profile: the cost, eager latency
+and accuracy figures on a 2-core AMD EPYC (``reports/cpu-amd``: the stage wall times in
+``bench.json``, the per-record times of the raw records, and ``epoch_s`` of
+``raw/accuracy/runs.csv``), which the reference run on a 2-core Intel Xeon (``reports/cpu``)
+matched within 25% (its accuracy stage: 3,457 s against 3,468 s estimated); the runtimes', the
+op profiles' and the memory stage's figures on that Intel Xeon:
 
 * cost: 1 s to start, 0.041 s per module job, per model job the backbone's counting time
   (:data:`COST_MODEL_S`: resnet18 0.48 s, resnet50 1.2 s, mobilenet_v2 0.65 s as measured there);
@@ -18,15 +21,18 @@ records, and ``epoch_s`` of ``raw/accuracy/runs.csv``):
   worker), and per configuration and round the sampling time (``budget-s / rounds``) plus the
   warm-up: 0.13 s for a module's forward, 0.2 s for its training step; a model's build (0.011 s
   per million parameters) and 3.5 calls of it (batch x MACs at 5.4e10 MAC/s on one thread, a
-  training step 3 calls); compiled rows add, in the first round, 20 s (module forward, measured:
-  SE on 2-core Intel Xeon), 50 s (module training step, assumed), 25 s (model forward, measured:
-  13-26 s for ResNet-18/50 and MobileNetV2 there) and 240 s (model training step, assumed), and
-  2, 8, 5 and 40 s in later rounds (inductor's cache hit); exported rows (onnxruntime, openvino)
-  add 2 s (module) and 8 s (model: ResNet-50 exported in 7.1 s) in the first round, 0.4 s (the
-  session) later, from the on-disk export cache;
-* ops: 5 s to start and per configuration 2 s plus, compiled or exported, the first round's
+  training step 3 calls); compiled rows add, in the first round, 5 s (module forward, assumed:
+  below a model's), 50 s (module training step, assumed), 9 s (model forward, measured: the cpu
+  profile's inductor table of 21 models took 414 s with an empty inductor cache, 334 s with a
+  warm one) and 240 s (model training step, assumed), and 0.5, 8, 5 and 40 s in later rounds
+  (inductor's cache hit; the forward figures measured there); exported rows (onnxruntime,
+  openvino) add 2 s (module) and 8 s (model: ResNet-50 exported in 7.1 s) in the first round,
+  0.4 s (module) and 1.4 s (model: the session and its warm-up, measured) later, from the on-disk
+  export cache. Compile and export figures are for empty caches, so a run that finds them warm
+  takes less;
+* ops: 5 s to start and per configuration 0.6 s plus, compiled or exported, the first round's
   cost above;
-* memory: 1 s to start and 0.21 s per configuration (a fresh process each);
+* memory: 1 s to start and 0.145 s per configuration (a fresh process each);
 * accuracy: per epoch, training images x 3 x the backbone's MACs at the input size at 1.86e11
   MAC/s (bf16 autocast on a CPU with native bf16; fp32 a third of that), times the attention
   type's cost relative to the baseline's (:data:`ACCURACY_FACTOR`, from the same runs: se 1.16,
@@ -82,7 +88,7 @@ PARAMS_M = {"resnet18": 11.69, "resnet34": 21.80, "resnet50": 25.56, "resnet101"
 COST_MODEL_S = {"resnet18": 0.48, "resnet34": 0.9, "resnet50": 1.2, "resnet101": 2.4,
                 "mobilenet_v2": 0.65, "resnet_small": 0.3, "dsan": 0.3}
 """Seconds to count one model job, per backbone: resnet18, resnet50 and mobilenet_v2 from the
-committed cpu run's records; the others from their ratio to those on another 2-core machine."""
+AMD EPYC run's records (``reports/cpu-amd``); the others from their ratio to those on another 2-core machine."""
 
 ACCURACY_FACTOR = {"none": 1.0, "se": 1.16, "eca": 1.18, "ca": 1.35, "cbam": 1.49, "dycaconv": 1.46,
                    "dsan_channel": 1.28, "gsop": 1.65}
@@ -90,6 +96,10 @@ ACCURACY_FACTOR = {"none": 1.0, "se": 1.16, "eca": 1.18, "ca": 1.35, "cbam": 1.4
 row-major formulation, ``python -m benchmarks.gsop_profile``: a 1.62x training step on Intel
 Xeon); 1.5 for others. A width-matched arm costs its design's."""
 OTHER_FACTOR = 1.5
+
+OPS_START_S = 5.0
+OPS_CONFIG_S = 0.6
+"""The ops stage on the CPU: seconds to start, and per configuration besides compiling or exporting."""
 
 REPORT_S = 6.0
 """Seconds to render the report (the committed cpu run's, 5.97 s)."""
@@ -129,15 +139,15 @@ class DeviceModel:
 
 CPU = DeviceModel(
     name="cpu", verified=True,
-    source="calibrated on the committed cpu run (2-core AMD EPYC, reports/cpu)",
+    source="calibrated on the committed cpu runs (2-core Intel Xeon and AMD EPYC, reports/cpu*)",
     latency_invocation_s=7.0, latency_round_s=0.3, module_warmup_s={"forward": 0.13, "train": 0.2},
     model_build_s=0.0, model_build_s_per_mparam=0.011, model_calls=3.5, forward_macs_per_s=5.4e10,
-    compile_first_s={("module", "forward"): 20.0, ("module", "train"): 50.0, ("model", "forward"): 25.0,
+    compile_first_s={("module", "forward"): 5.0, ("module", "train"): 50.0, ("model", "forward"): 9.0,
                      ("model", "train"): 240.0},
-    compile_later_s={("module", "forward"): 2.0, ("module", "train"): 8.0, ("model", "forward"): 5.0,
+    compile_later_s={("module", "forward"): 0.5, ("module", "train"): 8.0, ("model", "forward"): 5.0,
                      ("model", "train"): 40.0},
-    export_first_s={"module": 2.0, "model": 8.0}, export_later_s={"module": 0.4, "model": 0.4},
-    memory_start_s=1.0, memory_config_s=0.21,
+    export_first_s={"module": 2.0, "model": 8.0}, export_later_s={"module": 0.4, "model": 1.4},
+    memory_start_s=1.0, memory_config_s=0.145,
     train_macs_per_s=1.86e11, fp32_slowdown=3.0, accuracy_run_s=1.0, accuracy_start_s=0.0,
 )
 
@@ -302,7 +312,7 @@ def _ops(run: Any, done: set[str], native_bf16: bool | None) -> Estimate:
     configs = {c.key(): c for c in plan.configs}
     fresh = [configs[k] for k in _new(list(configs), done)]
     model = CPU
-    seconds = (5.0 + sum(2.0 + _runtime_s(c, model, True) for c in fresh)) if fresh else 0.0
+    seconds = (OPS_START_S + sum(OPS_CONFIG_S + _runtime_s(c, model, True) for c in fresh)) if fresh else 0.0
     return Estimate("ops", run.index, model.name, len(fresh), "configurations", seconds)
 
 

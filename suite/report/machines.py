@@ -11,10 +11,10 @@ writes ``across_machines.csv`` and a README section "Across machines"; removing 
 both at the next render. A listed folder that is missing, has no latency stage, or was measured on
 a CPU class already shown is named in the section instead, never an error.
 
-The committed layout: each machine class is a complete profile folder of its own
-(``reports/cpu``: AMD EPYC, the reference, every stage; ``reports/cpu-xeon``: Intel Xeon, from
-``python -m suite bench --profile cpu --stages cost,latency,memory --out reports/cpu-xeon``), and the
-reference folder lists the others (``reports/cpu/other_machines.txt`` holding ``../cpu-xeon``), so
+The committed layout: each machine class is a profile folder of its own (``reports/cpu``: the
+reference, every stage of one ``nox -s bench`` run on a 2-core Intel Xeon; ``reports/cpu-amd``: an
+earlier run of every stage on a 2-core AMD EPYC, at the commit its ``bench.json`` names), and the
+reference folder lists the others (``reports/cpu/other_machines.txt`` holding ``../cpu-amd``), so
 ``reports/cpu/README.md`` carries the section (``python -m suite report --out reports/cpu`` adds it).
 
 **What it computes** (:func:`across_machines`), from each folder's latency report table
