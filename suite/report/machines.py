@@ -13,9 +13,10 @@ a CPU class already shown is named in the section instead, never an error.
 
 The committed layout: each machine class is a profile folder of its own (``reports/cpu``: the
 reference, every stage of one ``nox -s bench`` run on a 2-core Intel Xeon; ``reports/cpu-amd``: an
-earlier run of every stage on a 2-core AMD EPYC, at the commit its ``bench.json`` names), and the
-reference folder lists the others (``reports/cpu/other_machines.txt`` holding ``../cpu-amd``), so
-``reports/cpu/README.md`` carries the section (``python -m suite report --out reports/cpu`` adds it).
+earlier run of the cost, latency, memory and accuracy stages on a 2-core AMD EPYC, at the commit
+its ``bench.json`` names), and the reference folder lists the others
+(``reports/cpu/other_machines.txt`` holding ``../cpu-amd``), so ``reports/cpu/README.md`` carries
+the section (``python -m suite report --out reports/cpu`` adds it).
 
 **What it computes** (:func:`across_machines`), from each folder's latency report table
 (:func:`suite.report.tables.latency_table`), the rows with status ``ok``; a configuration is the
