@@ -159,13 +159,6 @@ def test_matched_names_are_checked_before_any_work(capsys) -> None:
     assert "--matched with --shard" in capsys.readouterr().err
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_matched_arm_is_trained_paired_and_its_width_reused(tmp_path, one_thread, monkeypatch, capsys) -> None:
     data, out = image_folder(tmp_path / "mini", classes=2), tmp_path / "out"
     monkeypatch.setattr(matched, "train_step_ms", params_timer)
