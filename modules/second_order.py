@@ -34,7 +34,10 @@ Other deliberate choices:
   ``stage_kwargs``).
 * The covariance is computed as centring + one ``bmm`` (the official ``I_hat`` matrix form
   does the same maths with an extra ``M x M`` product), in the autocast dtype
-  (:func:`covariance` gives the measured bf16 error).
+  (:func:`covariance` gives the measured bf16 error), with its gradient written out.
+* ``fc``, a 1x1 conv on the ``1 x 1`` map of row outputs, runs as the matmul it is
+  (``F.linear`` on its weight viewed as ``(C, 4d)``; the parameter keeps the conv's shape):
+  on a CPU the conv's backward on a ``1 x 1`` map costs more than the matmul's.
 * The row BN and row-wise conv compute the official function on the covariance rows gathered
   row-major, the conv as one batched matmul (:meth:`GSoP.row_wise`); the parameters keep the
   grouped conv's shapes, so official weights load. ``benchmarks/gsop_profile.py`` profiles a
@@ -54,6 +57,7 @@ ResNet.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, conv_macs, numel
@@ -71,6 +75,16 @@ def covariance(features: Tensor) -> Tensor:
     other layout sends the ReLU and BatchNorm backward before it to their strided kernels,
     about 10x slower on a CPU.
 
+    The gradient is written out (:class:`_Covariance`): for ``S = C^T C / M`` with ``C`` the
+    centred ``(N, M, d)`` map and ``G = dL/dS``, ``dL/dC = (C G + C G^T) / M`` (two products
+    accumulated in one buffer, the ``1/M`` folded into them: ``baddbmm``'s ``alpha``), and since the columns of ``C``
+    sum to zero this is already centred, so it is also ``dL/dfeatures``: autograd's chain of
+    the same function adds a full-size sum of the two products, a division and the mean's
+    backward, each a pass over the ``(N, M, d)`` map. Without a gradient to compute, or under
+    ``torch.jit.trace`` (ONNX export, fvcore), the same forward runs as plain ops, which
+    tracers and op counters read. The mean is taken as a sum over ``M``: ``mean`` of a bf16
+    tensor on a CPU first copies it to fp32.
+
     Under bf16 autocast the ``bmm`` runs in bf16 with fp32 accumulation; its error against an
     fp64 covariance of the same inputs is the rounding of the bf16 result (relative 0.20-0.26%
     at d = 64/128 and M = 16 to 3136, not growing with M), so it is not recomputed in fp32, which
@@ -78,12 +92,47 @@ def covariance(features: Tensor) -> Tensor:
     bound)."""
     n, d, h, w = features.shape
     if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
-        by_position = features.permute(0, 2, 3, 1).reshape(n, h * w, d)  # (N, M, d), a view
-        centred = by_position - by_position.mean(1, keepdim=True)
-        return torch.bmm(centred.transpose(1, 2), centred) / (h * w)
-    flat = features.flatten(2)  # (N, d, M)
-    centred = flat - flat.mean(2, keepdim=True)
-    return torch.bmm(centred, centred.transpose(1, 2)) / (h * w)
+        flat, positions_dim = features.permute(0, 2, 3, 1).reshape(n, h * w, d), 1  # (N, M, d), a view
+    else:
+        flat, positions_dim = features.flatten(2), 2  # (N, d, M)
+    if torch.is_grad_enabled() and flat.requires_grad and not torch.jit.is_tracing():
+        return _Covariance.apply(flat, positions_dim)
+    return _centred_covariance(flat, positions_dim)[1]  # what tracers and op counters can read
+
+
+def _centred_covariance(flat: Tensor, positions_dim: int) -> tuple[Tensor, Tensor]:
+    """The centred ``flat`` and its covariance over the positions axis ``positions_dim`` (1:
+    ``(N, M, d)``, 2: ``(N, d, M)``)."""
+    positions = flat.shape[positions_dim]
+    centred = flat - flat.sum(positions_dim, keepdim=True) / positions  # bf16 mean() upcasts a copy
+    by_row = centred.transpose(1, 2) if positions_dim == 1 else centred  # (N, d, M)
+    return centred, torch.bmm(by_row, by_row.transpose(1, 2)).div_(positions)
+
+
+class _Covariance(torch.autograd.Function):
+    """``cov(X)`` of a batch of ``(M, d)`` (``positions_dim=1``) or ``(d, M)``
+    (``positions_dim=2``) matrices, centred over the M positions, with its gradient written out
+    (see :func:`covariance`). The products follow autocast; the centring runs in the input's
+    dtype."""
+
+    @staticmethod
+    def forward(ctx, flat: Tensor, positions_dim: int) -> Tensor:
+        centred, cov = _centred_covariance(flat, positions_dim)
+        ctx.save_for_backward(centred)
+        ctx.positions_dim = positions_dim
+        return cov
+
+    @staticmethod
+    def backward(ctx, grad_cov: Tensor) -> tuple[Tensor, None]:
+        (centred,) = ctx.saved_tensors
+        scale = 1 / centred.shape[ctx.positions_dim]
+        grad_cov = grad_cov.to(centred.dtype).contiguous()  # else each product below copies it
+        unused = centred.new_zeros(1, 1, 1)
+        if ctx.positions_dim == 1:  # C G / M + C G^T / M, (N, M, d)
+            grad = torch.baddbmm(unused, centred, grad_cov, beta=0, alpha=scale)
+            return grad.baddbmm_(centred, grad_cov.transpose(1, 2), alpha=scale), None
+        grad = torch.baddbmm(unused, grad_cov, centred, beta=0, alpha=scale)  # G C / M + G^T C / M
+        return grad.baddbmm_(grad_cov.transpose(1, 2), centred, alpha=scale), None
 
 
 class GSoP(AttentionModule):
@@ -138,8 +187,8 @@ class GSoP(AttentionModule):
         self.check_input(x)
         reduced = self.act(self.bn_reduce(self.conv_reduce(self.input_act(x))))
         rows = self.row_wise(covariance(reduced))  # (N, 4d)
-        gate = self.gate(self.fc(rows[:, :, None, None]))  # (N, C, 1, 1)
-        return x * gate
+        gate = self.gate(F.linear(rows, self.fc.weight.flatten(1), self.fc.bias))  # (N, C)
+        return x * gate[:, :, None, None]
 
     def row_wise(self, cov: Tensor) -> Tensor:
         """``row_conv(row_bn(cov))`` on the ``(N, d, d)`` covariance, returned as ``(N, 4d)``.
@@ -181,7 +230,7 @@ class GSoP(AttentionModule):
         reduced = n * d * hr * wr
         input_act = numel(input_shape) if self.has_input_act else 0
         reduce = conv_macs(n, c, d, (hr, wr)) + 2 * reduced + reduced  # conv, BN, ReLU
-        centre = reduced + reduced  # mean (reads) + subtract
+        centre = reduced + n * d + reduced  # mean (a sum over M, divided by M) + subtract
         cov = n * d * d * hr * wr + n * d * d  # bmm + divide by M
         row = 2 * n * d * d + conv_macs(n, d, rows_out, (1, 1), (d, 1), groups=d)
         gate = conv_macs(n, rows_out, c, (1, 1)) + n * c  # fc + sigmoid

@@ -95,6 +95,28 @@ def test_the_bf16_covariance_is_within_bf16_rounding_of_fp64(d: int, positions: 
         assert relative < 4e-3, f"relative error {relative:.2e} at d={d}, M={positions}"
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_the_written_out_covariance_gradient_passes_gradcheck(channels_last: bool) -> None:
+    torch.manual_seed(5)
+    features = torch.randn(2, 6, 4, 3, dtype=torch.float64)
+    if channels_last:
+        features = features.to(memory_format=torch.channels_last)
+    assert torch.autograd.gradcheck(covariance, (features.requires_grad_(),))
+
+
+def test_the_written_out_covariance_gradient_equals_autograds_of_the_plain_formula() -> None:
+    torch.manual_seed(6)
+    features = torch.randn(3, 16, 7, 7, dtype=torch.float64)
+    grad = torch.randn(3, 16, 16, dtype=torch.float64)  # not symmetric: both products matter
+    written = features.clone().requires_grad_()
+    covariance(written).backward(grad)
+    plain = features.clone().requires_grad_()
+    flat = plain.flatten(2)
+    centred = flat - flat.mean(2, keepdim=True)
+    (torch.bmm(centred, centred.transpose(1, 2)) / flat.shape[2]).backward(grad)
+    torch.testing.assert_close(written.grad, plain.grad, rtol=1e-10, atol=1e-12)
+
+
 def test_the_channels_last_covariance_reads_the_map_without_a_copy_and_keeps_its_gradient_layout() -> None:
     features = torch.randn(2, 8, 5, 5).to(memory_format=torch.channels_last).requires_grad_()
     covariance(features).sum().backward()

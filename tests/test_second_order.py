@@ -93,7 +93,7 @@ def test_gsop_formula_macs_hand_count() -> None:
         n_in  # input ReLU
         + 16 * 6 * 16  # reducing conv
         + 3 * reduced  # BN (2 per element) + ReLU
-        + 2 * reduced  # mean over M (reads) + centring subtract
+        + 2 * reduced + 16  # mean over M (a sum, then 16 divisions) + centring subtract
         + 16 * 16 * 6  # bmm
         + 16 * 16  # divide by M
         + 2 * 16 * 16  # BN on the covariance rows
