@@ -8,15 +8,17 @@ same folder, times the seconds one of them takes on the device that runs it
 (:class:`DeviceModel`). Counting touches no device: a plan for ``--device cuda`` is counted on a
 machine without CUDA.
 
-**CPU** (:data:`CPU`), calibrated on committed runs of the cpu profile: the cost, eager latency
-and accuracy figures on a 2-core AMD EPYC (``reports/cpu-amd``: the stage wall times in
+**CPU** (:data:`CPU`), calibrated on committed runs of the cpu profile: the
+eager latency and accuracy figures on a 2-core AMD EPYC (``reports/cpu-amd``: the stage wall times in
 ``bench.json``, the per-record times of the raw records, and ``epoch_s`` of
 ``raw/accuracy/runs.csv``), which the reference run on a 2-core Intel Xeon (``reports/cpu``)
-matched within 25% (its accuracy stage: 3,457 s against 3,468 s estimated); the runtimes', the
-op profiles' and the memory stage's figures on that Intel Xeon:
+matched within 25% (its accuracy stage: 3,457 s and, in a second run, 3,933 s against 3,336 s
+estimated); the cost stage's, the runtimes', the op profiles' and the memory stage's figures,
+and the attention types' training cost, on that Intel Xeon:
 
-* cost: 1 s to start, 0.041 s per module job, per model job the backbone's counting time
-  (:data:`COST_MODEL_S`: resnet18 0.48 s, resnet50 1.2 s, mobilenet_v2 0.65 s as measured there);
+* cost: 1 s to start, 0.033 s per module job, per model job the backbone's counting time
+  (:data:`COST_MODEL_S`: resnet18 0.38 s, resnet50 0.92 s, mobilenet_v2 0.53 s, measured on the
+  Intel Xeon);
 * latency: 7 s per invocation (worker servers, the machine's peaks), 0.3 s per round (its fresh
   worker), and per configuration and round the sampling time (``budget-s / rounds``) plus the
   warm-up: 0.13 s for a module's forward, 0.2 s for its training step; a model's build (0.011 s
@@ -35,8 +37,8 @@ op profiles' and the memory stage's figures on that Intel Xeon:
 * memory: 1 s to start and 0.145 s per configuration (a fresh process each);
 * accuracy: per epoch, training images x 3 x the backbone's MACs at the input size at 1.86e11
   MAC/s (bf16 autocast on a CPU with native bf16; fp32 a third of that), times the attention
-  type's cost relative to the baseline's (:data:`ACCURACY_FACTOR`, from the same runs: se 1.16,
-  gsop 1.65, 1.5 for a type not run there; a width-matched arm as its design); the final evaluation (forward only); 1 s per run.
+  type's cost relative to the baseline's (:data:`ACCURACY_FACTOR`, from the Intel Xeon run: se
+  1.15, gsop 1.45, 1.5 for a type not run there; a width-matched arm as its design); the final evaluation (forward only); 1 s per run.
 
 **CUDA** (:data:`CUDA`, one H100-class GPU), *unverified until a GPU runs it*:
 
@@ -85,16 +87,16 @@ PARAMS_M = {"resnet18": 11.69, "resnet34": 21.80, "resnet50": 25.56, "resnet101"
             "mobilenet_v2": 3.50, "resnet_small": 1.46, "dsan": 0.64}
 """Millions of parameters of each backbone (the cost stage's records)."""
 
-COST_MODEL_S = {"resnet18": 0.48, "resnet34": 0.9, "resnet50": 1.2, "resnet101": 2.4,
-                "mobilenet_v2": 0.65, "resnet_small": 0.3, "dsan": 0.3}
+COST_MODEL_S = {"resnet18": 0.38, "resnet34": 0.72, "resnet50": 0.92, "resnet101": 1.9,
+                "mobilenet_v2": 0.53, "resnet_small": 0.24, "dsan": 0.24}
 """Seconds to count one model job, per backbone: resnet18, resnet50 and mobilenet_v2 from the
-AMD EPYC run's records (``reports/cpu-amd``); the others from their ratio to those on another 2-core machine."""
+Intel Xeon run's records (``reports/cpu``, 0.8x the AMD EPYC run's); the others from their ratio
+to those on another 2-core machine."""
 
-ACCURACY_FACTOR = {"none": 1.0, "se": 1.16, "eca": 1.18, "ca": 1.35, "cbam": 1.49, "dycaconv": 1.46,
-                   "dsan_channel": 1.28, "gsop": 1.65}
-"""An epoch of each type over the baseline's (the committed cpu runs' ``epoch_s``; gsop's from its
-row-major formulation, ``python -m benchmarks.gsop_profile``: a 1.62x training step on Intel
-Xeon); 1.5 for others. A width-matched arm costs its design's."""
+ACCURACY_FACTOR = {"none": 1.0, "se": 1.15, "eca": 1.12, "ca": 1.36, "cbam": 1.53, "dycaconv": 1.38,
+                   "dsan_channel": 1.27, "gsop": 1.45}
+"""An epoch of each type over the baseline's (median ``epoch_s`` of the committed cpu run,
+``reports/cpu``, Intel Xeon); 1.5 for others. A width-matched arm costs its design's."""
 OTHER_FACTOR = 1.5
 
 OPS_START_S = 5.0
@@ -133,7 +135,7 @@ class DeviceModel:
     accuracy_run_s: float
     accuracy_start_s: float
     cost_start_s: float = 1.0
-    cost_module_job_s: float = 0.041
+    cost_module_job_s: float = 0.033
     cost_model_job_s: dict[str, float] = field(default_factory=lambda: dict(COST_MODEL_S))
 
 
