@@ -59,6 +59,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from ._base import AttentionModule, ModuleFactory, Shape, check_positive_int, conv_macs, numel
 from ._registry import BlockSelector, register_attention
@@ -113,7 +114,8 @@ class _Covariance(torch.autograd.Function):
     """``cov(X)`` of a batch of ``(M, d)`` (``positions_dim=1``) or ``(d, M)``
     (``positions_dim=2``) matrices, centred over the M positions, with its gradient written out
     (see :func:`covariance`). The products follow autocast; the centring runs in the input's
-    dtype."""
+    dtype. The backward is not itself differentiable: a second-order gradient through it
+    raises instead of dropping terms."""
 
     @staticmethod
     def forward(ctx, flat: Tensor, positions_dim: int) -> Tensor:
@@ -123,6 +125,7 @@ class _Covariance(torch.autograd.Function):
         return cov
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_cov: Tensor) -> tuple[Tensor, None]:
         (centred,) = ctx.saved_tensors
         scale = 1 / centred.shape[ctx.positions_dim]

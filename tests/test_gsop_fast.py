@@ -117,6 +117,13 @@ def test_the_written_out_covariance_gradient_equals_autograds_of_the_plain_formu
     torch.testing.assert_close(written.grad, plain.grad, rtol=1e-10, atol=1e-12)
 
 
+def test_a_second_order_gradient_through_the_covariance_raises_instead_of_dropping_terms() -> None:
+    features = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(covariance(features).pow(2).sum(), features, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|does not require grad"):
+        grad.sum().backward()
+
+
 def test_the_channels_last_covariance_reads_the_map_without_a_copy_and_keeps_its_gradient_layout() -> None:
     features = torch.randn(2, 8, 5, 5).to(memory_format=torch.channels_last).requires_grad_()
     covariance(features).sum().backward()
